@@ -1,0 +1,19 @@
+//! Deimos's consensus layer: a sans-IO Raft core, the async driver that runs it, and the leader
+//! lease service.
+//!
+//! The core ([`RawNode`]) is a pure state machine in the style of etcd's raft: feed it `tick()`,
+//! `step(msg)`, proposals and read requests; take a [`Ready`] describing what to persist, send and
+//! apply; do it; call `advance()`. It reads no clock and does no I/O, so the simulator in
+//! `tests/` can drive many nodes deterministically from one seed.
+
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod storage;
+pub mod types;
+
+pub use clock::{Clock, ManualClock, MonotonicClock};
+pub use config::Config;
+pub use error::RaftError;
+pub use storage::{InitialState, LogStorage, MemStorage, StorageError, StorageResult};
+pub use types::*;

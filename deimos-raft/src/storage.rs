@@ -1,0 +1,231 @@
+//! The durable log behind the core, and an in-memory implementation for tests and simulation.
+//!
+//! Contract (the same as etcd's `Storage`): the core only *reads* through `LogStorage`; the driver
+//! writes what a `Ready` asks it to persist (`append`, `set_hard_state`, `apply_snapshot`) before
+//! sending that `Ready`'s messages and calling `advance`. Entries in storage are contiguous from
+//! `first_index()` to `last_index()`; everything up to `first_index() - 1` is covered by the
+//! snapshot whose metadata `snapshot()` returns.
+
+use thiserror::Error;
+
+use crate::types::{ConfState, Entry, HardState, Index, Snapshot, Term};
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum StorageError {
+    /// The requested index was compacted into a snapshot.
+    #[error("log index compacted")]
+    Compacted,
+    /// The requested index is past the end of the log.
+    #[error("log index unavailable")]
+    Unavailable,
+    /// A snapshot is being prepared; ask again later.
+    #[error("snapshot temporarily unavailable")]
+    SnapshotTemporarilyUnavailable,
+    /// The backing store failed; the node must stop rather than continue with unknown state.
+    #[error("storage failure: {0}")]
+    Other(String),
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// The state a node restarts with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InitialState {
+    pub hard_state: HardState,
+    pub conf_state: ConfState,
+}
+
+pub trait LogStorage {
+    fn initial_state(&self) -> StorageResult<InitialState>;
+    /// Entries in `[lo, hi)`, stopping early once `max_bytes` is exceeded (but always at least one).
+    fn entries(&self, lo: Index, hi: Index, max_bytes: Option<u64>) -> StorageResult<Vec<Entry>>;
+    /// Term of the entry at `idx`; `first_index() - 1` answers with the snapshot's term.
+    fn term(&self, idx: Index) -> StorageResult<Term>;
+    fn first_index(&self) -> StorageResult<Index>;
+    fn last_index(&self) -> StorageResult<Index>;
+    /// The latest snapshot, used to catch up a follower whose next entry was compacted.
+    fn snapshot(&self) -> StorageResult<Snapshot>;
+
+    /// Durably append `entries`, first discarding any stored entries at or after
+    /// `entries[0].index` (they conflict with the leader's log).
+    fn append(&mut self, entries: &[Entry]) -> StorageResult<()>;
+    fn set_hard_state(&mut self, hs: &HardState) -> StorageResult<()>;
+    /// Replace the log with `snapshot`: entries up to its index are dropped, the log restarts after it.
+    fn apply_snapshot(&mut self, snapshot: &Snapshot) -> StorageResult<()>;
+}
+
+/// An in-memory `LogStorage`. Deterministic and cheap to clone, so the simulator can "persist" by
+/// keeping it across a simulated crash.
+#[derive(Debug, Clone, Default)]
+pub struct MemStorage {
+    hard_state: HardState,
+    snapshot: Snapshot,
+    /// `entries[0]` is a dummy at `snapshot.meta.index` carrying the snapshot's term.
+    entries: Vec<Entry>,
+}
+
+impl MemStorage {
+    pub fn new(conf: ConfState) -> Self {
+        let mut s = MemStorage::default();
+        s.snapshot.meta.conf = conf;
+        s.entries.push(Entry { term: 0, index: 0, payload: crate::types::EntryPayload::Empty });
+        s
+    }
+
+    fn offset(&self) -> Index {
+        self.entries[0].index
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        self.hard_state
+    }
+
+    /// Record a snapshot of the state machine at `index` (which must be applied) and discard the
+    /// log up to it. `data` is whatever the state machine needs to restore itself.
+    pub fn compact(&mut self, index: Index, conf: ConfState, data: Vec<u8>) -> StorageResult<()> {
+        if index <= self.offset() {
+            return Err(StorageError::Compacted);
+        }
+        if index > self.last_index()? {
+            return Err(StorageError::Unavailable);
+        }
+        let term = self.term(index)?;
+        let cut = (index - self.offset()) as usize;
+        self.entries.drain(..cut);
+        self.entries[0].payload = crate::types::EntryPayload::Empty;
+        self.snapshot = Snapshot { meta: crate::types::SnapshotMeta { index, term, conf }, data };
+        Ok(())
+    }
+}
+
+impl LogStorage for MemStorage {
+    fn initial_state(&self) -> StorageResult<InitialState> {
+        Ok(InitialState { hard_state: self.hard_state, conf_state: self.snapshot.meta.conf.clone() })
+    }
+
+    fn entries(&self, lo: Index, hi: Index, max_bytes: Option<u64>) -> StorageResult<Vec<Entry>> {
+        if lo <= self.offset() {
+            return Err(StorageError::Compacted);
+        }
+        if hi > self.last_index()? + 1 {
+            return Err(StorageError::Unavailable);
+        }
+        let off = self.offset();
+        let mut out = Vec::new();
+        let mut size = 0u64;
+        for e in &self.entries[(lo - off) as usize..(hi - off) as usize] {
+            size += e.size() as u64;
+            if !out.is_empty() && max_bytes.is_some_and(|m| size > m) {
+                break;
+            }
+            out.push(e.clone());
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: Index) -> StorageResult<Term> {
+        let off = self.offset();
+        if idx < off {
+            return Err(StorageError::Compacted);
+        }
+        self.entries.get((idx - off) as usize).map(|e| e.term).ok_or(StorageError::Unavailable)
+    }
+
+    fn first_index(&self) -> StorageResult<Index> {
+        Ok(self.offset() + 1)
+    }
+
+    fn last_index(&self) -> StorageResult<Index> {
+        Ok(self.offset() + self.entries.len() as u64 - 1)
+    }
+
+    fn snapshot(&self) -> StorageResult<Snapshot> {
+        Ok(self.snapshot.clone())
+    }
+
+    fn append(&mut self, entries: &[Entry]) -> StorageResult<()> {
+        let Some(first) = entries.first() else { return Ok(()) };
+        let off = self.offset();
+        if first.index <= off {
+            // Everything up to the snapshot is already committed and compacted; skip that part.
+            let skip = (off + 1 - first.index) as usize;
+            if skip >= entries.len() {
+                return Ok(());
+            }
+            return self.append(&entries[skip..]);
+        }
+        if first.index > self.last_index()? + 1 {
+            return Err(StorageError::Other(format!(
+                "append at {} leaves a gap after {}",
+                first.index,
+                self.last_index()?
+            )));
+        }
+        self.entries.truncate((first.index - off) as usize);
+        self.entries.extend_from_slice(entries);
+        Ok(())
+    }
+
+    fn set_hard_state(&mut self, hs: &HardState) -> StorageResult<()> {
+        self.hard_state = *hs;
+        Ok(())
+    }
+
+    fn apply_snapshot(&mut self, snapshot: &Snapshot) -> StorageResult<()> {
+        if snapshot.meta.index <= self.offset() {
+            return Err(StorageError::Compacted);
+        }
+        self.snapshot = snapshot.clone();
+        self.entries.clear();
+        self.entries.push(Entry {
+            term: snapshot.meta.term,
+            index: snapshot.meta.index,
+            payload: crate::types::EntryPayload::Empty,
+        });
+        if self.hard_state.commit < snapshot.meta.index {
+            self.hard_state.commit = snapshot.meta.index;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::EntryPayload;
+
+    fn ent(index: Index, term: Term) -> Entry {
+        Entry { index, term, payload: EntryPayload::Normal(vec![index as u8]) }
+    }
+
+    #[test]
+    fn append_truncates_conflicting_suffix() {
+        let mut s = MemStorage::new(ConfState::new([1]));
+        s.append(&[ent(1, 1), ent(2, 1), ent(3, 1)]).unwrap();
+        s.append(&[ent(2, 2)]).unwrap();
+        assert_eq!(s.last_index().unwrap(), 2);
+        assert_eq!(s.term(2).unwrap(), 2);
+        assert!(s.append(&[ent(5, 2)]).is_err());
+    }
+
+    #[test]
+    fn compact_and_snapshot() {
+        let mut s = MemStorage::new(ConfState::new([1]));
+        s.append(&[ent(1, 1), ent(2, 1), ent(3, 2)]).unwrap();
+        s.compact(2, ConfState::new([1]), b"x".to_vec()).unwrap();
+        assert_eq!(s.first_index().unwrap(), 3);
+        assert_eq!(s.term(2).unwrap(), 1);
+        assert_eq!(s.term(1), Err(StorageError::Compacted));
+        assert_eq!(s.entries(2, 3, None), Err(StorageError::Compacted));
+        assert_eq!(s.entries(3, 4, None).unwrap().len(), 1);
+        assert_eq!(s.snapshot().unwrap().meta.index, 2);
+    }
+
+    #[test]
+    fn entries_respect_max_bytes_but_return_one() {
+        let mut s = MemStorage::new(ConfState::new([1]));
+        s.append(&[ent(1, 1), ent(2, 1), ent(3, 1)]).unwrap();
+        assert_eq!(s.entries(1, 4, Some(1)).unwrap().len(), 1);
+        assert_eq!(s.entries(1, 4, None).unwrap().len(), 3);
+    }
+}
