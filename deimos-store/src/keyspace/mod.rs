@@ -1,0 +1,1 @@
+//! The etcd v2 key space: the replicated state machine (in progress).

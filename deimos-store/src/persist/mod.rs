@@ -1,0 +1,1 @@
+//! redb persistence: raft log, hard state, applied key space (in progress).
