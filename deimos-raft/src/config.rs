@@ -66,7 +66,9 @@ impl Config {
             return Err(RaftError::InvalidConfig("node id 0 is reserved".into()));
         }
         if self.heartbeat_tick == 0 {
-            return Err(RaftError::InvalidConfig("heartbeat_tick must be > 0".into()));
+            return Err(RaftError::InvalidConfig(
+                "heartbeat_tick must be > 0".into(),
+            ));
         }
         if self.election_tick <= self.heartbeat_tick {
             return Err(RaftError::InvalidConfig(
@@ -74,7 +76,9 @@ impl Config {
             ));
         }
         if self.max_inflight_msgs == 0 {
-            return Err(RaftError::InvalidConfig("max_inflight_msgs must be > 0".into()));
+            return Err(RaftError::InvalidConfig(
+                "max_inflight_msgs must be > 0".into(),
+            ));
         }
         Ok(())
     }

@@ -17,3 +17,11 @@ pub use config::Config;
 pub use error::RaftError;
 pub use storage::{InitialState, LogStorage, MemStorage, StorageError, StorageResult};
 pub use types::*;
+
+pub(crate) mod core;
+pub(crate) mod log;
+pub(crate) mod quorum;
+pub mod raw_node;
+pub(crate) mod tracker;
+
+pub use raw_node::{RawNode, Ready, Status};

@@ -68,7 +68,11 @@ impl MemStorage {
     pub fn new(conf: ConfState) -> Self {
         let mut s = MemStorage::default();
         s.snapshot.meta.conf = conf;
-        s.entries.push(Entry { term: 0, index: 0, payload: crate::types::EntryPayload::Empty });
+        s.entries.push(Entry {
+            term: 0,
+            index: 0,
+            payload: crate::types::EntryPayload::Empty,
+        });
         s
     }
 
@@ -93,14 +97,20 @@ impl MemStorage {
         let cut = (index - self.offset()) as usize;
         self.entries.drain(..cut);
         self.entries[0].payload = crate::types::EntryPayload::Empty;
-        self.snapshot = Snapshot { meta: crate::types::SnapshotMeta { index, term, conf }, data };
+        self.snapshot = Snapshot {
+            meta: crate::types::SnapshotMeta { index, term, conf },
+            data,
+        };
         Ok(())
     }
 }
 
 impl LogStorage for MemStorage {
     fn initial_state(&self) -> StorageResult<InitialState> {
-        Ok(InitialState { hard_state: self.hard_state, conf_state: self.snapshot.meta.conf.clone() })
+        Ok(InitialState {
+            hard_state: self.hard_state,
+            conf_state: self.snapshot.meta.conf.clone(),
+        })
     }
 
     fn entries(&self, lo: Index, hi: Index, max_bytes: Option<u64>) -> StorageResult<Vec<Entry>> {
@@ -128,7 +138,10 @@ impl LogStorage for MemStorage {
         if idx < off {
             return Err(StorageError::Compacted);
         }
-        self.entries.get((idx - off) as usize).map(|e| e.term).ok_or(StorageError::Unavailable)
+        self.entries
+            .get((idx - off) as usize)
+            .map(|e| e.term)
+            .ok_or(StorageError::Unavailable)
     }
 
     fn first_index(&self) -> StorageResult<Index> {
@@ -144,7 +157,9 @@ impl LogStorage for MemStorage {
     }
 
     fn append(&mut self, entries: &[Entry]) -> StorageResult<()> {
-        let Some(first) = entries.first() else { return Ok(()) };
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
         let off = self.offset();
         if first.index <= off {
             // Everything up to the snapshot is already committed and compacted; skip that part.
@@ -195,7 +210,11 @@ mod tests {
     use crate::types::EntryPayload;
 
     fn ent(index: Index, term: Term) -> Entry {
-        Entry { index, term, payload: EntryPayload::Normal(vec![index as u8]) }
+        Entry {
+            index,
+            term,
+            payload: EntryPayload::Normal(vec![index as u8]),
+        }
     }
 
     #[test]

@@ -54,7 +54,9 @@ pub enum ConfChange {
 impl ConfChange {
     pub fn node(&self) -> NodeId {
         match *self {
-            ConfChange::AddVoter(id) | ConfChange::AddLearner(id) | ConfChange::RemoveNode(id) => id,
+            ConfChange::AddVoter(id) | ConfChange::AddLearner(id) | ConfChange::RemoveNode(id) => {
+                id
+            }
         }
     }
 }
@@ -76,7 +78,10 @@ pub struct ConfState {
 
 impl ConfState {
     pub fn new(voters: impl IntoIterator<Item = NodeId>) -> Self {
-        ConfState { voters: voters.into_iter().collect(), learners: BTreeSet::new() }
+        ConfState {
+            voters: voters.into_iter().collect(),
+            learners: BTreeSet::new(),
+        }
     }
 
     pub fn contains(&self, id: NodeId) -> bool {
@@ -124,29 +129,64 @@ pub struct Message {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MessageBody {
     /// Pre-vote: "would you vote for me at `term`?" sent without bumping our own term.
-    PreVote { last_index: Index, last_term: Term },
-    PreVoteResp { reject: bool },
+    PreVote {
+        last_index: Index,
+        last_term: Term,
+    },
+    PreVoteResp {
+        reject: bool,
+    },
     /// `transfer` is set when the campaign follows a `TimeoutNow`; such votes bypass leader
     /// stickiness because the current leader itself asked for the election.
-    Vote { last_index: Index, last_term: Term, transfer: bool },
-    VoteResp { reject: bool },
-    Append { prev_index: Index, prev_term: Term, entries: Vec<Entry>, commit: Index },
+    Vote {
+        last_index: Index,
+        last_term: Term,
+        transfer: bool,
+    },
+    VoteResp {
+        reject: bool,
+    },
+    Append {
+        prev_index: Index,
+        prev_term: Term,
+        entries: Vec<Entry>,
+        commit: Index,
+    },
     /// `index` is the last index the follower now matches on success, or the rejected
     /// `prev_index` on failure; `hint_index`/`hint_term` let the leader skip a whole term on
     /// rejection (fast back-off).
-    AppendResp { reject: bool, index: Index, hint_index: Index, hint_term: Term },
+    AppendResp {
+        reject: bool,
+        index: Index,
+        hint_index: Index,
+        hint_term: Term,
+    },
     /// `round` numbers the leader's heartbeat rounds within its term; acknowledgements of rounds
     /// confirm leadership for ReadIndex and anchor the lease.
-    Heartbeat { commit: Index, round: u64 },
-    HeartbeatResp { round: u64 },
-    InstallSnapshot { snapshot: Snapshot },
+    Heartbeat {
+        commit: Index,
+        round: u64,
+    },
+    HeartbeatResp {
+        round: u64,
+    },
+    InstallSnapshot {
+        snapshot: Snapshot,
+    },
     /// Leader transfer: the target should campaign at once.
     TimeoutNow,
     /// A follower forwards a proposal to the leader.
-    Propose { entries: Vec<EntryPayload> },
+    Propose {
+        entries: Vec<EntryPayload>,
+    },
     /// A follower asks the leader for a read index on behalf of its client.
-    ReadIndex { ctx: Vec<u8> },
-    ReadIndexResp { ctx: Vec<u8>, index: Index },
+    ReadIndex {
+        ctx: Vec<u8>,
+    },
+    ReadIndexResp {
+        ctx: Vec<u8>,
+        index: Index,
+    },
 }
 
 impl MessageBody {

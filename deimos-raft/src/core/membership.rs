@@ -1,0 +1,119 @@
+//! Membership changes, one server at a time.
+//!
+//! Why single-server changes rather than joint consensus: any two configurations that differ by
+//! one voter have overlapping majorities, so no moment exists at which two disjoint majorities can
+//! each elect a leader or commit — whichever nodes still use the old configuration. That needs
+//! two rules, both enforced here: (1) at most one change is in flight — a new one is refused until
+//! the previous one is applied (`pending_conf_index`); (2) a new leader proposes no change until it
+//! has committed an entry of its own term (the fix Ongaro published for the single-server
+//! algorithm: otherwise a change from a deposed leader's term, never committed, could combine with
+//! a new one into a two-server step). Joint consensus buys atomic multi-node changes, which an
+//! etcd-v2-style member API (add one, remove one) never asks for.
+//!
+//! A change takes effect on each node when it applies the entry (etcd's rule), so every node's
+//! view of membership is a function of its applied log prefix.
+
+use super::Raft;
+use crate::error::RaftError;
+use crate::storage::LogStorage;
+use crate::types::*;
+
+impl<S: LogStorage> Raft<S> {
+    pub fn propose_conf_change(&mut self, cc: ConfChange) -> Result<(), RaftError> {
+        if self.role != Role::Leader {
+            return Err(RaftError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if self.lead_transferee.is_some() {
+            return Err(RaftError::TransferInProgress);
+        }
+        if self.pending_conf_index > self.log.applied || !self.committed_in_current_term() {
+            return Err(RaftError::ConfChangePending);
+        }
+        let conf = &self.prs.conf;
+        match cc {
+            ConfChange::AddVoter(0) | ConfChange::AddLearner(0) => {
+                return Err(RaftError::InvalidConfChange("node id 0 is reserved".into()))
+            }
+            ConfChange::AddLearner(id) if conf.voters.contains(&id) => {
+                return Err(RaftError::InvalidConfChange(format!(
+                    "{id} is a voter; remove it first"
+                )))
+            }
+            ConfChange::RemoveNode(id) if !conf.contains(id) => {
+                return Err(RaftError::InvalidConfChange(format!(
+                    "{id} is not a member"
+                )))
+            }
+            ConfChange::RemoveNode(id) if conf.voters.len() == 1 && conf.voters.contains(&id) => {
+                return Err(RaftError::InvalidConfChange(
+                    "cannot remove the last voter".into(),
+                ))
+            }
+            _ => {}
+        }
+        self.append_entries(vec![EntryPayload::ConfChange(cc)]);
+        self.pending_conf_index = self.log.last_index();
+        Ok(())
+    }
+
+    /// Make an applied change effective. Idempotent, so replays after restart are harmless.
+    pub(crate) fn apply_conf_change(&mut self, cc: ConfChange) {
+        let next = self.log.last_index() + 1;
+        let max_inflight = self
+            .prs
+            .progress
+            .get(&self.id)
+            .map_or(256, |p| p.inflights_cap());
+        match cc {
+            ConfChange::AddVoter(id) => {
+                self.prs.conf.learners.remove(&id);
+                self.prs.conf.voters.insert(id);
+                self.prs
+                    .progress
+                    .entry(id)
+                    .or_insert_with(|| crate::tracker::Progress::new(next, max_inflight));
+            }
+            ConfChange::AddLearner(id) => {
+                if self.prs.conf.voters.contains(&id) {
+                    return;
+                }
+                self.prs.conf.learners.insert(id);
+                self.prs
+                    .progress
+                    .entry(id)
+                    .or_insert_with(|| crate::tracker::Progress::new(next, max_inflight));
+            }
+            ConfChange::RemoveNode(id) => {
+                self.prs.conf.voters.remove(&id);
+                self.prs.conf.learners.remove(&id);
+                if id != self.id {
+                    self.prs.progress.remove(&id);
+                }
+                if self.lead_transferee == Some(id) {
+                    self.abort_transfer();
+                }
+            }
+        }
+        if self.role != Role::Leader {
+            return;
+        }
+        if !self.prs.is_voter(self.id) {
+            // Removed (or demoted): hand the cluster back; a lease must not outlive membership.
+            self.lease_events.push(LeaseEvent::Revoked {
+                term: self.term,
+                reason: LeaseEndReason::Removed,
+            });
+            self.lease_forbidden = true;
+            let term = self.term;
+            self.role = Role::Follower; // avoid a second revocation event in become_follower
+            self.become_follower(term, None);
+            return;
+        }
+        if self.maybe_commit() {
+            self.on_commit_advanced();
+        }
+        self.broadcast_append();
+    }
+}

@@ -1,0 +1,136 @@
+//! `RawNode`: the public face of the core — inputs in, `Ready` out.
+//!
+//! Contract (etcd's): after any input, `has_ready()` tells whether there is work. Take it with
+//! `ready()`, then in order: persist `snapshot`, `entries` and `hard_state` to the `LogStorage`
+//! (durably); send `messages`; apply `committed_entries` (and handle `read_states`); then call
+//! `advance()`. `ready()` may not be called again before `advance()`.
+
+use crate::core::Raft;
+use crate::error::RaftError;
+use crate::storage::LogStorage;
+use crate::types::*;
+use crate::Config;
+
+/// Everything the driver must do after feeding the core. See the module docs for the order.
+#[derive(Debug, Default, Clone)]
+pub struct Ready {
+    pub soft_state: Option<SoftState>,
+    pub hard_state: Option<HardState>,
+    /// Entries to append to stable storage before sending `messages`.
+    pub entries: Vec<Entry>,
+    /// A snapshot received from the leader, to install in storage and in the state machine.
+    pub snapshot: Option<Snapshot>,
+    /// Entries known committed, to apply in order. Conf changes among them take effect in the
+    /// core at `advance()`.
+    pub committed_entries: Vec<Entry>,
+    pub messages: Vec<Message>,
+    pub read_states: Vec<ReadState>,
+    pub lease_events: Vec<LeaseEvent>,
+}
+
+/// A point-in-time view of the node, for status endpoints and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub id: NodeId,
+    pub term: Term,
+    pub vote: Option<NodeId>,
+    pub role: Role,
+    pub leader: Option<NodeId>,
+    pub commit: Index,
+    pub applied: Index,
+    pub last_index: Index,
+    pub conf: ConfState,
+}
+
+pub struct RawNode<S: LogStorage> {
+    pub(crate) raft: Raft<S>,
+}
+
+impl<S: LogStorage> RawNode<S> {
+    /// Build a node from `config` over `storage` (which holds the state to restart from).
+    pub fn new(config: &Config, storage: S) -> Result<Self, RaftError> {
+        Ok(RawNode {
+            raft: Raft::new(config, storage)?,
+        })
+    }
+
+    /// Advance logical time by one tick (election and heartbeat timers count ticks).
+    pub fn tick(&mut self) {
+        self.raft.tick();
+    }
+
+    /// Feed a message received from a peer.
+    pub fn step(&mut self, m: Message) -> Result<(), RaftError> {
+        self.raft.step(m)
+    }
+
+    /// Start an election now (tests, and the `TimeoutNow` path).
+    pub fn campaign(&mut self) -> Result<(), RaftError> {
+        self.raft.campaign_now()
+    }
+
+    /// Propose `data` for replication. On a follower this forwards to the leader when
+    /// `forward_proposals` is set, else fails with `NotLeader`. Success means only "accepted for
+    /// replication": the entry may still be lost if leadership changes; the application learns
+    /// the outcome when (if) the entry comes back in `committed_entries`.
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<(), RaftError> {
+        self.raft.propose(vec![EntryPayload::Normal(data)])
+    }
+
+    /// Propose a membership change (leader only; one at a time).
+    pub fn propose_conf_change(&mut self, cc: ConfChange) -> Result<(), RaftError> {
+        self.raft.propose_conf_change(cc)
+    }
+
+    /// Ask for a linearizable read point. A `ReadState` with the same `ctx` appears in a later
+    /// `Ready` once leadership has been confirmed by a quorum; on a follower the request goes to
+    /// the leader. Fails with `NotLeader { leader: None }` when no leader is known.
+    pub fn read_index(&mut self, ctx: Vec<u8>) -> Result<(), RaftError> {
+        self.raft.read_index(ctx)
+    }
+
+    /// Hand leadership to `to` (leader only). The lease is revoked before the handover starts.
+    pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), RaftError> {
+        self.raft.transfer_leader(to)
+    }
+
+    /// Send a heartbeat round now (lease renewal when it is due before the next heartbeat tick).
+    pub fn broadcast_heartbeat(&mut self) {
+        self.raft.broadcast_heartbeat_round();
+    }
+
+    /// The transport finished (or failed) sending a snapshot to `to`.
+    pub fn report_snapshot(&mut self, to: NodeId, ok: bool) {
+        self.raft.report_snapshot(to, ok);
+    }
+
+    /// The transport could not reach `to`; stop pipelining to it until it answers.
+    pub fn report_unreachable(&mut self, to: NodeId) {
+        self.raft.report_unreachable(to);
+    }
+
+    pub fn has_ready(&self) -> bool {
+        self.raft.has_ready()
+    }
+
+    pub fn ready(&mut self) -> Ready {
+        self.raft.ready()
+    }
+
+    /// Acknowledge that the last `Ready` was fully handled.
+    pub fn advance(&mut self) {
+        self.raft.advance()
+    }
+
+    pub fn status(&self) -> Status {
+        self.raft.status()
+    }
+
+    pub fn storage(&self) -> &S {
+        self.raft.log.storage()
+    }
+
+    pub fn storage_mut(&mut self) -> &mut S {
+        self.raft.log.storage_mut()
+    }
+}
