@@ -47,12 +47,24 @@ pub struct Operation<I, O> {
 impl<I, O> Operation<I, O> {
     /// An operation whose response the client saw.
     pub fn completed(client: u64, invoke: Time, complete: Time, input: I, output: O) -> Self {
-        Operation { client, invoke, complete: Some(complete), input, output: Some(output) }
+        Operation {
+            client,
+            invoke,
+            complete: Some(complete),
+            input,
+            output: Some(output),
+        }
     }
 
     /// An operation whose outcome the client never learned.
     pub fn indeterminate(client: u64, invoke: Time, input: I) -> Self {
-        Operation { client, invoke, complete: None, input, output: None }
+        Operation {
+            client,
+            invoke,
+            complete: None,
+            input,
+            output: None,
+        }
     }
 
     fn is_determinate(&self) -> bool {
@@ -88,7 +100,10 @@ pub trait Model {
 
     /// Split a history into independent sub-histories (by key, for a key-value store), each with a
     /// label for reports. The default is one partition holding everything.
-    fn partition(&self, history: &[Operation<Self::Input, Self::Output>]) -> Vec<(String, Vec<usize>)> {
+    fn partition(
+        &self,
+        history: &[Operation<Self::Input, Self::Output>],
+    ) -> Vec<(String, Vec<usize>)> {
         vec![(String::from("all"), (0..history.len()).collect())]
     }
 }
@@ -99,7 +114,9 @@ pub enum Outcome<I, O> {
     Linearizable,
     NotLinearizable(Box<Violation<I, O>>),
     /// The search budget ran out on `partition` before a verdict.
-    Unknown { partition: String },
+    Unknown {
+        partition: String,
+    },
 }
 
 impl<I, O> Outcome<I, O> {
@@ -132,12 +149,20 @@ pub struct Violation<I, O> {
 
 impl<I: Debug, O: Debug> fmt::Display for Violation<I, O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "history of {} is not linearizable (first at t={})", self.partition, self.cut)?;
+        writeln!(
+            f,
+            "history of {} is not linearizable (first at t={})",
+            self.partition, self.cut
+        )?;
         writeln!(f, "  culprit(s), completing at t={}:", self.cut)?;
         for op in &self.culprits {
             writeln!(f, "    {}", fmt_op(op))?;
         }
-        writeln!(f, "  failing prefix ({} ops, by invocation):", self.prefix.len())?;
+        writeln!(
+            f,
+            "  failing prefix ({} ops, by invocation):",
+            self.prefix.len()
+        )?;
         let skip = self.prefix.len().saturating_sub(40);
         if skip > 0 {
             writeln!(f, "    ... {skip} earlier ops omitted")?;
@@ -145,7 +170,11 @@ impl<I: Debug, O: Debug> fmt::Display for Violation<I, O> {
         for op in &self.prefix[skip..] {
             writeln!(f, "    {}", fmt_op(op))?;
         }
-        writeln!(f, "  longest linearization found ({} ops):", self.longest_linearization.len())?;
+        writeln!(
+            f,
+            "  longest linearization found ({} ops):",
+            self.longest_linearization.len()
+        )?;
         let skip = self.longest_linearization.len().saturating_sub(15);
         if skip > 0 {
             writeln!(f, "    ... {skip} earlier ops omitted")?;
@@ -163,13 +192,22 @@ fn fmt_op<I: Debug, O: Debug>(op: &Operation<I, O>) -> String {
         None => "?".into(),
     };
     match &op.output {
-        Some(o) => format!("c{} [{}, {}] {:?} -> {:?}", op.client, op.invoke, done, op.input, o),
-        None => format!("c{} [{}, {}] {:?} -> ?", op.client, op.invoke, done, op.input),
+        Some(o) => format!(
+            "c{} [{}, {}] {:?} -> {:?}",
+            op.client, op.invoke, done, op.input, o
+        ),
+        None => format!(
+            "c{} [{}, {}] {:?} -> ?",
+            op.client, op.invoke, done, op.input
+        ),
     }
 }
 
 /// Check `history` against `model` with no search budget.
-pub fn check<M: Model>(model: &M, history: &[Operation<M::Input, M::Output>]) -> Outcome<M::Input, M::Output> {
+pub fn check<M: Model>(
+    model: &M,
+    history: &[Operation<M::Input, M::Output>],
+) -> Outcome<M::Input, M::Output> {
     check_with_budget(model, history, u64::MAX)
 }
 
@@ -181,7 +219,8 @@ pub fn check_with_budget<M: Model>(
     budget: u64,
 ) -> Outcome<M::Input, M::Output> {
     for (label, idx) in model.partition(history) {
-        let sub: Vec<Operation<M::Input, M::Output>> = idx.iter().map(|&i| history[i].clone()).collect();
+        let sub: Vec<Operation<M::Input, M::Output>> =
+            idx.iter().map(|&i| history[i].clone()).collect();
         match search(model, &sub, budget) {
             Search::Ok => {}
             Search::Exhausted => return Outcome::Unknown { partition: label },
@@ -219,10 +258,13 @@ impl Bits {
     }
 }
 
+/// The operation type of a model's histories.
+type OpOf<M> = Operation<<M as Model>::Input, <M as Model>::Output>;
+
 /// Wing–Gong search with Lowe's cache over one partition.
 fn search<M: Model>(model: &M, ops: &[Operation<M::Input, M::Output>], budget: u64) -> Search {
     // Indeterminate read-only operations constrain nothing.
-    let ops: Vec<(usize, &Operation<M::Input, M::Output>)> = ops
+    let ops: Vec<(usize, &OpOf<M>)> = ops
         .iter()
         .enumerate()
         .filter(|(_, op)| op.is_determinate() || !model.is_read_only(&op.input))
@@ -348,7 +390,11 @@ fn prefix_at<I: Clone, O: Clone>(ops: &[Operation<I, O>], cut: Time) -> Vec<Oper
         .filter(|op| op.invoke <= cut)
         .map(|op| match op.complete {
             Some(c) if c <= cut => op.clone(),
-            _ => Operation { complete: None, output: None, ..op.clone() },
+            _ => Operation {
+                complete: None,
+                output: None,
+                ..op.clone()
+            },
         })
         .collect()
 }
@@ -388,12 +434,22 @@ fn minimise<M: Model>(
     let cut = cuts[hi];
     let mut prefix = prefix_at(ops, cut);
     prefix.sort_by_key(|op| op.invoke);
-    let culprits = ops.iter().filter(|op| op.complete == Some(cut)).cloned().collect();
+    let culprits = ops
+        .iter()
+        .filter(|op| op.complete == Some(cut))
+        .cloned()
+        .collect();
     let longest_linearization = match search(model, &prefix, budget) {
         Search::Fail(best) => best.into_iter().map(|i| prefix[i].clone()).collect(),
         _ => Vec::new(),
     };
-    Some(Violation { partition: label, prefix, cut, culprits, longest_linearization })
+    Some(Violation {
+        partition: label,
+        prefix,
+        cut,
+        culprits,
+        longest_linearization,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -403,10 +459,19 @@ fn minimise<M: Model>(
 /// A client operation on a key-value store where every key is an independent register.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum KvInput<K, V> {
-    Read { key: K },
-    Write { key: K, value: V },
+    Read {
+        key: K,
+    },
+    Write {
+        key: K,
+        value: V,
+    },
     /// Set `key` to `new` if its current value is `expected` (`None`: the key is absent).
-    Cas { key: K, expected: Option<V>, new: V },
+    Cas {
+        key: K,
+        expected: Option<V>,
+        new: V,
+    },
 }
 
 impl<K, V> KvInput<K, V> {
@@ -447,11 +512,18 @@ where
         None
     }
 
-    fn step(&self, state: &Option<V>, input: &KvInput<K, V>, output: Option<&KvOutput<V>>) -> Option<Option<V>> {
+    fn step(
+        &self,
+        state: &Option<V>,
+        input: &KvInput<K, V>,
+        output: Option<&KvOutput<V>>,
+    ) -> Option<Option<V>> {
         match (input, output) {
             (KvInput::Read { .. }, None) => Some(state.clone()),
             (KvInput::Read { .. }, Some(KvOutput::Read(v))) => (v == state).then(|| state.clone()),
-            (KvInput::Write { value, .. }, None | Some(KvOutput::Write)) => Some(Some(value.clone())),
+            (KvInput::Write { value, .. }, None | Some(KvOutput::Write)) => {
+                Some(Some(value.clone()))
+            }
             (KvInput::Cas { expected, new, .. }, out) => {
                 let ok = expected == state;
                 match out {
@@ -470,17 +542,25 @@ where
         matches!(input, KvInput::Read { .. })
     }
 
-    fn partition(&self, history: &[Operation<KvInput<K, V>, KvOutput<V>>]) -> Vec<(String, Vec<usize>)> {
+    fn partition(
+        &self,
+        history: &[Operation<KvInput<K, V>, KvOutput<V>>],
+    ) -> Vec<(String, Vec<usize>)> {
         let mut by_key: std::collections::BTreeMap<&K, Vec<usize>> = Default::default();
         for (i, op) in history.iter().enumerate() {
             by_key.entry(op.input.key()).or_default().push(i);
         }
-        by_key.into_iter().map(|(k, v)| (format!("key {k:?}"), v)).collect()
+        by_key
+            .into_iter()
+            .map(|(k, v)| (format!("key {k:?}"), v))
+            .collect()
     }
 }
 
 /// Convenience: check a key-value history.
-pub fn check_kv<K, V>(history: &[Operation<KvInput<K, V>, KvOutput<V>>]) -> Outcome<KvInput<K, V>, KvOutput<V>>
+pub fn check_kv<K, V>(
+    history: &[Operation<KvInput<K, V>, KvOutput<V>>],
+) -> Outcome<KvInput<K, V>, KvOutput<V>>
 where
     K: Clone + Debug + Ord,
     V: Clone + Debug + Eq + Hash,
@@ -501,7 +581,13 @@ mod tests {
         Operation::completed(c, a, b, KvInput::Read { key }, KvOutput::Read(v))
     }
     fn cas(c: u64, a: Time, b: Time, key: u8, expected: Option<u32>, new: u32, ok: bool) -> Op {
-        Operation::completed(c, a, b, KvInput::Cas { key, expected, new }, KvOutput::Cas(ok))
+        Operation::completed(
+            c,
+            a,
+            b,
+            KvInput::Cas { key, expected, new },
+            KvOutput::Cas(ok),
+        )
     }
     fn w_ind(c: u64, a: Time, key: u8, value: u32) -> Op {
         Operation::indeterminate(c, a, KvInput::Write { key, value })
@@ -524,7 +610,11 @@ mod tests {
 
     #[test]
     fn stale_read_after_completed_write_is_rejected() {
-        let h = [w(1, 0, 10, 0, 1), w(1, 20, 30, 0, 2), r(2, 40, 50, 0, Some(1))];
+        let h = [
+            w(1, 0, 10, 0, 1),
+            w(1, 20, 30, 0, 2),
+            r(2, 40, 50, 0, Some(1)),
+        ];
         assert!(bad(&h));
         match check_kv(&h) {
             Outcome::NotLinearizable(v) => {
@@ -542,25 +632,46 @@ mod tests {
     fn concurrent_read_may_see_either_value() {
         // The read overlaps the second write: both old and new values are fine.
         for v in [1, 2] {
-            assert!(ok(&[w(1, 0, 10, 0, 1), w(1, 20, 40, 0, 2), r(2, 30, 50, 0, Some(v))]));
+            assert!(ok(&[
+                w(1, 0, 10, 0, 1),
+                w(1, 20, 40, 0, 2),
+                r(2, 30, 50, 0, Some(v))
+            ]));
         }
         // ... but not a value nobody wrote.
-        assert!(bad(&[w(1, 0, 10, 0, 1), w(1, 20, 40, 0, 2), r(2, 30, 50, 0, Some(3))]));
+        assert!(bad(&[
+            w(1, 0, 10, 0, 1),
+            w(1, 20, 40, 0, 2),
+            r(2, 30, 50, 0, Some(3))
+        ]));
     }
 
     #[test]
     fn reads_must_not_go_back_in_time() {
         // Two reads concurrent with a write, but sequential with each other: new then old is bad.
-        let h = [w(1, 0, 100, 0, 1), r(2, 10, 20, 0, Some(1)), r(3, 30, 40, 0, None)];
+        let h = [
+            w(1, 0, 100, 0, 1),
+            r(2, 10, 20, 0, Some(1)),
+            r(3, 30, 40, 0, None),
+        ];
         assert!(bad(&h));
-        let h = [w(1, 0, 100, 0, 1), r(2, 10, 20, 0, None), r(3, 30, 40, 0, Some(1))];
+        let h = [
+            w(1, 0, 100, 0, 1),
+            r(2, 10, 20, 0, None),
+            r(3, 30, 40, 0, Some(1)),
+        ];
         assert!(ok(&h));
     }
 
     #[test]
     fn lost_write_is_rejected() {
         // A completed write that later reads never observe, with no other writer.
-        let h = [w(1, 0, 10, 0, 1), w(2, 20, 30, 0, 2), r(3, 40, 50, 0, Some(1)), r(3, 60, 70, 0, Some(1))];
+        let h = [
+            w(1, 0, 10, 0, 1),
+            w(2, 20, 30, 0, 2),
+            r(3, 40, 50, 0, Some(1)),
+            r(3, 60, 70, 0, Some(1)),
+        ];
         assert!(bad(&h));
         // A write acknowledged and then read as absent.
         assert!(bad(&[w(1, 0, 10, 0, 1), r(3, 40, 50, 0, None)]));
@@ -569,9 +680,17 @@ mod tests {
     #[test]
     fn indeterminate_writes_may_or_may_not_apply() {
         // Never applied.
-        assert!(ok(&[w(1, 0, 10, 0, 1), w_ind(2, 20, 0, 2), r(3, 30, 40, 0, Some(1))]));
+        assert!(ok(&[
+            w(1, 0, 10, 0, 1),
+            w_ind(2, 20, 0, 2),
+            r(3, 30, 40, 0, Some(1))
+        ]));
         // Applied, possibly long after the client gave up.
-        assert!(ok(&[w(1, 0, 10, 0, 1), w_ind(2, 20, 0, 2), r(3, 1000, 1010, 0, Some(2))]));
+        assert!(ok(&[
+            w(1, 0, 10, 0, 1),
+            w_ind(2, 20, 0, 2),
+            r(3, 1000, 1010, 0, Some(2))
+        ]));
         // Applied then overwritten, observed in between.
         assert!(ok(&[
             w(1, 0, 10, 0, 1),
@@ -581,7 +700,11 @@ mod tests {
             r(3, 70, 80, 0, Some(3)),
         ]));
         // But it cannot take effect before it was invoked ...
-        assert!(bad(&[w(1, 0, 10, 0, 1), r(3, 12, 15, 0, Some(2)), w_ind(2, 20, 0, 2)]));
+        assert!(bad(&[
+            w(1, 0, 10, 0, 1),
+            r(3, 12, 15, 0, Some(2)),
+            w_ind(2, 20, 0, 2)
+        ]));
         // ... nor take effect twice.
         assert!(bad(&[
             w_ind(2, 0, 0, 2),
@@ -593,21 +716,47 @@ mod tests {
 
     #[test]
     fn cas_semantics() {
-        assert!(ok(&[cas(1, 0, 10, 0, None, 1, true), r(2, 20, 30, 0, Some(1))]));
+        assert!(ok(&[
+            cas(1, 0, 10, 0, None, 1, true),
+            r(2, 20, 30, 0, Some(1))
+        ]));
         assert!(bad(&[cas(1, 0, 10, 0, Some(5), 1, true)]));
-        assert!(ok(&[cas(1, 0, 10, 0, Some(5), 1, false), r(2, 20, 30, 0, None)]));
+        assert!(ok(&[
+            cas(1, 0, 10, 0, Some(5), 1, false),
+            r(2, 20, 30, 0, None)
+        ]));
         // Two sequential CAS from the same expected value cannot both succeed.
-        let h = [w(1, 0, 10, 0, 1), cas(1, 20, 30, 0, Some(1), 2, true), cas(2, 40, 50, 0, Some(1), 3, true)];
+        let h = [
+            w(1, 0, 10, 0, 1),
+            cas(1, 20, 30, 0, Some(1), 2, true),
+            cas(2, 40, 50, 0, Some(1), 3, true),
+        ];
         assert!(bad(&h));
         // Concurrent ones cannot either: only one sees 1.
-        let h = [w(1, 0, 10, 0, 1), cas(1, 20, 50, 0, Some(1), 2, true), cas(2, 20, 50, 0, Some(1), 3, true)];
+        let h = [
+            w(1, 0, 10, 0, 1),
+            cas(1, 20, 50, 0, Some(1), 2, true),
+            cas(2, 20, 50, 0, Some(1), 3, true),
+        ];
         assert!(bad(&h));
-        let h = [w(1, 0, 10, 0, 1), cas(1, 20, 50, 0, Some(1), 2, true), cas(2, 20, 50, 0, Some(1), 3, false)];
+        let h = [
+            w(1, 0, 10, 0, 1),
+            cas(1, 20, 50, 0, Some(1), 2, true),
+            cas(2, 20, 50, 0, Some(1), 3, false),
+        ];
         assert!(ok(&h));
         // An indeterminate CAS can explain a value.
         let h = [
             w(1, 0, 10, 0, 1),
-            Operation::indeterminate(2, 20, KvInput::Cas { key: 0, expected: Some(1), new: 7 }),
+            Operation::indeterminate(
+                2,
+                20,
+                KvInput::Cas {
+                    key: 0,
+                    expected: Some(1),
+                    new: 7,
+                },
+            ),
             r(3, 30, 40, 0, Some(7)),
         ];
         assert!(ok(&h));
@@ -616,10 +765,20 @@ mod tests {
     #[test]
     fn keys_are_independent() {
         // Each key alone is fine; together too (locality).
-        let h = [w(1, 0, 10, 0, 1), w(1, 0, 10, 1, 2), r(2, 20, 30, 0, Some(1)), r(2, 20, 30, 1, Some(2))];
+        let h = [
+            w(1, 0, 10, 0, 1),
+            w(1, 0, 10, 1, 2),
+            r(2, 20, 30, 0, Some(1)),
+            r(2, 20, 30, 1, Some(2)),
+        ];
         assert!(ok(&h));
         // A violation on one key is reported with that key.
-        let h = [w(1, 0, 10, 0, 1), w(1, 0, 10, 1, 2), r(2, 20, 30, 0, Some(1)), r(2, 20, 30, 1, Some(1))];
+        let h = [
+            w(1, 0, 10, 0, 1),
+            w(1, 0, 10, 1, 2),
+            r(2, 20, 30, 0, Some(1)),
+            r(2, 20, 30, 1, Some(1)),
+        ];
         match check_kv(&h) {
             Outcome::NotLinearizable(v) => assert_eq!(v.partition, "key 1"),
             o => panic!("{o:?}"),
@@ -665,11 +824,14 @@ mod tests {
             h.push(w_ind(u64::from(i), 0, 0, i));
         }
         h.push(r(99, 10, 20, 0, Some(1000)));
-        assert!(matches!(check_with_budget(&KvModel::new(), &h, 10), Outcome::Unknown { .. }));
+        assert!(matches!(
+            check_with_budget(&KvModel::new(), &h, 10),
+            Outcome::Unknown { .. }
+        ));
         assert!(check_kv(&h).is_violation());
     }
 
-    mod prop {
+    mod property {
         use super::*;
         use proptest::prelude::*;
 
@@ -703,7 +865,14 @@ mod tests {
                         if ok {
                             *reg = Some(value);
                         }
-                        (KvInput::Cas { key, expected, new: value }, KvOutput::Cas(ok))
+                        (
+                            KvInput::Cas {
+                                key,
+                                expected,
+                                new: value,
+                            },
+                            KvOutput::Cas(ok),
+                        )
                     }
                 };
                 let c = i as u64 % 4;
