@@ -1,1 +1,43 @@
-//! redb persistence: raft log, hard state, applied key space (in progress).
+//! Durable storage in redb: the Raft log, the hard state and the applied key space.
+//!
+//! [`RedbStorage`] implements [`deimos_raft::LogStorage`](deimos_raft::storage::LogStorage) with
+//! etcd `Storage` semantics (the in-memory `MemStorage` is the reference; the tests check the
+//! two agree), and adds what a restartable state machine needs:
+//!
+//! - group commit ([`RedbStorage::persist`], [`RedbStorage::write_batch`]): log entries, hard
+//!   state and applied mutations in ONE fsynced transaction;
+//! - the applied state ([`RedbStorage::commit_applied`], [`RedbStorage::applied_state`],
+//!   [`RedbStorage::records`]): opaque `String -> bytes` records plus the index/term/conf they
+//!   reflect, so a restart rebuilds the key space without replaying the log;
+//! - snapshots as a chunked stream ([`SnapshotEncoder`], [`SnapshotDecoder`],
+//!   [`SnapshotInstaller`]);
+//! - compaction ([`RedbStorage::compact`]) up to the applied index.
+//!
+//! Invariants of every committed state (checked at open and before each commit):
+//! the log holds exactly `base+1 ..= last`; `base <= applied <= last`; the applied term is the
+//! term at the applied index; `hard_state.commit <= last`.
+//!
+//! Files: `store` (open, checks, cache), `write` (batches, compaction), `read` (`LogStorage`,
+//! records), `snapshot` (stream format), `install` (snapshot installation), `schema` (tables),
+//! `codec` (postcard, format version), `error`.
+
+mod codec;
+mod error;
+mod install;
+mod read;
+mod schema;
+mod snapshot;
+mod store;
+mod write;
+
+pub use codec::FORMAT_VERSION;
+pub use error::PersistError;
+pub use install::SnapshotInstaller;
+pub use read::RecordIter;
+pub use schema::{AppliedState, LogBase};
+pub use snapshot::{
+    decode_snapshot_data, encode_snapshot_data, SnapshotDecoder, SnapshotEncoder, DEFAULT_CHUNK,
+    MAX_FRAME,
+};
+pub use store::{RedbStorage, StoreOptions, DB_FILE};
+pub use write::{AppliedBatch, WriteBatch};

@@ -1,0 +1,325 @@
+//! Writes: group commit of log + hard state + applied state (+ compaction) in one transaction.
+//!
+//! Every public write here is one redb write transaction committed with `Durability::Immediate`
+//! (fsync before `commit` returns), so either all of a batch is on disk or none of it. Before
+//! committing, the would-be state is checked with [`check_consistency`]; a batch that would
+//! break an invariant is refused and the transaction is dropped (rolled back), leaving both the
+//! file and the cache as they were.
+
+use deimos_raft::storage::{StorageError, StorageResult};
+use deimos_raft::types::{ConfState, Entry, HardState, Index, Term};
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use super::codec::{decode, encode};
+use super::error::{backend, corrupt, invalid};
+use super::schema::*;
+use super::store::{check_consistency, Cached, RedbStorage};
+
+/// One applied batch of state-machine mutations: `None` deletes the record.
+#[derive(Debug, Clone, Copy)]
+pub struct AppliedBatch<'a> {
+    /// Index of the last log entry these mutations reflect. Never moves backwards.
+    pub index: Index,
+    /// Term of the entry at `index`.
+    pub term: Term,
+    /// Membership as of `index`.
+    pub conf: &'a ConfState,
+    pub mutations: &'a [(String, Option<Vec<u8>>)],
+}
+
+/// Everything one transaction may do, applied in this order: append `entries` (discarding any
+/// conflicting suffix), set `hard_state`, apply `applied`, then compact the log to `compact_to`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteBatch<'a> {
+    pub hard_state: Option<&'a HardState>,
+    pub entries: &'a [Entry],
+    pub applied: Option<AppliedBatch<'a>>,
+    pub compact_to: Option<Index>,
+}
+
+impl RedbStorage {
+    /// Group commit: append `entries` and set `hard_state` in ONE durable transaction.
+    pub fn persist(
+        &mut self,
+        hard_state: Option<&HardState>,
+        entries: &[Entry],
+    ) -> StorageResult<()> {
+        self.write_batch(&WriteBatch {
+            hard_state,
+            entries,
+            ..WriteBatch::default()
+        })
+    }
+
+    /// Atomically upsert/delete `mutations` and record `applied_index`/`applied_term`/`conf`.
+    /// `applied_index` must be in the stored log (or be its base) and never move backwards.
+    pub fn commit_applied(
+        &mut self,
+        applied_index: Index,
+        applied_term: Term,
+        conf: &ConfState,
+        mutations: &[(String, Option<Vec<u8>>)],
+    ) -> StorageResult<()> {
+        let applied = AppliedBatch {
+            index: applied_index,
+            term: applied_term,
+            conf,
+            mutations,
+        };
+        self.write_batch(&WriteBatch {
+            applied: Some(applied),
+            ..WriteBatch::default()
+        })
+    }
+
+    /// Delete log entries `<= upto`, keeping `term(upto)` answerable. Errors like etcd's
+    /// `Compact`: `Compacted` if `upto <= first_index() - 1`, `Unavailable` past the end; and
+    /// refused unless `upto <= applied index` (the records must already reflect those entries).
+    pub fn compact(&mut self, upto: Index) -> StorageResult<()> {
+        self.write_batch(&WriteBatch {
+            compact_to: Some(upto),
+            ..WriteBatch::default()
+        })
+    }
+
+    /// Do all of `batch` in one durable transaction (see [`WriteBatch`]).
+    pub fn write_batch(&mut self, batch: &WriteBatch<'_>) -> StorageResult<()> {
+        self.check_usable()?;
+        if batch.entries.is_empty()
+            && batch.hard_state.is_none()
+            && batch.applied.is_none()
+            && batch.compact_to.is_none()
+        {
+            return Ok(());
+        }
+        let mut next = self.cache.clone();
+        let txn = match self.begin_write() {
+            Ok(t) => t,
+            Err(e) => return Err(self.poison(e)),
+        };
+        let outcome = fill(&txn, &mut next, batch);
+        self.finish(txn, next, outcome)
+    }
+
+    pub(crate) fn begin_write(&self) -> StorageResult<WriteTransaction> {
+        let mut txn = self
+            .db
+            .begin_write()
+            .map_err(|e| backend("begin write", e))?;
+        txn.set_durability(redb::Durability::Immediate)
+            .map_err(|e| backend("durability", e))?;
+        txn.set_two_phase_commit(self.two_phase_commit);
+        Ok(txn)
+    }
+
+    /// Commit `txn` if `outcome` is Ok and the result is consistent; otherwise roll back.
+    /// Backend failures poison the handle; refusals of bad input do not.
+    pub(crate) fn finish(
+        &mut self,
+        txn: WriteTransaction,
+        next: Cached,
+        outcome: Result<(), Failure>,
+    ) -> StorageResult<()> {
+        match outcome {
+            Ok(()) => {}
+            Err(Failure::Refused(e)) => {
+                let _ = txn.abort();
+                return Err(e);
+            }
+            Err(Failure::Backend(e)) => {
+                let _ = txn.abort();
+                return Err(self.poison(e));
+            }
+        }
+        if let Err(e) = txn.commit() {
+            return Err(self.poison(backend("commit", e)));
+        }
+        self.cache = next;
+        Ok(())
+    }
+}
+
+/// Why a transaction was not committed: the caller's mistake, or the store's.
+pub(crate) enum Failure {
+    Refused(StorageError),
+    Backend(StorageError),
+}
+
+impl From<StorageError> for Failure {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Compacted
+            | StorageError::Unavailable
+            | StorageError::SnapshotTemporarilyUnavailable => Failure::Refused(e),
+            other => Failure::Backend(other),
+        }
+    }
+}
+
+fn be(context: &'static str) -> impl Fn(redb::StorageError) -> Failure {
+    move |e| Failure::Backend(backend(context, e))
+}
+
+fn fill(txn: &WriteTransaction, next: &mut Cached, b: &WriteBatch<'_>) -> Result<(), Failure> {
+    let mut log = txn
+        .open_table(LOG)
+        .map_err(|e| Failure::Backend(backend("open log", e)))?;
+    if !b.entries.is_empty() {
+        append_in(&mut log, next, b.entries)?;
+    }
+    if let Some(hs) = b.hard_state {
+        let mut raft = txn
+            .open_table(RAFT_STATE)
+            .map_err(|e| Failure::Backend(backend("open raft", e)))?;
+        raft.insert(KEY_HARD_STATE, encode(hs)?.as_slice())
+            .map_err(be("write hard state"))?;
+        next.hard_state = *hs;
+    }
+    if let Some(a) = &b.applied {
+        apply_in(txn, next, a)?;
+    }
+    if let Some(upto) = b.compact_to {
+        compact_in(txn, &mut log, next, upto)?;
+    }
+    validate(&log, next)
+}
+
+/// Check the would-be state before committing it.
+pub(crate) fn validate(log: &Table<'_, u64, &[u8]>, next: &Cached) -> Result<(), Failure> {
+    check_consistency(next, |idx| term_in(log, next, idx)).map_err(|e| {
+        Failure::Refused(invalid(format!(
+            "batch would leave the store inconsistent: {e}"
+        )))
+    })
+}
+
+pub(crate) fn term_in(log: &Table<'_, u64, &[u8]>, c: &Cached, idx: Index) -> StorageResult<Term> {
+    if idx == c.base.index {
+        return Ok(c.base.term);
+    }
+    if idx == c.last_index {
+        return Ok(c.last_term);
+    }
+    match log.get(idx).map_err(|e| backend("read log", e))? {
+        Some(v) => Ok(decode::<Entry>(v.value(), "log entry")?.term),
+        None => Err(corrupt(format!("log entry {idx} missing"))),
+    }
+}
+
+/// etcd `Append` semantics: skip what is already compacted, refuse a gap, drop the conflicting
+/// suffix, write the rest. The entries must carry consecutive indexes.
+fn append_in(
+    log: &mut Table<'_, u64, &[u8]>,
+    next: &mut Cached,
+    entries: &[Entry],
+) -> Result<(), Failure> {
+    for w in entries.windows(2) {
+        if w[1].index != w[0].index.wrapping_add(1) {
+            return Err(Failure::Refused(invalid(format!(
+                "append: entries not consecutive ({} then {})",
+                w[0].index, w[1].index
+            ))));
+        }
+    }
+    let Some(first) = entries.first() else {
+        return Ok(());
+    };
+    let skip = if first.index <= next.base.index {
+        (next.base.index - first.index + 1) as usize
+    } else {
+        0
+    };
+    let Some(entries) = entries.get(skip..).filter(|e| !e.is_empty()) else {
+        return Ok(());
+    };
+    let first = entries[0].index;
+    if first > next.last_index + 1 {
+        return Err(Failure::Refused(invalid(format!(
+            "append at {} leaves a gap after {}",
+            first, next.last_index
+        ))));
+    }
+    if first <= next.last_index {
+        log.retain_in(first..=next.last_index, |_, _| false)
+            .map_err(be("truncate log"))?;
+    }
+    for e in entries {
+        log.insert(e.index, encode(e)?.as_slice())
+            .map_err(be("write log"))?;
+    }
+    if let Some(last) = entries.last() {
+        next.last_index = last.index;
+        next.last_term = last.term;
+    }
+    Ok(())
+}
+
+fn apply_in(
+    txn: &WriteTransaction,
+    next: &mut Cached,
+    a: &AppliedBatch<'_>,
+) -> Result<(), Failure> {
+    if a.index < next.applied.index {
+        return Err(Failure::Refused(invalid(format!(
+            "applied index moves backwards ({} -> {})",
+            next.applied.index, a.index
+        ))));
+    }
+    let mut records = txn
+        .open_table(RECORDS)
+        .map_err(|e| Failure::Backend(backend("open records", e)))?;
+    for (key, value) in a.mutations {
+        match value {
+            Some(v) => records
+                .insert(key.as_bytes(), v.as_slice())
+                .map_err(be("write record"))?,
+            None => records
+                .remove(key.as_bytes())
+                .map_err(be("delete record"))?,
+        };
+    }
+    next.applied = AppliedState {
+        index: a.index,
+        term: a.term,
+        conf: a.conf.clone(),
+    };
+    let mut ap = txn
+        .open_table(APPLIED)
+        .map_err(|e| Failure::Backend(backend("open applied", e)))?;
+    ap.insert(KEY_APPLIED, encode(&next.applied)?.as_slice())
+        .map_err(be("write applied"))?;
+    Ok(())
+}
+
+fn compact_in(
+    txn: &WriteTransaction,
+    log: &mut Table<'_, u64, &[u8]>,
+    next: &mut Cached,
+    upto: Index,
+) -> Result<(), Failure> {
+    if upto <= next.base.index {
+        return Err(Failure::Refused(StorageError::Compacted));
+    }
+    if upto > next.last_index {
+        return Err(Failure::Refused(StorageError::Unavailable));
+    }
+    if upto > next.applied.index {
+        return Err(Failure::Refused(invalid(format!(
+            "compact to {upto} beyond the applied index {}",
+            next.applied.index
+        ))));
+    }
+    let term = term_in(log, next, upto)?;
+    log.retain_in(next.base.index + 1..=upto, |_, _| false)
+        .map_err(be("compact log"))?;
+    next.base = LogBase { index: upto, term };
+    if next.last_index == upto {
+        next.last_term = term;
+    }
+    let mut raft = txn
+        .open_table(RAFT_STATE)
+        .map_err(|e| Failure::Backend(backend("open raft", e)))?;
+    raft.insert(KEY_LOG_BASE, encode(&next.base)?.as_slice())
+        .map_err(be("write log base"))?;
+    Ok(())
+}
