@@ -9,12 +9,14 @@
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod lease;
 pub mod storage;
 pub mod types;
 
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use config::Config;
 pub use error::RaftError;
+pub use lease::{LeaseConfig, LeaseReader, LeaseState, LeaseTracker};
 pub use storage::{InitialState, LogStorage, MemStorage, StorageError, StorageResult};
 pub use types::*;
 

@@ -237,6 +237,8 @@ pub enum LeaseEndReason {
     Removed,
     /// Leadership is being handed to another node.
     Transfer,
+    /// Membership changed; the lease is re-acquired from a quorum of the new configuration.
+    MembershipChange,
     /// No quorum acknowledged a heartbeat round in time (reported by the lease service).
     Timeout,
 }
@@ -248,6 +250,7 @@ impl LeaseEndReason {
             LeaseEndReason::TermChange => "term_change",
             LeaseEndReason::Removed => "removed",
             LeaseEndReason::Transfer => "transfer",
+            LeaseEndReason::MembershipChange => "membership_change",
             LeaseEndReason::Timeout => "timeout",
         }
     }

@@ -111,6 +111,12 @@ impl<S: LogStorage> Raft<S> {
             self.become_follower(term, None);
             return;
         }
+        // Acknowledgements gathered under the old membership say nothing about a majority of the
+        // new one (two successive single-server changes can make them disjoint): start over.
+        self.lease_events.push(LeaseEvent::Revoked {
+            term: self.term,
+            reason: LeaseEndReason::MembershipChange,
+        });
         if self.maybe_commit() {
             self.on_commit_advanced();
         }

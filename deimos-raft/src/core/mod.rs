@@ -341,6 +341,13 @@ impl<S: LogStorage> Raft<S> {
     /// Term rules common to every message, then dispatch by kind and role.
     pub fn step(&mut self, m: Message) -> Result<(), RaftError> {
         if m.term > self.term {
+            // A follower inside its stickiness window takes a higher term only from a leader or a
+            // transfer campaign. A stray higher-term *response* (say, a late answer to an append
+            // it sent as leader in an old term) would otherwise clear its leader and let it vote
+            // before the window ends — breaking the promise a lease was built on.
+            if self.role == Role::Follower && self.in_lease() && m.body.is_response() {
+                return Ok(());
+            }
             match &m.body {
                 MessageBody::Vote { transfer, .. } if !transfer && self.in_lease() => return Ok(()),
                 MessageBody::PreVote { .. } if self.in_lease() => return Ok(()),

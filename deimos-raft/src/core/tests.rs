@@ -753,3 +753,42 @@ fn pipelining_is_bounded_by_the_inflight_window() {
         .count();
     assert_eq!(appends, 3, "window of 3 appends in flight");
 }
+
+#[test]
+fn sticky_follower_ignores_higher_term_responses() {
+    let mut net = Net::new(&[1, 2, 3]);
+    net.elect(1);
+    let t = net.nodes[&1].term;
+    let resp = MessageBody::AppendResp {
+        reject: false,
+        index: 0,
+        hint_index: 0,
+        hint_term: 0,
+    };
+    net.node(2)
+        .step(Message {
+            from: 3,
+            to: 2,
+            term: t + 3,
+            body: resp,
+        })
+        .unwrap();
+    assert_eq!((net.nodes[&2].term, net.nodes[&2].leader), (t, Some(1)));
+}
+
+#[test]
+fn membership_change_restarts_the_lease() {
+    let mut net = Net::new(&[1, 2, 3]);
+    net.elect(1);
+    net.node(1)
+        .propose_conf_change(ConfChange::AddLearner(4))
+        .unwrap();
+    net.settle();
+    assert!(net.lease_events[&1].iter().any(|e| matches!(
+        e,
+        LeaseEvent::Revoked {
+            reason: LeaseEndReason::MembershipChange,
+            ..
+        }
+    )));
+}

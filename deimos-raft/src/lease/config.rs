@@ -1,0 +1,100 @@
+//! Lease timing and the rule that makes it safe.
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::config::Config;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum LeaseConfigError {
+    #[error("the lease needs check-quorum (leader stickiness) enabled in the Raft config")]
+    CheckQuorumDisabled,
+    #[error(
+        "lease duration {lease:?} + drift tolerance {tolerance:?} must be below the minimum election \
+         timeout {election:?} ((election_tick - 1) x tick interval)"
+    )]
+    TooLong {
+        lease: Duration,
+        tolerance: Duration,
+        election: Duration,
+    },
+    #[error("lease duration must be greater than the drift tolerance and non-zero")]
+    Empty,
+}
+
+/// Lease timing. Why the bound holds: a follower that acknowledged a heartbeat round sent at
+/// `t` grants no vote, and does not campaign, until its own clock has counted `election_tick`
+/// ticks after receiving it (leader stickiness). The first of those ticks may come at once, so
+/// the window is at least `(election_tick - 1) x tick` on the follower's clock. The leader trusts
+/// its lease until `t + lease_duration - drift_tolerance` on *its* clock. Requiring
+/// `lease_duration + drift_tolerance < (election_tick - 1) x tick` keeps the lease inside the
+/// window as long as the two clocks' rates differ by less than `drift_tolerance / lease_duration`
+/// (10% by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseConfig {
+    pub tick_interval: Duration,
+    pub heartbeat_tick: usize,
+    pub election_tick: usize,
+    pub lease_duration: Duration,
+    pub drift_tolerance: Duration,
+}
+
+impl LeaseConfig {
+    /// Defaults from the Raft timing: lease = 3 heartbeat intervals, tolerance = 10% of it.
+    pub fn from_raft(cfg: &Config, tick_interval: Duration) -> Self {
+        let heartbeat = tick_interval * cfg.heartbeat_tick as u32;
+        let lease = heartbeat * 3;
+        LeaseConfig {
+            tick_interval,
+            heartbeat_tick: cfg.heartbeat_tick,
+            election_tick: cfg.election_tick,
+            lease_duration: lease,
+            drift_tolerance: lease / 10,
+        }
+    }
+
+    /// A custom lease duration (tolerance stays 10% of it unless set afterwards).
+    pub fn with_lease_duration(mut self, d: Duration) -> Self {
+        self.lease_duration = d;
+        self.drift_tolerance = d / 10;
+        self
+    }
+
+    pub fn with_drift_tolerance(mut self, d: Duration) -> Self {
+        self.drift_tolerance = d;
+        self
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.tick_interval * self.heartbeat_tick as u32
+    }
+
+    /// The shortest wall time, on a follower's clock, during which it refuses votes after
+    /// hearing from the leader.
+    pub fn min_election_timeout(&self) -> Duration {
+        self.tick_interval * (self.election_tick.saturating_sub(1)) as u32
+    }
+
+    /// How long after a round's send time the lease is trusted.
+    pub fn effective_duration(&self) -> Duration {
+        self.lease_duration.saturating_sub(self.drift_tolerance)
+    }
+
+    pub fn validate(&self, raft: &Config) -> Result<(), LeaseConfigError> {
+        if !raft.check_quorum {
+            return Err(LeaseConfigError::CheckQuorumDisabled);
+        }
+        if self.lease_duration.is_zero() || self.effective_duration().is_zero() {
+            return Err(LeaseConfigError::Empty);
+        }
+        if self.lease_duration + self.drift_tolerance >= self.min_election_timeout() {
+            return Err(LeaseConfigError::TooLong {
+                lease: self.lease_duration,
+                tolerance: self.drift_tolerance,
+                election: self.min_election_timeout(),
+            });
+        }
+        Ok(())
+    }
+}

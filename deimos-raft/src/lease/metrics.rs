@@ -1,0 +1,48 @@
+//! Lease metrics through the `metrics` facade (exported by the server's Prometheus recorder).
+
+use std::time::Duration;
+
+use crate::types::LeaseEndReason;
+
+pub const RENEWALS: &str = "deimos_lease_renewals_total";
+pub const EXPIRATIONS: &str = "deimos_lease_expirations_total";
+pub const ACQUISITIONS: &str = "deimos_lease_acquisitions_total";
+pub const VALID: &str = "deimos_lease_valid";
+pub const REMAINING: &str = "deimos_lease_remaining_seconds";
+
+pub fn describe() {
+    metrics::describe_counter!(
+        RENEWALS,
+        "Lease extensions by a quorum-acknowledged heartbeat round."
+    );
+    metrics::describe_counter!(EXPIRATIONS, "Leases that ended, by reason.");
+    metrics::describe_counter!(
+        ACQUISITIONS,
+        "Times this node went from no lease to a valid lease."
+    );
+    metrics::describe_gauge!(
+        VALID,
+        "1 while this node holds a lease it may serve reads from, else 0."
+    );
+    metrics::describe_gauge!(
+        REMAINING,
+        "Seconds until the current lease expires (0 without one)."
+    );
+}
+
+pub fn renewal() {
+    metrics::counter!(RENEWALS).increment(1);
+}
+
+pub fn acquisition() {
+    metrics::counter!(ACQUISITIONS).increment(1);
+}
+
+pub fn expiration(reason: LeaseEndReason) {
+    metrics::counter!(EXPIRATIONS, "reason" => reason.as_str()).increment(1);
+}
+
+pub fn gauges(valid: bool, remaining: Duration) {
+    metrics::gauge!(VALID).set(if valid { 1.0 } else { 0.0 });
+    metrics::gauge!(REMAINING).set(remaining.as_secs_f64());
+}
