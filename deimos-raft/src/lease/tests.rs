@@ -112,7 +112,10 @@ fn lease_is_anchored_at_send_time_not_ack_time() {
 fn later_acknowledged_rounds_extend_and_older_rounds_do_not_shrink() {
     let (mut t, clock) = tracker();
     lead(&mut t, 2);
-    t.observe(&[LeaseEvent::RoundSent { term: 2, round: 1 }], 0 * MS);
+    t.observe(
+        &[LeaseEvent::RoundSent { term: 2, round: 1 }],
+        Duration::ZERO,
+    );
     clock.set(100 * MS);
     t.observe(&[LeaseEvent::RoundSent { term: 2, round: 2 }], 100 * MS);
     t.observe(&[LeaseEvent::RoundAcked { term: 2, round: 2 }], 120 * MS);
@@ -156,7 +159,7 @@ fn renewal_is_due_when_a_third_remains() {
             LeaseEvent::RoundSent { term: 2, round: 1 },
             LeaseEvent::RoundAcked { term: 2, round: 1 },
         ],
-        0 * MS,
+        Duration::ZERO,
     );
     clock.set(150 * MS); // 120 ms of 270 left
     assert!(!t.renewal_due());
