@@ -1,0 +1,130 @@
+//! The persistence boundary: how the key space becomes `(record key, bytes)` pairs and back.
+//!
+//! Record keys are node paths (always starting with `/`) plus [`META_KEY`], which holds the store
+//! index. Because node paths never contain NUL, `META_KEY` cannot collide with a node.
+//!
+//! Encoding is serde_json: it is already a dependency, it is self-describing (fields can be
+//! added with `#[serde(default)]` without a migration), and a record read straight out of redb
+//! is human-readable when debugging a replica. Records are small (a value plus four integers),
+//! so JSON's overhead is not a concern next to the 1 MiB value limit.
+//!
+//! The root directory is implicit and never stored. Restoring validates the tree invariants
+//! (every parent is a stored directory or the root; `created <= modified <= index`) so a damaged
+//! database is refused loudly instead of producing a replica that silently diverges.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::StoreError;
+use super::node::Node;
+use super::path;
+
+/// Reserved record key holding the store metadata (the store index).
+pub const META_KEY: &str = "\u{0}meta";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Meta {
+    index: u64,
+}
+
+pub(crate) fn encode_node(n: &Node) -> Vec<u8> {
+    // Serialising a struct of strings, integers and bools into a Vec cannot fail.
+    serde_json::to_vec(n).unwrap_or_default()
+}
+
+pub(crate) fn encode_meta(index: u64) -> Vec<u8> {
+    serde_json::to_vec(&Meta { index }).unwrap_or_default()
+}
+
+/// Decode and validate records into `(index, nodes in path order)`.
+pub(crate) fn decode(
+    records: impl IntoIterator<Item = (String, Vec<u8>)>,
+) -> Result<(u64, Vec<(String, Node)>), StoreError> {
+    let mut meta: Option<u64> = None;
+    let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
+    for (key, bytes) in records {
+        if key == META_KEY {
+            let m: Meta = serde_json::from_slice(&bytes)
+                .map_err(|e| StoreError::corrupt(format!("meta record: {e}")))?;
+            meta = Some(m.index);
+            continue;
+        }
+        let clean = path::normalize(&key, 0)
+            .map_err(|e| StoreError::corrupt(format!("record key {key:?}: {}", e.cause)))?;
+        if clean != key || key == path::ROOT {
+            return Err(StoreError::corrupt(format!(
+                "record key {key:?} is not a node path"
+            )));
+        }
+        let n: Node = serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::corrupt(format!("record {key:?}: {e}")))?;
+        nodes.insert(key, n);
+    }
+    let index = match meta {
+        Some(i) => i,
+        None if nodes.is_empty() => 0,
+        None => return Err(StoreError::corrupt("node records without a meta record")),
+    };
+    for (key, n) in &nodes {
+        if n.created > n.modified || n.modified > index {
+            return Err(StoreError::corrupt(format!(
+                "record {key:?} has indexes {}/{} beyond store index {index}",
+                n.created, n.modified
+            )));
+        }
+        if n.dir && !n.value.is_empty() {
+            return Err(StoreError::corrupt(format!(
+                "directory {key:?} has a value"
+            )));
+        }
+        if let Some(parent) = path::parent(key) {
+            if parent != path::ROOT && !nodes.get(parent).is_some_and(|p| p.dir) {
+                return Err(StoreError::corrupt(format!(
+                    "record {key:?} has no parent directory"
+                )));
+            }
+        }
+    }
+    Ok((index, nodes.into_iter().collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(k: &str, json: &str) -> (String, Vec<u8>) {
+        (k.to_string(), json.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn empty_is_index_zero() {
+        let (i, n) = decode(Vec::new()).unwrap();
+        assert_eq!((i, n.len()), (0, 0));
+    }
+
+    #[test]
+    fn refuses_damage() {
+        let meta = rec(META_KEY, r#"{"index":5}"#);
+        let orphan = rec("/a/b", r#"{"value":"x","created":1,"modified":1}"#);
+        assert!(decode(vec![meta, orphan]).is_err());
+        assert!(decode(vec![rec("/a", r#"{"created":1,"modified":1}"#)]).is_err());
+        let meta = rec(META_KEY, r#"{"index":1}"#);
+        assert!(decode(vec![meta.clone(), rec("/a", r#"{"created":1,"modified":2}"#)]).is_err());
+        assert!(decode(vec![meta.clone(), rec("/a//b", r#"{"created":1,"modified":1}"#)]).is_err());
+        assert!(decode(vec![meta.clone(), rec("junk", "{}")]).is_err());
+        assert!(decode(vec![meta.clone(), rec("/a", "not json")]).is_err());
+        assert!(decode(vec![rec(META_KEY, "[]")]).is_err());
+        let file_parent = rec("/a", r#"{"value":"x","created":1,"modified":1}"#);
+        let child = rec("/a/b", r#"{"value":"y","created":1,"modified":1}"#);
+        assert!(decode(vec![meta.clone(), file_parent, child]).is_err());
+        let ok = decode(vec![
+            meta,
+            rec("/a", r#"{"dir":true,"created":1,"modified":1}"#),
+            rec("/a/b", r#"{"value":"y","created":1,"modified":1,"expire_at_ms":9}"#),
+        ])
+        .unwrap();
+        assert_eq!(ok.1.len(), 2);
+        assert_eq!(ok.1[1].1.expire_at_ms, Some(9));
+    }
+}

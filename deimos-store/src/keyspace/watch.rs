@@ -1,0 +1,396 @@
+//! Event history (for `waitIndex`) and the watcher hub (for `wait=true` long polls and streams).
+//!
+//! Why a bounded history: etcd v2 keeps the last N events (1,000 by default) so a client that
+//! reconnects with `waitIndex=n` can catch up; older indexes are answered with error 401 and the
+//! client must re-read. Every successful write produces exactly one event and one index, so the
+//! history is a contiguous index range `[start_index, last]`.
+//!
+//! Delivery uses bounded `tokio::sync::mpsc` channels so the async server can `.await` a
+//! watcher while the state machine (which never blocks) pushes with `try_send`. A watcher whose
+//! buffer is full is dropped (its channel closes), as etcd drops slow watchers. Dropping a
+//! [`Watcher`] unregisters it immediately, so abandoned long polls do not leak.
+//!
+//! Matching rule (one predicate for live delivery and history replay), for a watcher on `W`:
+//! * an event on `W` itself always matches;
+//! * a recursive watcher matches events strictly below `W`, unless some component below `W`
+//!   is hidden (`_name`) — hidden keys do not wake recursive watchers of their parents;
+//! * removal (delete/expire/CAD) of a directory matches watchers on any path below it,
+//!   recursive or not, since their key is gone too;
+//! * refresh events never match; and the event index must be `>= since_index`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use tokio::sync::mpsc;
+
+use super::error::{ErrorCode, StoreError};
+use super::event::Event;
+use super::path;
+
+/// Default number of events kept for `waitIndex` (etcd's default).
+pub const DEFAULT_HISTORY_CAPACITY: usize = 1000;
+
+/// Per-watcher buffer for live events beyond any history replay (etcd uses 100).
+const WATCH_BUFFER: usize = 100;
+
+/// Whether a watcher on `watch_path` cares about `e` (see the module docs).
+pub(crate) fn matches(watch_path: &str, recursive: bool, e: &Event) -> bool {
+    if e.refresh {
+        return false;
+    }
+    let key = e.key();
+    if key == watch_path {
+        return true;
+    }
+    if recursive && path::is_below(key, watch_path) && !path::hidden_below(watch_path, key) {
+        return true;
+    }
+    e.action.removes() && e.node.dir && path::is_below(watch_path, key)
+}
+
+/// The last `capacity` events, contiguous by index.
+#[derive(Debug)]
+pub(crate) struct History {
+    events: VecDeque<Event>,
+    capacity: usize,
+    /// Index of the oldest event kept; when empty, the next index to be produced.
+    start_index: u64,
+}
+
+impl History {
+    /// An empty history whose first event will have index `next_index`. A store rebuilt from
+    /// disk starts here, so any `waitIndex` at or below the current index is reported cleared.
+    pub fn new(capacity: usize, next_index: u64) -> History {
+        History {
+            events: VecDeque::new(),
+            capacity: capacity.max(1),
+            start_index: next_index,
+        }
+    }
+
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity.max(1);
+        self.trim();
+    }
+
+    pub fn push(&mut self, e: Event) {
+        if self.events.is_empty() {
+            self.start_index = e.event_index();
+        }
+        self.events.push_back(e);
+        self.trim();
+    }
+
+    fn trim(&mut self) {
+        while self.events.len() > self.capacity {
+            self.events.pop_front();
+            if let Some(front) = self.events.front() {
+                self.start_index = front.event_index();
+            }
+        }
+    }
+
+    /// Events matching a watcher, with index `>= since`; 401 if `since` fell out of the history.
+    /// `first_only` stops at the first match (non-stream watchers).
+    pub fn scan(
+        &self,
+        watch_path: &str,
+        recursive: bool,
+        since: u64,
+        first_only: bool,
+        store_index: u64,
+    ) -> Result<Vec<Event>, StoreError> {
+        if since < self.start_index {
+            return Err(StoreError::new(
+                ErrorCode::EventIndexCleared,
+                format!(
+                    "the requested history has been cleared [{}/{}]",
+                    self.start_index, since
+                ),
+                store_index,
+            ));
+        }
+        let skip = usize::try_from(since - self.start_index).unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        for e in self.events.iter().skip(skip) {
+            if matches(watch_path, recursive, e) {
+                out.push(e.clone());
+                if first_only {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    recursive: bool,
+    stream: bool,
+    since: u64,
+    tx: mpsc::Sender<Event>,
+}
+
+/// Registered watchers by watched path, then id.
+#[derive(Debug, Default)]
+pub(crate) struct Hub {
+    next_id: u64,
+    by_path: BTreeMap<String, BTreeMap<u64, Slot>>,
+    count: usize,
+}
+
+/// Shared handle to the hub: the store notifies through it, watchers unregister through a weak
+/// reference when dropped. The lock is never held across an await or another lock.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct HubHandle(Arc<Mutex<Hub>>);
+
+fn lock(m: &Mutex<Hub>) -> MutexGuard<'_, Hub> {
+    // A panic elsewhere cannot leave the hub logically inconsistent (every mutation is a single
+    // map insert/remove), so a poisoned lock is safe to reuse.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl HubHandle {
+    pub fn count(&self) -> usize {
+        lock(&self.0).count
+    }
+
+    /// Register a watcher on `watch_path` for events with index `>= since`, pre-loaded with
+    /// `replay` (history matches). A non-stream watcher with a replay is complete and is not
+    /// registered at all.
+    pub fn register(
+        &self,
+        watch_path: String,
+        recursive: bool,
+        stream: bool,
+        since: u64,
+        replay: Vec<Event>,
+    ) -> Watcher {
+        let (tx, rx) = mpsc::channel(replay.len() + WATCH_BUFFER);
+        let done = !stream && !replay.is_empty();
+        for e in replay {
+            // Capacity covers the replay, so this cannot fail.
+            let _ = tx.try_send(e);
+        }
+        let mut w = Watcher {
+            id: None,
+            path: watch_path.clone(),
+            rx,
+            hub: Arc::downgrade(&self.0),
+        };
+        if done {
+            return w;
+        }
+        let mut hub = lock(&self.0);
+        let id = hub.next_id;
+        hub.next_id += 1;
+        hub.by_path.entry(watch_path).or_default().insert(
+            id,
+            Slot {
+                recursive,
+                stream,
+                since,
+                tx,
+            },
+        );
+        hub.count += 1;
+        w.id = Some(id);
+        w
+    }
+
+    /// Deliver `e` to every matching watcher; remove one-shot watchers that fired and watchers
+    /// whose buffer is full or whose receiver is gone.
+    pub fn notify(&self, e: &Event) {
+        if e.refresh {
+            return;
+        }
+        let mut hub = lock(&self.0);
+        if hub.by_path.is_empty() {
+            return;
+        }
+        let key = e.key().to_string();
+        let mut paths: Vec<String> = Vec::new();
+        paths.push(path::ROOT.to_string());
+        paths.extend(path::ancestors(&key).map(str::to_string));
+        if key != path::ROOT {
+            paths.push(key.clone());
+        }
+        if e.action.removes() && e.node.dir {
+            let prefix = path::child_prefix(&key);
+            let end = path::prefix_end(&prefix);
+            paths.extend(
+                hub.by_path
+                    .range::<str, _>((
+                        Bound::Included(prefix.as_str()),
+                        Bound::Excluded(end.as_str()),
+                    ))
+                    .map(|(k, _)| k.clone()),
+            );
+        }
+        let idx = e.event_index();
+        let mut removed = 0;
+        for p in paths {
+            let Some(slots) = hub.by_path.get_mut(&p) else {
+                continue;
+            };
+            slots.retain(|_, s| {
+                if idx < s.since || !matches(&p, s.recursive, e) {
+                    return true;
+                }
+                let keep = s.tx.try_send(e.clone()).is_ok() && s.stream;
+                if !keep {
+                    removed += 1;
+                }
+                keep
+            });
+            if slots.is_empty() {
+                hub.by_path.remove(&p);
+            }
+        }
+        hub.count -= removed;
+    }
+
+    /// Close every watcher (their receivers then yield `None`).
+    pub fn clear(&self) {
+        let mut hub = lock(&self.0);
+        hub.by_path.clear();
+        hub.count = 0;
+    }
+}
+
+/// A registered watch. Receive with [`Watcher::recv`] (async) or the non-blocking/blocking
+/// variants. `None` means the watch is over: a one-shot watcher after its event, a stream
+/// dropped for being too slow, or a store that was replaced/dropped.
+#[derive(Debug)]
+pub struct Watcher {
+    id: Option<u64>,
+    path: String,
+    rx: mpsc::Receiver<Event>,
+    hub: Weak<Mutex<Hub>>,
+}
+
+impl Watcher {
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+
+    pub fn try_recv(&mut self) -> Result<Event, mpsc::error::TryRecvError> {
+        self.rx.try_recv()
+    }
+
+    /// Blocking receive for synchronous callers; must not be called inside an async runtime.
+    pub fn blocking_recv(&mut self) -> Option<Event> {
+        self.rx.blocking_recv()
+    }
+
+    /// The normalised path being watched.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let (Some(id), Some(hub)) = (self.id, self.hub.upgrade()) else {
+            return;
+        };
+        let mut hub = lock(&hub);
+        let mut gone = false;
+        if let Some(slots) = hub.by_path.get_mut(&self.path) {
+            gone = slots.remove(&id).is_some();
+            if slots.is_empty() {
+                hub.by_path.remove(&self.path);
+            }
+        }
+        if gone {
+            hub.count -= 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::event::Action;
+    use super::super::node::NodeExtern;
+    use super::*;
+
+    fn ev(action: Action, key: &str, idx: u64, dir: bool) -> Event {
+        Event {
+            action,
+            node: NodeExtern {
+                key: key.into(),
+                value: None,
+                dir,
+                expiration: None,
+                ttl: None,
+                nodes: None,
+                modified_index: idx,
+                created_index: idx,
+            },
+            prev_node: None,
+            index: idx,
+            created: false,
+            refresh: false,
+        }
+    }
+
+    #[test]
+    fn matching_rules() {
+        let set = ev(Action::Set, "/a/b", 1, false);
+        assert!(matches("/a/b", false, &set));
+        assert!(!matches("/a", false, &set));
+        assert!(matches("/a", true, &set));
+        assert!(matches("/", true, &set));
+        assert!(!matches("/a/b/c", true, &set));
+        assert!(!matches("/a/bb", true, &set));
+        let hidden = ev(Action::Set, "/a/_h/x", 2, false);
+        assert!(!matches("/a", true, &hidden));
+        assert!(matches("/a/_h", true, &hidden));
+        assert!(matches("/a/_h/x", false, &hidden));
+        let deldir = ev(Action::Delete, "/a", 3, true);
+        assert!(matches("/a/b/c", false, &deldir));
+        assert!(!matches("/ab", false, &deldir));
+        let delfile = ev(Action::Delete, "/a", 3, false);
+        assert!(!matches("/a/b", false, &delfile));
+        let mut refresh = ev(Action::Update, "/a/b", 4, false);
+        refresh.refresh = true;
+        assert!(!matches("/a/b", false, &refresh));
+    }
+
+    #[test]
+    fn history_is_bounded_and_reports_cleared() {
+        let mut h = History::new(3, 1);
+        for i in 1..=5 {
+            h.push(ev(Action::Set, "/k", i, false));
+        }
+        let e = h.scan("/k", false, 2, true, 5).unwrap_err();
+        assert_eq!(e.code, ErrorCode::EventIndexCleared);
+        assert_eq!(e.cause, "the requested history has been cleared [3/2]");
+        assert_eq!(e.index, 5);
+        let got = h.scan("/k", false, 3, false, 5).unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.event_index()).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
+        assert!(h.scan("/k", false, 6, true, 5).unwrap().is_empty());
+    }
+
+    #[test]
+    fn full_buffer_drops_watcher_and_drop_unregisters() {
+        let hub = HubHandle::default();
+        let w = hub.register("/k".into(), false, true, 1, Vec::new());
+        assert_eq!(hub.count(), 1);
+        for i in 1..=(WATCH_BUFFER as u64 + 1) {
+            hub.notify(&ev(Action::Set, "/k", i, false));
+        }
+        assert_eq!(hub.count(), 0, "slow stream watcher must be dropped");
+        drop(w);
+        assert_eq!(hub.count(), 0);
+        let w2 = hub.register("/k".into(), true, false, 1, Vec::new());
+        assert_eq!(hub.count(), 1);
+        drop(w2);
+        assert_eq!(hub.count(), 0);
+    }
+}
