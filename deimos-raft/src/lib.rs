@@ -8,6 +8,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod driver;
 pub mod error;
 pub mod lease;
 pub mod storage;

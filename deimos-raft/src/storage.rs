@@ -50,6 +50,15 @@ pub trait LogStorage {
     /// `entries[0].index` (they conflict with the leader's log).
     fn append(&mut self, entries: &[Entry]) -> StorageResult<()>;
     fn set_hard_state(&mut self, hs: &HardState) -> StorageResult<()>;
+    /// Durably write a `Ready`'s entries and hard state together. Implementations backed by a
+    /// transactional store override this to make it one transaction and one fsync.
+    fn persist(&mut self, hard_state: Option<&HardState>, entries: &[Entry]) -> StorageResult<()> {
+        self.append(entries)?;
+        if let Some(hs) = hard_state {
+            self.set_hard_state(hs)?;
+        }
+        Ok(())
+    }
     /// Replace the log with `snapshot`: entries up to its index are dropped, the log restarts after it.
     fn apply_snapshot(&mut self, snapshot: &Snapshot) -> StorageResult<()>;
 }

@@ -91,6 +91,26 @@ impl ConfState {
     pub fn all(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.voters.iter().chain(self.learners.iter()).copied()
     }
+
+    /// Apply a membership change. Idempotent, so replay after a restart is harmless. Demoting a
+    /// voter to learner is not a single-server step and is ignored (proposals refuse it).
+    pub fn apply(&mut self, cc: ConfChange) {
+        match cc {
+            ConfChange::AddVoter(id) => {
+                self.learners.remove(&id);
+                self.voters.insert(id);
+            }
+            ConfChange::AddLearner(id) => {
+                if !self.voters.contains(&id) {
+                    self.learners.insert(id);
+                }
+            }
+            ConfChange::RemoveNode(id) => {
+                self.voters.remove(&id);
+                self.learners.remove(&id);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -66,34 +66,19 @@ impl<S: LogStorage> Raft<S> {
             .progress
             .get(&self.id)
             .map_or(256, |p| p.inflights_cap());
-        match cc {
-            ConfChange::AddVoter(id) => {
-                self.prs.conf.learners.remove(&id);
-                self.prs.conf.voters.insert(id);
-                self.prs
-                    .progress
-                    .entry(id)
-                    .or_insert_with(|| crate::tracker::Progress::new(next, max_inflight));
+        self.prs.conf.apply(cc);
+        for id in self.prs.conf.all().collect::<Vec<_>>() {
+            self.prs
+                .progress
+                .entry(id)
+                .or_insert_with(|| crate::tracker::Progress::new(next, max_inflight));
+        }
+        if let ConfChange::RemoveNode(id) = cc {
+            if id != self.id {
+                self.prs.progress.remove(&id);
             }
-            ConfChange::AddLearner(id) => {
-                if self.prs.conf.voters.contains(&id) {
-                    return;
-                }
-                self.prs.conf.learners.insert(id);
-                self.prs
-                    .progress
-                    .entry(id)
-                    .or_insert_with(|| crate::tracker::Progress::new(next, max_inflight));
-            }
-            ConfChange::RemoveNode(id) => {
-                self.prs.conf.voters.remove(&id);
-                self.prs.conf.learners.remove(&id);
-                if id != self.id {
-                    self.prs.progress.remove(&id);
-                }
-                if self.lead_transferee == Some(id) {
-                    self.abort_transfer();
-                }
+            if self.lead_transferee == Some(id) {
+                self.abort_transfer();
             }
         }
         if self.role != Role::Leader {

@@ -1,0 +1,196 @@
+//! The application's side of the driver: propose, read, step, observe.
+
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::clock::Clock;
+use crate::error::RaftError;
+use crate::lease::LeaseState;
+use crate::raw_node::Status;
+use crate::types::{ConfChange, Index, Message, NodeId};
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum DriverError {
+    #[error(transparent)]
+    Raft(#[from] RaftError),
+    #[error("request timed out")]
+    Timeout,
+    #[error("the raft node has stopped")]
+    Stopped,
+}
+
+pub(crate) enum Request<O> {
+    Propose {
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<O, DriverError>>,
+    },
+    ConfChange {
+        cc: ConfChange,
+        reply: oneshot::Sender<Result<(), DriverError>>,
+    },
+    ReadIndex {
+        reply: oneshot::Sender<Result<Index, DriverError>>,
+    },
+    Transfer {
+        to: NodeId,
+        reply: oneshot::Sender<Result<(), DriverError>>,
+    },
+    Campaign,
+    Step(Message),
+    ReportUnreachable(NodeId),
+    ReportSnapshot {
+        to: NodeId,
+        ok: bool,
+    },
+}
+
+/// How a linearizable read was (or will be) confirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadPath {
+    Lease,
+    ReadIndex,
+}
+
+/// Cheap to clone; every server task holds one.
+pub struct Handle<O, C: Clock + Clone> {
+    pub(crate) tx: mpsc::Sender<Request<O>>,
+    pub(crate) status: watch::Receiver<Status>,
+    pub(crate) applied: watch::Receiver<Index>,
+    pub(crate) lease: watch::Receiver<LeaseState>,
+    pub(crate) clock: C,
+    pub(crate) timeout: Duration,
+}
+
+impl<O, C: Clock + Clone> Clone for Handle<O, C> {
+    fn clone(&self) -> Self {
+        Handle {
+            tx: self.tx.clone(),
+            status: self.status.clone(),
+            applied: self.applied.clone(),
+            lease: self.lease.clone(),
+            clock: self.clock.clone(),
+            timeout: self.timeout,
+        }
+    }
+}
+
+impl<O: Send + 'static, C: Clock + Clone> Handle<O, C> {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, DriverError>>) -> Request<O>,
+    ) -> Result<T, DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(DriverError::Stopped),
+            Err(_) => Err(DriverError::Timeout),
+        }
+    }
+
+    /// Replicate `data` and return the state machine's output for it, computed when this node
+    /// applied it.
+    pub async fn propose(&self, data: Vec<u8>) -> Result<O, DriverError> {
+        self.call(|reply| Request::Propose { data, reply }).await
+    }
+
+    pub async fn propose_conf_change(&self, cc: ConfChange) -> Result<(), DriverError> {
+        self.call(|reply| Request::ConfChange { cc, reply }).await
+    }
+
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), DriverError> {
+        self.call(|reply| Request::Transfer { to, reply }).await
+    }
+
+    pub async fn campaign(&self) -> Result<(), DriverError> {
+        self.tx
+            .send(Request::Campaign)
+            .await
+            .map_err(|_| DriverError::Stopped)
+    }
+
+    /// Wait until this node may answer a linearizable read, and say how it was confirmed. On the
+    /// leader with a valid lease: no messages, just wait for the commit index to be applied.
+    /// Otherwise ReadIndex (forwarded to the leader from a follower).
+    pub async fn linearizable_read(&self, force_quorum: bool) -> Result<ReadPath, DriverError> {
+        if !force_quorum {
+            if let Some(index) = self.lease_read_index() {
+                self.wait_applied(index).await?;
+                return Ok(ReadPath::Lease);
+            }
+        }
+        let index = self.call(|reply| Request::ReadIndex { reply }).await?;
+        self.wait_applied(index).await?;
+        Ok(ReadPath::ReadIndex)
+    }
+
+    /// The index a lease read must see applied, if the lease is valid right now.
+    pub fn lease_read_index(&self) -> Option<Index> {
+        let lease = *self.lease.borrow();
+        if lease.can_read_with_lease_at(self.clock.now()) {
+            // Everything committed so far — possibly acknowledged to a client through another
+            // node — must be visible to this read.
+            Some(self.status.borrow().commit)
+        } else {
+            None
+        }
+    }
+
+    pub async fn wait_applied(&self, index: Index) -> Result<(), DriverError> {
+        if *self.applied.borrow() >= index {
+            return Ok(());
+        }
+        let mut rx = self.applied.clone();
+        let res = tokio::time::timeout(self.timeout, async {
+            rx.wait_for(|&a| a >= index).await.map(|_| ())
+        })
+        .await;
+        match res {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(DriverError::Stopped),
+            Err(_) => Err(DriverError::Timeout),
+        }
+    }
+
+    /// Deliver a message from a peer. Drops it when the node is overloaded (Raft recovers).
+    pub fn step(&self, m: Message) {
+        let _ = self.tx.try_send(Request::Step(m));
+    }
+
+    pub fn report_unreachable(&self, to: NodeId) {
+        let _ = self.tx.try_send(Request::ReportUnreachable(to));
+    }
+
+    pub fn report_snapshot(&self, to: NodeId, ok: bool) {
+        let _ = self.tx.try_send(Request::ReportSnapshot { to, ok });
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    pub fn status_watch(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    pub fn lease_state(&self) -> LeaseState {
+        *self.lease.borrow()
+    }
+
+    pub fn lease_reader(&self) -> crate::lease::LeaseReader<C> {
+        crate::lease::LeaseReader::new(self.lease.clone(), self.clock.clone())
+    }
+
+    pub fn applied_index(&self) -> Index {
+        *self.applied.borrow()
+    }
+
+    pub fn now(&self) -> Duration {
+        self.clock.now()
+    }
+}

@@ -1,0 +1,55 @@
+//! Driver metrics, etcd-style names with the `deimos_` prefix.
+
+use std::time::Duration;
+
+pub const HAS_LEADER: &str = "deimos_server_has_leader";
+pub const IS_LEADER: &str = "deimos_server_is_leader";
+pub const LEADER_CHANGES: &str = "deimos_server_leader_changes_seen_total";
+pub const TERM: &str = "deimos_raft_term";
+pub const COMMIT_INDEX: &str = "deimos_raft_commit_index";
+pub const APPLIED_INDEX: &str = "deimos_raft_applied_index";
+pub const PROPOSALS_COMMITTED: &str = "deimos_server_proposals_committed_total";
+pub const PROPOSALS_FAILED: &str = "deimos_server_proposals_failed_total";
+pub const PROPOSALS_PENDING: &str = "deimos_server_proposals_pending";
+pub const PERSIST_SECONDS: &str = "deimos_storage_persist_duration_seconds";
+pub const APPLY_SECONDS: &str = "deimos_storage_apply_duration_seconds";
+
+pub fn describe() {
+    metrics::describe_gauge!(HAS_LEADER, "1 if this node knows a leader, else 0.");
+    metrics::describe_gauge!(IS_LEADER, "1 if this node is the leader, else 0.");
+    metrics::describe_counter!(LEADER_CHANGES, "Leader changes seen by this node.");
+    metrics::describe_gauge!(TERM, "Current Raft term.");
+    metrics::describe_gauge!(COMMIT_INDEX, "Highest log index known committed.");
+    metrics::describe_gauge!(
+        APPLIED_INDEX,
+        "Highest log index applied to the state machine."
+    );
+    metrics::describe_counter!(
+        PROPOSALS_COMMITTED,
+        "Proposals from this node that were applied."
+    );
+    metrics::describe_counter!(
+        PROPOSALS_FAILED,
+        "Proposals from this node that failed or timed out."
+    );
+    metrics::describe_gauge!(
+        PROPOSALS_PENDING,
+        "Proposals from this node waiting to be applied."
+    );
+    metrics::describe_histogram!(
+        PERSIST_SECONDS,
+        "Time to durably persist a Ready's entries and hard state (redb commit with fsync)."
+    );
+    metrics::describe_histogram!(
+        APPLY_SECONDS,
+        "Time to apply and durably record a batch of committed entries."
+    );
+}
+
+pub fn persist(d: Duration) {
+    metrics::histogram!(PERSIST_SECONDS).record(d.as_secs_f64());
+}
+
+pub fn apply(d: Duration) {
+    metrics::histogram!(APPLY_SECONDS).record(d.as_secs_f64());
+}

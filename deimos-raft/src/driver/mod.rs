@@ -1,0 +1,378 @@
+//! The async driver: one tokio task owns the core and does, in order, what each `Ready` asks —
+//! persist, publish lease facts (stamped before sending), send, apply, answer — then `advance`.
+//!
+//! Everything else talks to it through a [`Handle`].
+
+mod envelope;
+mod handle;
+pub mod metrics;
+mod traits;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use handle::Request;
+pub use handle::{DriverError, Handle, ReadPath};
+pub use traits::{ApplyBatch, Command, StateMachine, StateMachineError, Transport};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::error::RaftError;
+use crate::lease::{LeaseConfig, LeaseConfigError, LeaseTracker};
+use crate::raw_node::{RawNode, Ready};
+use crate::storage::{LogStorage, StorageError};
+use crate::types::{ConfState, EntryPayload, Index, Role};
+
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    pub raft: Config,
+    pub tick_interval: Duration,
+    /// `None`: defaults derived from the Raft timing (3 heartbeats, 10% tolerance).
+    pub lease: Option<LeaseConfig>,
+    /// Applied entries between log compactions.
+    pub snapshot_count: u64,
+    /// How long a proposal or read may wait before failing with `Timeout`.
+    pub request_timeout: Duration,
+}
+
+impl DriverConfig {
+    pub fn new(raft: Config) -> Self {
+        DriverConfig {
+            raft,
+            tick_interval: Duration::from_millis(100),
+            lease: None,
+            snapshot_count: 10_000,
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+
+    pub fn lease_config(&self) -> LeaseConfig {
+        self.lease
+            .unwrap_or_else(|| LeaseConfig::from_raft(&self.raft, self.tick_interval))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Raft(#[from] RaftError),
+    #[error(transparent)]
+    Lease(#[from] LeaseConfigError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FatalError {
+    #[error("storage failed: {0}")]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    StateMachine(#[from] StateMachineError),
+}
+
+pub struct Driver<S: LogStorage, T: Transport, M: StateMachine<S>, C: Clock + Clone> {
+    node: RawNode<S>,
+    transport: T,
+    sm: M,
+    lease: LeaseTracker<C>,
+    rx: mpsc::Receiver<Request<M::Output>>,
+    status_tx: watch::Sender<crate::raw_node::Status>,
+    applied_tx: watch::Sender<Index>,
+    conf: ConfState,
+    next_seq: u64,
+    proposals: HashMap<u64, oneshot::Sender<Result<M::Output, DriverError>>>,
+    reads: HashMap<u64, oneshot::Sender<Result<Index, DriverError>>>,
+    tick_interval: Duration,
+    snapshot_count: u64,
+    last_compaction: Index,
+    last_leader: Option<u64>,
+}
+
+impl<S, T, M, C> Driver<S, T, M, C>
+where
+    S: LogStorage + Send + 'static,
+    T: Transport,
+    M: StateMachine<S>,
+    C: Clock + Clone + 'static,
+{
+    /// Build the node from `storage` (which holds any state to restart from) and return the
+    /// driver (to `run`) and a handle. `cfg.raft.applied` must be the state machine's applied index.
+    pub fn new(
+        cfg: DriverConfig,
+        storage: S,
+        transport: T,
+        sm: M,
+        clock: C,
+    ) -> Result<(Self, Handle<M::Output, C>), StartError> {
+        let lease_cfg = cfg.lease_config();
+        let lease = LeaseTracker::new(cfg.raft.id, lease_cfg, &cfg.raft, clock.clone())?;
+        let conf = storage.initial_state()?.conf_state;
+        let node = RawNode::new(&cfg.raft, storage)?;
+        metrics::describe();
+        let status = node.status();
+        let applied = status.applied;
+        let (status_tx, status_rx) = watch::channel(status);
+        let (applied_tx, applied_rx) = watch::channel(applied);
+        let (tx, rx) = mpsc::channel(4096);
+        let handle = Handle {
+            tx,
+            status: status_rx,
+            applied: applied_rx,
+            lease: lease.subscribe(),
+            clock,
+            timeout: cfg.request_timeout,
+        };
+        let driver = Driver {
+            node,
+            transport,
+            sm,
+            lease,
+            rx,
+            status_tx,
+            applied_tx,
+            conf,
+            next_seq: 1,
+            proposals: HashMap::new(),
+            reads: HashMap::new(),
+            tick_interval: cfg.tick_interval,
+            snapshot_count: cfg.snapshot_count.max(1),
+            last_compaction: applied,
+            last_leader: None,
+        };
+        Ok((driver, handle))
+    }
+
+    /// Run until every handle is dropped (Ok) or storage fails (Err: the node must stop — going
+    /// on with unknown durable state could lose acknowledged writes).
+    pub async fn run(mut self) -> Result<(), FatalError> {
+        let mut ticker = tokio::time::interval(self.tick_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => self.on_tick(),
+                req = self.rx.recv() => {
+                    let Some(req) = req else { return Ok(()) };
+                    self.on_request(req);
+                    // Batch whatever else is queued into the same Ready (group commit).
+                    for _ in 0..1024 {
+                        match self.rx.try_recv() {
+                            Ok(req) => self.on_request(req),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            if self.lease.renewal_due() {
+                self.node.broadcast_heartbeat();
+            }
+            while self.node.has_ready() {
+                let rd = self.node.ready();
+                self.handle_ready(rd)?;
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        self.node.tick();
+        self.lease.refresh();
+        self.proposals.retain(|_, tx| !tx.is_closed());
+        self.reads.retain(|_, tx| !tx.is_closed());
+        ::metrics::gauge!(metrics::PROPOSALS_PENDING).set(self.proposals.len() as f64);
+    }
+
+    fn on_request(&mut self, req: Request<M::Output>) {
+        match req {
+            Request::Step(m) => {
+                if let Err(e) = self.node.step(m) {
+                    tracing::warn!(error = %e, "step failed");
+                }
+            }
+            Request::Propose { data, reply } => {
+                let seq = self.seq();
+                let id = self.node.status().id;
+                match self.node.propose(envelope::wrap(id, seq, &data)) {
+                    Ok(()) => {
+                        self.proposals.insert(seq, reply);
+                    }
+                    Err(e) => {
+                        ::metrics::counter!(metrics::PROPOSALS_FAILED).increment(1);
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Request::ConfChange { cc, reply } => {
+                // Answered when accepted; membership takes effect as the entry applies.
+                let _ = reply.send(self.node.propose_conf_change(cc).map_err(Into::into));
+            }
+            Request::ReadIndex { reply } => {
+                let seq = self.seq();
+                match self.node.read_index(seq.to_be_bytes().to_vec()) {
+                    Ok(()) => {
+                        self.reads.insert(seq, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Request::Transfer { to, reply } => {
+                let _ = reply.send(self.node.transfer_leader(to).map_err(Into::into));
+            }
+            Request::Campaign => {
+                let _ = self.node.campaign();
+            }
+            Request::ReportUnreachable(to) => self.node.report_unreachable(to),
+            Request::ReportSnapshot { to, ok } => self.node.report_snapshot(to, ok),
+        }
+    }
+
+    fn seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    fn handle_ready(&mut self, rd: Ready) -> Result<(), FatalError> {
+        // The lease anchor: no message of this Ready has left yet.
+        let anchor = self.lease.now();
+        if let Some(ss) = rd.soft_state {
+            self.on_soft_state(ss.role, ss.leader);
+        }
+        if let Some(snap) = &rd.snapshot {
+            self.node.storage_mut().apply_snapshot(snap)?;
+            self.sm.restore(self.node.storage_mut(), snap)?;
+            self.conf = snap.meta.conf.clone();
+            self.last_compaction = snap.meta.index;
+        }
+        let started = Instant::now();
+        self.node
+            .storage_mut()
+            .persist(rd.hard_state.as_ref(), &rd.entries)?;
+        if !rd.entries.is_empty() || rd.hard_state.is_some() {
+            metrics::persist(started.elapsed());
+        }
+        self.lease.observe(&rd.lease_events, anchor);
+        self.publish_status();
+        if !rd.messages.is_empty() {
+            self.transport.send(rd.messages);
+        }
+        let snapshot_index = rd.snapshot.as_ref().map(|s| s.meta.index);
+        self.apply(&rd.committed_entries)?;
+        if let Some(idx) = snapshot_index {
+            self.applied_tx
+                .send_replace(idx.max(*self.applied_tx.borrow()));
+            self.lease.on_applied(idx);
+        }
+        for rs in rd.read_states {
+            let Ok(bytes) = <[u8; 8]>::try_from(rs.ctx.as_slice()) else {
+                continue;
+            };
+            if let Some(reply) = self.reads.remove(&u64::from_be_bytes(bytes)) {
+                let _ = reply.send(Ok(rs.index));
+            }
+        }
+        self.node.advance();
+        self.publish_status();
+        self.maybe_compact()?;
+        Ok(())
+    }
+
+    fn on_soft_state(&mut self, role: Role, leader: Option<u64>) {
+        ::metrics::gauge!(metrics::HAS_LEADER).set(if leader.is_some() { 1.0 } else { 0.0 });
+        ::metrics::gauge!(metrics::IS_LEADER).set(if role == Role::Leader { 1.0 } else { 0.0 });
+        if leader != self.last_leader {
+            if leader.is_some() {
+                ::metrics::counter!(metrics::LEADER_CHANGES).increment(1);
+            }
+            self.last_leader = leader;
+        }
+        self.lease.on_soft_state(role, leader);
+        if role != Role::Leader {
+            // Reads waiting on this node as leader cannot be confirmed any more; their callers
+            // retry (a follower's forwarded reads are simply never answered and time out).
+            let me = self.node.status().id;
+            if leader != Some(me) {
+                for (_, reply) in self.reads.drain() {
+                    let _ = reply.send(Err(DriverError::Raft(RaftError::NotLeader { leader })));
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, entries: &[crate::types::Entry]) -> Result<(), FatalError> {
+        let Some(last) = entries.last() else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let me = self.node.status().id;
+        let mut commands = Vec::new();
+        let mut origins = Vec::new();
+        for e in entries {
+            match &e.payload {
+                EntryPayload::Normal(data) => {
+                    if let Some((origin, seq, payload)) = envelope::unwrap(data) {
+                        commands.push(Command {
+                            index: e.index,
+                            data: payload,
+                        });
+                        origins.push((origin, seq));
+                    }
+                }
+                EntryPayload::ConfChange(cc) => self.conf.apply(*cc),
+                EntryPayload::Empty => {}
+            }
+        }
+        let batch = ApplyBatch {
+            commands,
+            applied: last.index,
+            applied_term: last.term,
+            conf: &self.conf,
+        };
+        let outputs = self.sm.apply(self.node.storage_mut(), batch)?;
+        metrics::apply(started.elapsed());
+        // Publish before answering: a client that saw its write acknowledged must find it
+        // applied (and committed) in any read that follows.
+        self.applied_tx.send_replace(last.index);
+        self.lease.on_applied(last.index);
+        self.publish_status();
+        for ((origin, seq), out) in origins.into_iter().zip(outputs) {
+            if origin != me {
+                continue;
+            }
+            if let Some(reply) = self.proposals.remove(&seq) {
+                ::metrics::counter!(metrics::PROPOSALS_COMMITTED).increment(1);
+                let _ = reply.send(Ok(out));
+            }
+        }
+        Ok(())
+    }
+
+    fn maybe_compact(&mut self) -> Result<(), FatalError> {
+        let applied = *self.applied_tx.borrow();
+        if applied >= self.last_compaction + self.snapshot_count {
+            self.sm.compact(self.node.storage_mut(), applied)?;
+            self.last_compaction = applied;
+        }
+        Ok(())
+    }
+
+    fn publish_status(&mut self) {
+        let mut st = self.node.status();
+        st.applied = st.applied.max(*self.applied_tx.borrow());
+        ::metrics::gauge!(metrics::TERM).set(st.term as f64);
+        ::metrics::gauge!(metrics::COMMIT_INDEX).set(st.commit as f64);
+        ::metrics::gauge!(metrics::APPLIED_INDEX).set(st.applied as f64);
+        self.status_tx.send_if_modified(|cur| {
+            if *cur != st {
+                *cur = st;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}

@@ -1,0 +1,200 @@
+//! The driver end to end: three in-process nodes on tokio, linked by channels.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::*;
+use crate::clock::MonotonicClock;
+use crate::storage::MemStorage;
+use crate::types::{Message, NodeId, Snapshot};
+
+type H = Handle<Option<String>, MonotonicClock>;
+
+#[derive(Clone, Default)]
+struct Net {
+    handles: Arc<Mutex<BTreeMap<NodeId, H>>>,
+    /// Nodes cut off from everyone.
+    down: Arc<Mutex<HashSet<NodeId>>>,
+    /// Every message sent, for asserting which reads needed the network.
+    sent: Arc<Mutex<u64>>,
+}
+
+struct ChanTransport(Net);
+
+impl Transport for ChanTransport {
+    fn send(&mut self, msgs: Vec<Message>) {
+        let down = self.0.down.lock().unwrap().clone();
+        let handles = self.0.handles.lock().unwrap();
+        for m in msgs {
+            *self.0.sent.lock().unwrap() += 1;
+            if down.contains(&m.from) || down.contains(&m.to) {
+                continue;
+            }
+            if let Some(h) = handles.get(&m.to) {
+                h.step(m);
+            }
+        }
+    }
+}
+
+/// `key=value` sets; output is the previous value.
+#[derive(Default)]
+struct Kv(BTreeMap<String, String>);
+
+impl StateMachine<MemStorage> for Kv {
+    type Output = Option<String>;
+
+    fn apply(
+        &mut self,
+        _: &mut MemStorage,
+        batch: ApplyBatch<'_>,
+    ) -> Result<Vec<Self::Output>, StateMachineError> {
+        Ok(batch
+            .commands
+            .iter()
+            .map(|c| {
+                let s = String::from_utf8_lossy(c.data).to_string();
+                let (k, v) = s.split_once('=').unwrap_or((&s, ""));
+                self.0.insert(k.to_string(), v.to_string())
+            })
+            .collect())
+    }
+
+    fn restore(&mut self, _: &mut MemStorage, snap: &Snapshot) -> Result<(), StateMachineError> {
+        self.0 = String::from_utf8_lossy(&snap.data)
+            .lines()
+            .filter_map(|l| {
+                l.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect();
+        Ok(())
+    }
+
+    fn compact(
+        &mut self,
+        storage: &mut MemStorage,
+        applied: Index,
+    ) -> Result<(), StateMachineError> {
+        let data: String = self.0.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        let conf = storage
+            .snapshot()
+            .map_err(|e| StateMachineError(e.to_string()))?
+            .meta
+            .conf;
+        storage
+            .compact(applied, conf, data.into_bytes())
+            .map_err(|e| StateMachineError(e.to_string()))
+    }
+}
+
+fn start(ids: &[NodeId]) -> Net {
+    let net = Net::default();
+    for &id in ids {
+        let mut raft = Config::new(id);
+        raft.election_tick = 10;
+        let mut cfg = DriverConfig::new(raft);
+        cfg.tick_interval = Duration::from_millis(10);
+        cfg.snapshot_count = 20;
+        cfg.request_timeout = Duration::from_secs(3);
+        let storage = MemStorage::new(ConfState::new(ids.iter().copied()));
+        let (driver, handle) = Driver::new(
+            cfg,
+            storage,
+            ChanTransport(net.clone()),
+            Kv::default(),
+            MonotonicClock::new(),
+        )
+        .unwrap();
+        net.handles.lock().unwrap().insert(id, handle);
+        tokio::spawn(driver.run());
+    }
+    net
+}
+
+impl Net {
+    fn h(&self, id: NodeId) -> H {
+        self.handles.lock().unwrap()[&id].clone()
+    }
+
+    async fn leader(&self, except: Option<NodeId>) -> NodeId {
+        for _ in 0..500 {
+            let hs: Vec<H> = self.handles.lock().unwrap().values().cloned().collect();
+            for h in hs {
+                let st = h.status();
+                if st.role == Role::Leader && Some(st.id) != except && h.lease_state().serving {
+                    return st.id;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no leader elected");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proposals_commit_through_leader_and_forwarding_follower() {
+    let net = start(&[1, 2, 3]);
+    let l = net.leader(None).await;
+    let f = [1, 2, 3].into_iter().find(|&i| i != l).unwrap();
+    assert_eq!(net.h(l).propose(b"a=1".to_vec()).await.unwrap(), None);
+    assert_eq!(
+        net.h(f).propose(b"a=2".to_vec()).await.unwrap(),
+        Some("1".to_string())
+    );
+    // Enough writes to cross snapshot_count and compact the log.
+    for i in 0..30 {
+        net.h(l)
+            .propose(format!("k{i}=v").into_bytes())
+            .await
+            .unwrap();
+    }
+    assert!(net.h(l).status().applied >= 32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_reads_send_nothing_quorum_reads_do() {
+    let net = start(&[1, 2, 3]);
+    let l = net.leader(None).await;
+    net.h(l).propose(b"x=1".to_vec()).await.unwrap();
+    let h = net.h(l);
+    // Wait until the lease is held.
+    for _ in 0..100 {
+        if h.lease_reader().can_read_with_lease() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(h.linearizable_read(false).await.unwrap(), ReadPath::Lease);
+    assert_eq!(
+        h.linearizable_read(true).await.unwrap(),
+        ReadPath::ReadIndex
+    );
+    let f = [1, 2, 3].into_iter().find(|&i| i != l).unwrap();
+    assert_eq!(
+        net.h(f).linearizable_read(false).await.unwrap(),
+        ReadPath::ReadIndex
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_leader_loses_its_lease_and_a_new_leader_takes_over() {
+    let net = start(&[1, 2, 3]);
+    let old = net.leader(None).await;
+    net.h(old).propose(b"y=1".to_vec()).await.unwrap();
+    net.down.lock().unwrap().insert(old);
+    // The lease runs out within its duration (30 ms - 3 ms); no lease read after that.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert!(!net.h(old).lease_reader().can_read_with_lease());
+    let new = net.leader(Some(old)).await;
+    assert_eq!(
+        net.h(new).propose(b"y=2".to_vec()).await.unwrap(),
+        Some("1".to_string())
+    );
+    // The old leader can neither write nor read linearizably while cut off.
+    let mut short = net.h(old);
+    short.timeout = Duration::from_millis(200);
+    assert!(short.propose(b"y=3".to_vec()).await.is_err());
+    assert!(short.linearizable_read(false).await.is_err());
+}

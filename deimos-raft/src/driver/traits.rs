@@ -1,0 +1,54 @@
+//! The edges the driver runs the core against.
+
+use thiserror::Error;
+
+use crate::storage::LogStorage;
+use crate::types::{ConfState, Index, Message, Snapshot, Term};
+
+/// Hands messages to the network. `send` must not block the Raft loop: queue and return.
+/// Delivery is best effort (Raft tolerates loss and duplication), ordered per peer when possible.
+pub trait Transport: Send + 'static {
+    fn send(&mut self, msgs: Vec<Message>);
+}
+
+#[derive(Debug, Error)]
+#[error("state machine failure: {0}")]
+pub struct StateMachineError(pub String);
+
+/// One committed client command, with the proposer's envelope already removed.
+#[derive(Debug, Clone, Copy)]
+pub struct Command<'a> {
+    pub index: Index,
+    pub data: &'a [u8],
+}
+
+/// A batch of committed entries to apply. `applied`/`applied_term`/`conf` describe the state
+/// after the whole batch; durable implementations record them atomically with the effects, so a
+/// restart resumes from `applied` without replaying the log.
+#[derive(Debug)]
+pub struct ApplyBatch<'a> {
+    pub commands: Vec<Command<'a>>,
+    pub applied: Index,
+    pub applied_term: Term,
+    pub conf: &'a ConfState,
+}
+
+/// The replicated application. It gets mutable access to the log storage because a durable
+/// state machine (redb) lives in the same database and commits applied state with it.
+pub trait StateMachine<S: LogStorage>: Send + 'static {
+    /// The answer to one command, returned to whoever proposed it. Computed on every replica.
+    type Output: Send + 'static;
+
+    /// Apply the batch in order; one output per command. Must be deterministic.
+    fn apply(
+        &mut self,
+        storage: &mut S,
+        batch: ApplyBatch<'_>,
+    ) -> Result<Vec<Self::Output>, StateMachineError>;
+
+    /// Replace the state with `snapshot`, which the driver has already installed in `storage`.
+    fn restore(&mut self, storage: &mut S, snapshot: &Snapshot) -> Result<(), StateMachineError>;
+
+    /// `applied` moved `snapshot_count` entries past the last compaction: snapshot and trim the log.
+    fn compact(&mut self, storage: &mut S, applied: Index) -> Result<(), StateMachineError>;
+}
