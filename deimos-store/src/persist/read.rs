@@ -170,6 +170,11 @@ impl LogStorage for RedbStorage {
         self.persist(Some(hs), &[])
     }
 
+    /// One transaction, one fsync (the inherent [`RedbStorage::persist`]).
+    fn persist(&mut self, hard_state: Option<&HardState>, entries: &[Entry]) -> StorageResult<()> {
+        RedbStorage::persist(self, hard_state, entries)
+    }
+
     fn apply_snapshot(&mut self, snapshot: &Snapshot) -> StorageResult<()> {
         self.install_whole(snapshot)
     }
