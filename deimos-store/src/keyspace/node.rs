@@ -220,7 +220,10 @@ impl Tree {
         let end = path::prefix_end(&prefix);
         doomed.extend(
             self.nodes
-                .range::<str, _>((Bound::Included(prefix.as_str()), Bound::Excluded(end.as_str())))
+                .range::<str, _>((
+                    Bound::Included(prefix.as_str()),
+                    Bound::Excluded(end.as_str()),
+                ))
                 .map(|(k, _)| k.clone()),
         );
         for k in &doomed {
@@ -357,11 +360,20 @@ mod tests {
     fn rfc3339_like_go() {
         assert_eq!(format_rfc3339_ms(0), "1970-01-01T00:00:00Z");
         // 2026-11-25T10:00:00Z = 1795600800 s.
-        assert_eq!(format_rfc3339_ms(1_795_600_800_123), "2026-11-25T10:00:00.123Z");
-        assert_eq!(format_rfc3339_ms(1_795_600_800_100), "2026-11-25T10:00:00.1Z");
+        assert_eq!(
+            format_rfc3339_ms(1_795_600_800_123),
+            "2026-11-25T10:00:00.123Z"
+        );
+        assert_eq!(
+            format_rfc3339_ms(1_795_600_800_100),
+            "2026-11-25T10:00:00.1Z"
+        );
         assert_eq!(format_rfc3339_ms(1_795_600_800_000), "2026-11-25T10:00:00Z");
         assert_eq!(format_rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00Z");
-        assert_eq!(format_rfc3339_ms(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
+        assert_eq!(
+            format_rfc3339_ms(1_709_251_199_999),
+            "2024-02-29T23:59:59.999Z"
+        );
     }
 
     #[test]
@@ -395,11 +407,17 @@ mod tests {
         let mut t = Tree::default();
         t.insert("/f".into(), file("v", 1));
         let e = t.lookup("/f/x/y", 5).unwrap_err();
-        assert_eq!((e.code, e.cause.as_str(), e.index), (ErrorCode::NotDir, "/f", 5));
+        assert_eq!(
+            (e.code, e.cause.as_str(), e.index),
+            (ErrorCode::NotDir, "/f", 5)
+        );
         let e = t.lookup("/m/x", 5).unwrap_err();
         assert_eq!((e.code, e.cause.as_str()), (ErrorCode::KeyNotFound, "/m"));
         assert!(t.lookup("/", 5).unwrap().dir);
-        assert_eq!(t.check_parents("/f/z", 5).unwrap_err().code, ErrorCode::NotDir);
+        assert_eq!(
+            t.check_parents("/f/z", 5).unwrap_err().code,
+            ErrorCode::NotDir
+        );
     }
 
     #[test]

@@ -21,7 +21,10 @@ pub const ROOT: &str = "/";
 pub fn normalize(raw: &str, index: u64) -> Result<String, StoreError> {
     if raw.len() > MAX_KEY_BYTES {
         return Err(StoreError::invalid_key(
-            format!("key is {} bytes; the limit is {MAX_KEY_BYTES} bytes", raw.len()),
+            format!(
+                "key is {} bytes; the limit is {MAX_KEY_BYTES} bytes",
+                raw.len()
+            ),
             index,
         ));
     }

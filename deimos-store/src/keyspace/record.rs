@@ -110,8 +110,16 @@ mod tests {
         assert!(decode(vec![meta, orphan]).is_err());
         assert!(decode(vec![rec("/a", r#"{"created":1,"modified":1}"#)]).is_err());
         let meta = rec(META_KEY, r#"{"index":1}"#);
-        assert!(decode(vec![meta.clone(), rec("/a", r#"{"created":1,"modified":2}"#)]).is_err());
-        assert!(decode(vec![meta.clone(), rec("/a//b", r#"{"created":1,"modified":1}"#)]).is_err());
+        assert!(decode(vec![
+            meta.clone(),
+            rec("/a", r#"{"created":1,"modified":2}"#)
+        ])
+        .is_err());
+        assert!(decode(vec![
+            meta.clone(),
+            rec("/a//b", r#"{"created":1,"modified":1}"#)
+        ])
+        .is_err());
         assert!(decode(vec![meta.clone(), rec("junk", "{}")]).is_err());
         assert!(decode(vec![meta.clone(), rec("/a", "not json")]).is_err());
         assert!(decode(vec![rec(META_KEY, "[]")]).is_err());
@@ -121,7 +129,10 @@ mod tests {
         let ok = decode(vec![
             meta,
             rec("/a", r#"{"dir":true,"created":1,"modified":1}"#),
-            rec("/a/b", r#"{"value":"y","created":1,"modified":1,"expire_at_ms":9}"#),
+            rec(
+                "/a/b",
+                r#"{"value":"y","created":1,"modified":1,"expire_at_ms":9}"#,
+            ),
         ])
         .unwrap();
         assert_eq!(ok.1.len(), 2);
