@@ -5,4 +5,5 @@
 //! database, updated atomically per batch.
 
 pub mod keyspace;
+pub mod machine;
 pub mod persist;

@@ -1,0 +1,226 @@
+//! The replicated state machine the driver runs: the etcd v2 key space plus the member registry,
+//! made durable in the same redb transaction as the applied index.
+//!
+//! A log entry's payload is a JSON-encoded [`Proposal`]. JSON because `Command` is an internally
+//! tagged enum (readable in a log dump, stable under added fields) and the cost is small next to
+//! an fsync.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use deimos_raft::driver::{ApplyBatch, StateMachine, StateMachineError};
+use deimos_raft::storage::LogStorage;
+use deimos_raft::types::{ConfState, Index, Snapshot};
+use serde::{Deserialize, Serialize};
+
+use crate::keyspace::{Applied, Command, ErrorCode, Store, StoreError};
+use crate::persist::RedbStorage;
+
+/// Member records live beside the key space's records; the key space owns `/...` and its meta
+/// key, so a distinct prefix keeps the two apart.
+const MEMBER_PREFIX: &str = "\u{1}member/";
+
+/// How many applied entries stay in the log after a compaction, so a briefly lagging follower
+/// catches up from the log rather than by a full snapshot.
+pub const CATCH_UP_ENTRIES: u64 = 5_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Member {
+    pub id: u64,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Proposal {
+    Keys(Command),
+    /// Record a member's metadata (add, or update of its URLs / name).
+    PutMember(Member),
+    RemoveMember(u64),
+}
+
+impl Proposal {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a Proposal always serialises")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Keys(Result<Applied, StoreError>),
+    Members,
+    /// The entry could not be decoded (never written by this version).
+    Invalid(String),
+}
+
+pub type SharedStore = Arc<RwLock<Store>>;
+pub type SharedMembers = Arc<RwLock<BTreeMap<u64, Member>>>;
+
+pub struct KvStateMachine {
+    store: SharedStore,
+    members: SharedMembers,
+}
+
+impl KvStateMachine {
+    /// Load the applied state from `storage` (no log replay). On a brand-new data dir with
+    /// `bootstrap` members, record the initial membership first: every bootstrapping node writes
+    /// the same records from the same flags.
+    pub fn open(storage: &mut RedbStorage, bootstrap: &[Member]) -> Result<Self, StateMachineError> {
+        let fresh = storage.last_index().map_err(sm_err)? == 0 && storage.applied_state().2.voters.is_empty();
+        if fresh && !bootstrap.is_empty() {
+            let conf = ConfState::new(bootstrap.iter().map(|m| m.id));
+            let muts: Vec<(String, Option<Vec<u8>>)> =
+                bootstrap.iter().map(|m| (member_key(m.id), Some(encode_member(m)))).collect();
+            storage.commit_applied(0, 0, &conf, &muts).map_err(sm_err)?;
+        }
+        let (store, members) = load(storage)?;
+        Ok(KvStateMachine { store: Arc::new(RwLock::new(store)), members: Arc::new(RwLock::new(members)) })
+    }
+
+    pub fn store(&self) -> SharedStore {
+        self.store.clone()
+    }
+
+    pub fn members(&self) -> SharedMembers {
+        self.members.clone()
+    }
+}
+
+fn member_key(id: u64) -> String {
+    format!("{MEMBER_PREFIX}{id:016x}")
+}
+
+fn encode_member(m: &Member) -> Vec<u8> {
+    serde_json::to_vec(m).expect("a Member always serialises")
+}
+
+fn sm_err(e: impl std::fmt::Display) -> StateMachineError {
+    StateMachineError(e.to_string())
+}
+
+fn load(storage: &RedbStorage) -> Result<(Store, BTreeMap<u64, Member>), StateMachineError> {
+    let mut keys = Vec::new();
+    let mut members = BTreeMap::new();
+    for r in storage.records().map_err(sm_err)? {
+        let (k, v) = r.map_err(sm_err)?;
+        if k.starts_with(MEMBER_PREFIX) {
+            let m: Member = serde_json::from_slice(&v).map_err(|e| sm_err(format!("member record {k}: {e}")))?;
+            members.insert(m.id, m);
+        } else {
+            keys.push((k, v));
+        }
+    }
+    let store = Store::from_records(keys).map_err(sm_err)?;
+    Ok((store, members))
+}
+
+impl StateMachine<RedbStorage> for KvStateMachine {
+    type Output = Output;
+
+    fn apply(&mut self, storage: &mut RedbStorage, batch: ApplyBatch<'_>) -> Result<Vec<Output>, StateMachineError> {
+        let mut outputs = Vec::with_capacity(batch.commands.len());
+        let mut mutations = Vec::new();
+        {
+            let mut store = self.store.write().map_err(|_| sm_err("store lock poisoned"))?;
+            let mut members = self.members.write().map_err(|_| sm_err("members lock poisoned"))?;
+            for c in &batch.commands {
+                let out = match serde_json::from_slice::<Proposal>(c.data) {
+                    Ok(Proposal::Keys(cmd)) => Output::Keys(store.apply(&cmd)),
+                    Ok(Proposal::PutMember(m)) => {
+                        mutations.push((member_key(m.id), Some(encode_member(&m))));
+                        members.insert(m.id, m);
+                        Output::Members
+                    }
+                    Ok(Proposal::RemoveMember(id)) => {
+                        mutations.push((member_key(id), None));
+                        members.remove(&id);
+                        Output::Members
+                    }
+                    Err(e) => Output::Invalid(format!("entry {}: {e}", c.index)),
+                };
+                outputs.push(out);
+            }
+            mutations.extend(store.take_dirty());
+        }
+        storage.commit_applied(batch.applied, batch.applied_term, batch.conf, &mutations).map_err(sm_err)?;
+        Ok(outputs)
+    }
+
+    fn restore(&mut self, storage: &mut RedbStorage, _snapshot: &Snapshot) -> Result<(), StateMachineError> {
+        let (store, members) = load(storage)?;
+        let mut cur = self.store.write().map_err(|_| sm_err("store lock poisoned"))?;
+        // Watchers of the old state learn it was replaced (etcd's "cleared due to recovery").
+        cur.close_watchers();
+        *cur = store;
+        *self.members.write().map_err(|_| sm_err("members lock poisoned"))? = members;
+        Ok(())
+    }
+
+    fn compact(&mut self, storage: &mut RedbStorage, applied: Index) -> Result<(), StateMachineError> {
+        let upto = applied.saturating_sub(CATCH_UP_ENTRIES);
+        let first = storage.first_index().map_err(sm_err)?;
+        if upto < first {
+            return Ok(());
+        }
+        storage.compact(upto).map_err(sm_err)
+    }
+}
+
+/// The error a proposal's caller sees when the entry could not be decoded.
+pub fn invalid_entry(why: &str, index: u64) -> StoreError {
+    StoreError::new(ErrorCode::RaftInternal, why, index)
+}
+
+#[cfg(test)]
+mod tests {
+    use deimos_raft::driver::Command as Cmd;
+
+    use super::*;
+
+    fn member(id: u64) -> Member {
+        Member { id, name: format!("n{id}"), peer_urls: vec![format!("http://127.0.0.1:{}", 7000 + id)], client_urls: vec![] }
+    }
+
+    #[test]
+    fn applies_durably_and_reloads_without_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf;
+        {
+            let mut st = RedbStorage::open(dir.path()).unwrap();
+            let mut sm = KvStateMachine::open(&mut st, &[member(1)]).unwrap();
+            conf = st.applied_state().2;
+            assert_eq!(conf.voters.len(), 1);
+            let e = deimos_raft::types::Entry {
+                term: 1,
+                index: 1,
+                payload: deimos_raft::types::EntryPayload::Normal(vec![]),
+            };
+            st.persist(None, &[e]).unwrap();
+            let p = Proposal::Keys(Command::set("/a", "1")).encode();
+            let bad = b"not json".to_vec();
+            let out = sm
+                .apply(
+                    &mut st,
+                    ApplyBatch {
+                        commands: vec![Cmd { index: 1, data: &p }, Cmd { index: 1, data: &bad }],
+                        applied: 1,
+                        applied_term: 1,
+                        conf: &conf,
+                    },
+                )
+                .unwrap();
+            assert!(matches!(out[0], Output::Keys(Ok(_))));
+            assert!(matches!(out[1], Output::Invalid(_)));
+        }
+        let mut st = RedbStorage::open(dir.path()).unwrap();
+        assert_eq!(st.applied_state().0, 1);
+        let sm = KvStateMachine::open(&mut st, &[member(1), member(2)]).unwrap();
+        let store = sm.store();
+        let got = store.read().unwrap().get("/a", false, false, 0).unwrap();
+        assert_eq!(got.node.value.as_deref(), Some("1"));
+        // Bootstrap members are only written into a fresh data dir.
+        assert_eq!(sm.members().read().unwrap().len(), 1);
+    }
+}
