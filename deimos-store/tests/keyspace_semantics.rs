@@ -769,7 +769,14 @@ fn index_counts_successes_only_and_stats() {
 #[test]
 fn records_round_trip_and_dirty_tracking() {
     let mut s = Store::new();
+    let first = s.take_dirty();
+    assert_eq!(first.len(), 1, "a new store writes its meta record once");
+    assert_eq!(first[0].0, "\u{0}meta");
     assert!(s.take_dirty().is_empty());
+    assert!(Store::from_records(s.records())
+        .unwrap()
+        .take_dirty()
+        .is_empty());
     ok(
         &mut s,
         put(

@@ -93,7 +93,9 @@ impl Store {
         Store {
             tree: Tree::default(),
             index: 0,
-            meta_dirty: false,
+            // A new store's meta record has never been written: the first `take_dirty` writes
+            // it, so what the persistence layer holds always equals `records()`.
+            meta_dirty: true,
             history: History::new(capacity, 1),
             hub: HubHandle::default(),
             stats: Counters::default(),
@@ -317,6 +319,7 @@ impl Store {
         let (index, nodes) = record::decode(records)?;
         let mut s = Store::new();
         s.index = index;
+        s.meta_dirty = false;
         s.history = History::new(DEFAULT_HISTORY_CAPACITY, index.saturating_add(1));
         for (k, n) in nodes {
             s.tree.insert(k, n);
