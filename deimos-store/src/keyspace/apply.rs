@@ -305,3 +305,41 @@ impl Store {
         events
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(v: &str, modified: u64) -> Node {
+        Node {
+            dir: false,
+            value: v.into(),
+            created: 1,
+            modified,
+            expire_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn compare_causes_name_given_then_actual() {
+        let n = file("y", 5);
+        assert!(compare(&n, None, None, 9).is_ok());
+        assert!(compare(&n, Some("y"), Some(5), 9).is_ok());
+        let cause = |v, i| compare(&n, v, i, 9).unwrap_err().cause;
+        assert_eq!(cause(Some("x"), None), "[x != y]");
+        assert_eq!(cause(None, Some(1)), "[1 != 5]");
+        assert_eq!(cause(Some("x"), Some(1)), "[x != y] [1 != 5]");
+        assert_eq!(cause(Some("y"), Some(1)), "[1 != 5]");
+        let e = compare(&n, Some("x"), None, 9).unwrap_err();
+        assert_eq!((e.code, e.index), (ErrorCode::TestFailed, 9));
+    }
+
+    #[test]
+    fn removal_node_has_no_value_and_keeps_created_index() {
+        let n = removal_node("/k", &file("v", 3), 7);
+        assert_eq!(
+            serde_json::to_string(&n).unwrap(),
+            r#"{"key":"/k","modifiedIndex":7,"createdIndex":1}"#
+        );
+    }
+}

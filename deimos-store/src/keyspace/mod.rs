@@ -338,3 +338,28 @@ impl Store {
         self.tree.len() == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_is_shareable_across_tasks() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Store>();
+        assert_send_sync::<Watcher>();
+        assert_send_sync::<Command>();
+    }
+
+    #[test]
+    fn applied_accessors() {
+        let mut s = Store::new();
+        let a = s.apply(&Command::set("/k", "v")).unwrap();
+        assert_eq!(a.events().len(), 1);
+        assert_eq!(a.into_event().map(|e| e.action), Some(Action::Set));
+        let x = s.apply(&Command::ExpireUpTo { now_ms: 1 }).unwrap();
+        assert!(x.events().is_empty());
+        assert_eq!(x.into_event(), None);
+        assert_eq!((s.len(), s.is_empty(), s.index()), (1, false, 1));
+    }
+}
