@@ -356,12 +356,21 @@ fn root_is_read_only() {
                 ..Opts::default()
             },
         ),
+        put(
+            "/",
+            "v",
+            Opts {
+                prev_exist: Some(false),
+                ..Opts::default()
+            },
+        ),
         del("/", true, true),
-        cad("/", Some("x"), None),
     ] {
         fail_code(&mut s, c, ErrorCode::RootReadOnly, "/");
     }
     assert_eq!(ErrorCode::RootReadOnly.http_status(), 403);
+    // etcd's compare-and-delete has no read-only check: the root is a directory, so 102.
+    fail_code(&mut s, cad("/", Some("x"), None), ErrorCode::NotFile, "/");
     // The root reads as etcd renders it: no key, no indexes.
     assert_eq!(
         json(&s.get("/", false, false, 0).unwrap()),

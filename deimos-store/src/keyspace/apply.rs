@@ -257,7 +257,8 @@ impl Store {
         Ok(self.remove(&p, old, Action::Delete, now_ms))
     }
 
-    /// `DELETE prevValue=/prevIndex=` (action `compareAndDelete`): files only (102 for a dir).
+    /// `DELETE prevValue=/prevIndex=` (action `compareAndDelete`): files only (102 for a dir,
+    /// the root included).
     pub(super) fn compare_and_delete(
         &mut self,
         key: &str,
@@ -266,7 +267,8 @@ impl Store {
         now_ms: u64,
     ) -> Result<Event, StoreError> {
         self.check_prev_value(prev_value)?;
-        let p = self.writable_path(key)?;
+        // No read-only check here, as in etcd: the root is a directory, so this is 102.
+        let p = path::normalize(key, self.index)?;
         let old = self.tree.lookup(&p, self.index)?.clone();
         if old.dir {
             return Err(StoreError::new(ErrorCode::NotFile, p, self.index));
