@@ -280,6 +280,10 @@ fn delete_rules() {
         ErrorCode::KeyNotFound
     );
     assert!(s.is_empty());
+    // Hidden children count: a directory holding only `_x` is not empty.
+    ok(&mut s, put("/hd/_x", "1", Opts::default()));
+    fail_code(&mut s, del("/hd", true, false), ErrorCode::DirNotEmpty, "/hd");
+    ok(&mut s, del("/hd", true, true));
     // A file is deleted even when dir=true is given.
     ok(&mut s, put("/f", "1", Opts::default()));
     ok(&mut s, del("/f", true, false));

@@ -250,7 +250,7 @@ impl Store {
             if !dir {
                 return Err(StoreError::new(ErrorCode::NotFile, p, self.index));
             }
-            if !recursive && !self.tree.children(&p).is_empty() {
+            if !recursive && self.tree.has_children(&p) {
                 return Err(StoreError::new(ErrorCode::DirNotEmpty, p, self.index));
             }
         }

@@ -273,6 +273,19 @@ impl Tree {
         out
     }
 
+    /// Whether directory `dir` has any child (hidden ones included).
+    pub fn has_children(&self, dir: &str) -> bool {
+        let prefix = path::child_prefix(dir);
+        let end = path::prefix_end(&prefix);
+        self.nodes
+            .range::<str, _>((
+                Bound::Included(prefix.as_str()),
+                Bound::Excluded(end.as_str()),
+            ))
+            .next()
+            .is_some()
+    }
+
     /// Render `p` as etcd would. `list` includes the directory's visible children; `recursive`
     /// lists every level below; `sorted` orders each listing by key.
     pub fn render(

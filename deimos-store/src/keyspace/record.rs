@@ -66,6 +66,13 @@ pub(crate) fn decode(
         None if nodes.is_empty() => 0,
         None => return Err(StoreError::corrupt("node records without a meta record")),
     };
+    // Indexes grow by one per write; anything near u64::MAX is damage, and refusing it keeps
+    // every later `index + 1` free of overflow.
+    if index > i64::MAX as u64 {
+        return Err(StoreError::corrupt(format!(
+            "store index {index} out of range"
+        )));
+    }
     for (key, n) in &nodes {
         if n.created > n.modified || n.modified > index {
             return Err(StoreError::corrupt(format!(
@@ -123,6 +130,7 @@ mod tests {
         assert!(decode(vec![meta.clone(), rec("junk", "{}")]).is_err());
         assert!(decode(vec![meta.clone(), rec("/a", "not json")]).is_err());
         assert!(decode(vec![rec(META_KEY, "[]")]).is_err());
+        assert!(decode(vec![rec(META_KEY, &format!(r#"{{"index":{}}}"#, u64::MAX))]).is_err());
         let file_parent = rec("/a", r#"{"value":"x","created":1,"modified":1}"#);
         let child = rec("/a/b", r#"{"value":"y","created":1,"modified":1}"#);
         assert!(decode(vec![meta.clone(), file_parent, child]).is_err());
