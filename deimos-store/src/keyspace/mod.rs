@@ -13,6 +13,20 @@
 //!   and, unless it is a refresh, offered to watchers.
 //! * `take_dirty` reports every record changed since the previous call, so a persistence layer
 //!   that writes exactly those records always holds what `records()` would return.
+//!
+//! Deliberate differences from etcd v2's store (each makes behaviour deterministic or removes
+//! an etcd inconsistency; none changes a successful write's result):
+//! * a stream watch with a past `waitIndex` replays every matching history event and then stays
+//!   live (etcd sends only the first and then goes silent);
+//! * history replay applies the hidden-key rule exactly like live delivery, and removal of a
+//!   directory matches watchers on any path below it with component boundaries respected
+//!   (etcd's replay uses a raw string prefix and ignores hidden keys);
+//! * updating a directory's TTL also advances its stored `modifiedIndex` (etcd reports the new
+//!   index in the event but keeps the old one on the node);
+//! * expiry order is (expiry time, path) rather than heap order; a node past its expiry stays
+//!   readable, with `ttl <= 0`, until the leader's `ExpireUpTo` removes it;
+//! * `ttl` is rendered whenever `expiration` is, even when it is 0 (etcd's omitempty drops 0);
+//! * HTTP statuses of 104 and 107 are 403 as the Deimos API reference asks (etcd sends 400).
 
 mod apply;
 mod command;
