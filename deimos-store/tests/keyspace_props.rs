@@ -263,3 +263,98 @@ proptest! {
         prop_assert!(matches!(swept, Ok(Applied::Expired(_))));
     }
 }
+
+/// Operations of the flat-key model test: (kind, key number, value, prev value, prev index).
+fn flat_op() -> impl Strategy<Value = (u8, u8, String, Option<String>, Option<u64>)> {
+    (
+        0u8..6,
+        0u8..3,
+        value(),
+        prev_value(),
+        prop::option::weighted(0.3, 0u64..12),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Against an independent model of flat keys (value, createdIndex, modifiedIndex): set,
+    /// create, update, CAS, delete and CAD give etcd's action or error code and the same state.
+    #[test]
+    fn flat_keys_match_a_model(ops in prop::collection::vec(flat_op(), 0..80)) {
+        use deimos_store::keyspace::ErrorCode as C;
+        let mut s = Store::new();
+        let mut model: BTreeMap<String, (String, u64, u64)> = BTreeMap::new();
+        let mut index = 0u64;
+        for (kind, k, v, pv, pi) in ops {
+            let key = format!("/k{k}");
+            let pi = pi.filter(|i| *i != 0);
+            let cur = model.get(&key).cloned();
+            let holds = |c: &(String, u64, u64)| {
+                pv.as_ref().is_none_or(|p| *p == c.0) && pi.is_none_or(|i| i == c.2)
+            };
+            let (cmd, expect): (Command, Result<Action, C>) = match kind {
+                0 => (put(&key, &v, Opts::default()), Ok(Action::Set)),
+                1 => (
+                    put(&key, &v, Opts { prev_exist: Some(false), ..Opts::default() }),
+                    if cur.is_some() { Err(C::NodeExist) } else { Ok(Action::Create) },
+                ),
+                2 => (
+                    put(&key, &v, Opts { prev_exist: Some(true), ..Opts::default() }),
+                    if cur.is_some() { Ok(Action::Update) } else { Err(C::KeyNotFound) },
+                ),
+                3 => {
+                    let pv = pv.clone().or_else(|| pi.is_none().then(|| "x".to_string()));
+                    let holds = |c: &(String, u64, u64)| {
+                        pv.as_ref().is_none_or(|p| *p == c.0) && pi.is_none_or(|i| i == c.2)
+                    };
+                    let e = match &cur {
+                        None => Err(C::KeyNotFound),
+                        Some(c) if holds(c) => Ok(Action::CompareAndSwap),
+                        Some(_) => Err(C::TestFailed),
+                    };
+                    (put(&key, &v, Opts { prev_value: pv, prev_index: pi, ..Opts::default() }), e)
+                }
+                4 => (
+                    del(&key, false, false),
+                    if cur.is_some() { Ok(Action::Delete) } else { Err(C::KeyNotFound) },
+                ),
+                _ => {
+                    let e = match &cur {
+                        None => Err(C::KeyNotFound),
+                        Some(_) if pv.is_none() && pi.is_none() => Ok(Action::Delete),
+                        Some(c) if holds(c) => Ok(Action::CompareAndDelete),
+                        Some(_) => Err(C::TestFailed),
+                    };
+                    (cad(&key, pv.as_deref(), pi), e)
+                }
+            };
+            let got = s.apply(&cmd).map(|a| a.into_event().unwrap());
+            prop_assert_eq!(got.as_ref().map(|e| e.action).map_err(|e| e.code), expect);
+            if let Ok(e) = got {
+                index += 1;
+                prop_assert_eq!(e.index, index);
+                match e.action {
+                    Action::Delete | Action::CompareAndDelete => {
+                        model.remove(&key);
+                    }
+                    Action::Set | Action::Create => {
+                        model.insert(key.clone(), (v.clone(), index, index));
+                    }
+                    _ => {
+                        let created = cur.as_ref().map_or(0, |c| c.1);
+                        model.insert(key.clone(), (v.clone(), created, index));
+                    }
+                }
+                prop_assert_eq!(e.prev_node.as_ref().and_then(|p| p.value.clone()), cur.map(|c| c.0));
+            }
+            prop_assert_eq!(s.index(), index);
+            for (k, (mv, mc, mm)) in &model {
+                let n = s.get(k, false, false, 0).unwrap().node;
+                prop_assert_eq!((n.value.as_deref(), n.created_index, n.modified_index), (Some(mv.as_str()), *mc, *mm));
+            }
+            let listed = s.get("/", false, true, 0).unwrap().node.nodes.unwrap_or_default();
+            prop_assert_eq!(listed.len(), model.len());
+        }
+    }
+}

@@ -139,7 +139,7 @@ impl Store {
         Ok(Event {
             action: Action::Set,
             node: ext,
-            prev_node: prev.as_ref().map(|n| extern_of(&p, n, w.now_ms)),
+            prev_node: prev.as_ref().map(|n| Box::new(extern_of(&p, n, w.now_ms))),
             index,
             created: prev.is_none(),
             refresh: w.refresh,
@@ -228,7 +228,7 @@ impl Store {
         Ok(Event {
             action,
             node: ext,
-            prev_node: Some(extern_of(p, &old, w.now_ms)),
+            prev_node: Some(Box::new(extern_of(p, &old, w.now_ms))),
             index,
             created: false,
             refresh: w.refresh,
@@ -283,7 +283,7 @@ impl Store {
         Event {
             action,
             node: removal_node(p, &old, index),
-            prev_node: Some(extern_of(p, &old, now_ms)),
+            prev_node: Some(Box::new(extern_of(p, &old, now_ms))),
             index,
             created: false,
             refresh: false,

@@ -47,8 +47,9 @@ impl Action {
 pub struct Event {
     pub action: Action,
     pub node: NodeExtern,
+    /// Boxed so `Event` (and every `Result<Applied, _>` carrying one) stays small.
     #[serde(rename = "prevNode", default, skip_serializing_if = "Option::is_none")]
-    pub prev_node: Option<NodeExtern>,
+    pub prev_node: Option<Box<NodeExtern>>,
     /// `X-Etcd-Index`: for a write, the index it produced (== `node.modified_index`); for a
     /// read, the store index at read time; for a watch answered from history, the store index
     /// at watch time (as etcd).

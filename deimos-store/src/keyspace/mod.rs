@@ -52,9 +52,6 @@ use stats::{Counters, Op};
 use watch::{History, HubHandle};
 
 /// What a command produced.
-// One value per applied command, moved straight to the caller: boxing the event would cost an
-// allocation on every write to save stack bytes on the rare expiry sweep.
-#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Applied {
     /// A client write (`Set`, `CreateInOrder`, `Delete`): exactly one event.
