@@ -282,7 +282,12 @@ fn delete_rules() {
     assert!(s.is_empty());
     // Hidden children count: a directory holding only `_x` is not empty.
     ok(&mut s, put("/hd/_x", "1", Opts::default()));
-    fail_code(&mut s, del("/hd", true, false), ErrorCode::DirNotEmpty, "/hd");
+    fail_code(
+        &mut s,
+        del("/hd", true, false),
+        ErrorCode::DirNotEmpty,
+        "/hd",
+    );
     ok(&mut s, del("/hd", true, true));
     // A file is deleted even when dir=true is given.
     ok(&mut s, put("/f", "1", Opts::default()));

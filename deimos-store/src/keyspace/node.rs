@@ -410,6 +410,8 @@ mod tests {
         assert_eq!(kids, vec!["/a/b", "/a/b-c", "/a/c"]);
         let root: Vec<&str> = t.children("/").into_iter().map(|(k, _)| k).collect();
         assert_eq!(root, vec!["/a", "/ab"]);
+        assert!(t.has_children("/a") && t.has_children("/a/b") && t.has_children("/"));
+        assert!(!t.has_children("/a/c") && !t.has_children("/ab") && !t.has_children("/a/b-c"));
         let gone = t.remove_subtree("/a/b");
         assert_eq!(gone, vec!["/a/b".to_string(), "/a/b/x".to_string()]);
         assert!(t.get("/a/b-c").is_some());
