@@ -1,0 +1,284 @@
+//! The command-side client: endpoint failover, etcd error decoding and the exit-code mapping.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::Method;
+use serde::{Deserialize, Serialize};
+
+use crate::http::{Conn, Endpoint, Response, TransportError};
+
+/// Exit status: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: the server answered with an error (etcd error code in the message).
+pub const EXIT_SERVER_ERROR: u8 = 1;
+/// Exit status: bad arguments (also what clap uses).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status: the server answered something this tool does not understand.
+pub const EXIT_PROTOCOL: u8 = 3;
+/// Exit status: no endpoint could be reached, or the request timed out.
+pub const EXIT_UNREACHABLE: u8 = 4;
+
+/// An etcd v2 error body: `{"errorCode": n, "message": "...", "cause": "...", "index": i}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EtcdError {
+    #[serde(rename = "errorCode")]
+    pub error_code: u64,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u64>,
+}
+
+impl fmt::Display for EtcdError {
+    /// `100: Key not found (/foo) [12]`, the shape `etcdctl` v2 prints, so scripts that grep for
+    /// the code keep working. Empty cause and missing index are left out rather than printed empty.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.error_code, self.message)?;
+        if let Some(c) = self.cause.as_deref().filter(|c| !c.is_empty()) {
+            write!(f, " ({c})")?;
+        }
+        if let Some(i) = self.index {
+            write!(f, " [{i}]")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every way a command can fail; each maps to one documented exit status.
+#[derive(Debug)]
+pub enum CliError {
+    /// An etcd v2 error from the keys API.
+    Etcd(EtcdError, Bytes),
+    /// A non-keys error from the server (e.g. the members API's `{"message": ...}`).
+    Server { status: u16, message: String },
+    /// Arguments that clap could not reject on its own.
+    Usage(String),
+    /// An unexpected reply.
+    Protocol(String),
+    /// No endpoint answered, or the request timed out.
+    Unreachable(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Etcd(..) | CliError::Server { .. } => EXIT_SERVER_ERROR,
+            CliError::Usage(_) => EXIT_USAGE,
+            CliError::Protocol(_) => EXIT_PROTOCOL,
+            CliError::Unreachable(_) => EXIT_UNREACHABLE,
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::Etcd(e, _) => write!(f, "Error: {e}"),
+            CliError::Server { status, message } => write!(f, "Error: {status}: {message}"),
+            CliError::Usage(m) => write!(f, "Error: bad arguments: {m}"),
+            CliError::Protocol(m) => write!(f, "Error: unexpected response: {m}"),
+            CliError::Unreachable(m) => write!(f, "Error: cluster unreachable: {m}"),
+        }
+    }
+}
+
+/// Decodes a response body that is not a success into the most specific error.
+pub fn error_from_response(resp: &Response) -> CliError {
+    if let Ok(e) = serde_json::from_slice::<EtcdError>(&resp.body) {
+        return CliError::Etcd(e, resp.body.clone());
+    }
+    #[derive(Deserialize)]
+    struct Message {
+        message: String,
+    }
+    let message = match serde_json::from_slice::<Message>(&resp.body) {
+        Ok(m) => m.message,
+        Err(_) => String::from_utf8_lossy(&resp.body).trim().to_string(),
+    };
+    let message = if message.is_empty() {
+        resp.status
+            .canonical_reason()
+            .unwrap_or("no message")
+            .to_string()
+    } else {
+        message
+    };
+    CliError::Server {
+        status: resp.status.as_u16(),
+        message,
+    }
+}
+
+/// A client over a list of endpoints. It keeps one connection open so that `watch --forever` and
+/// multi-request commands reuse it, and moves to the next endpoint only when connecting fails:
+/// a request that reached a server is never resent elsewhere, because a PUT may have been applied.
+pub struct Client {
+    endpoints: Vec<Endpoint>,
+    timeout: Duration,
+    current: usize,
+    conn: Option<Conn>,
+}
+
+impl Client {
+    pub fn new(endpoints: Vec<Endpoint>, timeout: Duration) -> Client {
+        Client {
+            endpoints,
+            timeout,
+            current: 0,
+            conn: None,
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    async fn connection(&mut self) -> Result<&mut Conn, CliError> {
+        if self.conn.as_ref().is_some_and(|c| !c.is_usable()) {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            let mut failures = Vec::new();
+            let n = self.endpoints.len();
+            for step in 0..n {
+                let idx = (self.current + step) % n;
+                match Conn::connect(&self.endpoints[idx], self.timeout).await {
+                    Ok(c) => {
+                        self.current = idx;
+                        self.conn = Some(c);
+                        break;
+                    }
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            if self.conn.is_none() {
+                return Err(CliError::Unreachable(failures.join("; ")));
+            }
+        }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| CliError::Unreachable("no connection".into()))
+    }
+
+    /// Sends a request; `timeout: None` waits forever (long-poll watches).
+    pub async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<(&'static str, Bytes)>,
+        timeout: Option<Duration>,
+    ) -> Result<Response, CliError> {
+        let conn = self.connection().await?;
+        let fut = conn.send(method, path, body);
+        let result = match timeout {
+            Some(t) => match tokio::time::timeout(t, fut).await {
+                Ok(r) => r,
+                Err(_) => {
+                    self.conn = None;
+                    return Err(CliError::Unreachable(format!(
+                        "request timed out after {t:?}"
+                    )));
+                }
+            },
+            None => fut.await,
+        };
+        result.map_err(|e| {
+            self.conn = None;
+            match e {
+                TransportError::Connect(m) | TransportError::Request(m) => CliError::Unreachable(m),
+            }
+        })
+    }
+
+    /// A request whose success body is JSON; errors are decoded into [`CliError`].
+    pub async fn json(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<(&'static str, Bytes)>,
+        timeout: Option<Duration>,
+    ) -> Result<(Response, serde_json::Value), CliError> {
+        let resp = self.request(method, path, body, timeout).await?;
+        if !resp.status.is_success() {
+            return Err(error_from_response(&resp));
+        }
+        if resp.body.iter().all(|b| b.is_ascii_whitespace()) {
+            return Ok((resp, serde_json::Value::Null));
+        }
+        let v = serde_json::from_slice(&resp.body).map_err(|e| {
+            CliError::Protocol(format!(
+                "HTTP {}: invalid JSON ({e}): {}",
+                resp.status,
+                String::from_utf8_lossy(&resp.body)
+            ))
+        })?;
+        Ok((resp, v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::header::HeaderMap;
+    use hyper::StatusCode;
+
+    fn resp(status: u16, body: &str) -> Response {
+        Response {
+            status: StatusCode::from_u16(status).expect("valid status"),
+            headers: HeaderMap::new(),
+            body: Bytes::from(body.to_string()),
+        }
+    }
+
+    #[test]
+    fn etcd_error_message_like_etcdctl() {
+        let r = resp(
+            412,
+            r#"{"errorCode":101,"message":"Compare failed","cause":"[a != b]","index":7}"#,
+        );
+        let e = error_from_response(&r);
+        assert_eq!(e.to_string(), "Error: 101: Compare failed ([a != b]) [7]");
+        assert_eq!(e.exit_code(), EXIT_SERVER_ERROR);
+    }
+
+    #[test]
+    fn etcd_error_without_cause_or_index() {
+        let r = resp(
+            400,
+            r#"{"errorCode":200,"message":"Value is required","cause":""}"#,
+        );
+        assert_eq!(
+            error_from_response(&r).to_string(),
+            "Error: 200: Value is required"
+        );
+    }
+
+    #[test]
+    fn members_api_error_and_plain_text() {
+        let e = error_from_response(&resp(409, r#"{"message":"etcdserver: ID exists"}"#));
+        assert_eq!(e.to_string(), "Error: 409: etcdserver: ID exists");
+        let e = error_from_response(&resp(404, "404 page not found\n"));
+        assert_eq!(e.to_string(), "Error: 404: 404 page not found");
+        let e = error_from_response(&resp(503, ""));
+        assert_eq!(e.to_string(), "Error: 503: Service Unavailable");
+    }
+
+    #[test]
+    fn exit_codes_are_distinct() {
+        let codes = [
+            CliError::Server {
+                status: 500,
+                message: String::new(),
+            }
+            .exit_code(),
+            CliError::Usage(String::new()).exit_code(),
+            CliError::Protocol(String::new()).exit_code(),
+            CliError::Unreachable(String::new()).exit_code(),
+        ];
+        assert_eq!(codes, [1, 2, 3, 4]);
+    }
+}

@@ -1,0 +1,231 @@
+//! A minimal HTTP/1.1 client on hyper's connection API.
+//!
+//! Why not a pooled client: the bench must control exactly one keep-alive connection per task so the
+//! measured concurrency equals `--clients`, and the key commands only ever need one connection at a
+//! time. Only `http://` endpoints are supported: Deimos and the reference etcd are reached over
+//! loopback or a trusted network, and leaving TLS out keeps the binary small.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderMap, CONTENT_TYPE, HOST};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// A parsed `http://host:port` endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `host:port`, used both to connect and as the `Host` header.
+    pub authority: String,
+    /// The endpoint as the user wrote it (without a trailing slash), for messages.
+    pub url: String,
+}
+
+impl Endpoint {
+    /// Parses `http://host[:port][/]`. A missing port means 80, as in any URL.
+    pub fn parse(s: &str) -> Result<Endpoint, String> {
+        let s = s.trim();
+        let rest = s
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("endpoint {s:?}: only http:// URLs are supported"))?;
+        let authority = rest.trim_end_matches('/');
+        if authority.is_empty() || authority.contains('/') || authority.contains('@') {
+            return Err(format!("endpoint {s:?}: expected http://host:port"));
+        }
+        let authority = match authority.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                authority.to_string()
+            }
+            Some(_) => return Err(format!("endpoint {s:?}: bad host or port")),
+            None => format!("{authority}:80"),
+        };
+        Ok(Endpoint {
+            url: format!("http://{}", rest.trim_end_matches('/')),
+            authority,
+        })
+    }
+
+    /// Parses a comma-separated list, ignoring empty items.
+    pub fn parse_list(s: &str) -> Result<Vec<Endpoint>, String> {
+        let eps: Vec<Endpoint> = s
+            .split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(Endpoint::parse)
+            .collect::<Result<_, _>>()?;
+        if eps.is_empty() {
+            return Err("no endpoints given".into());
+        }
+        Ok(eps)
+    }
+}
+
+/// Transport-level failure: the server was not reached or the exchange broke.
+#[derive(Debug)]
+pub enum TransportError {
+    /// TCP connect failed or timed out: the next endpoint may help.
+    Connect(String),
+    /// The request was sent (or the connection was up) but failed or timed out.
+    Request(String),
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransportError::Connect(m) => write!(f, "connect: {m}"),
+            TransportError::Request(m) => write!(f, "request: {m}"),
+        }
+    }
+}
+
+/// A fully read response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// One HTTP/1.1 keep-alive connection to one endpoint.
+pub struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    authority: String,
+}
+
+impl Conn {
+    /// Opens a TCP connection and performs the (trivial) HTTP/1.1 handshake.
+    pub async fn connect(ep: &Endpoint, timeout: Duration) -> Result<Conn, TransportError> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(&ep.authority))
+            .await
+            .map_err(|_| TransportError::Connect(format!("{}: timed out", ep.url)))?
+            .map_err(|e| TransportError::Connect(format!("{}: {e}", ep.url)))?;
+        // Latency matters more than packet count for small request/response pairs.
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| TransportError::Connect(format!("{}: {e}", ep.url)))?;
+        // The connection future drives the socket; it ends when the sender is dropped.
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Conn {
+            sender,
+            authority: ep.authority.clone(),
+        })
+    }
+
+    /// True if the connection can take another request (not closed by the peer).
+    pub fn is_usable(&self) -> bool {
+        !self.sender.is_closed()
+    }
+
+    /// Sends one request and reads the whole body so the connection can be reused.
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<(&'static str, Bytes)>,
+    ) -> Result<Response, TransportError> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path_and_query)
+            .header(HOST, &self.authority);
+        let body = match body {
+            Some((ct, b)) => {
+                req = req.header(CONTENT_TYPE, ct);
+                b
+            }
+            None => Bytes::new(),
+        };
+        let req = req
+            .body(Full::new(body))
+            .map_err(|e| TransportError::Request(format!("building request: {e}")))?;
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| TransportError::Request(e.to_string()))?;
+        let resp = self
+            .sender
+            .send_request(req)
+            .await
+            .map_err(|e| TransportError::Request(e.to_string()))?;
+        let (parts, body) = resp.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| TransportError::Request(format!("reading body: {e}")))?
+            .to_bytes();
+        Ok(Response {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+}
+
+/// Percent-encodes `s` for a URL path (keeping `/`) or a form value (`keep_slash = false`).
+///
+/// Only RFC 3986 unreserved characters pass through, so any key or value round-trips through
+/// etcd's and Deimos's decoders.
+pub fn encode(s: &str, keep_slash: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            b'/' if keep_slash => out.push('/'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Builds an `application/x-www-form-urlencoded` body from pairs.
+pub fn form(pairs: &[(&str, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k, false), encode(v, false)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_parsing() {
+        let e = Endpoint::parse("http://127.0.0.1:4001/").expect("valid");
+        assert_eq!(e.authority, "127.0.0.1:4001");
+        assert_eq!(e.url, "http://127.0.0.1:4001");
+        assert_eq!(
+            Endpoint::parse("http://localhost")
+                .expect("valid")
+                .authority,
+            "localhost:80"
+        );
+        assert!(Endpoint::parse("https://x:1").is_err());
+        assert!(Endpoint::parse("127.0.0.1:4001").is_err());
+        assert!(Endpoint::parse("http://x:notaport").is_err());
+        assert!(Endpoint::parse("http://").is_err());
+        let l = Endpoint::parse_list("http://a:1, http://b:2,").expect("valid");
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[1].authority, "b:2");
+        assert!(Endpoint::parse_list(" , ").is_err());
+    }
+
+    #[test]
+    fn percent_encoding() {
+        assert_eq!(encode("/a b/c&d", true), "/a%20b/c%26d");
+        assert_eq!(encode("a/b=c", false), "a%2Fb%3Dc");
+        assert_eq!(encode("é", false), "%C3%A9");
+        assert_eq!(
+            form(&[("value", "x y".into()), ("ttl", "5".into())]),
+            "value=x%20y&ttl=5"
+        );
+    }
+}
