@@ -1,0 +1,359 @@
+//! Cluster endpoints etcd v2 clients call (`members`, `machines`, `stats/*`), and Deimos's own
+//! `/raft/status`, `/health`, `/version`, `/metrics`.
+
+use std::sync::{Arc, OnceLock};
+
+use deimos_raft::driver::DriverError;
+use deimos_raft::types::{ConfChange, Role};
+use deimos_store::machine::{Member, Proposal};
+use hyper::body::Incoming;
+use hyper::{Method, Request};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::response::{self, Resp};
+use crate::config::member_id;
+use crate::node::App;
+
+static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+pub fn set_prometheus(h: PrometheusHandle) {
+    let _ = PROMETHEUS.set(h);
+}
+
+fn hex(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MemberJson<'a> {
+    id: String,
+    name: &'a str,
+    #[serde(rename = "peerURLs")]
+    peer_urls: &'a [String],
+    #[serde(rename = "clientURLs")]
+    client_urls: &'a [String],
+}
+
+fn member_json(m: &Member) -> MemberJson<'_> {
+    MemberJson {
+        id: hex(m.id),
+        name: &m.name,
+        peer_urls: &m.peer_urls,
+        client_urls: &m.client_urls,
+    }
+}
+
+#[derive(Deserialize)]
+struct MemberRequest {
+    #[serde(rename = "peerURLs")]
+    peer_urls: Vec<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+fn message(status: u16, msg: &str) -> Resp {
+    response::json(status, &json!({ "message": msg }))
+}
+
+fn driver_failure(e: DriverError) -> Resp {
+    match e {
+        DriverError::Raft(deimos_raft::RaftError::ConfChangePending) => {
+            message(409, "a membership change is in progress; retry")
+        }
+        DriverError::Raft(deimos_raft::RaftError::InvalidConfChange(why)) => message(409, &why),
+        other => message(500, &other.to_string()),
+    }
+}
+
+pub async fn members(app: Arc<App>, req: Request<Incoming>, id: Option<String>) -> Resp {
+    let method = req.method().clone();
+    match (method, id) {
+        (Method::GET, None) => {
+            let members = app
+                .members
+                .read()
+                .map(|m| m.values().cloned().collect::<Vec<_>>())
+                .unwrap_or_default();
+            response::json(
+                200,
+                &json!({ "members": members.iter().map(member_json).collect::<Vec<_>>() }),
+            )
+        }
+        (Method::POST, None) => add_member(app, req).await,
+        (Method::DELETE, Some(id)) => remove_member(app, &id).await,
+        (Method::PUT, Some(id)) => update_member(app, req, &id).await,
+        _ => response::text(405, "Method Not Allowed\n"),
+    }
+}
+
+async fn member_request(req: Request<Incoming>) -> Result<MemberRequest, Resp> {
+    let (_, body) = super::read_body(req, 64 * 1024).await?;
+    let mr: MemberRequest = serde_json::from_slice(&body)
+        .map_err(|e| message(400, &format!("invalid member JSON: {e}")))?;
+    if mr.peer_urls.is_empty()
+        || mr
+            .peer_urls
+            .iter()
+            .any(|u| !u.starts_with("http://") && !u.starts_with("https://"))
+    {
+        return Err(message(
+            400,
+            "peerURLs must be a non-empty list of http(s) URLs",
+        ));
+    }
+    Ok(mr)
+}
+
+async fn add_member(app: Arc<App>, req: Request<Incoming>) -> Resp {
+    let mr = match member_request(req).await {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let id = member_id(&mr.peer_urls);
+    let clash = app.members.read().map(|ms| {
+        ms.values()
+            .any(|m| m.id == id || m.peer_urls.iter().any(|u| mr.peer_urls.contains(u)))
+    });
+    if clash.unwrap_or(true) {
+        return message(409, "membership: peerURL exists");
+    }
+    let member = Member {
+        id,
+        name: mr.name.unwrap_or_default(),
+        peer_urls: mr.peer_urls,
+        client_urls: vec![],
+    };
+    // Metadata first so that the transport knows where the new voter lives once it counts.
+    if let Err(e) = app
+        .handle
+        .propose(Proposal::PutMember(member.clone()).encode())
+        .await
+    {
+        return driver_failure(e);
+    }
+    if let Err(e) = app
+        .handle
+        .propose_conf_change(ConfChange::AddVoter(id))
+        .await
+    {
+        return driver_failure(e);
+    }
+    response::json(201, &member_json(&member))
+}
+
+fn parse_id(app: &App, id: &str) -> Result<Member, Resp> {
+    let id = u64::from_str_radix(id, 16)
+        .map_err(|_| message(400, &format!("invalid member id {id:?}")))?;
+    app.members
+        .read()
+        .ok()
+        .and_then(|ms| ms.get(&id).cloned())
+        .ok_or_else(|| message(404, &format!("membership: member {id:016x} not found")))
+}
+
+async fn remove_member(app: Arc<App>, id: &str) -> Resp {
+    let m = match parse_id(&app, id) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    if let Err(e) = app
+        .handle
+        .propose_conf_change(ConfChange::RemoveNode(m.id))
+        .await
+    {
+        return driver_failure(e);
+    }
+    if let Err(e) = app
+        .handle
+        .propose(Proposal::RemoveMember(m.id).encode())
+        .await
+    {
+        return driver_failure(e);
+    }
+    hyper::Response::builder()
+        .status(204)
+        .body(super::empty_body())
+        .unwrap_or_else(|_| response::text(204, ""))
+}
+
+async fn update_member(app: Arc<App>, req: Request<Incoming>, id: &str) -> Resp {
+    let mut m = match parse_id(&app, id) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let mr = match member_request(req).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    m.peer_urls = mr.peer_urls;
+    if let Some(n) = mr.name {
+        m.name = n;
+    }
+    if let Err(e) = app.handle.propose(Proposal::PutMember(m).encode()).await {
+        return driver_failure(e);
+    }
+    hyper::Response::builder()
+        .status(204)
+        .body(super::empty_body())
+        .unwrap_or_else(|_| response::text(204, ""))
+}
+
+pub fn machines(app: &App) -> Resp {
+    let urls: Vec<String> = app
+        .members
+        .read()
+        .map(|ms| ms.values().flat_map(|m| m.client_urls.clone()).collect())
+        .unwrap_or_default();
+    response::text(200, &urls.join(", "))
+}
+
+fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::Candidate => "candidate",
+        Role::PreCandidate => "pre_candidate",
+    }
+}
+
+fn uptime(app: &App) -> String {
+    humantime::format_duration(std::time::Duration::from_secs(
+        app.started.elapsed().as_secs(),
+    ))
+    .to_string()
+}
+
+pub fn stats_self(app: &App) -> Resp {
+    let st = app.handle.status();
+    let state = match st.role {
+        Role::Leader => "StateLeader",
+        Role::Follower => "StateFollower",
+        Role::Candidate | Role::PreCandidate => "StateCandidate",
+    };
+    use std::sync::atomic::Ordering::Relaxed;
+    response::json(
+        200,
+        &json!({
+            "name": app.cfg.flags.name,
+            "id": hex(app.id()),
+            "state": state,
+            "leaderInfo": { "leader": st.leader.map(hex).unwrap_or_default(), "uptime": uptime(app) },
+            "recvAppendRequestCnt": app.stats.recv_messages.load(Relaxed),
+            "sendAppendRequestCnt": app.stats.sent_messages.load(Relaxed),
+        }),
+    )
+}
+
+pub fn stats_leader(app: &App) -> Resp {
+    let st = app.handle.status();
+    if st.role != Role::Leader {
+        return message(403, "not current leader");
+    }
+    let peers = app
+        .stats
+        .peers
+        .lock()
+        .map(|p| p.clone())
+        .unwrap_or_default();
+    let followers: serde_json::Map<String, serde_json::Value> = st
+        .conf
+        .all()
+        .filter(|&id| id != st.id)
+        .map(|id| {
+            let p = peers.get(&id).cloned().unwrap_or_default();
+            (
+                hex(id),
+                json!({
+                    "latency": {
+                        "current": p.current_ms / 1000.0, "average": p.average_ms() / 1000.0,
+                        "standardDeviation": p.stddev_ms() / 1000.0,
+                        "minimum": p.min_ms / 1000.0, "maximum": p.max_ms / 1000.0,
+                    },
+                    "counts": { "fail": p.fail, "success": p.success },
+                }),
+            )
+        })
+        .collect();
+    response::json(
+        200,
+        &json!({ "leader": hex(st.id), "followers": followers }),
+    )
+}
+
+pub fn stats_store(app: &App) -> Resp {
+    match app.store.read() {
+        Ok(s) => response::json(200, &s.stats()),
+        Err(_) => message(500, "store lock poisoned"),
+    }
+}
+
+pub fn raft_status(app: &App) -> Resp {
+    let st = app.handle.status();
+    let lease = app.handle.lease_reader();
+    let ls = lease.state();
+    response::json(
+        200,
+        &json!({
+            "id": hex(st.id),
+            "name": app.cfg.flags.name,
+            "role": role_name(st.role),
+            "term": st.term,
+            "leader": st.leader.map(hex),
+            "commitIndex": st.commit,
+            "appliedIndex": st.applied,
+            "lastIndex": st.last_index,
+            "voters": st.conf.voters.iter().copied().map(hex).collect::<Vec<_>>(),
+            "learners": st.conf.learners.iter().copied().map(hex).collect::<Vec<_>>(),
+            "lease": {
+                "valid": lease.can_read_with_lease(),
+                "remainingMs": lease.remaining().as_millis() as u64,
+                "serving": ls.serving,
+                "reason": ls.reason.map(|r| r.as_str()),
+            },
+        }),
+    )
+}
+
+/// Healthy when a leader is known and a linearizable read completes: the node can serve.
+pub async fn health(app: &App) -> Resp {
+    if app.handle.status().leader.is_none() {
+        return response::json(503, &json!({ "health": "false", "reason": "no leader" }));
+    }
+    let check = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        app.handle.linearizable_read(false),
+    )
+    .await;
+    match check {
+        Ok(Ok(_)) => response::json(200, &json!({ "health": "true" })),
+        _ => response::json(
+            503,
+            &json!({ "health": "false", "reason": "cannot reach quorum" }),
+        ),
+    }
+}
+
+pub fn version() -> Resp {
+    // etcd clients parse `etcdserver`/`etcdcluster`; we speak its v2 API as of 3.4.
+    response::json(
+        200,
+        &json!({ "etcdserver": "3.4.0", "etcdcluster": "3.4.0", "deimos": env!("CARGO_PKG_VERSION") }),
+    )
+}
+
+pub fn metrics() -> Resp {
+    match PROMETHEUS.get() {
+        Some(h) => {
+            let mut r = response::text(200, &h.render());
+            r.headers_mut().insert(
+                "content-type",
+                http::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+        None => response::text(503, "metrics recorder not installed\n"),
+    }
+}

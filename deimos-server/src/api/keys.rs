@@ -1,0 +1,342 @@
+//! `/v2/keys` (and `/keys`): etcd v2 semantics on top of the replicated key space.
+//!
+//! Reads: a plain GET is linearizable — from local state when the lease is valid at read time
+//! (`X-Deimos-Read: lease`), otherwise after a ReadIndex round (`quorum`; a follower obtains the
+//! read index from the leader through Raft and then reads its own applied state);
+//! `?quorum=true` forces the ReadIndex path; `?consistency=local` (or `?stale=true`) reads
+//! whatever this node has applied (`local`). Writes are proposed here; a follower forwards them
+//! through Raft and answers from its own apply, so clients never need to find the leader.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use deimos_raft::driver::{DriverError, ReadPath};
+use deimos_raft::RaftError;
+use deimos_store::keyspace::{Applied, Command, ErrorCode, Event, StoreError};
+use deimos_store::machine::{Output, Proposal};
+use hyper::body::{Frame, Incoming};
+use hyper::{Method, Request};
+use percent_encoding::percent_decode_str;
+use tokio::sync::mpsc;
+
+use super::params::Params;
+use super::response::{self, Body, IndexHeaders, Resp};
+use crate::node::{now_ms, App};
+use crate::stats;
+
+pub async fn handle(app: Arc<App>, req: Request<Incoming>, raw_key: String) -> Resp {
+    let index = store_index(&app);
+    let key = match percent_decode_str(&raw_key).decode_utf8() {
+        Ok(k) if k.is_empty() => "/".to_string(),
+        Ok(k) => k.into_owned(),
+        Err(_) => {
+            return error(
+                &app,
+                &StoreError::invalid_key("key is not valid UTF-8", index),
+            )
+        }
+    };
+    let method = req.method().clone();
+    let query = req.uri().query().map(str::to_string);
+    let is_form = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    let body = if method == Method::GET || method == Method::HEAD {
+        None
+    } else {
+        match super::read_body(req, app.cfg.flags.max_request_bytes).await {
+            Ok((_, b)) => Some(b),
+            Err(resp) => return resp,
+        }
+    };
+    let form = body.as_deref().filter(|_| is_form);
+    let params = match Params::parse(query.as_deref(), form, index) {
+        Ok(p) => p,
+        Err(e) => return error(&app, &e),
+    };
+    let result = match method {
+        Method::GET | Method::HEAD => get(&app, &key, &params).await,
+        Method::PUT => put(&app, &key, &params).await,
+        Method::POST => post(&app, &key, &params).await,
+        Method::DELETE => delete(&app, &key, &params).await,
+        _ => {
+            let mut r = response::text(405, "Method Not Allowed\n");
+            r.headers_mut().insert(
+                "allow",
+                http::HeaderValue::from_static("GET, HEAD, PUT, POST, DELETE"),
+            );
+            return r;
+        }
+    };
+    match result {
+        Ok(r) => r,
+        Err(e) => error(&app, &e),
+    }
+}
+
+fn store_index(app: &App) -> u64 {
+    app.store.read().map(|s| s.index()).unwrap_or(0)
+}
+
+fn headers(app: &App, etcd_index: u64, read_mode: Option<&'static str>) -> IndexHeaders {
+    let st = app.handle.status();
+    IndexHeaders {
+        etcd_index,
+        raft_index: st.applied,
+        raft_term: st.term,
+        read_mode,
+    }
+}
+
+fn error(app: &App, e: &StoreError) -> Resp {
+    response::with_headers(response::store_error(e), &headers(app, e.index, None))
+}
+
+fn driver_error(app: &App, e: DriverError) -> StoreError {
+    let index = store_index(app);
+    match e {
+        DriverError::Raft(RaftError::NotLeader { leader: None }) => StoreError::new(
+            ErrorCode::LeaderElect,
+            "no leader: election in progress",
+            index,
+        ),
+        DriverError::Raft(RaftError::TransferInProgress) => {
+            StoreError::new(ErrorCode::LeaderElect, "leader transfer in progress", index)
+        }
+        DriverError::Timeout => {
+            StoreError::new(ErrorCode::RaftInternal, "request timed out", index)
+        }
+        other => StoreError::new(ErrorCode::RaftInternal, other.to_string(), index),
+    }
+}
+
+fn event_response(app: &App, status: u16, ev: &Event, read_mode: Option<&'static str>) -> Resp {
+    response::with_headers(
+        response::json(status, ev),
+        &headers(app, ev.index, read_mode),
+    )
+}
+
+async fn get(app: &Arc<App>, key: &str, p: &Params) -> Result<Resp, StoreError> {
+    if p.bool("wait")? {
+        return watch(app, key, p).await;
+    }
+    let started = Instant::now();
+    let recursive = p.bool("recursive")?;
+    let sorted = p.bool("sorted")?;
+    let quorum = p.bool("quorum")?;
+    let local = match p.get("consistency") {
+        None | Some("linearizable") | Some("") => p.bool("stale")?,
+        Some("local") => true,
+        Some(_) => {
+            return Err(StoreError::new(
+                ErrorCode::InvalidField,
+                "invalid value for consistency",
+                store_index(app),
+            ))
+        }
+    };
+    let mode = if local && !quorum {
+        "local"
+    } else {
+        match app.handle.linearizable_read(quorum).await {
+            Ok(ReadPath::Lease) => "lease",
+            Ok(ReadPath::ReadIndex) => "quorum",
+            Err(e) => return Err(driver_error(app, e)),
+        }
+    };
+    let ev = {
+        let store = app.store.read().map_err(|_| poisoned(app))?;
+        store.get(key, recursive, sorted, now_ms())?
+    };
+    stats::read(mode, started.elapsed());
+    Ok(event_response(app, 200, &ev, Some(mode)))
+}
+
+fn poisoned(app: &App) -> StoreError {
+    StoreError::new(
+        ErrorCode::RaftInternal,
+        "store lock poisoned",
+        store_index(app),
+    )
+}
+
+async fn watch(app: &Arc<App>, key: &str, p: &Params) -> Result<Resp, StoreError> {
+    let recursive = p.bool("recursive")?;
+    let stream = p.bool("stream")?;
+    let wait_index = p.index("waitIndex")?;
+    let (mut watcher, index) = {
+        let store = app.store.read().map_err(|_| poisoned(app))?;
+        (
+            store.watch(key, recursive, stream, wait_index)?,
+            store.index(),
+        )
+    };
+    let hdrs = headers(app, index, None);
+    if !stream {
+        // The future is dropped (and the watcher unregistered) if the client goes away.
+        return match watcher.recv().await {
+            Some(ev) => Ok(response::with_headers(response::json(200, &ev), &hdrs)),
+            None => Err(StoreError::new(
+                ErrorCode::WatcherCleared,
+                "watcher is cleared due to recovery",
+                store_index(app),
+            )),
+        };
+    }
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    tokio::spawn(async move {
+        while let Some(ev) = watcher.recv().await {
+            let mut line = serde_json::to_vec(&ev).unwrap_or_default();
+            line.push(b'\n');
+            if tx.send(Bytes::from(line)).await.is_err() {
+                break; // client gone: dropping the watcher unregisters it
+            }
+        }
+    });
+    let resp = hyper::Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(channel_body(rx))
+        .unwrap_or_else(|_| hyper::Response::new(response::full("")));
+    Ok(response::with_headers(resp, &hdrs))
+}
+
+struct ChannelBody(mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+fn channel_body(rx: mpsc::Receiver<Bytes>) -> Body {
+    use http_body_util::BodyExt;
+    ChannelBody(rx).boxed()
+}
+
+fn expire_at(ttl: Option<Option<u64>>, now: u64, index: u64) -> Result<Option<u64>, StoreError> {
+    match ttl {
+        Some(Some(secs)) => secs
+            .checked_mul(1000)
+            .and_then(|ms| ms.checked_add(now))
+            .map(Some)
+            .ok_or_else(|| StoreError::new(ErrorCode::TtlNaN, "ttl out of range", index)),
+        _ => Ok(None),
+    }
+}
+
+fn prev_value(p: &Params, index: u64) -> Result<Option<String>, StoreError> {
+    match p.get("prevValue") {
+        Some("") => Err(StoreError::new(
+            ErrorCode::PrevValueRequired,
+            "prevValue",
+            index,
+        )),
+        other => Ok(other.map(str::to_string)),
+    }
+}
+
+async fn put(app: &Arc<App>, key: &str, p: &Params) -> Result<Resp, StoreError> {
+    let index = store_index(app);
+    let refresh = p.bool("refresh")?;
+    let ttl = p.ttl()?;
+    if refresh {
+        if p.has("value") {
+            return Err(StoreError::new(
+                ErrorCode::RefreshValue,
+                "value provided on refresh",
+                index,
+            ));
+        }
+        if !matches!(ttl, Some(Some(_))) {
+            return Err(StoreError::new(
+                ErrorCode::RefreshTtlRequired,
+                "ttl required on refresh",
+                index,
+            ));
+        }
+    }
+    let dir = p.bool("dir")?;
+    let value = p.get("value").unwrap_or("").to_string();
+    if dir && !value.is_empty() {
+        return Err(StoreError::new(
+            ErrorCode::InvalidField,
+            "a directory cannot have a value",
+            index,
+        ));
+    }
+    let now = now_ms();
+    let cmd = Command::Set {
+        key: key.to_string(),
+        value,
+        dir,
+        expire_at_ms: expire_at(ttl, now, index)?,
+        refresh,
+        prev_exist: p.opt_bool("prevExist")?,
+        prev_value: prev_value(p, index)?,
+        prev_index: p.index("prevIndex")?,
+        now_ms: now,
+    };
+    let ev = propose(app, cmd).await?;
+    Ok(event_response(
+        app,
+        if ev.created { 201 } else { 200 },
+        &ev,
+        None,
+    ))
+}
+
+async fn post(app: &Arc<App>, key: &str, p: &Params) -> Result<Resp, StoreError> {
+    let index = store_index(app);
+    let now = now_ms();
+    let cmd = Command::CreateInOrder {
+        key: key.to_string(),
+        value: p.get("value").unwrap_or("").to_string(),
+        dir: p.bool("dir")?,
+        expire_at_ms: expire_at(p.ttl()?, now, index)?,
+        now_ms: now,
+    };
+    let ev = propose(app, cmd).await?;
+    Ok(event_response(app, 201, &ev, None))
+}
+
+async fn delete(app: &Arc<App>, key: &str, p: &Params) -> Result<Resp, StoreError> {
+    let index = store_index(app);
+    let cmd = Command::Delete {
+        key: key.to_string(),
+        dir: p.bool("dir")?,
+        recursive: p.bool("recursive")?,
+        prev_value: prev_value(p, index)?,
+        prev_index: p.index("prevIndex")?,
+        now_ms: now_ms(),
+    };
+    let ev = propose(app, cmd).await?;
+    Ok(event_response(app, 200, &ev, None))
+}
+
+async fn propose(app: &Arc<App>, cmd: Command) -> Result<Event, StoreError> {
+    match app.handle.propose(Proposal::Keys(cmd).encode()).await {
+        Ok(Output::Keys(Ok(Applied::Event(ev)))) => Ok(ev),
+        Ok(Output::Keys(Err(e))) => Err(e),
+        Ok(Output::Keys(Ok(Applied::Expired(_)))) | Ok(Output::Members) => Err(StoreError::new(
+            ErrorCode::RaftInternal,
+            "unexpected apply result",
+            store_index(app),
+        )),
+        Ok(Output::Invalid(why)) => Err(StoreError::new(
+            ErrorCode::RaftInternal,
+            why,
+            store_index(app),
+        )),
+        Err(e) => Err(driver_error(app, e)),
+    }
+}

@@ -1,0 +1,187 @@
+//! Building a running node: storage, state machine, Raft driver, peer transport, TTL sweeper.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use deimos_raft::driver::{Driver, DriverConfig, Handle};
+use deimos_raft::lease::LeaseConfig;
+use deimos_raft::types::Role;
+use deimos_raft::{Config, MonotonicClock};
+use deimos_store::keyspace::Command;
+use deimos_store::machine::{KvStateMachine, Output, Proposal, SharedMembers, SharedStore};
+use deimos_store::persist::RedbStorage;
+
+use crate::config::NodeConfig;
+use crate::stats::ServerStats;
+use crate::transport::HttpTransport;
+
+pub type NodeHandle = Handle<Output, MonotonicClock>;
+
+/// Everything a request handler needs.
+pub struct App {
+    pub cfg: NodeConfig,
+    pub handle: NodeHandle,
+    pub store: SharedStore,
+    pub members: SharedMembers,
+    pub started: Instant,
+    pub stats: Arc<ServerStats>,
+}
+
+impl App {
+    pub fn id(&self) -> u64 {
+        self.cfg.id
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Open the data dir and start the Raft driver; returns the app and the driver task.
+pub fn start(cfg: NodeConfig) -> Result<(Arc<App>, tokio::task::JoinHandle<()>), String> {
+    let data_dir = &cfg.flags.data_dir;
+    let mut storage = RedbStorage::open(data_dir)
+        .map_err(|e| format!("cannot open data dir {}: {e}", data_dir.display()))?;
+    let sm = KvStateMachine::open(&mut storage, &cfg.bootstrap).map_err(|e| e.to_string())?;
+    let (applied, _, conf) = storage.applied_state();
+    let (store, members) = (sm.store(), sm.members());
+
+    let mut raft = Config::new(cfg.id);
+    raft.election_tick = cfg.election_tick;
+    raft.heartbeat_tick = 1;
+    raft.applied = applied;
+    raft.seed = cfg.id ^ now_ms();
+    let mut dcfg = DriverConfig::new(raft.clone());
+    dcfg.tick_interval = cfg.flags.heartbeat_interval;
+    dcfg.snapshot_count = cfg.flags.snapshot_count;
+    dcfg.request_timeout = cfg.flags.request_timeout;
+    let mut lease = LeaseConfig::from_raft(&raft, dcfg.tick_interval);
+    if let Some(d) = cfg.flags.lease_duration {
+        lease = lease.with_lease_duration(d);
+    }
+    if let Some(t) = cfg.flags.lease_drift_tolerance {
+        lease = lease.with_drift_tolerance(t);
+    }
+    lease
+        .validate(&raft)
+        .map_err(|e| format!("lease settings: {e}"))?;
+    dcfg.lease = Some(lease);
+
+    let handle_cell = Arc::new(OnceLock::new());
+    let stats = Arc::new(ServerStats::default());
+    let transport = HttpTransport::new(members.clone(), stats.clone(), handle_cell.clone());
+    let (driver, handle) = Driver::new(dcfg, storage, transport, sm, MonotonicClock::new())
+        .map_err(|e| e.to_string())?;
+    let _ = handle_cell.set(handle.clone());
+    let task = tokio::spawn(async move {
+        if let Err(e) = driver.run().await {
+            // Continuing with unknown durable state could lose acknowledged writes: stop hard.
+            tracing::error!(error = %e, "raft driver failed; exiting");
+            std::process::exit(70);
+        }
+    });
+    tracing::info!(id = %format!("{:016x}", cfg.id), name = %cfg.flags.name, applied, voters = ?conf.voters, "node started");
+
+    let app = Arc::new(App {
+        cfg,
+        handle,
+        store,
+        members,
+        started: Instant::now(),
+        stats,
+    });
+    if conf.voters.len() == 1 && conf.voters.contains(&app.id()) {
+        // Alone: no one to wait for, take leadership at once.
+        let h = app.handle.clone();
+        tokio::spawn(async move {
+            let _ = h.campaign().await;
+        });
+    }
+    tokio::spawn(expiry_loop(app.clone()));
+    tokio::spawn(publish_self(app.clone()));
+    Ok((app, task))
+}
+
+/// TTL expiry is decided by the leader and replicated, so every replica expires identically.
+async fn expiry_loop(app: Arc<App>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        if app.handle.status().role != Role::Leader {
+            continue;
+        }
+        let now = now_ms();
+        let due = app
+            .store
+            .read()
+            .ok()
+            .and_then(|s| s.next_expiration_ms())
+            .is_some_and(|t| t <= now);
+        if due {
+            let p = Proposal::Keys(Command::ExpireUpTo { now_ms: now }).encode();
+            if let Err(e) = app.handle.propose(p).await {
+                tracing::debug!(error = %e, "expiry proposal failed");
+            }
+        }
+    }
+}
+
+/// Make this member's name and client URLs known to the cluster (a member added through the
+/// API is recorded with its peer URLs only), retrying until it sticks.
+async fn publish_self(app: Arc<App>) {
+    loop {
+        let current = app
+            .members
+            .read()
+            .ok()
+            .and_then(|m| m.get(&app.id()).cloned());
+        let wanted = deimos_store::machine::Member {
+            id: app.id(),
+            name: app.cfg.flags.name.clone(),
+            peer_urls: current
+                .as_ref()
+                .map(|m| m.peer_urls.clone())
+                .unwrap_or_else(|| app.cfg.peer_urls.clone()),
+            client_urls: app.cfg.client_urls.clone(),
+        };
+        if current.as_ref() == Some(&wanted) {
+            return;
+        }
+        if app.handle.status().leader.is_some()
+            && app
+                .handle
+                .propose(Proposal::PutMember(wanted).encode())
+                .await
+                .is_ok()
+        {
+            continue;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Graceful stop: a leader hands leadership to a follower first, so clients see no election
+/// timeout.
+pub async fn step_down(app: &App) {
+    let st = app.handle.status();
+    if st.role != Role::Leader {
+        return;
+    }
+    let Some(&target) = st.conf.voters.iter().find(|&&v| v != st.id) else {
+        return;
+    };
+    tracing::info!(to = %format!("{target:016x}"), "transferring leadership before shutdown");
+    if app.handle.transfer_leader(target).await.is_err() {
+        return;
+    }
+    let deadline = Instant::now() + app.cfg.flags.election_timeout * 2;
+    while Instant::now() < deadline {
+        if app.handle.status().role != Role::Leader {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,106 @@
+//! Counters behind `/v2/stats/self` and `/v2/stats/leader`, and the read metrics.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+pub const READS: &str = "deimos_server_reads_total";
+pub const READ_SECONDS: &str = "deimos_server_read_duration_seconds";
+
+pub fn describe() {
+    metrics::describe_counter!(
+        READS,
+        "Key reads served, by how they were made consistent (lease, quorum, local)."
+    );
+    metrics::describe_histogram!(READ_SECONDS, "Latency of key reads, by mode.");
+}
+
+pub fn read(mode: &'static str, took: Duration) {
+    metrics::counter!(READS, "mode" => mode).increment(1);
+    metrics::histogram!(READ_SECONDS, "mode" => mode).record(took.as_secs_f64());
+}
+
+/// Round-trip statistics of peer requests, for `/v2/stats/leader` (etcd's shape).
+#[derive(Debug, Default, Clone)]
+pub struct PeerStats {
+    pub success: u64,
+    pub fail: u64,
+    pub current_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+    sum_ms: f64,
+    sum_sq_ms: f64,
+}
+
+impl PeerStats {
+    pub fn record(&mut self, ok: bool, took: Duration) {
+        if !ok {
+            self.fail += 1;
+            return;
+        }
+        let ms = took.as_secs_f64() * 1000.0;
+        if self.success == 0 || ms < self.min_ms {
+            self.min_ms = ms;
+        }
+        self.max_ms = self.max_ms.max(ms);
+        self.success += 1;
+        self.current_ms = ms;
+        self.sum_ms += ms;
+        self.sum_sq_ms += ms * ms;
+    }
+
+    pub fn average_ms(&self) -> f64 {
+        if self.success == 0 {
+            0.0
+        } else {
+            self.sum_ms / self.success as f64
+        }
+    }
+
+    pub fn stddev_ms(&self) -> f64 {
+        if self.success == 0 {
+            return 0.0;
+        }
+        let mean = self.average_ms();
+        (self.sum_sq_ms / self.success as f64 - mean * mean)
+            .max(0.0)
+            .sqrt()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    pub recv_batches: AtomicU64,
+    pub recv_messages: AtomicU64,
+    pub sent_messages: AtomicU64,
+    pub peers: Mutex<HashMap<u64, PeerStats>>,
+}
+
+impl ServerStats {
+    pub fn record_send(&self, to: u64, ok: bool, n: u64, took: Duration) {
+        if ok {
+            self.sent_messages.fetch_add(n, Ordering::Relaxed);
+        }
+        if let Ok(mut p) = self.peers.lock() {
+            p.entry(to).or_default().record(ok, took);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_stats_track_latency_moments() {
+        let mut p = PeerStats::default();
+        p.record(true, Duration::from_millis(2));
+        p.record(true, Duration::from_millis(4));
+        p.record(false, Duration::from_millis(100));
+        assert_eq!((p.success, p.fail), (2, 1));
+        assert!((p.average_ms() - 3.0).abs() < 1e-9);
+        assert!((p.stddev_ms() - 1.0).abs() < 1e-9);
+        assert!((p.min_ms - 2.0).abs() < 1e-9 && (p.max_ms - 4.0).abs() < 1e-9);
+    }
+}

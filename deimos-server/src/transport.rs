@@ -1,0 +1,234 @@
+//! Peer transport over HTTP/1.1: one sender task per peer on a keep-alive connection.
+//!
+//! Messages queue per peer; while one request is on the wire, later messages gather into the
+//! next batch, so a busy leader sends few large requests (batching) and never waits for a
+//! follower's answer before queuing more (pipelining at the batch level). Snapshots go alone on
+//! `/raft/snapshot` with the body streamed in chunks, and their outcome is reported to Raft.
+//! Raft tolerates loss, so a failed send is dropped, counted, and reported as unreachable.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use deimos_raft::driver::Transport;
+use deimos_raft::types::{Message, MessageBody};
+use deimos_store::machine::SharedMembers;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Frame;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::mpsc;
+
+use crate::node::NodeHandle;
+use crate::stats::ServerStats;
+
+pub const MESSAGES_PATH: &str = "/raft/messages";
+pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
+const MAX_BATCH: usize = 4096;
+const SNAPSHOT_CHUNK: usize = 256 * 1024;
+
+pub const PEER_SEND_FAILURES: &str = "deimos_network_peer_send_failures_total";
+pub const PEER_SENT_MESSAGES: &str = "deimos_network_peer_sent_messages_total";
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+pub struct HttpTransport {
+    members: SharedMembers,
+    stats: Arc<ServerStats>,
+    handle: Arc<OnceLock<NodeHandle>>,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Body>,
+    queues: HashMap<u64, mpsc::UnboundedSender<Message>>,
+}
+
+impl HttpTransport {
+    pub fn new(
+        members: SharedMembers,
+        stats: Arc<ServerStats>,
+        handle: Arc<OnceLock<NodeHandle>>,
+    ) -> Self {
+        metrics::describe_counter!(
+            PEER_SEND_FAILURES,
+            "Batches that could not be delivered to a peer."
+        );
+        metrics::describe_counter!(PEER_SENT_MESSAGES, "Raft messages delivered to a peer.");
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(4)
+            .build_http();
+        HttpTransport {
+            members,
+            stats,
+            handle,
+            client,
+            queues: HashMap::new(),
+        }
+    }
+
+    fn queue(&mut self, to: u64) -> &mpsc::UnboundedSender<Message> {
+        self.queues.entry(to).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let peer = Peer {
+                to,
+                members: self.members.clone(),
+                stats: self.stats.clone(),
+                handle: self.handle.clone(),
+                client: self.client.clone(),
+            };
+            tokio::spawn(peer.run(rx));
+            tx
+        })
+    }
+}
+
+impl Transport for HttpTransport {
+    fn send(&mut self, msgs: Vec<Message>) {
+        for m in msgs {
+            let to = m.to;
+            if self.queue(to).send(m).is_err() {
+                self.queues.remove(&to);
+            }
+        }
+    }
+}
+
+struct Peer {
+    to: u64,
+    members: SharedMembers,
+    stats: Arc<ServerStats>,
+    handle: Arc<OnceLock<NodeHandle>>,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Body>,
+}
+
+impl Peer {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<Message>) {
+        let label = format!("{:016x}", self.to);
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            let (snapshots, batch): (Vec<Message>, Vec<Message>) = batch
+                .into_iter()
+                .partition(|m| matches!(m.body, MessageBody::InstallSnapshot { .. }));
+            if !batch.is_empty() {
+                let n = batch.len() as u64;
+                let started = std::time::Instant::now();
+                let res = self.post_messages(&batch).await;
+                self.stats
+                    .record_send(self.to, res.is_ok(), n, started.elapsed());
+                match res {
+                    Ok(()) => {
+                        metrics::counter!(PEER_SENT_MESSAGES, "to" => label.clone()).increment(n)
+                    }
+                    Err(e) => {
+                        tracing::debug!(peer = %label, error = %e, "peer send failed");
+                        metrics::counter!(PEER_SEND_FAILURES, "to" => label.clone()).increment(1);
+                        if let Some(h) = self.handle.get() {
+                            h.report_unreachable(self.to);
+                        }
+                    }
+                }
+            }
+            for s in snapshots {
+                let ok = self.post_snapshot(&s).await;
+                if let Err(e) = &ok {
+                    tracing::warn!(peer = %label, error = %e, "snapshot send failed");
+                    metrics::counter!(PEER_SEND_FAILURES, "to" => label.clone()).increment(1);
+                }
+                if let Some(h) = self.handle.get() {
+                    h.report_snapshot(self.to, ok.is_ok());
+                }
+            }
+        }
+    }
+
+    fn url(&self, path: &str) -> Result<String, String> {
+        let members = self
+            .members
+            .read()
+            .map_err(|_| "members lock poisoned".to_string())?;
+        let m = members
+            .get(&self.to)
+            .ok_or_else(|| format!("unknown peer {:016x}", self.to))?;
+        let base = m
+            .peer_urls
+            .first()
+            .ok_or_else(|| format!("peer {:016x} has no URL", self.to))?;
+        Ok(format!("{}{}", base.trim_end_matches('/'), path))
+    }
+
+    async fn post(&self, path: &str, body: Body) -> Result<(), String> {
+        let url = self.url(path)?;
+        let req = hyper::Request::post(&url)
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .map_err(|e| e.to_string())?;
+        let resp = tokio::time::timeout(Duration::from_secs(5), self.client.request(req))
+            .await
+            .map_err(|_| format!("{url}: timed out"))?
+            .map_err(|e| format!("{url}: {e}"))?;
+        let status = resp.status();
+        // Drain so the connection returns to the pool.
+        let _ = resp.into_body().collect().await;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("{url}: HTTP {status}"))
+        }
+    }
+
+    async fn post_messages(&self, batch: &[Message]) -> Result<(), String> {
+        let bytes = postcard::to_stdvec(batch).map_err(|e| e.to_string())?;
+        self.post(MESSAGES_PATH, Full::new(Bytes::from(bytes)).boxed())
+            .await
+    }
+
+    /// The snapshot message goes as its encoding, streamed in chunks so that neither side needs
+    /// a second full copy in a single buffer on the wire path.
+    async fn post_snapshot(&self, m: &Message) -> Result<(), String> {
+        let bytes = Bytes::from(postcard::to_stdvec(m).map_err(|e| e.to_string())?);
+        let chunks: Vec<Result<Frame<Bytes>, Infallible>> = (0..bytes.len())
+            .step_by(SNAPSHOT_CHUNK)
+            .map(|i| {
+                Ok(Frame::data(
+                    bytes.slice(i..(i + SNAPSHOT_CHUNK).min(bytes.len())),
+                ))
+            })
+            .collect();
+        let body = IterStream(chunks.into_iter()).boxed();
+        self.post(SNAPSHOT_PATH, body).await
+    }
+}
+
+/// A body over ready chunks, without pulling in a futures crate for one adapter.
+struct IterStream<T>(std::vec::IntoIter<T>);
+
+impl<T: Unpin> hyper::body::Body for IterStream<Result<Frame<Bytes>, T>> {
+    type Data = Bytes;
+    type Error = T;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, T>>> {
+        std::task::Poll::Ready(self.0.next())
+    }
+}
+
+/// Decode a batch received on `/raft/messages`.
+pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Message>, String> {
+    postcard::from_bytes(bytes).map_err(|e| format!("bad message batch: {e}"))
+}
+
+pub fn decode_snapshot(bytes: &[u8]) -> Result<Message, String> {
+    let m: Message =
+        postcard::from_bytes(bytes).map_err(|e| format!("bad snapshot message: {e}"))?;
+    if !matches!(m.body, MessageBody::InstallSnapshot { .. }) {
+        return Err("snapshot endpoint got a non-snapshot message".into());
+    }
+    Ok(m)
+}
