@@ -89,7 +89,7 @@ impl Model {
         let mut r = Rng::new(seed.wrapping_mul(31).wrapping_add(k));
         self.batches = k;
         let term = self.hs.term.max(self.base.1).max(1) + u64::from(r.below(6) == 0);
-        if k % 25 == 0 {
+        if k.is_multiple_of(25) {
             let index = self.last() + 3;
             let mut recs: BTreeMap<String, Vec<u8>> = (0..r.below(30))
                 .map(|i| (format!("snap{i:02}"), vec![k as u8; r.below(100) as usize]))
@@ -158,7 +158,7 @@ impl Model {
                 None => self.records.remove(key),
             };
         }
-        let compact = (k % 10 == 0 && applied.0 > self.base.0 + 5).then(|| applied.0 - 5);
+        let compact = (k.is_multiple_of(10) && applied.0 > self.base.0 + 5).then(|| applied.0 - 5);
         if let Some(c) = compact {
             self.base = (c, self.term_at(c));
             self.log = self.log.split_off(&(c + 1));

@@ -24,7 +24,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Storag
 /// that decodes from a prefix of its bytes is not the value we wrote.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StorageError> {
     match postcard::take_from_bytes::<T>(bytes) {
-        Ok((v, rest)) if rest.is_empty() => Ok(v),
+        Ok((v, [])) => Ok(v),
         Ok((_, rest)) => Err(corrupt(format!("{what}: {} trailing bytes", rest.len()))),
         Err(e) => Err(corrupt(format!("{what}: {e}"))),
     }

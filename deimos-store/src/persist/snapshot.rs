@@ -356,10 +356,11 @@ impl SnapshotDecoder {
     }
 }
 
+/// Applied records as `(key, value)` pairs in key order.
+pub type Records = Vec<(String, Vec<u8>)>;
+
 /// Decode a whole snapshot stream held in memory (e.g. `Snapshot::data`).
-pub fn decode_snapshot_data(
-    data: &[u8],
-) -> Result<(SnapshotMeta, Vec<(String, Vec<u8>)>), PersistError> {
+pub fn decode_snapshot_data(data: &[u8]) -> Result<(SnapshotMeta, Records), PersistError> {
     let mut out = Vec::new();
     let mut d = SnapshotDecoder::new();
     d.push(data, |k, v| {

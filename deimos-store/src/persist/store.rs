@@ -404,7 +404,7 @@ fn load(db: &Database, path: &Path) -> Result<Cached, PersistError> {
             Err(e) => Err(corrupt(format!("read log: {e}"))),
         }
     };
-    check_consistency(&cache, term_at).map_err(|what| corrupt(what))?;
+    check_consistency(&cache, term_at).map_err(corrupt)?;
     Ok(cache)
 }
 
