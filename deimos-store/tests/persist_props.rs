@@ -234,3 +234,83 @@ proptest! {
         run(ops)?;
     }
 }
+
+// ---------- snapshot stream ----------
+
+use deimos_store::persist::{decode_snapshot_data, SnapshotDecoder};
+use std::collections::BTreeMap;
+
+fn records() -> impl Strategy<Value = Vec<(String, Vec<u8>)>> {
+    proptest::collection::btree_map(
+        "[a-z/]{0,12}",
+        proptest::collection::vec(any::<u8>(), 0..64),
+        0..30,
+    )
+    .prop_map(|m: BTreeMap<String, Vec<u8>>| m.into_iter().collect())
+}
+
+fn decode_in_chunks(
+    data: &[u8],
+    cuts: &[usize],
+) -> Result<(SnapshotMeta, Vec<(String, Vec<u8>)>), String> {
+    let mut d = SnapshotDecoder::new();
+    let mut out = Vec::new();
+    let mut pos = 0;
+    for c in cuts.iter().copied().chain(std::iter::once(data.len())) {
+        let end = c.clamp(pos, data.len());
+        d.push(&data[pos..end], |k, v| {
+            out.push((k, v));
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+        pos = end;
+    }
+    let meta = d.finish().map_err(|e| e.to_string())?;
+    Ok((meta, out))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Any chunking of a valid stream decodes to exactly what was encoded.
+    #[test]
+    fn snapshot_stream_survives_any_chunking(
+        recs in records(),
+        index in 0u64..1000,
+        term in 0u64..10,
+        mut cuts in proptest::collection::vec(0usize..4000, 0..20),
+    ) {
+        let meta = SnapshotMeta { index, term, conf: conf() };
+        let data = encode_snapshot_data(&meta, &recs).unwrap();
+        cuts.sort_unstable();
+        let (m, r) = decode_in_chunks(&data, &cuts).unwrap();
+        prop_assert_eq!(m, meta);
+        prop_assert_eq!(r, recs);
+    }
+
+    /// Damaged streams are refused (never half-accepted), and arbitrary bytes never panic.
+    #[test]
+    fn damaged_snapshot_streams_never_decode(
+        recs in records(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..4),
+        cut in any::<prop::sample::Index>(),
+        garbage in proptest::collection::vec(any::<u8>(), 0..200),
+    ) {
+        let meta = SnapshotMeta { index: 7, term: 2, conf: conf() };
+        let data = encode_snapshot_data(&meta, &recs).unwrap();
+        let mut bad = data.clone();
+        for (at, x) in &flips {
+            let i = at.index(bad.len());
+            bad[i] ^= x;
+        }
+        if bad != data {
+            prop_assert!(decode_snapshot_data(&bad).is_err());
+        }
+        let short = &data[..cut.index(data.len())];
+        prop_assert!(decode_snapshot_data(short).is_err());
+        let _ = decode_snapshot_data(&garbage);
+        let mut prefixed = b"DEIMOSNP".to_vec();
+        prefixed.extend_from_slice(&garbage);
+        prop_assert!(decode_snapshot_data(&prefixed).is_err());
+    }
+}

@@ -369,13 +369,13 @@ fn load(db: &Database, path: &Path) -> Result<Cached, PersistError> {
     let count = log.len().map_err(|e| corrupt(format!("read log: {e}")))?;
     let (last_index, last_term) = match (&first, &last) {
         (Some(f), Some(l)) => {
-            if f.index != base.index + 1 {
+            if Some(f.index) != base.index.checked_add(1) {
                 return Err(corrupt(format!(
                     "log starts at {} but the log base is {}",
                     f.index, base.index
                 )));
             }
-            if l.index - f.index + 1 != count {
+            if l.index.checked_sub(f.index).and_then(|d| d.checked_add(1)) != Some(count) {
                 return Err(corrupt(format!(
                     "log {}..={} has {} entries: not contiguous",
                     f.index, l.index, count
@@ -409,7 +409,8 @@ fn load(db: &Database, path: &Path) -> Result<Cached, PersistError> {
 }
 
 /// The cross-record invariants every committed state satisfies; checked at open and before every
-/// commit. `term_at` answers the term of an index in `base.index ..= last_index`.
+/// commit: `last_index < u64::MAX`, `base <= applied <= last`, `commit <= last`, and the applied
+/// term is the term at the applied index. `term_at` answers the term of an index in `base.index ..= last_index`.
 pub(crate) fn check_consistency<E>(
     c: &Cached,
     term_at: impl Fn(Index) -> Result<Term, E>,
@@ -418,6 +419,10 @@ where
     E: std::fmt::Display,
 {
     let a = &c.applied;
+    // Keeps every `index + 1` in this module family free of overflow.
+    if c.last_index == Index::MAX {
+        return Err("log index reached u64::MAX".into());
+    }
     if a.index < c.base.index || a.index > c.last_index {
         return Err(format!(
             "applied index {} outside the log [{} ..= {}]",
