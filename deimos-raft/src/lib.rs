@@ -11,10 +11,11 @@ pub mod config;
 pub mod driver;
 pub mod error;
 pub mod lease;
+pub mod lincheck;
 pub mod storage;
 pub mod types;
 
-pub use clock::{Clock, ManualClock, MonotonicClock};
+pub use clock::{Clock, ManualClock, MonotonicClock, ScaledClock};
 pub use config::Config;
 pub use error::RaftError;
 pub use lease::{LeaseConfig, LeaseReader, LeaseState, LeaseTracker};

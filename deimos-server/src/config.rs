@@ -80,6 +80,19 @@ pub struct Flags {
     /// How long a write or linearizable read may wait for consensus.
     #[arg(long, env = "DEIMOS_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// TEST ONLY: run this node's clock (Raft ticks and lease) at this rate relative to real time,
+    /// to model oscillator drift in fault tests.
+    #[arg(
+        long,
+        hide = true,
+        env = "DEIMOS_UNSAFE_CLOCK_RATE",
+        default_value_t = 1.0
+    )]
+    pub unsafe_clock_rate: f64,
+    /// TEST ONLY: accept lease settings that break the safety bound, to show the fault suite
+    /// catches the resulting stale reads.
+    #[arg(long, hide = true, env = "DEIMOS_UNSAFE_SKIP_LEASE_CHECK")]
+    pub unsafe_skip_lease_check: bool,
     /// Log filter (tracing `EnvFilter` syntax).
     #[arg(long, env = "DEIMOS_LOG", default_value = "info")]
     pub log: String,
@@ -163,6 +176,9 @@ impl NodeConfig {
             / flags.heartbeat_interval.as_millis().max(1)) as usize;
         if election_tick < 3 {
             return Err("--election-timeout must be at least 3 heartbeat intervals".into());
+        }
+        if !(0.5..=2.0).contains(&flags.unsafe_clock_rate) {
+            return Err("--unsafe-clock-rate must be within 0.5..=2.0".into());
         }
         if flags.initial_cluster_state == ClusterState::Existing {
             bootstrap.clear();

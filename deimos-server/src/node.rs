@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use deimos_raft::driver::{Driver, DriverConfig, Handle};
 use deimos_raft::lease::LeaseConfig;
 use deimos_raft::types::Role;
-use deimos_raft::{Config, MonotonicClock};
+use deimos_raft::{Config, ScaledClock};
 use deimos_store::keyspace::Command;
 use deimos_store::machine::{KvStateMachine, Output, Proposal, SharedMembers, SharedStore};
 use deimos_store::persist::RedbStorage;
@@ -15,7 +15,7 @@ use crate::config::NodeConfig;
 use crate::stats::ServerStats;
 use crate::transport::HttpTransport;
 
-pub type NodeHandle = Handle<Output, MonotonicClock>;
+pub type NodeHandle = Handle<Output, ScaledClock>;
 
 /// Everything a request handler needs.
 pub struct App {
@@ -55,10 +55,13 @@ pub fn start(cfg: NodeConfig) -> Result<(Arc<App>, tokio::task::JoinHandle<()>),
     raft.applied = applied;
     raft.seed = cfg.id ^ now_ms();
     let mut dcfg = DriverConfig::new(raft.clone());
-    dcfg.tick_interval = cfg.flags.heartbeat_interval;
+    let rate = cfg.flags.unsafe_clock_rate;
+    // A node whose clock runs fast ticks more often in real time, and its lease clock agrees.
+    dcfg.tick_interval = cfg.flags.heartbeat_interval.div_f64(rate);
+    dcfg.unsafe_skip_lease_validation = cfg.flags.unsafe_skip_lease_check;
     dcfg.snapshot_count = cfg.flags.snapshot_count;
     dcfg.request_timeout = cfg.flags.request_timeout;
-    let mut lease = LeaseConfig::from_raft(&raft, dcfg.tick_interval);
+    let mut lease = LeaseConfig::from_raft(&raft, cfg.flags.heartbeat_interval);
     if let Some(d) = cfg.flags.lease_duration {
         lease = lease.with_lease_duration(d);
     }
@@ -72,8 +75,15 @@ pub fn start(cfg: NodeConfig) -> Result<(Arc<App>, tokio::task::JoinHandle<()>),
 
     let handle_cell = Arc::new(OnceLock::new());
     let stats = Arc::new(ServerStats::default());
-    let transport = HttpTransport::new(members.clone(), stats.clone(), handle_cell.clone());
-    let (driver, handle) = Driver::new(dcfg, storage, transport, sm, MonotonicClock::new())
+    let bind = cfg
+        .flags
+        .listen_peer_urls
+        .first()
+        .and_then(|u| crate::config::url_addr(u).ok())
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_unspecified());
+    let transport = HttpTransport::new(members.clone(), stats.clone(), handle_cell.clone(), bind);
+    let (driver, handle) = Driver::new(dcfg, storage, transport, sm, ScaledClock::new(rate))
         .map_err(|e| e.to_string())?;
     let _ = handle_cell.set(handle.clone());
     let task = tokio::spawn(async move {

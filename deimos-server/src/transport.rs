@@ -43,20 +43,27 @@ pub struct HttpTransport {
 }
 
 impl HttpTransport {
+    /// `bind`: source address for outgoing peer connections — this node's own peer IP, so that a
+    /// host with several addresses (or a fault test giving each node its own 127.0.0.x) shows
+    /// peers who is calling.
     pub fn new(
         members: SharedMembers,
         stats: Arc<ServerStats>,
         handle: Arc<OnceLock<NodeHandle>>,
+        bind: Option<std::net::IpAddr>,
     ) -> Self {
         metrics::describe_counter!(
             PEER_SEND_FAILURES,
             "Batches that could not be delivered to a peer."
         );
         metrics::describe_counter!(PEER_SENT_MESSAGES, "Raft messages delivered to a peer.");
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_local_address(bind);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(4)
-            .build_http();
+            .build(connector);
         HttpTransport {
             members,
             stats,

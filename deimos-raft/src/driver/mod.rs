@@ -38,6 +38,10 @@ pub struct DriverConfig {
     pub snapshot_count: u64,
     /// How long a proposal or read may wait before failing with `Timeout`.
     pub request_timeout: Duration,
+    /// Run the lease without checking its safety bound. Only for tests that show the fault
+    /// suite catches a broken lease; the server exposes it as a hidden `--unsafe-*` flag.
+    #[doc(hidden)]
+    pub unsafe_skip_lease_validation: bool,
 }
 
 impl DriverConfig {
@@ -48,6 +52,7 @@ impl DriverConfig {
             lease: None,
             snapshot_count: 10_000,
             request_timeout: Duration::from_secs(5),
+            unsafe_skip_lease_validation: false,
         }
     }
 
@@ -110,7 +115,12 @@ where
         clock: C,
     ) -> Result<(Self, Handle<M::Output, C>), StartError> {
         let lease_cfg = cfg.lease_config();
-        let lease = LeaseTracker::new(cfg.raft.id, lease_cfg, &cfg.raft, clock.clone())?;
+        let lease = if cfg.unsafe_skip_lease_validation {
+            tracing::warn!("lease safety bound NOT checked (test-only setting)");
+            LeaseTracker::new_unchecked(cfg.raft.id, lease_cfg, clock.clone())
+        } else {
+            LeaseTracker::new(cfg.raft.id, lease_cfg, &cfg.raft, clock.clone())?
+        };
         let conf = storage.initial_state()?.conf_state;
         let node = RawNode::new(&cfg.raft, storage)?;
         metrics::describe();
