@@ -186,31 +186,14 @@ impl<S: LogStorage> Raft<S> {
     ) {
         if prev_index < self.log.committed {
             // Already committed here; tell the leader where we are.
-            let c = self.log.committed;
-            self.send(
-                from,
-                MessageBody::AppendResp {
-                    reject: false,
-                    index: c,
-                    hint_index: 0,
-                    hint_term: 0,
-                },
-            );
+            self.ack_append(from, self.log.committed);
             return;
         }
         match self
             .log
             .maybe_append(prev_index, prev_term, commit, &entries)
         {
-            Some(last) => self.send(
-                from,
-                MessageBody::AppendResp {
-                    reject: false,
-                    index: last,
-                    hint_index: 0,
-                    hint_term: 0,
-                },
-            ),
+            Some(last) => self.ack_append(from, last),
             None => {
                 let hint = prev_index.min(self.log.last_index());
                 let (hint_index, hint_term) = self.log.find_conflict_by_term(hint, prev_term);
@@ -227,49 +210,36 @@ impl<S: LogStorage> Raft<S> {
         }
     }
 
+    /// Tell the leader our log matches its log up to `index`.
+    fn ack_append(&mut self, to: NodeId, index: Index) {
+        self.send(
+            to,
+            MessageBody::AppendResp {
+                reject: false,
+                index,
+                hint_index: 0,
+                hint_term: 0,
+            },
+        );
+    }
+
     /// Follower: InstallSnapshot.
     pub(crate) fn handle_snapshot(&mut self, from: NodeId, snapshot: Snapshot) {
         let (idx, term) = (snapshot.meta.index, snapshot.meta.term);
         if idx <= self.log.committed {
-            let c = self.log.committed;
-            self.send(
-                from,
-                MessageBody::AppendResp {
-                    reject: false,
-                    index: c,
-                    hint_index: 0,
-                    hint_term: 0,
-                },
-            );
+            self.ack_append(from, self.log.committed);
             return;
         }
         if self.log.match_term(idx, term) {
             // We already have the entries; just learn that they are committed.
             self.log.commit_to(idx);
-            let c = self.log.committed;
-            self.send(
-                from,
-                MessageBody::AppendResp {
-                    reject: false,
-                    index: c,
-                    hint_index: 0,
-                    hint_term: 0,
-                },
-            );
+            self.ack_append(from, self.log.committed);
             return;
         }
         self.prs.conf = snapshot.meta.conf.clone();
         let last = self.log.last_index().max(idx);
         self.prs.reset_progress(last + 1, self.id, idx);
         self.log.restore(snapshot);
-        self.send(
-            from,
-            MessageBody::AppendResp {
-                reject: false,
-                index: idx,
-                hint_index: 0,
-                hint_term: 0,
-            },
-        );
+        self.ack_append(from, idx);
     }
 }
