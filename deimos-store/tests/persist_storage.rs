@@ -564,3 +564,41 @@ fn stale_snapshots_are_compacted_errors() {
         Err(StorageError::Other(_))
     ));
 }
+
+#[test]
+fn accessors_and_fast_options() {
+    let d = TempDir::new().unwrap();
+    let fast = deimos_store::persist::StoreOptions {
+        initial_conf: conf(),
+        verify_on_open: false,
+        two_phase_commit: false,
+        cache_size: 1 << 20,
+    };
+    let mut s = RedbStorage::open_with(d.path(), &fast).unwrap();
+    assert!(s.path().ends_with(deimos_store::persist::DB_FILE));
+    s.persist(
+        Some(&HardState {
+            term: 1,
+            vote: Some(1),
+            commit: 3,
+        }),
+        &ents(1, 4, 1),
+    )
+    .unwrap();
+    s.commit_applied(3, 1, &conf(), &[set("a", b"1")]).unwrap();
+    drop(s);
+    let s = RedbStorage::open_with(d.path(), &fast).unwrap();
+    assert_eq!(s.applied_state(), (3, 1, conf()));
+    assert_eq!(s.hard_state().commit, 3);
+    // A decoder reports the header's metadata as soon as it has it, and completeness at the end.
+    let snap = s.snapshot().unwrap();
+    let mut dec = deimos_store::persist::SnapshotDecoder::new();
+    dec.push(&snap.data[..40.min(snap.data.len())], |_, _| Ok(()))
+        .unwrap();
+    assert_eq!(dec.meta(), Some(&snap.meta));
+    assert!(!dec.is_complete());
+    dec.push(&snap.data[40.min(snap.data.len())..], |_, _| Ok(()))
+        .unwrap();
+    assert!(dec.is_complete());
+    assert_eq!(dec.finish().unwrap(), snap.meta);
+}
