@@ -13,8 +13,8 @@ use std::fmt;
 use std::time::Duration;
 
 use deimos_raft::{
-    Clock, Config, EntryPayload, HardState, LeaseEvent, LogStorage, ManualClock, MemStorage,
-    Message, MessageBody, NodeId, RaftError, RawNode, Ready, Role, Term,
+    Clock, ConfChange, Config, EntryPayload, HardState, LeaseEvent, LogStorage, ManualClock,
+    MemStorage, Message, MessageBody, NodeId, RaftError, RawNode, Ready, Role, Term,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -37,6 +37,8 @@ pub struct FaultWeights {
     pub weather: u32,
     pub clock_rate: u32,
     pub transfer_leader: u32,
+    /// Add a spare as learner, promote a learner, or remove a member (one at a time).
+    pub membership: u32,
 }
 
 impl Default for FaultWeights {
@@ -49,6 +51,7 @@ impl Default for FaultWeights {
             weather: 3,
             clock_rate: 1,
             transfer_leader: 1,
+            membership: 2,
         }
     }
 }
@@ -65,8 +68,13 @@ pub struct SimConfig {
     pub tick_us: u64,
     /// Each node's clock runs at a rate in `[1 - drift, 1 + drift]` of global time.
     pub drift: f64,
+    /// Extra node slots outside the initial configuration, which membership faults may add.
+    pub spares: usize,
     pub clients: usize,
     pub keys: Key,
+    /// Percentage of client operations that are `LocalRead`s (not linearizable; 0 in the sweep,
+    /// used to show that the checker catches stale reads).
+    pub local_read_pct: u32,
     /// A client that sees no answer within this (global) time records the op as indeterminate.
     pub client_timeout_us: u64,
     /// Client think time between operations.
@@ -102,11 +110,13 @@ impl SimConfig {
         SimConfig {
             seed,
             nodes,
-            chaos_us: 2_000 * MS,
+            chaos_us: 30_000 * MS,
             tick_us: 10 * MS,
             drift: 0.05,
+            spares: 0,
             clients: 4,
             keys: 3,
+            local_read_pct: 0,
             client_timeout_us: 300 * MS,
             think_us: (0, 20 * MS),
             fault_interval_us: 150 * MS,
@@ -136,13 +146,14 @@ impl SimConfig {
     pub fn for_seed(seed: u64) -> Self {
         let mut c = SimConfig::new(seed, if seed.is_multiple_of(2) { 3 } else { 5 });
         match (seed / 2) % 3 {
-            0 => {}
+            0 => c.spares = 2,
             1 => c.crash_heavy(),
             _ => {
                 c.pre_vote = false;
                 c.check_quorum = false;
                 c.max_size_per_msg = 64;
                 c.max_inflight_msgs = 4;
+                c.spares = 1;
             }
         }
         c
@@ -205,6 +216,11 @@ pub struct Stats {
     pub ops_ok: u64,
     pub ops_indeterminate: u64,
     pub reads_ok: u64,
+    /// Operations whose client gave up (a subset of the indeterminate ones; the rest were still
+    /// in flight when the run ended).
+    pub timeouts: u64,
+    /// Membership changes the leader accepted.
+    pub conf_changes: u64,
     pub sim_us: u64,
 }
 
@@ -219,6 +235,8 @@ impl Stats {
         self.ops_ok += o.ops_ok;
         self.ops_indeterminate += o.ops_indeterminate;
         self.reads_ok += o.reads_ok;
+        self.timeouts += o.timeouts;
+        self.conf_changes += o.conf_changes;
         self.sim_us += o.sim_us;
     }
 }
@@ -348,6 +366,10 @@ pub struct SimNode {
     pub term: Term,
     pub leader: Option<NodeId>,
     leader_checked_term: Term,
+    /// A spare slot that has never been started (not a member yet).
+    pub spare: bool,
+    /// Removed from the configuration (committed): shut down for good.
+    pub removed: bool,
     /// Client updates submitted here, by request id, awaiting their application here.
     pending_updates: BTreeMap<u64, usize>,
     pending_reads: Vec<PendingRead>,
@@ -411,14 +433,19 @@ impl Sim {
     pub fn new(cfg: SimConfig) -> Sim {
         let mut rng = StdRng::seed_from_u64(cfg.seed);
         let n = cfg.nodes;
-        let conf = deimos_raft::ConfState::new((1..=n as u64).collect::<Vec<_>>());
-        let nodes = (0..n)
+        let nodes = (0..n + cfg.spares)
             .map(|i| {
+                let spare = i >= n;
                 let rate = 1.0 + rng.gen_range(-cfg.drift..=cfg.drift);
                 SimNode {
                     id: i as u64 + 1,
                     raw: None,
-                    disk: MemStorage::new(conf.clone()),
+                    // A spare joins empty and learns the configuration from the leader.
+                    disk: if spare {
+                        MemStorage::new(Default::default())
+                    } else {
+                        bootstrap(n)
+                    },
                     disk_hs: HardState::default(),
                     sm: KvStore::default(),
                     clock: NodeClock::new(rate),
@@ -426,6 +453,8 @@ impl Sim {
                     term: 0,
                     leader: None,
                     leader_checked_term: 0,
+                    spare,
+                    removed: false,
                     pending_updates: BTreeMap::new(),
                     pending_reads: Vec::new(),
                     lease_events: VecDeque::new(),
@@ -448,7 +477,7 @@ impl Sim {
             queue: BinaryHeap::new(),
             seq: 0,
             nodes,
-            net: Network::new(n),
+            net: Network::new(n + cfg.spares),
             inv: Invariants::default(),
             clients,
             history: Vec::new(),
@@ -503,7 +532,9 @@ impl Sim {
 
     fn run_phases(&mut self) -> Result<(), String> {
         for i in 0..self.nodes.len() {
-            self.start_node(i)?;
+            if !self.nodes[i].spare {
+                self.start_node(i)?;
+            }
             self.schedule_tick(i);
         }
         for c in 0..self.clients.len() {
@@ -531,7 +562,7 @@ impl Sim {
         self.net.heal();
         self.net.cfg = NetConfig::calm();
         for i in 0..self.nodes.len() {
-            if !self.nodes[i].up() {
+            if self.restartable(i) {
                 self.start_node(i)?;
             }
         }
@@ -604,8 +635,13 @@ impl Sim {
                 .iter()
                 .all(|p| p.is_some_and(|h| self.history[h].complete.is_some()));
             if done {
-                let target = self.nodes.iter().map(|n| n.sm.applied).max().unwrap();
-                if self.nodes.iter().all(|n| n.sm.applied >= target) {
+                let members = self.members(leader);
+                let target = members
+                    .iter()
+                    .map(|&m| self.nodes[m].sm.applied)
+                    .max()
+                    .unwrap();
+                if members.iter().all(|&m| self.nodes[m].sm.applied >= target) {
                     break;
                 }
             }
@@ -629,7 +665,8 @@ impl Sim {
         let logs: Vec<(NodeId, &MemStorage)> = self
             .nodes
             .iter()
-            .map(|n| (n.id, n.raw.as_ref().unwrap().storage()))
+            .filter(|n| !n.spare)
+            .map(|n| (n.id, n.raw.as_ref().map_or(&n.disk, |r| r.storage())))
             .collect();
         Invariants::check_logs_match(&logs)?;
         self.check_linearizable()?;
@@ -644,10 +681,23 @@ impl Sim {
             .iter()
             .position(|n| n.up() && n.role == Role::Leader)?;
         let (term, id) = (self.nodes[l].term, self.nodes[l].id);
-        self.nodes
-            .iter()
-            .all(|n| n.up() && n.term == term && n.leader == Some(id))
-            .then_some(l)
+        let conf = self.nodes[l].raw.as_ref().unwrap().status().conf;
+        let stable = conf
+            .all()
+            .map(|m| &self.nodes[m as usize - 1])
+            .all(|n| n.up() && n.term == term && n.leader == Some(id));
+        stable.then_some(l)
+    }
+
+    /// Members of the stable leader's configuration (the nodes liveness is demanded of).
+    fn members(&self, leader: usize) -> Vec<usize> {
+        let conf = self.nodes[leader].raw.as_ref().unwrap().status().conf;
+        conf.all().map(|m| m as usize - 1).collect()
+    }
+
+    fn restartable(&self, i: usize) -> bool {
+        let n = &self.nodes[i];
+        !n.up() && !n.spare && !n.removed
     }
 
     fn check_linearizable(&mut self) -> Result<(), String> {
@@ -731,7 +781,7 @@ impl Sim {
                 }
             }
             Event::Restart(i) => {
-                if !self.nodes[i].up() {
+                if self.restartable(i) {
                     self.start_node(i)?;
                 }
             }
@@ -768,7 +818,11 @@ impl Sim {
             }
             let rd = raw.ready();
             self.handle_ready(i, rd)?;
-            self.nodes[i].raw.as_mut().unwrap().advance();
+            // The node may have shut itself down (it applied its own removal).
+            let Some(raw) = self.nodes[i].raw.as_mut() else {
+                return Ok(());
+            };
+            raw.advance();
             self.after_advance(i)?;
         }
         Err(format!(
@@ -841,6 +895,7 @@ impl Sim {
         // 2. Apply committed entries.
         let mut done: Vec<(usize, u64, KvOut)> = Vec::new();
         let mut fresh_commits = Vec::new();
+        let mut removals = Vec::new();
         for e in &rd.committed_entries {
             if e.index != node.sm.applied + 1 {
                 return Err(format!(
@@ -852,6 +907,9 @@ impl Sim {
                 fresh_commits.push(e.index);
             }
             node.sm.applied = e.index;
+            if let EntryPayload::ConfChange(ConfChange::RemoveNode(x)) = e.payload {
+                removals.push(x);
+            }
             if let EntryPayload::Normal(data) = &e.payload {
                 let cmd = Command::decode(data)
                     .ok_or_else(|| format!("node {id}: undecodable entry {e:?}"))?;
@@ -902,6 +960,16 @@ impl Sim {
         }
         for (c, req, out) in done {
             self.complete(c, req, out);
+        }
+        for x in removals {
+            let x = x as usize - 1;
+            if x < self.nodes.len() && !self.nodes[x].removed {
+                // The removal is committed: the removed server shuts down for good, like an
+                // operator would after `member remove`.
+                self.log(|| format!("REMOVED node {} (committed)", x + 1));
+                self.nodes[x].removed = true;
+                self.crash(x);
+            }
         }
         for index in fresh_commits {
             for (j, n) in self.nodes.iter().enumerate() {
@@ -960,6 +1028,7 @@ impl Sim {
             KvStore::default()
         };
         n.raw = Some(raw);
+        n.spare = false;
         n.role = Role::Follower;
         n.leader = None;
         n.term = n.disk_hs.term;
@@ -1023,6 +1092,7 @@ impl Sim {
             w.weather,
             w.clock_rate,
             w.transfer_leader,
+            w.membership,
         ];
         let total: u32 = table.iter().sum();
         if total == 0 {
@@ -1078,7 +1148,7 @@ impl Sim {
                 self.schedule_tick(i);
                 self.log(|| format!("FAULT node {} clock rate {rate:.4}", i + 1));
             }
-            _ => {
+            6 => {
                 if let Some(l) = self.leader_index() {
                     let to = self.rng.gen_range(1..=n as NodeId);
                     self.log(|| format!("FAULT transfer leadership {} -> {to}", l + 1));
@@ -1089,8 +1159,47 @@ impl Sim {
                     self.drive(l)?;
                 }
             }
+            _ => self.membership_change()?,
         }
         Ok(())
+    }
+
+    /// One single-server membership change through the current leader: add a never-started spare
+    /// as a learner (and boot it, empty), promote a learner, or remove a member while at least
+    /// three voters remain. Refusals (a change already pending, ...) are part of the test.
+    fn membership_change(&mut self) -> Result<(), String> {
+        let Some(l) = self.leader_index() else {
+            return Ok(());
+        };
+        let conf = self.nodes[l].raw.as_ref().unwrap().status().conf;
+        let spare = self.nodes.iter().position(|n| n.spare);
+        let learners: Vec<NodeId> = conf.learners.iter().copied().collect();
+        let voters: Vec<NodeId> = conf.voters.iter().copied().collect();
+        let cc = match self.rng.gen_range(0..3) {
+            0 if spare.is_some() => ConfChange::AddLearner(spare.unwrap() as NodeId + 1),
+            1 if !learners.is_empty() => {
+                ConfChange::AddVoter(learners[self.rng.gen_range(0..learners.len())])
+            }
+            _ if voters.len() > 3 || !learners.is_empty() => {
+                let members: Vec<NodeId> = conf.all().collect();
+                let x = members[self.rng.gen_range(0..members.len())];
+                if voters.len() <= 3 && conf.voters.contains(&x) {
+                    return Ok(());
+                }
+                ConfChange::RemoveNode(x)
+            }
+            _ => return Ok(()),
+        };
+        let r = self.nodes[l].raw.as_mut().unwrap().propose_conf_change(cc);
+        self.log(|| format!("FAULT membership via leader {}: {cc:?} -> {r:?}", l + 1));
+        if r.is_ok() {
+            self.stats.conf_changes += 1;
+            if let ConfChange::AddLearner(id) = cc {
+                // Boot the new server now; it waits, empty, for the leader to reach it.
+                self.start_node(id as usize - 1)?;
+            }
+        }
+        self.drive(l)
     }
 
     // -- clients ------------------------------------------------------------------------------------
@@ -1107,6 +1216,7 @@ impl Sim {
         let key = self.rng.gen_range(0..self.cfg.keys);
         let value = self.next_req; // unique per run
         let op = match self.rng.gen_range(0..100) {
+            x if x < self.cfg.local_read_pct => ClientOp::LocalRead { key },
             0..=39 => ClientOp::Read { key },
             40..=74 => ClientOp::Write { key, value },
             _ => {
@@ -1151,7 +1261,10 @@ impl Sim {
         let n = &mut self.nodes[node];
         n.clock.sync(self.now);
         let raw = n.raw.as_mut().expect("submit to a live node");
+        // Some paths answer at once; the answer is recorded after the invocation below.
+        let mut immediate = None;
         match op {
+            ClientOp::LocalRead { key } => immediate = Some(KvOut::Read(n.sm.get(key))),
             ClientOp::Read { key } => {
                 raw.read_index(req.to_le_bytes().to_vec())?;
                 n.pending_reads.push(PendingRead {
@@ -1190,6 +1303,9 @@ impl Sim {
             self.now + self.cfg.client_timeout_us,
             Event::ClientTimeout { client: c, req },
         );
+        if let Some(out) = immediate {
+            self.complete(c, req, out);
+        }
         Ok(h)
     }
 
@@ -1233,6 +1349,7 @@ impl Sim {
         }
         self.clients[c].pending = None;
         self.clients[c].hint = None;
+        self.stats.timeouts += 1;
         let n = &mut self.nodes[node];
         n.pending_updates.remove(&req);
         n.pending_reads.retain(|p| p.req != req);
@@ -1242,6 +1359,28 @@ impl Sim {
             .gen_range(self.cfg.think_us.0..=self.cfg.think_us.1);
         self.schedule(self.now + d, Event::ClientWake(c));
     }
+}
+
+/// The disk of an initial member: the initial configuration as committed conf-change entries
+/// (etcd's bootstrap), not only as snapshot metadata, so that a server added later, which starts
+/// empty and may be sent the log from index 1 rather than a snapshot, learns the full membership.
+fn bootstrap(n: usize) -> MemStorage {
+    let mut s = MemStorage::new(Default::default());
+    let entries: Vec<deimos_raft::Entry> = (1..=n as u64)
+        .map(|id| deimos_raft::Entry {
+            term: 1,
+            index: id,
+            payload: EntryPayload::ConfChange(ConfChange::AddVoter(id)),
+        })
+        .collect();
+    s.append(&entries).unwrap();
+    s.set_hard_state(&HardState {
+        term: 1,
+        vote: None,
+        commit: n as u64,
+    })
+    .unwrap();
+    s
 }
 
 /// One line per message for traces.

@@ -24,6 +24,10 @@ pub enum ClientOp {
     /// Linearizable read through ReadIndex on the node the client talks to; answered once that
     /// node has applied the confirmed read index.
     Read { key: Key },
+    /// Answered at once from the local state machine, with no leadership check. Not
+    /// linearizable (a deposed leader or a lagging follower answers stale data); it exists to show
+    /// that the checker catches stale reads.
+    LocalRead { key: Key },
     /// Replicated through the log; answered when the node the client talks to applies it.
     Write { key: Key, value: Value },
     /// Replicated through the log; the result is decided at apply time.
@@ -38,7 +42,7 @@ impl ClientOp {
     /// The operation as the linearizability model sees it (paths do not matter there).
     pub fn spec(&self) -> KvIn {
         match *self {
-            ClientOp::Read { key } => KvInput::Read { key },
+            ClientOp::Read { key } | ClientOp::LocalRead { key } => KvInput::Read { key },
             ClientOp::Write { key, value } => KvInput::Write { key, value },
             ClientOp::Cas { key, expected, new } => KvInput::Cas { key, expected, new },
         }
@@ -75,7 +79,9 @@ impl Command {
                 expected: Some(e),
                 new,
             } => (3, key, e, new),
-            ClientOp::Read { .. } => panic!("reads are not replicated"),
+            ClientOp::Read { .. } | ClientOp::LocalRead { .. } => {
+                panic!("reads are not replicated")
+            }
         };
         out.push(tag);
         for x in [self.req, self.client, key, a, b] {
@@ -145,7 +151,9 @@ impl KvStore {
                 }
                 KvOutput::Cas(ok)
             }
-            ClientOp::Read { .. } => unreachable!("reads are not replicated"),
+            ClientOp::Read { .. } | ClientOp::LocalRead { .. } => {
+                unreachable!("reads are not replicated")
+            }
         })
     }
 
