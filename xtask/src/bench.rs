@@ -110,11 +110,12 @@ impl System {
 // Process hygiene: every child we start is registered so that Drop (normal end, error, panic)
 // and the Ctrl-C handler can stop exactly those processes and remove their temp dirs.
 
-static REGISTRY: Mutex<Vec<(u32, PathBuf)>> = Mutex::new(Vec::new());
+static REGISTRY: Mutex<Vec<(u32, Option<PathBuf>)>> = Mutex::new(Vec::new());
 
-fn register(pid: u32, dir: &Path) {
+/// Records a child (and the temp dir to remove with it, if any) for the Ctrl-C handler.
+fn register(pid: u32, dir: Option<&Path>) {
     if let Ok(mut r) = REGISTRY.lock() {
-        r.push((pid, dir.to_path_buf()));
+        r.push((pid, dir.map(Path::to_path_buf)));
     }
 }
 
@@ -124,19 +125,28 @@ fn unregister(pid: u32) {
     }
 }
 
+/// This run's temp dir; the clusters' data dirs and logs live below it.
+fn base_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("deimos-xtask-bench-{}", std::process::id()))
+}
+
 fn install_ctrlc_handler(keep: bool) {
     let _ = ctrlc::set_handler(move || {
         eprintln!("\nxtask bench: interrupted, stopping the clusters");
         if let Ok(r) = REGISTRY.lock() {
+            // SIGKILL, like Child::kill in Drop: these clusters are throw-away, and a graceful
+            // etcd shutdown can take seconds while it tries to reach peers that are gone.
             for (pid, _) in r.iter() {
-                let _ = Command::new("kill").arg(pid.to_string()).status();
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
             }
             if !keep {
-                // Give the processes a moment to exit before their files go.
-                std::thread::sleep(Duration::from_millis(300));
-                for (_, dir) in r.iter() {
+                std::thread::sleep(Duration::from_millis(200));
+                for dir in r.iter().filter_map(|(_, d)| d.as_ref()) {
                     let _ = std::fs::remove_dir_all(dir);
                 }
+                let _ = std::fs::remove_dir_all(base_dir());
             }
         }
         std::process::exit(130);
@@ -227,7 +237,7 @@ fn spawn_member(
         .stderr(err)
         .spawn()
         .map_err(|e| format!("starting {} {name} ({}): {e}", system.name(), bin.display()))?;
-    register(child.id(), dir);
+    register(child.id(), Some(dir));
     Ok(child)
 }
 
@@ -467,10 +477,16 @@ fn run_one(
     .args(["--keys", &a.keys.to_string()])
     .args(["--value-size", &a.value_size.to_string()])
     .args(["--target", system.name()])
+    .stdout(Stdio::piped())
     .stderr(Stdio::inherit());
-    let out = cmd
-        .output()
+    let child = cmd
+        .spawn()
         .map_err(|e| format!("running {}: {e}", ctl.display()))?;
+    let pid = child.id();
+    register(pid, None);
+    let out = child.wait_with_output();
+    unregister(pid);
+    let out = out.map_err(|e| format!("running {}: {e}", ctl.display()))?;
     if !out.status.success() {
         return Err(format!(
             "{} bench {} with {clients} clients failed ({}): {}",
@@ -832,7 +848,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
     );
 
-    let base = std::env::temp_dir().join(format!("deimos-xtask-bench-{}", std::process::id()));
+    let base = base_dir();
     std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
     let fs_type = sh("stat", &["-f", "-c", "%T", &base.display().to_string()]);
 
