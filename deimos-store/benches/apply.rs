@@ -166,6 +166,40 @@ impl Apply {
     }
 }
 
+/// Read path: `term()` and `entries()` from the middle of a 10 000-entry log (through a redb read
+/// transaction; first/last index and the log base come from the in-memory cache).
+fn read_rates(dir: &Path, dur: Duration) -> Result<(f64, f64), String> {
+    use deimos_raft::storage::LogStorage;
+    let opts = StoreOptions {
+        initial_conf: ConfState::new([1]),
+        ..StoreOptions::default()
+    };
+    let mut s = RedbStorage::open_with(dir, &opts).map_err(|e| e.to_string())?;
+    let value = vec![7u8; VALUE];
+    let entries: Vec<Entry> = (1..=10_000)
+        .map(|index| Entry {
+            term: 1 + index / 1000,
+            index,
+            payload: EntryPayload::Normal(value.clone()),
+        })
+        .collect();
+    s.persist(None, &entries).map_err(|e| e.to_string())?;
+    let (start, mut n, mut i) = (Instant::now(), 0u64, 1u64);
+    while start.elapsed() < dur {
+        i = (i * 7919 + 13) % 9_998 + 1;
+        std::hint::black_box(s.term(i).map_err(|e| e.to_string())?);
+        n += 1;
+    }
+    let terms = n as f64 / start.elapsed().as_secs_f64();
+    let (start, mut n) = (Instant::now(), 0u64);
+    while start.elapsed() < dur {
+        i = (i * 7919 + 13) % 9_800 + 1;
+        std::hint::black_box(s.entries(i, i + 100, None).map_err(|e| e.to_string())?);
+        n += 1;
+    }
+    Ok((terms, n as f64 / start.elapsed().as_secs_f64()))
+}
+
 fn fail(what: &str, e: impl std::fmt::Display) -> ! {
     eprintln!("{what}: {e}");
     std::process::exit(1);
@@ -243,6 +277,13 @@ fn main() {
         );
         two.push(a);
     }
+    let (terms, ranges) =
+        read_rates(&mkdir("reads".into()), dur / 4).unwrap_or_else(|e| fail("reads", e));
+    println!();
+    println!(
+        "reads: term(i) {terms:.0}/s, entries(i, i+100) {ranges:.0}/s ({:.0} entries/s)",
+        ranges * 100.0
+    );
     let ratio = two[2] / two[0];
     println!();
     println!("ratio batch256/batch1 (persist+commit_applied): {ratio:.1}x (target >= 20x)");

@@ -237,7 +237,7 @@ proptest! {
 
 // ---------- snapshot stream ----------
 
-use deimos_store::persist::{decode_snapshot_data, SnapshotDecoder};
+use deimos_store::persist::{decode_snapshot_data, Records, SnapshotDecoder};
 use std::collections::BTreeMap;
 
 fn records() -> impl Strategy<Value = Vec<(String, Vec<u8>)>> {
@@ -249,10 +249,7 @@ fn records() -> impl Strategy<Value = Vec<(String, Vec<u8>)>> {
     .prop_map(|m: BTreeMap<String, Vec<u8>>| m.into_iter().collect())
 }
 
-fn decode_in_chunks(
-    data: &[u8],
-    cuts: &[usize],
-) -> Result<(SnapshotMeta, Vec<(String, Vec<u8>)>), String> {
+fn decode_in_chunks(data: &[u8], cuts: &[usize]) -> Result<(SnapshotMeta, Records), String> {
     let mut d = SnapshotDecoder::new();
     let mut out = Vec::new();
     let mut pos = 0;

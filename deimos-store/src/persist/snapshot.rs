@@ -61,6 +61,9 @@ enum Stage {
 
 /// Produces the snapshot stream of the applied state, `chunk_size` bytes at a time (the last
 /// chunk may be shorter). An `Iterator` of `Result<chunk>`; after an error it ends.
+///
+/// It holds a redb read transaction: while it lives, pages that later commits free cannot be
+/// reused, so the file may grow during a long transfer. Drop it when the transfer ends.
 pub struct SnapshotEncoder {
     meta: SnapshotMeta,
     records: RecordRange,

@@ -11,7 +11,17 @@
 //!   the previous commit (which would lose an acknowledged write). redb may panic on some damaged
 //!   files in debug builds; that panic is caught and reported as corruption.
 //! - After redb accepts the file, our own records are checked against each other (see
-//!   [`RedbStorage::check_consistency`]).
+//!   `check_consistency`).
+//!
+//! What redb 4.6 itself does with a damaged file (read from its source, confirmed by
+//! `tests/persist_corrupt.rs`): a wrong magic number is an I/O error of kind `InvalidData`; an
+//! unknown file format version, a file shorter than the layout its header records, or a page
+//! whose checksum fails is `StorageError::Corrupted`. Without the integrity check it trusts an
+//! allocator state saved at clean shutdown and may read damaged pages later (debug builds may
+//! panic there). Without 2-phase commit a primary commit slot that fails verification makes it
+//! fall back to the previous commit, which for us would be a silent rollback of an acknowledged
+//! write. An empty file is initialised by `Builder::create` as a new database, which is why we
+//! never call `create` on the real path.
 //!
 //! Cache invariant: `cache` always equals what the last committed transaction left in the file;
 //! it is replaced only after a commit succeeds. After any backend failure the handle is poisoned
@@ -242,10 +252,7 @@ fn open_redb(path: &Path, opts: &StoreOptions) -> Result<Database, PersistError>
         .set_check_integrity_on_open(opts.verify_on_open)
         .set_cache_size(opts.cache_size)
         .set_repair_callback(|s| {
-            tracing::warn!(
-                progress = s.progress(),
-                "redb: repairing database after unclean shutdown"
-            )
+            tracing::info!(progress = s.progress(), "redb: checking database integrity")
         });
     let result = catch_unwind(AssertUnwindSafe(|| builder.open(path)));
     let corrupt = |what: String| PersistError::Corrupt {
