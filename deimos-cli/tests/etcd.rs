@@ -323,6 +323,13 @@ fn member_status_and_bench_against_etcd() {
         "{list}"
     );
 
+    // Removing an unknown member: the members API's own error shape, exit 1. (Adding a member to
+    // a 1-node cluster would cost it its quorum, so add is covered by parsing tests only.)
+    let (code, _, err) = run(&e, &["member", "remove", "1234abcd"]);
+    assert_eq!(code, 1);
+    assert_eq!(err.trim(), "Error: 404: No such member: 1234abcd");
+    assert_eq!(run(&e, &["member", "remove", "xyz"]).0, 2);
+
     // etcd has no /raft/status: role comes from /v2/stats/self, the rest is "-".
     let v = json(&e, &["cluster", "status"]);
     let m = &v["members"][0];
