@@ -602,3 +602,13 @@ fn accessors_and_fast_options() {
     assert!(dec.is_complete());
     assert_eq!(dec.finish().unwrap(), snap.meta);
 }
+
+#[test]
+fn handles_can_move_across_threads() {
+    fn send<T: Send>() {}
+    send::<RedbStorage>();
+    send::<deimos_store::persist::SnapshotEncoder>();
+    send::<deimos_store::persist::SnapshotDecoder>();
+    send::<deimos_store::persist::RecordIter>();
+    send::<deimos_store::persist::SnapshotInstaller<'static>>();
+}
