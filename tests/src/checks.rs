@@ -1,0 +1,37 @@
+//! Assertions shared by the API tests.
+
+use crate::harness::Cluster;
+use crate::http::Reply;
+
+/// Every keys response carries the store index twice (etcd's and Deimos's name) and the Raft
+/// applied index and term, so clients can order what they see.
+pub fn assert_keys_headers(r: &Reply) {
+    let etcd = r.header_u64("X-Etcd-Index");
+    assert_eq!(etcd, r.header_u64("X-Deimos-Index"), "{r:?}");
+    r.header_u64("X-Raft-Index");
+    assert!(r.header_u64("X-Raft-Term") >= 1, "{r:?}");
+}
+
+/// An etcd error response: status, `errorCode`, the four fields, and the keys headers.
+pub fn assert_etcd_error(r: &Reply, status: u16, code: u64) {
+    assert_eq!(r.status, status, "{r:?}");
+    let v = r.json();
+    assert_eq!(v["errorCode"].as_u64(), Some(code), "{r:?}");
+    assert!(
+        v["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{r:?}"
+    );
+    assert!(v["cause"].is_string(), "{r:?}");
+    assert!(v["index"].is_u64(), "{r:?}");
+    assert_keys_headers(r);
+}
+
+/// The store index (`X-Etcd-Index`) as node `i` reports it on a local read of the root, which
+/// needs no quorum and so also works while the cluster has none.
+pub fn store_index(c: &Cluster, i: usize) -> u64 {
+    let r = c
+        .http()
+        .get(&format!("{}?consistency=local", c.keys_url(i, "/")));
+    assert_eq!(r.status, 200, "{r:?}");
+    r.header_u64("X-Etcd-Index")
+}
