@@ -7,8 +7,10 @@
 #   fixture  a real Prometheus scraping deploy/test/fixture_exporter.py (a stand-in /metrics built
 #            from metric-names.txt), every dashboard query must return data: checks the query
 #            machinery without a server. DEIMOS_FIXTURE=0 skips it.
-#   live     with DEIMOS_BIN: a real 3-node Deimos cluster on loopback, traffic, a fault (both
-#            followers stopped and restarted), promtool check metrics on each node's /metrics, a real
+#   live     with DEIMOS_BIN: a real 3-node Deimos cluster on loopback, traffic, two faults (both
+#            followers stopped and restarted, so the leader loses its lease; leader and one follower
+#            paused, so a write to the lone follower fails), promtool check metrics on each node's
+#            /metrics, the exported names/types/labels compared with metric-names.txt, a real
 #            Prometheus scraping the cluster, every dashboard query must return data, and the
 #            alert rules must evaluate without errors.
 #
@@ -39,7 +41,7 @@ failures=()
 cleanup() {
   local rc=$?
   set +e
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; kill -CONT "$pid" 2>/dev/null; done
   for _ in $(seq 1 50); do
     local alive=0
     for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
@@ -54,7 +56,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-say() { printf '\n=== %s\n' "$*"; }
+say() { printf '\n=== [%s] %s\n' "$(date -u +%T)" "$*"; }
 pass() { passed=$((passed + 1)); echo "PASS: $*"; }
 fail() { failed=$((failed + 1)); failures+=("$*"); echo "FAIL: $*"; }
 # check NAME CMD...: run CMD, record pass/fail, keep going.
@@ -306,6 +308,29 @@ if leader="$(leader_index)"; then
 else
   fail "live: no node reports deimos_server_is_leader 1; fault step skipped"
 fi
+
+say "live: fault: pause the leader and one follower, write to the follower left without a leader"
+# SIGSTOP keeps every process (and its counters) alive, unlike a restart.
+if leader="$(leader_index)"; then
+  others=()
+  for i in 0 1 2; do [ "$i" != "$leader" ] && others+=("$i"); done
+  paused=("$leader" "${others[0]}")
+  lone="${others[1]}"
+  echo "pausing n$((leader + 1)) (leader) and n$((${others[0]} + 1)); n$((lone + 1)) is left alone"
+  for i in "${paused[@]}"; do kill -STOP "${node_pid[$i]}"; done
+  lp="${CLIENT_PORTS[$lone]}"
+  leaderless=0
+  for _ in $(seq 1 30); do
+    [ "$(metric_value "$lp" deimos_server_has_leader)" = 0 ] && { leaderless=1; break; }
+    sleep 0.5
+  done
+  if [ "$leaderless" = 1 ]; then echo "n$((lone + 1)) reports deimos_server_has_leader 0"; else echo "note: n$((lone + 1)) still reports a leader after 15s"; fi
+  echo "PUT via n$((lone + 1)) without a leader: $(curl -sS -L -m 5 -X PUT "http://127.0.0.1:$lp/v2/keys/no-leader" -d value=x 2>&1 | head -c 300)"
+  for i in "${paused[@]}"; do kill -CONT "${node_pid[$i]}"; done
+  check "live: cluster healthy again after the paused nodes resume" wait_healthy 60 0 1 2
+else
+  fail "live: no node reports deimos_server_is_leader 1; pause step skipped"
+fi
 check "live: traffic after recovery" traffic 5
 
 say "live: /metrics of every node"
@@ -324,10 +349,22 @@ start_prometheus "$work/prom/prometheus.yml" "$work/prom/data"
 # background traffic so rates and histogram quantiles have fresh observations; bounded, stops itself
 ( for _ in $(seq 1 150); do traffic 1 >/dev/null 2>&1 || true; sleep 0.2; done ) &
 pids+=("$!")
+nodes_running() {
+  local i ok=0
+  for i in 0 1 2; do
+    if ! kill -0 "${node_pid[$i]}" 2>/dev/null; then
+      echo "n$((i + 1)) (pid ${node_pid[$i]}) is no longer running; the end of its log:"
+      sed 's/\x1b\[[0-9;]*m//g' "$work/n$((i + 1))/log" | tail -5
+      ok=1
+    fi
+  done
+  return "$ok"
+}
 check "live: Prometheus sees 3 deimos targets up" wait_up 3
 sleep 15
 check "live: every dashboard query returns data" python3 "$here/dashboard.py" query "$dashboard" "$PROM_URL"
 check "live: all 6 alert rules evaluate without errors" rules_healthy
+check "live: all three nodes still running" nodes_running
 echo "--- alerts active now (expected: none, or DeimosPeerUnreachable pending right after the fault)"
 curl -fsS -m 5 "$PROM_URL/api/v1/alerts" | python3 -c '
 import json, sys
