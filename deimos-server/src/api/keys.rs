@@ -49,7 +49,8 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, raw_key: String) -> R
     } else {
         match super::read_body(req, app.cfg.flags.max_request_bytes).await {
             Ok((_, b)) => Some(b),
-            Err(resp) => return resp,
+            // Oversized or stalled bodies are keys responses too: they carry the index headers.
+            Err(resp) => return response::with_headers(resp, &headers(&app, index, None)),
         }
     };
     let form = body.as_deref().filter(|_| is_form);
@@ -63,7 +64,11 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, raw_key: String) -> R
         Method::POST => post(&app, &key, &params).await,
         Method::DELETE => delete(&app, &key, &params).await,
         _ => {
-            let mut r = response::text(405, "Method Not Allowed\n");
+            // Plain text as etcd answers it, with the headers every keys response carries.
+            let mut r = response::with_headers(
+                response::text(405, "Method Not Allowed\n"),
+                &headers(&app, index, None),
+            );
             r.headers_mut().insert(
                 "allow",
                 http::HeaderValue::from_static("GET, HEAD, PUT, POST, DELETE"),
