@@ -658,6 +658,8 @@ fn bad_input_is_rejected_without_effect() {
     assert_eq!(r.status, 413, "{r:?}");
     assert_eq!(r.error_code(), Some(210), "{r:?}");
     assert!(r.json()["message"].is_string(), "{r:?}");
+    assert_keys_headers(&r);
+    assert_eq!(r.header_u64("X-Etcd-Index"), index);
     assert_eq!(
         store_index(&c, 0),
         index,
@@ -671,6 +673,7 @@ fn bad_input_is_rejected_without_effect() {
         r.header("allow").is_some_and(|a| a.contains("PUT")),
         "{r:?}"
     );
+    assert_keys_headers(&r);
     let r = h.must("BREW", &url, None);
     assert_eq!(r.status, 405, "{r:?}");
     assert_eq!(store_index(&c, 0), index, "405 moved the store index");
