@@ -82,10 +82,28 @@ pub async fn members(app: Arc<App>, req: Request<Incoming>, id: Option<String>) 
                 &json!({ "members": members.iter().map(member_json).collect::<Vec<_>>() }),
             )
         }
+        // etcd v2 clients (`etcdctl member list`) ask for the leader here before listing.
+        (Method::GET, Some(id)) if id == "leader" => leader_member(&app),
         (Method::POST, None) => add_member(app, req).await,
         (Method::DELETE, Some(id)) => remove_member(app, &id).await,
         (Method::PUT, Some(id)) => update_member(app, req, &id).await,
         _ => response::text(405, "Method Not Allowed\n"),
+    }
+}
+
+/// `GET /v2/members/leader`: the current leader's member record, as etcd serves it.
+fn leader_member(app: &App) -> Resp {
+    let Some(leader) = app.handle.status().leader else {
+        return message(503, "no leader: election in progress");
+    };
+    match app
+        .members
+        .read()
+        .ok()
+        .and_then(|ms| ms.get(&leader).cloned())
+    {
+        Some(m) => response::json(200, &member_json(&m)),
+        None => message(503, "leader is not a known member yet"),
     }
 }
 
