@@ -89,8 +89,8 @@ fn random_faults_3_and_5_nodes() {
     let (failures, st) = sweep(&seeds, config_for, 5);
     eprintln!(
         "simulated {} seeds in {:.1?}: {:.0}s simulated, {} events, {} messages, {} leaders, {} crashes, \
-         {} compactions, {} snapshots installed, {} membership changes, {} ops ok ({} reads), \
-         {} indeterminate ({} timeouts)",
+         {} compactions, {} snapshots installed, {} membership changes, {} ops ok ({} reads, \
+         {} under a lease), {} indeterminate ({} timeouts)",
         seeds.len(),
         start.elapsed(),
         st.sim_us as f64 / 1e6,
@@ -103,6 +103,7 @@ fn random_faults_3_and_5_nodes() {
         st.conf_changes,
         st.ops_ok,
         st.reads_ok,
+        st.lease_reads,
         st.ops_indeterminate,
         st.timeouts
     );
@@ -118,7 +119,11 @@ fn random_faults_3_and_5_nodes() {
     if seeds.len() > 1 {
         // A sweep that never crashed a node or installed a snapshot proves less than it claims.
         assert!(
-            st.crashes > 0 && st.snapshots_installed > 0 && st.reads_ok > 0 && st.conf_changes > 0,
+            st.crashes > 0
+                && st.snapshots_installed > 0
+                && st.reads_ok > 0
+                && st.conf_changes > 0
+                && st.lease_reads > 0,
             "{st:?}"
         );
     }
@@ -188,4 +193,30 @@ fn local_reads_are_caught_by_lincheck() {
         .unwrap_or_else(|| panic!("no stale local read detected in {} seeds", seeds.len()));
     assert!(f.violation.starts_with("linearizability"), "{f}");
     eprintln!("stale local read caught:\n{f}");
+}
+
+/// A lease longer than the election timeout is unsafe: a deposed leader keeps answering from its
+/// lease after a new leader has taken writes. With the lease's validation skipped, some seed must
+/// show a stale lease read, which proves the lease reads in the sweep are really checked.
+#[test]
+fn overlong_lease_is_caught() {
+    let seeds = seeds("DEIMOS_SIM_WEAK_SEEDS", 500);
+    let (failures, _) = sweep(
+        &seeds,
+        |s| {
+            let mut cfg = SimConfig::new(s, if s % 2 == 0 { 3 } else { 5 });
+            cfg.lease_read_pct = 50;
+            cfg.lease_duration = Some(std::time::Duration::from_millis(400));
+            cfg.lease_unchecked = true;
+            cfg.faults.isolate_leader = 10;
+            cfg.rerun = "cargo test -p deimos-raft --release --test simulation overlong_lease";
+            cfg
+        },
+        1,
+    );
+    let f = failures
+        .first()
+        .unwrap_or_else(|| panic!("no stale lease read detected in {} seeds", seeds.len()));
+    assert!(f.violation.starts_with("linearizability"), "{f}");
+    eprintln!("overlong lease caught:\n{f}");
 }

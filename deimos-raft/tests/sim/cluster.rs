@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashSet, VecDeque};
 use std::fmt;
 use std::time::Duration;
 
+use deimos_raft::lease::{LeaseConfig, LeaseTracker};
 use deimos_raft::{
     Clock, ConfChange, Config, EntryPayload, HardState, LeaseEvent, LogStorage, ManualClock,
     MemStorage, Message, MessageBody, NodeId, RaftError, RawNode, Ready, Role, Term,
@@ -75,6 +76,13 @@ pub struct SimConfig {
     /// Percentage of client operations that are `LocalRead`s (not linearizable; 0 in the sweep,
     /// used to show that the checker catches stale reads).
     pub local_read_pct: u32,
+    /// Percentage of client operations that are `LeaseRead`s. Non-zero runs the lease service
+    /// (`LeaseTracker`) on every node, on the node's own drifting clock.
+    pub lease_read_pct: u32,
+    /// Override the lease duration (default: the lease config derived from the Raft timing).
+    pub lease_duration: Option<Duration>,
+    /// Run the lease without its safety validation (tests that show a broken lease is caught).
+    pub lease_unchecked: bool,
     /// A client that sees no answer within this (global) time records the op as indeterminate.
     pub client_timeout_us: u64,
     /// Client think time between operations.
@@ -117,6 +125,9 @@ impl SimConfig {
             clients: 4,
             keys: 3,
             local_read_pct: 0,
+            lease_read_pct: 0,
+            lease_duration: None,
+            lease_unchecked: false,
             client_timeout_us: 300 * MS,
             think_us: (0, 20 * MS),
             fault_interval_us: 150 * MS,
@@ -139,14 +150,18 @@ impl SimConfig {
 
     /// The configuration of a seed in the sweep: even seeds run 3 nodes, odd seeds 5, and seeds
     /// rotate through fault profiles so the sweep covers more than one kind of trouble:
-    /// - 0: the defaults (pre-vote, check-quorum, mixed faults);
+    /// - 0: the defaults (pre-vote, check-quorum, mixed faults, membership changes) with a quarter
+    ///   of the reads served by the leader lease;
     /// - 1: crash-heavy, frequent faults, one entry per append and no pipelining, which makes
     ///   followers hold partial suffixes (the shape of Raft's Figure 8);
     /// - 2: pre-vote and check-quorum off (more elections, term churn), small messages.
     pub fn for_seed(seed: u64) -> Self {
         let mut c = SimConfig::new(seed, if seed.is_multiple_of(2) { 3 } else { 5 });
         match (seed / 2) % 3 {
-            0 => c.spares = 2,
+            0 => {
+                c.spares = 2;
+                c.lease_read_pct = 25;
+            }
             1 => c.crash_heavy(),
             _ => {
                 c.pre_vote = false;
@@ -221,6 +236,8 @@ pub struct Stats {
     pub timeouts: u64,
     /// Membership changes the leader accepted.
     pub conf_changes: u64,
+    /// Reads answered under a valid leader lease (no ReadIndex round).
+    pub lease_reads: u64,
     pub sim_us: u64,
 }
 
@@ -237,6 +254,7 @@ impl Stats {
         self.reads_ok += o.reads_ok;
         self.timeouts += o.timeouts;
         self.conf_changes += o.conf_changes;
+        self.lease_reads += o.lease_reads;
         self.sim_us += o.sim_us;
     }
 }
@@ -373,8 +391,10 @@ pub struct SimNode {
     /// Client updates submitted here, by request id, awaiting their application here.
     pending_updates: BTreeMap<u64, usize>,
     pending_reads: Vec<PendingRead>,
-    /// Lease facts from the core, stamped with local time; the lease extension consumes them.
+    /// Recent lease facts from the core, stamped with local time (for traces and tests).
     pub lease_events: VecDeque<(Duration, LeaseEvent)>,
+    /// The lease service, as the driver runs it, on this node's clock (lost on a crash).
+    pub lease: Option<LeaseTracker<ManualClock>>,
 }
 
 impl SimNode {
@@ -458,6 +478,7 @@ impl Sim {
                     pending_updates: BTreeMap::new(),
                     pending_reads: Vec::new(),
                     lease_events: VecDeque::new(),
+                    lease: None,
                 }
             })
             .collect();
@@ -755,6 +776,9 @@ impl Sim {
                 if let Some(raw) = n.raw.as_mut() {
                     n.clock.sync(self.now);
                     raw.tick();
+                    if let Some(lease) = n.lease.as_mut() {
+                        lease.refresh();
+                    }
                     self.drive(node)?;
                 }
             }
@@ -809,6 +833,13 @@ impl Sim {
 
     /// Handle every `Ready` the node has, in the contract's order, checking invariants as we go.
     pub fn drive(&mut self, i: usize) -> Result<(), String> {
+        // As the driver does after every input: renew the lease early when it is due.
+        let n = &mut self.nodes[i];
+        if let (Some(raw), Some(lease)) = (n.raw.as_mut(), n.lease.as_ref()) {
+            if lease.renewal_due() {
+                raw.broadcast_heartbeat();
+            }
+        }
         for _ in 0..1_000 {
             let Some(raw) = self.nodes[i].raw.as_mut() else {
                 return Ok(());
@@ -883,8 +914,15 @@ impl Sim {
         if let Some(ss) = rd.soft_state {
             node.role = ss.role;
             node.leader = ss.leader;
+            if let Some(lease) = node.lease.as_mut() {
+                lease.on_soft_state(ss.role, ss.leader);
+            }
         }
+        // The lease anchor: read before any message of this Ready is sent (all are sent below).
         let local = Clock::now(&node.clock.clock);
+        if let Some(lease) = node.lease.as_mut() {
+            lease.observe(&rd.lease_events, local);
+        }
         for e in &rd.lease_events {
             if node.lease_events.len() == 64 {
                 node.lease_events.pop_front();
@@ -920,6 +958,10 @@ impl Sim {
                     }
                 }
             }
+        }
+
+        if let Some(lease) = node.lease.as_mut() {
+            lease.on_applied(node.sm.applied);
         }
 
         // 3. Read states; answer reads whose index is applied.
@@ -1021,6 +1063,7 @@ impl Sim {
         cfg.applied = snap.meta.index;
         let raw =
             RawNode::new(&cfg, disk).map_err(|e| format!("node {id} failed to start: {e}"))?;
+        let lease = self.new_lease(&cfg, i)?;
         let n = &mut self.nodes[i];
         n.sm = if snap.meta.index > 0 {
             KvStore::restore(&snap.data, snap.meta.index)
@@ -1028,6 +1071,7 @@ impl Sim {
             KvStore::default()
         };
         n.raw = Some(raw);
+        n.lease = lease;
         n.spare = false;
         n.role = Role::Follower;
         n.leader = None;
@@ -1042,6 +1086,29 @@ impl Sim {
         self.drive(i)
     }
 
+    /// The lease service for node `i` (a fresh one per process start), if the run uses leases.
+    fn new_lease(
+        &self,
+        raft: &Config,
+        i: usize,
+    ) -> Result<Option<LeaseTracker<ManualClock>>, String> {
+        if self.cfg.lease_read_pct == 0 {
+            return Ok(None);
+        }
+        let mut lc = LeaseConfig::from_raft(raft, Duration::from_micros(self.cfg.tick_us));
+        if let Some(d) = self.cfg.lease_duration {
+            lc = lc.with_lease_duration(d);
+        }
+        let clock = self.nodes[i].clock.clock.clone();
+        if self.cfg.lease_unchecked {
+            Ok(Some(LeaseTracker::new_unchecked(raft.id, lc, clock)))
+        } else {
+            LeaseTracker::new(raft.id, lc, raft, clock)
+                .map(Some)
+                .map_err(|e| format!("lease config rejected: {e}"))
+        }
+    }
+
     fn crash(&mut self, i: usize) {
         let n = &mut self.nodes[i];
         let Some(raw) = n.raw.take() else { return };
@@ -1049,6 +1116,7 @@ impl Sim {
         n.disk = raw.storage().clone();
         n.pending_updates.clear();
         n.pending_reads.clear();
+        n.lease = None;
         n.role = Role::Follower;
         n.leader = None;
         self.stats.crashes += 1;
@@ -1217,6 +1285,9 @@ impl Sim {
         let value = self.next_req; // unique per run
         let op = match self.rng.gen_range(0..100) {
             x if x < self.cfg.local_read_pct => ClientOp::LocalRead { key },
+            x if x < self.cfg.local_read_pct + self.cfg.lease_read_pct => {
+                ClientOp::LeaseRead { key }
+            }
             0..=39 => ClientOp::Read { key },
             40..=74 => ClientOp::Write { key, value },
             _ => {
@@ -1265,7 +1336,25 @@ impl Sim {
         let mut immediate = None;
         match op {
             ClientOp::LocalRead { key } => immediate = Some(KvOut::Read(n.sm.get(key))),
-            ClientOp::Read { key } => {
+            // As the server: under a valid lease, everything committed so far (acknowledged
+            // anywhere) must be applied before answering; no lease, ReadIndex instead.
+            ClientOp::LeaseRead { key }
+                if n.lease.as_ref().is_some_and(|l| l.can_read_with_lease()) =>
+            {
+                let index = raw.status().commit;
+                self.stats.lease_reads += 1;
+                if index <= n.sm.applied {
+                    immediate = Some(KvOut::Read(n.sm.get(key)));
+                } else {
+                    n.pending_reads.push(PendingRead {
+                        req,
+                        client: c,
+                        key,
+                        index: Some(index),
+                    });
+                }
+            }
+            ClientOp::LeaseRead { key } | ClientOp::Read { key } => {
                 raw.read_index(req.to_le_bytes().to_vec())?;
                 n.pending_reads.push(PendingRead {
                     req,

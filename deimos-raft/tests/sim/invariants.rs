@@ -8,8 +8,8 @@
 //!   A full pairwise scan of the persisted logs runs at the end as a cross-check.
 //! - Leader completeness: an entry reported committed is in the log of every leader of a later term.
 //! - State-machine safety: no two nodes apply different entries at the same index.
-//! - Per node: entries are applied contiguously; the persisted term never decreases and the
-//!   persisted vote never changes within a term.
+//! - Per node: entries are applied contiguously; the persisted term and commit index never
+//!   decrease and the persisted vote never changes within a term.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -126,6 +126,12 @@ impl Invariants {
             return Err(format!(
                 "node {node}: persisted term went back from {} to {}",
                 prev.term, hs.term
+            ));
+        }
+        if hs.commit < prev.commit {
+            return Err(format!(
+                "node {node}: persisted commit went back from {} to {}",
+                prev.commit, hs.commit
             ));
         }
         if hs.term == prev.term && prev.vote.is_some() && hs.vote != prev.vote {

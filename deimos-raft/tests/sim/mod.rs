@@ -9,9 +9,7 @@ pub mod invariants;
 pub mod network;
 pub mod register;
 
-// The checker lives in the library (`deimos_raft::lincheck`) so other crates' tests can use it.
-// Until `lib.rs` exports it, the simulator compiles the same file in directly.
-#[path = "../../src/lincheck.rs"]
-pub mod lincheck;
+// The checker lives in the library so that other crates' tests (cluster-level) can use it too.
+pub use deimos_raft::lincheck;
 
 pub use cluster::{run, Failure, SimConfig, Stats};

@@ -28,6 +28,9 @@ pub enum ClientOp {
     /// linearizable (a deposed leader or a lagging follower answers stale data); it exists to show
     /// that the checker catches stale reads.
     LocalRead { key: Key },
+    /// Served by the leader lease when the node holds a valid one at its local time (no
+    /// messages; answered once the commit index at that moment is applied), else via ReadIndex.
+    LeaseRead { key: Key },
     /// Replicated through the log; answered when the node the client talks to applies it.
     Write { key: Key, value: Value },
     /// Replicated through the log; the result is decided at apply time.
@@ -42,7 +45,9 @@ impl ClientOp {
     /// The operation as the linearizability model sees it (paths do not matter there).
     pub fn spec(&self) -> KvIn {
         match *self {
-            ClientOp::Read { key } | ClientOp::LocalRead { key } => KvInput::Read { key },
+            ClientOp::Read { key } | ClientOp::LocalRead { key } | ClientOp::LeaseRead { key } => {
+                KvInput::Read { key }
+            }
             ClientOp::Write { key, value } => KvInput::Write { key, value },
             ClientOp::Cas { key, expected, new } => KvInput::Cas { key, expected, new },
         }
@@ -79,7 +84,7 @@ impl Command {
                 expected: Some(e),
                 new,
             } => (3, key, e, new),
-            ClientOp::Read { .. } | ClientOp::LocalRead { .. } => {
+            ClientOp::Read { .. } | ClientOp::LocalRead { .. } | ClientOp::LeaseRead { .. } => {
                 panic!("reads are not replicated")
             }
         };
@@ -151,7 +156,7 @@ impl KvStore {
                 }
                 KvOutput::Cas(ok)
             }
-            ClientOp::Read { .. } | ClientOp::LocalRead { .. } => {
+            ClientOp::Read { .. } | ClientOp::LocalRead { .. } | ClientOp::LeaseRead { .. } => {
                 unreachable!("reads are not replicated")
             }
         })
