@@ -180,6 +180,18 @@ wait_up() {
   return 1
 }
 
+# wait_samples N: until every deimos target has at least N scrapes in the last minute (rate() needs 2).
+wait_samples() {
+  local want="$1" _ got
+  for _ in $(seq 1 60); do
+    got="$(prom_instant 'min(count_over_time(up{job="deimos"}[1m]))' 2>/dev/null | awk '{print $NF}')"
+    [ -n "$got" ] && [ "${got%.*}" -ge "$want" ] && return 0
+    sleep 0.5
+  done
+  echo "targets have only ${got:-no} samples in the last minute" >&2
+  return 1
+}
+
 rules_healthy() {
   curl -fsS -m 5 "$PROM_URL/api/v1/rules" | python3 -c '
 import json, sys
@@ -204,7 +216,7 @@ if [ "${DEIMOS_FIXTURE:-1}" != 0 ]; then
   derive_config "$work/fixture-prom/prometheus.yml" "${FIXTURE_PORTS[@]}"
   start_prometheus "$work/fixture-prom/prometheus.yml" "$work/fixture-prom/data"
   check "fixture: 3 targets up" wait_up 3
-  sleep 4   # a few 1s scrapes, so rate() has samples
+  check "fixture: 4 scrapes of every target" wait_samples 4
   check "fixture: every dashboard query returns data" \
     python3 "$here/dashboard.py" query "$dashboard" "$PROM_URL"
   check "fixture: alert rules evaluate" rules_healthy
@@ -361,7 +373,8 @@ nodes_running() {
   return "$ok"
 }
 check "live: Prometheus sees 3 deimos targets up" wait_up 3
-sleep 15
+check "live: 4 scrapes of every target" wait_samples 4
+sleep 10   # more scrapes while the background traffic runs, so the latency quantiles have fresh data
 check "live: every dashboard query returns data" python3 "$here/dashboard.py" query "$dashboard" "$PROM_URL"
 check "live: all 6 alert rules evaluate without errors" rules_healthy
 check "live: all three nodes still running" nodes_running
