@@ -3,6 +3,10 @@
 //! etcd is the reference implementation of the API Deimos serves, so passing here means the CLI's
 //! requests and parsing follow the real protocol, not just our own server's reading of it. When
 //! no `etcd` binary is on PATH the test prints SKIP and passes (CI installs etcd-server).
+//!
+//! `DEIMOSCTL_IT_ENDPOINT=http://127.0.0.1:4101 cargo test -p deimos-cli --test etcd` runs the key
+//! and watch tests against an already running server instead (e.g. a Deimos leader), under a
+//! fresh key prefix, so the same expectations check Deimos against etcd's behaviour.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -14,6 +18,43 @@ struct Etcd {
     child: Child,
     dir: PathBuf,
     url: String,
+}
+
+/// The server under test: a throw-away etcd, or an external endpoint (key tests only).
+struct Target {
+    url: String,
+    /// A key prefix no earlier run used, so tests also work on a long-lived server.
+    p: String,
+    _etcd: Option<Etcd>,
+}
+
+/// The server for `test`, or None (after printing SKIP) when there is none.
+fn target(test: &str, external_ok: bool) -> Option<Target> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let p = format!("/it{nanos}");
+    if external_ok {
+        if let Ok(url) = std::env::var("DEIMOSCTL_IT_ENDPOINT") {
+            println!("{test}: against external endpoint {url}");
+            return Some(Target {
+                url,
+                p,
+                _etcd: None,
+            });
+        }
+    }
+    if !etcd_on_path() {
+        println!("SKIP {test}: no etcd binary on PATH (apt-get install etcd-server)");
+        return None;
+    }
+    let etcd = start_etcd();
+    Some(Target {
+        url: etcd.url.clone(),
+        p,
+        _etcd: Some(etcd),
+    })
 }
 
 impl Drop for Etcd {
@@ -74,7 +115,7 @@ fn start_etcd() -> Etcd {
     // Ready once a write goes through (the single member has elected itself).
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let o = ctl(&etcd, &["set", "/ready", "1"]);
+        let o = ctl(&etcd.url, &["set", "/ready", "1"]);
         if o.status.success() {
             break;
         }
@@ -84,17 +125,17 @@ fn start_etcd() -> Etcd {
     etcd
 }
 
-fn ctl(etcd: &Etcd, args: &[&str]) -> Output {
+fn ctl(url: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_deimosctl"))
-        .args(["--endpoints", &etcd.url, "--timeout", "3s"])
+        .args(["--endpoints", url, "--timeout", "3s"])
         .args(args)
         .output()
         .expect("run deimosctl")
 }
 
 /// Runs deimosctl and returns (exit code, stdout, stderr).
-fn run(etcd: &Etcd, args: &[&str]) -> (i32, String, String) {
-    let o = ctl(etcd, args);
+fn run(t: &Target, args: &[&str]) -> (i32, String, String) {
+    let o = ctl(&t.url, args);
     (
         o.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -102,43 +143,43 @@ fn run(etcd: &Etcd, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn ok(etcd: &Etcd, args: &[&str]) -> String {
-    let (code, out, err) = run(etcd, args);
+fn ok(t: &Target, args: &[&str]) -> String {
+    let (code, out, err) = run(t, args);
     assert_eq!(code, 0, "deimosctl {args:?} failed: {err}");
     out
 }
 
-fn json(etcd: &Etcd, args: &[&str]) -> serde_json::Value {
+fn json(t: &Target, args: &[&str]) -> serde_json::Value {
     let mut a = vec!["-o", "json"];
     a.extend_from_slice(args);
-    serde_json::from_str(ok(etcd, &a).trim()).expect("JSON output")
+    serde_json::from_str(ok(t, &a).trim()).expect("JSON output")
 }
 
 #[test]
 fn key_commands_against_etcd() {
-    if !etcd_on_path() {
-        println!(
-            "SKIP key_commands_against_etcd: no etcd binary on PATH (apt-get install etcd-server)"
-        );
+    let Some(e) = target("key_commands_against_etcd", true) else {
         return;
-    }
-    let e = start_etcd();
+    };
+    let p = e.p.as_str();
+    let k = |s: &str| format!("{p}/{s}");
+    let (a, b, d, dx, w) = (k("a"), k("b"), k("d"), k("d/x"), k("w"));
 
     // set / get, table and JSON.
-    assert_eq!(ok(&e, &["set", "/t/a", "one"]), "one\n");
-    assert_eq!(ok(&e, &["get", "/t/a"]), "one\n");
-    let v = json(&e, &["get", "/t/a", "--quorum"]);
+    assert_eq!(ok(&e, &["set", &a, "one"]), "one\n");
+    assert_eq!(ok(&e, &["get", &a]), "one\n");
+    let v = json(&e, &["get", &a, "--quorum"]);
     assert_eq!(v["action"], "get");
     assert_eq!(v["node"]["value"], "one");
-    let idx = v["node"]["modifiedIndex"].as_u64().expect("modifiedIndex");
+    assert_eq!(ok(&e, &["get", &a, "--consistency", "local"]), "one\n");
 
     // Compare-and-swap: the failing one is error 101 with exit 1, the message like etcdctl's.
-    let (code, out, err) = run(&e, &["set", "/t/a", "two", "--swap-with-value", "nope"]);
+    let (code, out, err) = run(&e, &["set", &a, "two", "--swap-with-value", "nope"]);
     assert_eq!(code, 1);
     assert_eq!(out, "");
-    assert_eq!(
-        err.trim(),
-        format!("Error: 101: Compare failed ([nope != one]) [{idx}]")
+    let err = err.trim();
+    assert!(
+        err.starts_with("Error: 101: Compare failed ([nope != one]) [") && err.ends_with(']'),
+        "{err}"
     );
     let (code, out, _) = run(
         &e,
@@ -146,7 +187,7 @@ fn key_commands_against_etcd() {
             "-o",
             "json",
             "set",
-            "/t/a",
+            &a,
             "two",
             "--swap-with-index",
             "999999",
@@ -155,85 +196,87 @@ fn key_commands_against_etcd() {
     assert_eq!(code, 1);
     let body: serde_json::Value = serde_json::from_str(out.trim()).expect("error JSON");
     assert_eq!(body["errorCode"], 101);
-    let v = json(&e, &["set", "/t/a", "two", "--swap-with-value", "one"]);
+    let v = json(&e, &["set", &a, "two", "--swap-with-value", "one"]);
     assert_eq!(v["action"], "compareAndSwap");
     assert_eq!(v["prevNode"]["value"], "one");
     let idx2 = v["node"]["modifiedIndex"].as_u64().expect("index");
     assert_eq!(
         ok(
             &e,
-            &[
-                "set",
-                "/t/a",
-                "three",
-                "--swap-with-index",
-                &idx2.to_string()
-            ]
+            &["set", &a, "three", "--swap-with-index", &idx2.to_string()]
         ),
         "three\n"
     );
 
     // mk / update.
-    let (code, _, err) = run(&e, &["mk", "/t/a", "x"]);
+    let (code, _, err) = run(&e, &["mk", &a, "x"]);
     assert_eq!(code, 1);
     assert!(
-        err.starts_with("Error: 105: Key already exists (/t/a)"),
+        err.starts_with(&format!("Error: 105: Key already exists ({a})")),
         "{err}"
     );
-    assert_eq!(ok(&e, &["mk", "/t/b", "bee", "--ttl", "100"]), "bee\n");
-    let (code, _, err) = run(&e, &["update", "/t/missing", "x"]);
+    assert_eq!(ok(&e, &["mk", &b, "bee", "--ttl", "100"]), "bee\n");
+    let (code, _, err) = run(&e, &["update", &k("missing"), "x"]);
     assert_eq!(code, 1);
     assert!(
-        err.starts_with("Error: 100: Key not found (/t/missing)"),
+        err.starts_with(&format!("Error: 100: Key not found ({p}/missing)")),
         "{err}"
     );
-    let v = json(&e, &["update", "/t/b", "bee2"]);
+    let v = json(&e, &["update", &b, "bee2"]);
     assert_eq!(v["action"], "update");
 
     // mkdir / ls / rmdir / rm.
-    ok(&e, &["mkdir", "/t/d"]);
-    ok(&e, &["set", "/t/d/x", "ex"]);
-    let ls = ok(&e, &["ls", "/t", "--recursive", "--sort"]);
+    ok(&e, &["mkdir", &d]);
+    ok(&e, &["set", &dx, "ex"]);
+    let ls = ok(&e, &["ls", p, "--recursive", "--sort"]);
     let keys: Vec<&str> = ls
         .lines()
         .skip(1)
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(keys, ["/t/a", "/t/b", "/t/d/", "/t/d/x"], "{ls}");
+    let dslash = format!("{d}/");
+    assert_eq!(
+        keys,
+        [a.as_str(), b.as_str(), dslash.as_str(), dx.as_str()],
+        "{ls}"
+    );
     assert!(ls
         .lines()
-        .any(|l| l.starts_with("/t/b") && l.contains(" bee2 ")));
-    let (code, _, err) = run(&e, &["rmdir", "/t/d"]);
+        .any(|l| l.starts_with(&b) && l.contains(" bee2 ")));
+    let (code, _, err) = run(&e, &["rmdir", &d]);
     assert_eq!(code, 1);
     assert!(err.starts_with("Error: 108: Directory not empty"), "{err}");
-    let (code, _, err) = run(&e, &["rm", "/t/a", "--with-value", "wrong"]);
+    let (code, _, err) = run(&e, &["get", &d]);
+    assert_eq!(code, 2, "get on a directory is a usage error");
+    assert!(err.contains("is a directory"), "{err}");
+    let (code, _, err) = run(&e, &["rm", &a, "--with-value", "wrong"]);
     assert_eq!(code, 1);
     assert!(err.starts_with("Error: 101: Compare failed"), "{err}");
     assert_eq!(
-        ok(&e, &["rm", "/t/a", "--with-value", "three"]),
+        ok(&e, &["rm", &a, "--with-value", "three"]),
         "PrevNode.Value: three\n"
     );
-    ok(&e, &["rm", "/t/d", "--recursive"]);
-    ok(&e, &["mkdir", "/t/empty"]);
-    ok(&e, &["rmdir", "/t/empty"]);
-    let (code, _, err) = run(&e, &["get", "/t/a"]);
+    ok(&e, &["rm", &d, "--recursive"]);
+    ok(&e, &["mkdir", &k("empty")]);
+    ok(&e, &["rmdir", &k("empty")]);
+    let (code, _, err) = run(&e, &["get", &a]);
     assert_eq!(code, 1);
-    assert!(err.starts_with("Error: 100: Key not found (/t/a)"), "{err}");
+    assert!(
+        err.starts_with(&format!("Error: 100: Key not found ({a})")),
+        "{err}"
+    );
 
     // watch --after-index returns a past event from history at once.
-    let v = json(&e, &["set", "/t/w", "watched"]);
+    let v = json(&e, &["set", &w, "watched"]);
     let widx = v["node"]["modifiedIndex"].as_u64().expect("index");
-    ok(&e, &["set", "/t/w", "later"]);
-    let out = ok(
-        &e,
-        &["watch", "/t/w", "--after-index", &(widx - 1).to_string()],
-    );
-    assert_eq!(out.trim(), format!("[set] /t/w watched (index {widx})"));
+    ok(&e, &["set", &w, "later"]);
+    let out = ok(&e, &["watch", &w, "--after-index", &(widx - 1).to_string()]);
+    assert_eq!(out.trim(), format!("[set] {w} watched (index {widx})"));
     let v = json(
         &e,
         &[
             "watch",
-            "/t",
+            p,
             "--recursive",
             "--after-index",
             &widx.to_string(),
@@ -243,39 +286,32 @@ fn key_commands_against_etcd() {
 
     // Failover: a dead first endpoint is skipped.
     let dead = format!("http://127.0.0.1:{}", free_port());
-    let o = Command::new(env!("CARGO_BIN_EXE_deimosctl"))
-        .args(["--endpoints", &format!("{dead},{}", e.url), "get", "/t/w"])
-        .output()
-        .expect("run");
+    let o = ctl(&format!("{dead},{}", e.url), &["get", &w]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "later\n");
 
     // Only dead endpoints: exit 4.
-    let o = Command::new(env!("CARGO_BIN_EXE_deimosctl"))
-        .args(["--endpoints", &dead, "get", "/t/w"])
-        .output()
-        .expect("run");
+    let o = ctl(&dead, &["get", &w]);
     assert_eq!(o.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&o.stderr).starts_with("Error: cluster unreachable"));
 
     // Bad arguments: exit 2.
-    assert_eq!(run(&e, &["set", "/t/x"]).0, 2);
+    assert_eq!(run(&e, &["set", &k("x")]).0, 2);
 }
 
 #[test]
 fn watch_forever_follows_events() {
-    if !etcd_on_path() {
-        println!("SKIP watch_forever_follows_events: no etcd binary on PATH");
+    let Some(e) = target("watch_forever_follows_events", true) else {
         return;
-    }
-    let e = start_etcd();
-    let v = json(&e, &["set", "/f/k", "0"]);
+    };
+    let key = format!("{}/k", e.p);
+    let v = json(&e, &["set", &key, "0"]);
     let start = v["node"]["modifiedIndex"].as_u64().expect("index");
     for i in 1..=3 {
-        ok(&e, &["set", "/f/k", &i.to_string()]);
+        ok(&e, &["set", &key, &i.to_string()]);
     }
     // --forever never exits on its own: read its first lines and kill it.
     let mut child = Command::new(env!("CARGO_BIN_EXE_deimosctl"))
-        .args(["--endpoints", &e.url, "watch", "/f/k", "--forever"])
+        .args(["--endpoints", &e.url, "watch", &key, "--forever"])
         .args(["--after-index", &start.to_string()])
         .stdout(Stdio::piped())
         .spawn()
@@ -294,7 +330,11 @@ fn watch_forever_follows_events() {
         }
     });
     let mut lines = Vec::new();
-    while lines.len() < 3 {
+    // Three events from history, then one that happens while the watch is waiting.
+    while lines.len() < 4 {
+        if lines.len() == 3 {
+            ok(&e, &["set", &key, "4"]);
+        }
         match rx.recv_timeout(Duration::from_secs(10)) {
             Ok(l) => lines.push(l),
             Err(_) => break,
@@ -306,16 +346,14 @@ fn watch_forever_follows_events() {
         .iter()
         .filter_map(|l| l.split_whitespace().nth(2))
         .collect();
-    assert_eq!(values, ["1", "2", "3"], "{lines:?}");
+    assert_eq!(values, ["1", "2", "3", "4"], "{lines:?}");
 }
 
 #[test]
 fn member_status_and_bench_against_etcd() {
-    if !etcd_on_path() {
-        println!("SKIP member_status_and_bench_against_etcd: no etcd binary on PATH");
+    let Some(e) = target("member_status_and_bench_against_etcd", false) else {
         return;
-    }
-    let e = start_etcd();
+    };
     let list = ok(&e, &["member", "list"]);
     assert!(list.starts_with("ID"), "{list}");
     assert!(
