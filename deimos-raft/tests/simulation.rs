@@ -220,3 +220,17 @@ fn overlong_lease_is_caught() {
     assert!(f.violation.starts_with("linearizability"), "{f}");
     eprintln!("overlong lease caught:\n{f}");
 }
+
+/// A seed must replay exactly: failure reports and `DEIMOS_SIM_SEED` reruns depend on it.
+#[test]
+fn runs_are_deterministic() {
+    for seed in [3, 4, 5] {
+        let a = run(SimConfig::for_seed(seed)).unwrap_or_else(|f| panic!("{f}"));
+        let b = run(SimConfig::for_seed(seed)).unwrap_or_else(|f| panic!("{f}"));
+        assert_eq!(
+            format!("{a:?}"),
+            format!("{b:?}"),
+            "seed {seed} did not replay"
+        );
+    }
+}
