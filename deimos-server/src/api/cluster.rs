@@ -84,10 +84,48 @@ pub async fn members(app: Arc<App>, req: Request<Incoming>, id: Option<String>) 
         }
         // etcd v2 clients (`etcdctl member list`) ask for the leader here before listing.
         (Method::GET, Some(id)) if id == "leader" => leader_member(&app),
+        (Method::POST, None) | (Method::DELETE, Some(_)) | (Method::PUT, Some(_))
+            if app.handle.status().role != Role::Leader =>
+        {
+            redirect_to_leader(&app, &req)
+        }
         (Method::POST, None) => add_member(app, req).await,
         (Method::DELETE, Some(id)) => remove_member(app, &id).await,
         (Method::PUT, Some(id)) => update_member(app, req, &id).await,
         _ => response::text(405, "Method Not Allowed\n"),
+    }
+}
+
+/// Membership changes are proposed on the leader: the driver forwards ordinary proposals from a
+/// follower but not configuration changes, and a follower that recorded the member and then
+/// failed the change would leave a member that is not a voter. So a follower answers `307` to
+/// the same path on the leader's client URL, as etcd v2 did for writes; etcd's Go client and
+/// python-etcd follow it, repeating method and body.
+fn redirect_to_leader(app: &App, req: &Request<Incoming>) -> Resp {
+    let Some(leader) = app.handle.status().leader else {
+        return message(503, "no leader: election in progress");
+    };
+    let base = app
+        .members
+        .read()
+        .ok()
+        .and_then(|ms| ms.get(&leader).and_then(|m| m.client_urls.first().cloned()));
+    let Some(base) = base else {
+        return message(503, "the leader's client URL is not known yet; retry");
+    };
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/v2/members");
+    let location = format!("{}{path}", base.trim_end_matches('/'));
+    let mut r = message(307, "membership changes are made on the leader");
+    match http::HeaderValue::from_str(&location) {
+        Ok(v) => {
+            r.headers_mut().insert("location", v);
+            r
+        }
+        Err(_) => message(500, "cannot build the leader's URL"),
     }
 }
 
