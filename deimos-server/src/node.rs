@@ -68,9 +68,13 @@ pub fn start(cfg: NodeConfig) -> Result<(Arc<App>, tokio::task::JoinHandle<()>),
     if let Some(t) = cfg.flags.lease_drift_tolerance {
         lease = lease.with_drift_tolerance(t);
     }
-    lease
-        .validate(&raft)
-        .map_err(|e| format!("lease settings: {e}"))?;
+    // `--unsafe-skip-lease-check` exists so the fault suite can show a broken bound is caught;
+    // validating here would refuse it before the driver's unchecked path is reached.
+    if !cfg.flags.unsafe_skip_lease_check {
+        lease
+            .validate(&raft)
+            .map_err(|e| format!("lease settings: {e}"))?;
+    }
     dcfg.lease = Some(lease);
 
     let handle_cell = Arc::new(OnceLock::new());
