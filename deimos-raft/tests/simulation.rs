@@ -234,3 +234,31 @@ fn runs_are_deterministic() {
         );
     }
 }
+
+/// The lease is only as good as the clock-drift bound: a validated lease at its longest, on
+/// clocks that drift far beyond the tolerance (rates 0.5x..1.5x instead of 0.95x..1.05x), lets a
+/// slow-clocked deposed leader outlive its followers' stickiness. The simulator must see it,
+/// which shows the per-node clocks really drive both the ticks and the lease.
+#[test]
+fn lease_with_excess_clock_drift_is_caught() {
+    let seeds = seeds("DEIMOS_SIM_WEAK_SEEDS", 500);
+    let (failures, _) = sweep(
+        &seeds,
+        |s| {
+            let mut cfg = SimConfig::new(s, if s % 2 == 0 { 3 } else { 5 });
+            cfg.drift = 0.5;
+            cfg.lease_read_pct = 50;
+            // 80 ms + 8 ms tolerance < 90 ms minimum election timeout: passes validation.
+            cfg.lease_duration = Some(std::time::Duration::from_millis(80));
+            cfg.faults.isolate_leader = 10;
+            cfg.rerun = "cargo test -p deimos-raft --release --test simulation lease_with_excess";
+            cfg
+        },
+        1,
+    );
+    let f = failures
+        .first()
+        .unwrap_or_else(|| panic!("no stale lease read detected in {} seeds", seeds.len()));
+    assert!(f.violation.starts_with("linearizability"), "{f}");
+    eprintln!("lease under excess drift caught:\n{f}");
+}
