@@ -4,7 +4,11 @@
 //! (default 2000; even seeds run 3 nodes, odd seeds 5). Every seed checks Raft's safety invariants
 //! after each step, liveness after the faults heal, and linearizability of the client history.
 //! A failing seed is rerun with tracing and printed; replay one with `DEIMOS_SIM_SEED=<n>`
-//! (`DEIMOS_SIM_NODES` overrides the node count).
+//! (`DEIMOS_SIM_NODES` overrides the node count, `DEIMOS_SIM_TRACE=<n>` the trace length).
+//!
+//! The other tests show that each checker can fail: a weakened commit rule (safety invariants),
+//! reads served locally without a leadership check, an overlong lease and a lease on clocks that
+//! drift past the tolerance (linearizability). Their seed budget is `DEIMOS_SIM_WEAK_SEEDS`.
 
 mod sim;
 

@@ -1,6 +1,28 @@
-//! The deterministic simulator that tests the Raft core end to end (see `cluster.rs` for the
-//! design). Shared by `tests/simulation.rs`; split in modules so that the lease tests can reuse
-//! the harness.
+//! The deterministic simulator that tests the Raft core end to end. Shared by
+//! `tests/simulation.rs`; split in modules so that further suites can reuse the harness.
+//!
+//! - `cluster.rs`: the event loop (`Sim`), nodes (`SimNode`: `RawNode<MemStorage>` + register +
+//!   `NodeClock` + optional `LeaseTracker`), clients, faults, phases (chaos, heal, liveness).
+//! - `network.rs`: partitions, loss, duplication, delay/reordering.
+//! - `register.rs`: the replicated key-value register, client commands, `ClientOp`.
+//! - `invariants.rs`: Raft's safety properties, checked as the run goes.
+//! - the linearizability checker is `deimos_raft::lincheck`.
+//!
+//! Using it: `run(SimConfig::new(seed, nodes))` (or `SimConfig::for_seed(seed)`, the sweep's
+//! rotation of profiles) returns `Stats` or a `Failure` with the violation and, when
+//! `SimConfig::trace > 0`, the last events. The same seed always replays the same run.
+//!
+//! Extending it:
+//! - a client operation: add a `ClientOp` variant (and its `spec()`, i.e. what the
+//!   linearizability model sees), an arm in `Sim::submit` that either answers at once
+//!   (`immediate`) or parks the request on the node (`pending_reads` with a read index, or
+//!   `pending_updates` for log entries), and a share in `Sim::client_wake` (a percentage field in
+//!   `SimConfig`, like `lease_read_pct`);
+//! - a fault: a weight in `FaultWeights` and an arm in `Sim::fault` (same position in its table);
+//! - per-node time: `SimNode::clock.local(t)` is the node's local time at global time `t`, and
+//!   `SimNode::clock.clock` is a `ManualClock` set to it before every input to that node (the
+//!   lease service reads it); rates drift within `SimConfig::drift` and change under the
+//!   `clock_rate` fault.
 
 #![allow(dead_code)]
 
