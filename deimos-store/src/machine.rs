@@ -67,16 +67,25 @@ impl KvStateMachine {
     /// Load the applied state from `storage` (no log replay). On a brand-new data dir with
     /// `bootstrap` members, record the initial membership first: every bootstrapping node writes
     /// the same records from the same flags.
-    pub fn open(storage: &mut RedbStorage, bootstrap: &[Member]) -> Result<Self, StateMachineError> {
-        let fresh = storage.last_index().map_err(sm_err)? == 0 && storage.applied_state().2.voters.is_empty();
+    pub fn open(
+        storage: &mut RedbStorage,
+        bootstrap: &[Member],
+    ) -> Result<Self, StateMachineError> {
+        let fresh = storage.last_index().map_err(sm_err)? == 0
+            && storage.applied_state().2.voters.is_empty();
         if fresh && !bootstrap.is_empty() {
             let conf = ConfState::new(bootstrap.iter().map(|m| m.id));
-            let muts: Vec<(String, Option<Vec<u8>>)> =
-                bootstrap.iter().map(|m| (member_key(m.id), Some(encode_member(m)))).collect();
+            let muts: Vec<(String, Option<Vec<u8>>)> = bootstrap
+                .iter()
+                .map(|m| (member_key(m.id), Some(encode_member(m))))
+                .collect();
             storage.commit_applied(0, 0, &conf, &muts).map_err(sm_err)?;
         }
         let (store, members) = load(storage)?;
-        Ok(KvStateMachine { store: Arc::new(RwLock::new(store)), members: Arc::new(RwLock::new(members)) })
+        Ok(KvStateMachine {
+            store: Arc::new(RwLock::new(store)),
+            members: Arc::new(RwLock::new(members)),
+        })
     }
 
     pub fn store(&self) -> SharedStore {
@@ -106,7 +115,8 @@ fn load(storage: &RedbStorage) -> Result<(Store, BTreeMap<u64, Member>), StateMa
     for r in storage.records().map_err(sm_err)? {
         let (k, v) = r.map_err(sm_err)?;
         if k.starts_with(MEMBER_PREFIX) {
-            let m: Member = serde_json::from_slice(&v).map_err(|e| sm_err(format!("member record {k}: {e}")))?;
+            let m: Member = serde_json::from_slice(&v)
+                .map_err(|e| sm_err(format!("member record {k}: {e}")))?;
             members.insert(m.id, m);
         } else {
             keys.push((k, v));
@@ -119,12 +129,22 @@ fn load(storage: &RedbStorage) -> Result<(Store, BTreeMap<u64, Member>), StateMa
 impl StateMachine<RedbStorage> for KvStateMachine {
     type Output = Output;
 
-    fn apply(&mut self, storage: &mut RedbStorage, batch: ApplyBatch<'_>) -> Result<Vec<Output>, StateMachineError> {
+    fn apply(
+        &mut self,
+        storage: &mut RedbStorage,
+        batch: ApplyBatch<'_>,
+    ) -> Result<Vec<Output>, StateMachineError> {
         let mut outputs = Vec::with_capacity(batch.commands.len());
         let mut mutations = Vec::new();
         {
-            let mut store = self.store.write().map_err(|_| sm_err("store lock poisoned"))?;
-            let mut members = self.members.write().map_err(|_| sm_err("members lock poisoned"))?;
+            let mut store = self
+                .store
+                .write()
+                .map_err(|_| sm_err("store lock poisoned"))?;
+            let mut members = self
+                .members
+                .write()
+                .map_err(|_| sm_err("members lock poisoned"))?;
             for c in &batch.commands {
                 let out = match serde_json::from_slice::<Proposal>(c.data) {
                     Ok(Proposal::Keys(cmd)) => Output::Keys(store.apply(&cmd)),
@@ -144,21 +164,40 @@ impl StateMachine<RedbStorage> for KvStateMachine {
             }
             mutations.extend(store.take_dirty());
         }
-        storage.commit_applied(batch.applied, batch.applied_term, batch.conf, &mutations).map_err(sm_err)?;
+        // No fsync here: the Raft log already holds these entries durably, and the next
+        // persist makes this commit durable too. A crash in between rolls the applied state back
+        // to a consistent earlier point, and Raft re-applies the rest from the log.
+        storage
+            .commit_applied_deferred(batch.applied, batch.applied_term, batch.conf, &mutations)
+            .map_err(sm_err)?;
         Ok(outputs)
     }
 
-    fn restore(&mut self, storage: &mut RedbStorage, _snapshot: &Snapshot) -> Result<(), StateMachineError> {
+    fn restore(
+        &mut self,
+        storage: &mut RedbStorage,
+        _snapshot: &Snapshot,
+    ) -> Result<(), StateMachineError> {
         let (store, members) = load(storage)?;
-        let mut cur = self.store.write().map_err(|_| sm_err("store lock poisoned"))?;
+        let mut cur = self
+            .store
+            .write()
+            .map_err(|_| sm_err("store lock poisoned"))?;
         // Watchers of the old state learn it was replaced (etcd's "cleared due to recovery").
         cur.close_watchers();
         *cur = store;
-        *self.members.write().map_err(|_| sm_err("members lock poisoned"))? = members;
+        *self
+            .members
+            .write()
+            .map_err(|_| sm_err("members lock poisoned"))? = members;
         Ok(())
     }
 
-    fn compact(&mut self, storage: &mut RedbStorage, applied: Index) -> Result<(), StateMachineError> {
+    fn compact(
+        &mut self,
+        storage: &mut RedbStorage,
+        applied: Index,
+    ) -> Result<(), StateMachineError> {
         let upto = applied.saturating_sub(CATCH_UP_ENTRIES);
         let first = storage.first_index().map_err(sm_err)?;
         if upto < first {
@@ -180,7 +219,12 @@ mod tests {
     use super::*;
 
     fn member(id: u64) -> Member {
-        Member { id, name: format!("n{id}"), peer_urls: vec![format!("http://127.0.0.1:{}", 7000 + id)], client_urls: vec![] }
+        Member {
+            id,
+            name: format!("n{id}"),
+            peer_urls: vec![format!("http://127.0.0.1:{}", 7000 + id)],
+            client_urls: vec![],
+        }
     }
 
     #[test]
@@ -204,7 +248,13 @@ mod tests {
                 .apply(
                     &mut st,
                     ApplyBatch {
-                        commands: vec![Cmd { index: 1, data: &p }, Cmd { index: 1, data: &bad }],
+                        commands: vec![
+                            Cmd { index: 1, data: &p },
+                            Cmd {
+                                index: 1,
+                                data: &bad,
+                            },
+                        ],
                         applied: 1,
                         applied_term: 1,
                         conf: &conf,

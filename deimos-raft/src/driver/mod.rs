@@ -146,7 +146,9 @@ where
             status_tx,
             applied_tx,
             conf,
-            next_seq: 1,
+            // Entries this node proposed before a restart may be re-applied after it; a fresh
+            // random high word keeps their sequence numbers from matching new proposals.
+            next_seq: u64::from(rand::random::<u32>()) << 32,
             proposals: HashMap::new(),
             reads: HashMap::new(),
             tick_interval: cfg.tick_interval,
