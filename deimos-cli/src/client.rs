@@ -113,6 +113,20 @@ pub fn error_from_response(resp: &Response) -> CliError {
     }
 }
 
+/// Why a single attempt failed: only a broken connection is worth one more try.
+enum Failure {
+    Broken(CliError),
+    Other(CliError),
+}
+
+impl Failure {
+    fn into_error(self) -> CliError {
+        match self {
+            Failure::Broken(e) | Failure::Other(e) => e,
+        }
+    }
+}
+
 /// A client over a list of endpoints. It keeps one connection open so that `watch --forever` and
 /// multi-request commands reuse it, and moves to the next endpoint only when connecting fails:
 /// a request that reached a server is never resent elsewhere, because a PUT may have been applied.
@@ -172,16 +186,40 @@ impl Client {
         body: Option<(&'static str, Bytes)>,
         timeout: Option<Duration>,
     ) -> Result<Response, CliError> {
-        let conn = self.connection().await?;
+        let reused = self.conn.as_ref().is_some_and(Conn::is_usable);
+        let first = self
+            .request_once(method.clone(), path, body.clone(), timeout)
+            .await;
+        match first {
+            // A kept-alive connection may have been closed by the server between requests (its
+            // idle timeout). Retrying on a fresh connection is safe only for a GET: a PUT or
+            // DELETE may have been applied before the connection broke. A timeout is not retried:
+            // the server is slow, not gone.
+            Err(Failure::Broken(_)) if reused && method == Method::GET => self
+                .request_once(method, path, body, timeout)
+                .await
+                .map_err(Failure::into_error),
+            other => other.map_err(Failure::into_error),
+        }
+    }
+
+    async fn request_once(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<(&'static str, Bytes)>,
+        timeout: Option<Duration>,
+    ) -> Result<Response, Failure> {
+        let conn = self.connection().await.map_err(Failure::Other)?;
         let fut = conn.send(method, path, body);
         let result = match timeout {
             Some(t) => match tokio::time::timeout(t, fut).await {
                 Ok(r) => r,
                 Err(_) => {
                     self.conn = None;
-                    return Err(CliError::Unreachable(format!(
+                    return Err(Failure::Other(CliError::Unreachable(format!(
                         "request timed out after {t:?}"
-                    )));
+                    ))));
                 }
             },
             None => fut.await,
@@ -189,7 +227,9 @@ impl Client {
         result.map_err(|e| {
             self.conn = None;
             match e {
-                TransportError::Connect(m) | TransportError::Request(m) => CliError::Unreachable(m),
+                TransportError::Connect(m) | TransportError::Request(m) => {
+                    Failure::Broken(CliError::Unreachable(m))
+                }
             }
         })
     }
@@ -265,6 +305,47 @@ mod tests {
         assert_eq!(e.to_string(), "Error: 404: 404 page not found");
         let e = error_from_response(&resp(503, ""));
         assert_eq!(e.to_string(), "Error: 503: Service Unavailable");
+    }
+
+    /// A server that answers each connection once and closes it without saying so: the client
+    /// must reconnect rather than report the cluster unreachable.
+    #[tokio::test]
+    async fn reconnects_after_server_closes_kept_alive_connection() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+                    .await;
+                // Dropping `s` closes the connection.
+            }
+        });
+        let ep = Endpoint::parse(&format!("http://{addr}")).expect("endpoint");
+        let mut c = Client::new(vec![ep], Duration::from_secs(2));
+        for _ in 0..3 {
+            let (_, v) = c
+                .json(
+                    Method::GET,
+                    "/v2/keys/a",
+                    None,
+                    Some(Duration::from_secs(2)),
+                )
+                .await
+                .expect("GET succeeds on a fresh connection");
+            assert_eq!(v, serde_json::json!({}));
+        }
     }
 
     #[test]

@@ -552,6 +552,12 @@ fn sh(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 fn proc_field(file: &str, key: &str) -> String {
     std::fs::read_to_string(file)
         .ok()
@@ -598,6 +604,9 @@ struct Context {
     deimos_rev: String,
     fs_type: String,
     leaders: Vec<(System, String)>,
+    /// `/proc/loadavg` before and after: other work on the machine skews every figure.
+    load_before: String,
+    load_after: String,
 }
 
 fn report(a: &BenchArgs, ctx: &Context, results: &[RunResult]) -> String {
@@ -622,10 +631,12 @@ fn report(a: &BenchArgs, ctx: &Context, results: &[RunResult]) -> String {
     };
     let _ = writeln!(o, "- Memory: {mem}");
     let _ = writeln!(o, "- Kernel: {}", sh("uname", &["-sr"]));
+    let _ = writeln!(o, "- Data dirs: temp dir on a `{}` filesystem", ctx.fs_type);
     let _ = writeln!(
         o,
-        "- Data dirs: temp dir on a `{}` filesystem\n",
-        ctx.fs_type
+        "- Load average (1/5/15 min) before the run: {}; after: {} (the machine may be shared; \
+         the bench client runs on the same CPUs as the servers)\n",
+        ctx.load_before, ctx.load_after
     );
     let _ = writeln!(o, "## Versions\n");
     let _ = writeln!(o, "- etcd: {}", ctx.etcd_version);
@@ -851,6 +862,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let base = base_dir();
     std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
     let fs_type = sh("stat", &["-f", "-c", "%T", &base.display().to_string()]);
+    let load_before = loadavg();
 
     let mut results = Vec::new();
     let mut leaders = Vec::new();
@@ -885,6 +897,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         },
         fs_type,
         leaders,
+        load_before,
+        load_after: loadavg(),
     };
     let text = report(&a, &ctx, &results);
     std::fs::write(&a.out, text).map_err(|e| format!("{}: {e}", a.out.display()))?;
@@ -956,6 +970,8 @@ mod tests {
             deimos_rev: "abc".into(),
             fs_type: "ext2/ext3".into(),
             leaders: vec![],
+            load_before: "0.1 0.2 0.3".into(),
+            load_after: "0.4 0.5 0.6".into(),
         };
         let r = report(&a, &ctx, &results);
         assert!(
