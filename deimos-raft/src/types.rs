@@ -264,6 +264,15 @@ pub enum LeaseEndReason {
 }
 
 impl LeaseEndReason {
+    pub const ALL: [LeaseEndReason; 6] = [
+        LeaseEndReason::StepDown,
+        LeaseEndReason::TermChange,
+        LeaseEndReason::Removed,
+        LeaseEndReason::Transfer,
+        LeaseEndReason::MembershipChange,
+        LeaseEndReason::Timeout,
+    ];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             LeaseEndReason::StepDown => "step_down",

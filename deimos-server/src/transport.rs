@@ -83,6 +83,9 @@ impl HttpTransport {
                 handle: self.handle.clone(),
                 client: self.client.clone(),
             };
+            let label = format!("{to:016x}");
+            metrics::counter!(PEER_SEND_FAILURES, "to" => label.clone()).increment(0);
+            metrics::counter!(PEER_SENT_MESSAGES, "to" => label).increment(0);
             tokio::spawn(peer.run(rx));
             tx
         })

@@ -96,7 +96,12 @@ impl<O: Send + 'static, C: Clock + Clone> Handle<O, C> {
     /// Replicate `data` and return the state machine's output for it, computed when this node
     /// applied it.
     pub async fn propose(&self, data: Vec<u8>) -> Result<O, DriverError> {
-        self.call(|reply| Request::Propose { data, reply }).await
+        let r = self.call(|reply| Request::Propose { data, reply }).await;
+        if matches!(r, Err(DriverError::Timeout) | Err(DriverError::Stopped)) {
+            // Refusals are counted by the driver; these never reached it or never came back.
+            metrics::counter!(super::metrics::PROPOSALS_FAILED).increment(1);
+        }
+        r
     }
 
     pub async fn propose_conf_change(&self, cc: ConfChange) -> Result<(), DriverError> {

@@ -44,6 +44,10 @@ pub fn describe() {
         APPLY_SECONDS,
         "Time to apply and durably record a batch of committed entries."
     );
+    // Exist at 0 from the start, so rates and alerts see the first event.
+    metrics::counter!(LEADER_CHANGES).increment(0);
+    metrics::counter!(PROPOSALS_COMMITTED).increment(0);
+    metrics::counter!(PROPOSALS_FAILED).increment(0);
 }
 
 pub fn persist(d: Duration) {

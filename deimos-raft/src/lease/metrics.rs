@@ -28,6 +28,12 @@ pub fn describe() {
         REMAINING,
         "Seconds until the current lease expires (0 without one)."
     );
+    // Exist at 0 from the start, so rates and alerts see the first event.
+    metrics::counter!(RENEWALS).increment(0);
+    metrics::counter!(ACQUISITIONS).increment(0);
+    for r in LeaseEndReason::ALL {
+        metrics::counter!(EXPIRATIONS, "reason" => r.as_str()).increment(0);
+    }
 }
 
 pub fn renewal() {
