@@ -40,6 +40,10 @@ pub struct FaultWeights {
     pub transfer_leader: u32,
     /// Add a spare as learner, promote a learner, or remove a member (one at a time).
     pub membership: u32,
+    /// Crash the current leader (the most disruptive crash).
+    pub crash_leader: u32,
+    /// Make a random node campaign at once (`RawNode::campaign`), skipping pre-vote and timers.
+    pub campaign: u32,
 }
 
 impl Default for FaultWeights {
@@ -53,6 +57,8 @@ impl Default for FaultWeights {
             clock_rate: 1,
             transfer_leader: 1,
             membership: 2,
+            crash_leader: 2,
+            campaign: 1,
         }
     }
 }
@@ -1175,6 +1181,8 @@ impl Sim {
             w.clock_rate,
             w.transfer_leader,
             w.membership,
+            w.crash_leader,
+            w.campaign,
         ];
         let total: u32 = table.iter().sum();
         if total == 0 {
@@ -1241,7 +1249,24 @@ impl Sim {
                     self.drive(l)?;
                 }
             }
-            _ => self.membership_change()?,
+            7 => self.membership_change()?,
+            8 => {
+                if let Some(l) = self.leader_index() {
+                    self.crash(l);
+                    let d = self
+                        .rng
+                        .gen_range(self.cfg.downtime_us.0..=self.cfg.downtime_us.1);
+                    self.schedule(self.now + d, Event::Restart(l));
+                }
+            }
+            _ => {
+                let i = self.rng.gen_range(0..n);
+                if let Some(raw) = self.nodes[i].raw.as_mut() {
+                    let r = raw.campaign();
+                    self.log(|| format!("FAULT node {} campaigns: {r:?}", i + 1));
+                    self.drive(i)?;
+                }
+            }
         }
         Ok(())
     }
