@@ -61,6 +61,9 @@ pub struct Summary {
     /// Successful requests per second of wall time.
     pub throughput_ops: f64,
     pub latency_ms: LatencyMs,
+    /// CPU seconds (user + system) this client process used during the run, so a report can
+    /// tell server cost from load-generator cost on a machine they share. None off Linux.
+    pub client_cpu_s: Option<f64>,
 }
 
 /// A histogram in microseconds with the bounds the bench uses.
@@ -154,6 +157,22 @@ impl Rng {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
+}
+
+/// Parses user + system CPU seconds from a `/proc/<pid>/stat` line (fields 14 and 15, in
+/// USER_HZ ticks, which Linux fixes at 100 for user space). The command name may contain spaces
+/// and parentheses, so fields are counted after the last `)`.
+pub fn cpu_seconds_from_stat(stat: &str) -> Option<f64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state): field n is at index n - 3.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
+fn process_cpu_seconds() -> Option<f64> {
+    cpu_seconds_from_stat(&std::fs::read_to_string("/proc/self/stat").ok()?)
 }
 
 /// Converts a read ratio in [0, 1] into a threshold: `rng.next() < threshold` means read.
@@ -384,6 +403,7 @@ pub async fn run(
         errors: AtomicU64::new(0),
     });
     let pb = progress_bar(&opts, total);
+    let cpu_before = process_cpu_seconds();
     let start = Instant::now();
     let seed = u64::from(start.elapsed().subsec_nanos())
         ^ std::time::SystemTime::now()
@@ -441,6 +461,10 @@ pub async fn run(
         }
     }
     let elapsed = start.elapsed();
+    let client_cpu_s = match (cpu_before, process_cpu_seconds()) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
     ticker.abort();
     pb.finish_and_clear();
 
@@ -460,6 +484,7 @@ pub async fn run(
         duration_s: elapsed.as_secs_f64(),
         throughput_ops: throughput(ok, elapsed),
         latency_ms: latency_ms(&hist),
+        client_cpu_s,
     })
 }
 
@@ -569,6 +594,17 @@ mod tests {
     }
 
     #[test]
+    fn cpu_from_proc_stat() {
+        let line = "4242 (deimos ctl) (x) S 1 2 3 4 5 6 7 8 9 10 250 75 0 0 20 0 8 0 100 0 0";
+        assert_eq!(cpu_seconds_from_stat(line), Some(3.25));
+        assert_eq!(cpu_seconds_from_stat("4242 (x) S 1 2"), None);
+        assert_eq!(cpu_seconds_from_stat("garbage"), None);
+        if cfg!(target_os = "linux") {
+            assert!(process_cpu_seconds().is_some());
+        }
+    }
+
+    #[test]
     fn read_ratio_threshold() {
         assert_eq!(ratio_threshold(0.0), 0);
         assert_eq!(ratio_threshold(1.0), u64::MAX);
@@ -613,6 +649,7 @@ mod tests {
                 max: 5.0,
                 mean: 1.5,
             },
+            client_cpu_s: Some(0.5),
         }
     }
 
@@ -627,6 +664,7 @@ mod tests {
         assert_eq!(v["errors"], 1);
         assert_eq!(v["throughput_ops"], 500.0);
         assert_eq!(v["read_ratio"], serde_json::Value::Null);
+        assert_eq!(v["client_cpu_s"], 0.5);
         let l = &v["latency_ms"];
         for (k, want) in [
             ("p50", 1.0),

@@ -445,18 +445,79 @@ struct RunResult {
     workload: BenchWorkload,
     clients: u32,
     json: Value,
+    /// CPU seconds the leader and the two followers used during the run.
+    leader_cpu_s: Option<f64>,
+    followers_cpu_s: Option<f64>,
 }
 
 impl RunResult {
     fn f(&self, ptr: &str) -> Option<f64> {
         self.json.pointer(ptr).and_then(Value::as_f64)
     }
+
+    /// Microseconds of CPU per successful operation.
+    fn per_op_us(&self, cpu_s: Option<f64>) -> Option<f64> {
+        let ok = self
+            .json
+            .get("ok")
+            .and_then(Value::as_u64)
+            .filter(|&n| n > 0)?;
+        Some(cpu_s? * 1e6 / ok as f64)
+    }
 }
 
+/// User + system CPU seconds of a process from `/proc/<pid>/stat` (fields 14 and 15, USER_HZ
+/// ticks = 1/100 s on Linux), counted after the last `)` since the command name may contain any
+/// character.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat_cpu(&stat)
+}
+
+fn parse_stat_cpu(stat: &str) -> Option<f64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
+/// CPU seconds of each (pid, is_leader) member right now.
+fn members_cpu(members: &[(u32, bool)]) -> Vec<Option<f64>> {
+    members.iter().map(|(pid, _)| cpu_seconds(*pid)).collect()
+}
+
+/// Leader and followers' CPU between two samples.
+fn cpu_split(
+    members: &[(u32, bool)],
+    before: &[Option<f64>],
+    after: &[Option<f64>],
+) -> (Option<f64>, Option<f64>) {
+    let mut leader = None;
+    let mut followers: Option<f64> = None;
+    for (i, (_, is_leader)) in members.iter().enumerate() {
+        let d = match (
+            before.get(i).copied().flatten(),
+            after.get(i).copied().flatten(),
+        ) {
+            (Some(b), Some(a)) => a - b,
+            _ => continue,
+        };
+        if *is_leader {
+            leader = Some(d);
+        } else {
+            followers = Some(followers.unwrap_or(0.0) + d);
+        }
+    }
+    (leader, followers)
+}
+
+#[allow(clippy::too_many_arguments)]
 fn run_one(
     ctl: &Path,
     system: System,
     leader: &str,
+    members: &[(u32, bool)],
     w: BenchWorkload,
     clients: u32,
     a: &BenchArgs,
@@ -479,6 +540,9 @@ fn run_one(
     .args(["--target", system.name()])
     .stdout(Stdio::piped())
     .stderr(Stdio::inherit());
+    // Prefilled once per cluster (see `prefill`), so the CPU measured here is the workload's.
+    cmd.arg("--no-prefill");
+    let cpu_before = members_cpu(members);
     let child = cmd
         .spawn()
         .map_err(|e| format!("running {}: {e}", ctl.display()))?;
@@ -487,6 +551,7 @@ fn run_one(
     let out = child.wait_with_output();
     unregister(pid);
     let out = out.map_err(|e| format!("running {}: {e}", ctl.display()))?;
+    let (leader_cpu_s, followers_cpu_s) = cpu_split(members, &cpu_before, &members_cpu(members));
     if !out.status.success() {
         return Err(format!(
             "{} bench {} with {clients} clients failed ({}): {}",
@@ -503,6 +568,8 @@ fn run_one(
         workload: w,
         clients,
         json,
+        leader_cpu_s,
+        followers_cpu_s,
     };
     eprintln!(
         "  {:<6} {:<22} c={:<3} {:>9.0} ops/s  p50 {:.3} ms  p99 {:.3} ms  errors {}",
@@ -517,6 +584,35 @@ fn run_one(
     Ok(r)
 }
 
+/// Writes every bench key once (a `put` run with `--total = --keys`), so reads find values.
+fn prefill(ctl: &Path, system: System, leader: &str, a: &BenchArgs) -> Result<()> {
+    eprintln!("prefilling {} keys on {}", a.keys, system.name());
+    let status = Command::new(ctl)
+        .args(["--endpoints", leader, "--timeout", "10s", "bench", "put"])
+        .args([
+            "--total",
+            &a.keys.to_string(),
+            "--keys",
+            &a.keys.to_string(),
+        ])
+        .args(["--value-size", &a.value_size.to_string()])
+        .args([
+            "--clients",
+            "16",
+            "--no-progress",
+            "--target",
+            system.name(),
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("prefill: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("prefill on {} failed: {status}", system.name()))
+    }
+}
+
 fn run_suite(
     mut cluster: Cluster,
     ctl: &Path,
@@ -527,12 +623,19 @@ fn run_suite(
     eprintln!("waiting for the {} leader ...", system.name());
     let leader = find_leader(&mut cluster, ctl)?;
     eprintln!("{} leader: {leader}", system.name());
+    let members: Vec<(u32, bool)> = cluster
+        .members
+        .iter()
+        .zip(&cluster.client_urls)
+        .map(|((_, child), url)| (child.id(), *url == leader))
+        .collect();
+    prefill(ctl, system, &leader, a)?;
     for &w in &a.workloads {
         for &c in &a.clients {
             cluster
                 .check_alive()
                 .map_err(|e| format!("{e}\n{}", cluster.log_tails()))?;
-            results.push(run_one(ctl, system, &leader, w, c, a)?);
+            results.push(run_one(ctl, system, &leader, &members, w, c, a)?);
         }
     }
     Ok(leader)
@@ -696,6 +799,49 @@ fn report(a: &BenchArgs, ctx: &Context, results: &[RunResult]) -> String {
         }
     }
 
+    let _ = writeln!(o, "\n## Where the CPU goes\n");
+    let _ = writeln!(
+        o,
+        "CPU time (user + system, from `/proc/<pid>/stat`) per successful operation, in µs. The \
+         client shares the machine with the servers, so its cost is part of every figure above.\n"
+    );
+    let _ = writeln!(
+        o,
+        "| workload | clients | Deimos leader | Deimos followers | Deimos client | etcd leader \
+         | etcd followers | etcd client |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for &w in &a.workloads {
+        for &c in &a.clients {
+            let d = find(results, System::Deimos, w, c);
+            let e = find(results, System::Etcd, w, c);
+            let us = |r: Option<&RunResult>, which: u8| {
+                cell(
+                    r.and_then(|r| {
+                        let cpu = match which {
+                            0 => r.leader_cpu_s,
+                            1 => r.followers_cpu_s,
+                            _ => r.f("/client_cpu_s"),
+                        };
+                        r.per_op_us(cpu)
+                    }),
+                    1,
+                )
+            };
+            let _ = writeln!(
+                o,
+                "| {} | {c} | {} | {} | {} | {} | {} | {} |",
+                w.label(),
+                us(d, 0),
+                us(d, 1),
+                us(d, 2),
+                us(e, 0),
+                us(e, 1),
+                us(e, 2),
+            );
+        }
+    }
+
     let _ = writeln!(o, "\n## Acceptance targets (computed from the table)\n");
     let tput = |s, w, c| find(results, s, w, c).and_then(|r| r.f("/throughput_ops"));
     let p99 = |s, w, c| find(results, s, w, c).and_then(|r| r.f("/latency_ms/p99"));
@@ -752,6 +898,8 @@ fn report(a: &BenchArgs, ctx: &Context, results: &[RunResult]) -> String {
                 "system": r.system.name(),
                 "workload": r.workload.label(),
                 "clients": r.clients,
+                "leader_cpu_s": r.leader_cpu_s,
+                "followers_cpu_s": r.followers_cpu_s,
                 "result": r.json,
             })
         })
@@ -935,6 +1083,21 @@ mod tests {
     }
 
     #[test]
+    fn proc_stat_cpu() {
+        let line = "77 (etcd (x)) S 1 2 3 4 5 6 7 8 9 10 123 77 0 0 20 0 8 0 100";
+        assert_eq!(parse_stat_cpu(line), Some(2.0));
+        assert_eq!(parse_stat_cpu("77 (etcd) S"), None);
+        let members = [(1, true), (2, false), (3, false)];
+        let (l, f) = cpu_split(
+            &members,
+            &[Some(1.0), Some(1.0), None],
+            &[Some(1.5), Some(1.25), Some(9.0)],
+        );
+        assert_eq!(l, Some(0.5));
+        assert_eq!(f, Some(0.25), "a member without both samples is left out");
+    }
+
+    #[test]
     fn ratios() {
         assert_eq!(ratio(Some(300.0), Some(100.0)), "3.00x");
         assert_eq!(ratio(Some(1.0), None), "n/a");
@@ -956,8 +1119,10 @@ mod tests {
             system: s,
             workload: w,
             clients: 16,
-            json: serde_json::json!({"throughput_ops": t, "errors": 0,
-                "latency_ms": {"p50": 0.5, "p99": p99}}),
+            json: serde_json::json!({"throughput_ops": t, "errors": 0, "ok": 1000,
+                "client_cpu_s": 0.01, "latency_ms": {"p50": 0.5, "p99": p99}}),
+            leader_cpu_s: Some(0.02),
+            followers_cpu_s: None,
         };
         let results = vec![
             mk(System::Deimos, BenchWorkload::GetLease, 60000.0, 1.0),
@@ -986,5 +1151,11 @@ mod tests {
         assert!(r.contains("1.000 ms vs 2.000 ms: met"));
         assert!(r.contains("quorum reads vs etcd, 16 clients: n/a"));
         assert!(r.contains("```json"));
+        // 0.02 s of leader CPU and 0.01 s of client CPU over 1000 operations.
+        assert!(
+            r.contains("| get lease | 16 | 20.0 | - | 10.0 | 20.0 | - | 10.0 |"),
+            "{r}"
+        );
+        assert!(r.contains("\"leader_cpu_s\": 0.02"), "{r}");
     }
 }

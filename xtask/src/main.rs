@@ -4,6 +4,9 @@
 //! without touching the existing ones: add a module, a variant to [`Command`] and one match arm.
 
 mod bench;
+mod ci;
+mod cluster;
+mod jepsen;
 
 use std::process::ExitCode;
 
@@ -20,12 +23,21 @@ struct Xtask {
 enum Command {
     /// Benchmark a local 3-node Deimos cluster against a local 3-node etcd 3.4 and write a report.
     Bench(bench::BenchArgs),
+    /// What CI runs: fmt --check, clippy -D warnings, the whole test suite in release.
+    Ci(ci::CiArgs),
+    /// A local 3-node cluster to play with: start | stop | status.
+    Cluster(cluster::ClusterArgs),
+    /// Fault injection against a real cluster, checked for linearizability.
+    Jepsen(jepsen::JepsenArgs),
 }
 
 fn main() -> ExitCode {
     let args = Xtask::parse();
     let result = match args.command {
         Command::Bench(a) => bench::run(a),
+        Command::Ci(a) => ci::run(a),
+        Command::Cluster(a) => cluster::run(a),
+        Command::Jepsen(a) => jepsen::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
