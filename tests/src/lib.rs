@@ -4,7 +4,12 @@
 
 pub mod checks;
 pub mod harness;
+pub mod history;
 pub mod http;
+pub mod jepsen;
+pub mod nemesis;
+pub mod proxy;
+pub mod scenarios;
 
 pub use harness::{deimos_bin, free_port, Cluster, ClusterOptions, Node, RaftStatus};
 pub use http::{encode_form, metric_sum, Http, Reply};
