@@ -88,12 +88,17 @@ fn cargo_build() -> Result<PathBuf, String> {
         cmd.arg("--release");
     }
     eprintln!("harness: building the server: {cmd:?}");
-    let status = cmd
-        .stdout(Stdio::null())
-        .status()
+    // Captured, so a passing run's log is not interleaved with cargo's progress lines.
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !status.success() {
-        return Err(format!("cargo build -p deimos-server failed: {status}"));
+    if !out.status.success() {
+        return Err(format!(
+            "cargo build -p deimos-server failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     let bin = target_dir().join(test_profile()).join("deimos");
     if bin.is_file() {
