@@ -1,0 +1,186 @@
+//! Existing etcd v2 clients, unchanged, against a 3-node Deimos cluster's `/v2/keys`:
+//! `python-etcd` from PyPI (driven by `tests/compat/python_etcd_test.py`) and `etcdctl` in v2
+//! mode (Debian's `etcd-client`, 3.4). Each test prints a `SKIP` line and passes when its client
+//! is not installed, so that a developer machine without them still runs the rest; CI installs
+//! both (see the README's test section).
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use deimos_tests::Cluster;
+
+const LEADER: Duration = Duration::from_secs(15);
+
+fn three() -> Cluster {
+    let c = Cluster::start(3);
+    c.wait_leader(LEADER);
+    // Both clients discover the cluster through /v2/members and /v2/machines.
+    c.wait_members_published(LEADER);
+    c
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "status {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn python_etcd_available() -> bool {
+    Command::new("python3")
+        .args(["-c", "import etcd"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn python_etcd_works_unchanged() {
+    if !python_etcd_available() {
+        println!("SKIP python_etcd_works_unchanged: python3 cannot import etcd (pip install python-etcd)");
+        return;
+    }
+    let c = three();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("compat/python_etcd_test.py");
+    let endpoints: Vec<String> = (0..c.len())
+        .map(|i| format!("127.0.0.1:{}", c.node(i).client_port))
+        .collect();
+    let out = Command::new("python3")
+        .arg(&script)
+        .args(&endpoints)
+        .output()
+        .expect("run python3");
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "python-etcd checks failed:\n{}",
+        show(&out)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.lines().any(|l| l.ends_with("passed, 0 failed")),
+        "{}",
+        show(&out)
+    );
+}
+
+/// `etcdctl` in v2 mode, if this machine's build still has it (3.4 does; 3.5 dropped it).
+fn etcdctl_v2_available() -> bool {
+    Command::new("etcdctl")
+        .env("ETCDCTL_API", "2")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains("API version: 2")
+        })
+}
+
+struct Etcdctl {
+    endpoints: String,
+}
+
+impl Etcdctl {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "2")
+            .args(["--endpoints", &self.endpoints])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run etcdctl")
+    }
+
+    /// Run and require success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(o.status.success(), "etcdctl {args:?}:\n{}", show(&o));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    /// Run and require failure with an etcd error code in the message.
+    fn fails(&self, args: &[&str], code: u32) {
+        let o = self.run(args);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && stderr.contains(&format!("{code}:")),
+            "etcdctl {args:?} should fail with {code}:\n{}",
+            show(&o)
+        );
+    }
+}
+
+#[test]
+fn etcdctl_v2_works_unchanged() {
+    if !etcdctl_v2_available() {
+        println!("SKIP etcdctl_v2_works_unchanged: no etcdctl with API version 2 (apt-get install etcd-client)");
+        return;
+    }
+    let c = three();
+    let ctl = Etcdctl {
+        endpoints: (0..c.len())
+            .map(|i| c.client_url(i))
+            .collect::<Vec<_>>()
+            .join(","),
+    };
+
+    assert_eq!(ctl.ok(&["set", "/ctl/a", "1"]), "1");
+    assert_eq!(ctl.ok(&["get", "/ctl/a"]), "1");
+    ctl.fails(&["mk", "/ctl/a", "2"], 105);
+    assert_eq!(ctl.ok(&["mk", "/ctl/b", "2"]), "2");
+    assert_eq!(ctl.ok(&["update", "/ctl/a", "3"]), "3");
+    ctl.fails(&["update", "/ctl/missing", "x"], 100);
+    // Compare-and-swap.
+    assert_eq!(
+        ctl.ok(&["set", "/ctl/a", "4", "--swap-with-value", "3"]),
+        "4"
+    );
+    ctl.fails(&["set", "/ctl/a", "5", "--swap-with-value", "3"], 101);
+    // Directories and listing.
+    ctl.ok(&["mkdir", "/ctl/d"]);
+    ctl.ok(&["set", "/ctl/d/x", "x"]);
+    let ls = ctl.ok(&["ls", "--recursive", "--sort", "/ctl"]);
+    assert_eq!(
+        ls.lines().collect::<Vec<_>>(),
+        ["/ctl/a", "/ctl/b", "/ctl/d", "/ctl/d/x"],
+        "{ls}"
+    );
+    ctl.fails(&["rmdir", "/ctl/d"], 108);
+    ctl.ok(&["rm", "--recursive", "/ctl/d"]);
+    ctl.ok(&["rm", "/ctl/b"]);
+    ctl.fails(&["get", "/ctl/b"], 100);
+    // TTL, as JSON output to see the fields.
+    ctl.ok(&["set", "/ctl/t", "x", "--ttl", "30"]);
+    let json: serde_json::Value =
+        serde_json::from_str(&ctl.ok(&["-o", "json", "get", "/ctl/t"])).unwrap();
+    assert!(
+        json["node"]["ttl"]
+            .as_u64()
+            .is_some_and(|t| t > 0 && t <= 30),
+        "{json}"
+    );
+    assert!(json["node"]["expiration"].is_string(), "{json}");
+    // Watch, completed by a write from another client.
+    let writer = {
+        let url = c.keys_url(0, "/ctl/w");
+        let http = c.http().clone();
+        thread::spawn(move || {
+            thread::sleep(Duration::from_millis(500));
+            http.put_form(&url, &[("value", "watched")])
+        })
+    };
+    let started = Instant::now();
+    assert_eq!(ctl.ok(&["watch", "/ctl/w"]), "watched");
+    assert!(writer.join().unwrap().status == 201);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // Cluster commands.
+    let members = ctl.ok(&["member", "list"]);
+    assert_eq!(members.lines().count(), 3, "{members}");
+    assert_eq!(members.matches("isLeader=true").count(), 1, "{members}");
+    let health = ctl.ok(&["cluster-health"]);
+    assert!(health.contains("cluster is healthy"), "{health}");
+}
