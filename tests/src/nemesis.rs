@@ -327,3 +327,40 @@ pub fn set_clock_rate(c: &mut Cluster, i: usize, rate: Option<f64>) {
         args.push(r.to_string());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_lists_parse_and_reject_typos() {
+        assert_eq!(
+            parse_faults("kill9,stop,partition,split,skew").expect("valid"),
+            vec![
+                FaultKind::Kill9,
+                FaultKind::Stop,
+                FaultKind::PartitionLeader,
+                FaultKind::Split,
+                FaultKind::Skew
+            ]
+        );
+        assert_eq!(
+            parse_faults("kill9,kill9").expect("dup"),
+            vec![FaultKind::Kill9]
+        );
+        assert!(parse_faults("kill9,partiton").is_err());
+        for f in FaultKind::ALL {
+            assert_eq!(f.name().parse::<FaultKind>(), Ok(f));
+        }
+    }
+
+    #[test]
+    fn the_rng_is_reproducible_from_its_seed() {
+        let (mut a, mut b) = (Rng::new(7), Rng::new(7));
+        let xs: Vec<u64> = (0..8).map(|_| a.next_u64()).collect();
+        let ys: Vec<u64> = (0..8).map(|_| b.next_u64()).collect();
+        assert_eq!(xs, ys);
+        assert_ne!(Rng::new(8).next_u64(), xs[0]);
+        assert!((0..1000).all(|_| a.below(3) < 3));
+    }
+}

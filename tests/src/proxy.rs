@@ -16,7 +16,7 @@
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -42,6 +42,10 @@ struct Conn {
     from: usize,
     to: usize,
     dead: AtomicBool,
+    /// Pump threads that have finished, out of `pumps`: a finished connection is forgotten so
+    /// a long run with many restarts does not keep its sockets open.
+    done: AtomicUsize,
+    pumps: usize,
     down: TcpStream,
     up: Option<TcpStream>,
 }
@@ -187,10 +191,16 @@ impl Net {
             from,
             to,
             dead: AtomicBool::new(blocked),
+            done: AtomicUsize::new(0),
+            pumps: if up2.is_some() { 2 } else { 1 },
             down,
             up,
         });
-        self.lock().conns.push(conn.clone());
+        {
+            let mut st = self.lock();
+            st.conns.retain(|c| c.done.load(Ordering::SeqCst) < c.pumps);
+            st.conns.push(conn.clone());
+        }
         // Re-check after registering, so a block racing with this accept is not missed.
         if self.is_blocked(from, to) {
             conn.dead.store(true, Ordering::SeqCst);
@@ -247,5 +257,83 @@ fn pump(conn: &Conn, mut src: TcpStream, dst: impl Fn(&Conn) -> Option<&TcpStrea
     // the link is cut (then silence is the point; heal closes it).
     if !conn.dead.load(Ordering::SeqCst) {
         conn.kill();
+    }
+    conn.done.fetch_add(1, Ordering::SeqCst);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An echo server on node 1's address.
+    fn echo_server() -> SocketAddr {
+        let l = TcpListener::bind((node_ip(1), 0)).expect("bind 127.0.0.12");
+        let addr = l.local_addr().expect("addr");
+        thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                thread::spawn(move || {
+                    let mut w = s.try_clone().expect("clone");
+                    let mut r = s;
+                    let _ = std::io::copy(&mut r, &mut w);
+                });
+            }
+        });
+        addr
+    }
+
+    fn roundtrip(s: &mut TcpStream, msg: &[u8]) -> std::io::Result<Vec<u8>> {
+        s.set_read_timeout(Some(Duration::from_millis(300)))?;
+        s.write_all(msg)?;
+        let mut buf = vec![0u8; msg.len()];
+        s.read_exact(&mut buf)?;
+        Ok(buf)
+    }
+
+    #[test]
+    fn node_addresses_map_back_to_nodes() {
+        assert_eq!(node_of(IpAddr::V4(node_ip(0))), Some(0));
+        assert_eq!(node_of(IpAddr::V4(node_ip(4))), Some(4));
+        assert_eq!(node_of("127.0.0.1".parse().expect("ip")), None);
+    }
+
+    /// The partition is real: a blocked link carries nothing, in either the old or a new
+    /// connection, and a heal closes the dead connection and lets a new one through.
+    #[test]
+    fn a_blocked_link_is_silent_and_heal_restores_it() {
+        let net = Net::new();
+        let target = echo_server();
+        let proxy = net
+            .spawn_proxy(1, "127.0.0.1:0".parse().expect("addr"), target)
+            .expect("proxy");
+        // Connections from 127.0.0.1 come from no node: their link is (usize::MAX, 1).
+        let from = usize::MAX;
+        let mut c = TcpStream::connect(proxy).expect("connect");
+        assert_eq!(roundtrip(&mut c, b"ping").expect("echo"), b"ping");
+
+        net.block(from, 1);
+        assert!(
+            roundtrip(&mut c, b"lost").is_err(),
+            "old connection still carries data"
+        );
+        let mut c2 = TcpStream::connect(proxy).expect("connect while blocked");
+        assert!(
+            roundtrip(&mut c2, b"lost").is_err(),
+            "new connection crosses a cut link"
+        );
+
+        net.heal();
+        let mut buf = [0u8; 1];
+        c.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        assert!(
+            matches!(c.read(&mut buf), Ok(0) | Err(_)),
+            "a connection that died in the partition must be closed on heal"
+        );
+        let mut c3 = TcpStream::connect(proxy).expect("connect after heal");
+        assert_eq!(
+            roundtrip(&mut c3, b"back").expect("echo after heal"),
+            b"back"
+        );
+        net.shutdown();
     }
 }
