@@ -35,3 +35,17 @@ pub fn store_index(c: &Cluster, i: usize) -> u64 {
     assert_eq!(r.status, 200, "{r:?}");
     r.header_u64("X-Etcd-Index")
 }
+
+/// Poll node `i`'s `/v2/stats/store` until at least `n` watchers are registered, so a test can
+/// make the write a long-poll watch waits for only once the watch is in place.
+pub fn wait_watchers(c: &Cluster, i: usize, n: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let url = format!("{}/v2/stats/store", c.client_url(i));
+    while c.http().get(&url).json()["watchers"].as_u64().unwrap_or(0) < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fewer than {n} watchers on node {i} after 10 s"
+        );
+        std::thread::sleep(crate::harness::POLL);
+    }
+}

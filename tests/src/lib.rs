@@ -1,6 +1,13 @@
 //! Cluster-level tests for Deimos: a harness that runs real `deimos` processes on loopback
 //! ([`harness`]) and a blocking HTTP helper ([`http`]). The tests live in `tests/tests/`; this
 //! library is what they (and later fault-injection and linearizability suites) share.
+//!
+//! Running: `cargo test -p deimos-tests` (or the README's `cargo test --workspace --release`).
+//! `cargo test` does not build the `deimos` binary for another package's tests, so the harness
+//! runs `cargo build -p deimos-server` once per test process in the tests' profile; set
+//! `DEIMOS_BIN` to use a given binary instead. `tests/etcd_clients.rs` also needs
+//! `pip install python-etcd` and `apt-get install etcd-client` (etcdctl 3.4, `ETCDCTL_API=2`);
+//! without them those two tests print `SKIP` and pass.
 
 pub mod checks;
 pub mod harness;

@@ -6,7 +6,7 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use deimos_tests::checks::{assert_etcd_error, assert_keys_headers, store_index};
+use deimos_tests::checks::{assert_etcd_error, assert_keys_headers, store_index, wait_watchers};
 use deimos_tests::{free_port, metric_sum, Cluster, Reply};
 use serde_json::{json, Value};
 
@@ -167,7 +167,7 @@ fn followers_forward_writes_and_serve_every_read_mode() {
         let url = format!("{}/keys/watched?wait=true", c.client_url(fs[0]));
         thread::spawn(move || h.request("GET", &url, None, Duration::from_secs(20)))
     };
-    thread::sleep(Duration::from_millis(200)); // let the watch register before the write
+    wait_watchers(&c, fs[0], 1); // the write must come after the watch is registered
     let r = h.put_form(
         &format!("{}/keys/watched", c.client_url(fs[1])),
         &[("value", "seen")],

@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use deimos_tests::checks::{assert_etcd_error, assert_keys_headers, store_index};
+use deimos_tests::checks::{assert_etcd_error, assert_keys_headers, store_index, wait_watchers};
 use deimos_tests::{encode_form, Cluster, ClusterOptions, Http, Reply};
 use serde_json::Value;
 
@@ -317,6 +317,7 @@ fn ttl_expiry_refresh_and_clearing() {
     assert_eq!(r.status, 201);
     let set_at = Instant::now();
     let w = watch_in_thread(h, format!("{e}?wait=true"));
+    wait_watchers(&c, 0, 1);
     let ev = w.join().unwrap();
     assert_eq!(ev.json()["action"], "expire", "{ev:?}");
     assert_eq!(ev.json()["prevNode"]["value"], "x");
@@ -347,7 +348,7 @@ fn watches_long_poll_history_recursive_and_cleared() {
 
     // Long poll: nothing yet, the write from another client completes it.
     let w = watch_in_thread(h, format!("{url}?wait=true"));
-    thread::sleep(Duration::from_millis(200)); // let the watch register before the write
+    wait_watchers(&c, 0, 1); // the write must come after the watch is registered
     let r = h.put_form(&url, &[("value", "1")]);
     let first = node(&r)["modifiedIndex"].as_u64().unwrap();
     let ev = w.join().unwrap();
@@ -368,7 +369,7 @@ fn watches_long_poll_history_recursive_and_cleared() {
         h,
         format!("{}?wait=true&recursive=true", c.keys_url(0, "/w")),
     );
-    thread::sleep(Duration::from_millis(200));
+    wait_watchers(&c, 0, 1);
     let r = h.put_form(&c.keys_url(0, "/w/deep/er"), &[("value", "d")]);
     assert_eq!(r.status, 201);
     let ev = rec.join().unwrap();
