@@ -274,6 +274,20 @@ pub struct BenchOpts {
     /// Skip writing the keys before read workloads.
     #[arg(long)]
     pub no_prefill: bool,
+    /// Runtime worker threads for the load generator (0 = one per CPU). On a machine shared with
+    /// the server under test, fewer threads leave more CPU to the server and avoid cross-thread
+    /// wake-ups.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
+    pub threads: u16,
+}
+
+impl Workload {
+    pub fn opts(&self) -> &BenchOpts {
+        match self {
+            Workload::Put(o) => o,
+            Workload::Get { opts, .. } | Workload::Mixed { opts, .. } => opts,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Subcommand)]
@@ -414,6 +428,14 @@ mod tests {
         assert!(parse(&["bench", "put", "--total", "5", "--duration", "1s"]).is_err());
         assert!(parse(&["bench", "put", "--total", "0"]).is_err());
         assert!(parse(&["bench", "get", "--mode", "stale"]).is_err());
+        match parse(&["bench", "put", "--threads", "1"])
+            .expect("ok")
+            .command
+        {
+            Command::Bench(w) => assert_eq!(w.opts().threads, 1),
+            other => panic!("wrong command {other:?}"),
+        }
+        assert!(parse(&["bench", "put", "--threads", "-1"]).is_err());
     }
 
     #[test]

@@ -59,10 +59,13 @@ fn main() -> ExitCode {
     // clap prints usage errors and exits with status 2 itself.
     let cli = Cli::parse();
     let output = cli.output;
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Bench(w) = &cli.command {
+        if w.opts().threads > 0 {
+            builder.worker_threads(usize::from(w.opts().threads));
+        }
+    }
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("Error: cannot start the async runtime: {e}");
