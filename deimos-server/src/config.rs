@@ -5,8 +5,20 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use deimos_store::machine::Member;
+
+/// `--proxy`: whether this process is a member or a forwarding proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProxyMode {
+    /// A normal member of the Raft group.
+    Off,
+    /// Forward only GET/HEAD; other methods answer 501.
+    Readonly,
+    /// Forward every client request.
+    On,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ClusterState {
@@ -59,12 +71,30 @@ pub struct Flags {
         default_value = "new"
     )]
     pub initial_cluster_state: ClusterState,
-    /// Time between leader heartbeats (one Raft tick).
+    /// Time between leader heartbeats (one Raft tick). Overridden by the tick flags (see
+    /// --tick-interval).
     #[arg(long, env = "DEIMOS_HEARTBEAT_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
-    /// Minimum election timeout (randomised up to twice this).
+    /// Minimum election timeout (randomised up to twice this). Overridden by
+    /// --election-timeout-ticks.
     #[arg(long, env = "DEIMOS_ELECTION_TIMEOUT", default_value = "1000ms", value_parser = parse_duration)]
     pub election_timeout: Duration,
+    /// Length of one Raft tick (default: --heartbeat-interval). Precedence: when any of
+    /// --tick-interval, --heartbeat-timeout, --election-timeout-ticks is given, timing is
+    /// tick x count and the duration flags only fill in what is missing; a duration flag given
+    /// explicitly that disagrees with the tick flags is an error.
+    #[arg(long, env = "DEIMOS_TICK_INTERVAL", value_parser = parse_duration)]
+    pub tick_interval: Option<Duration>,
+    /// Heartbeat interval in ticks, as the original Deimos (default: 1).
+    #[arg(long, env = "DEIMOS_HEARTBEAT_TIMEOUT")]
+    pub heartbeat_timeout: Option<u64>,
+    /// Minimum election timeout in ticks (default: --election-timeout / tick).
+    #[arg(long, env = "DEIMOS_ELECTION_TIMEOUT_TICKS")]
+    pub election_timeout_ticks: Option<u64>,
+    /// Whether --heartbeat-interval / --election-timeout were given (flag or environment) rather
+    /// than defaulted; needed to tell a contradiction with the tick flags from a default.
+    #[arg(skip)]
+    pub explicit_durations: (bool, bool),
     /// Leader lease duration (default: 3 x heartbeat interval).
     #[arg(long, env = "DEIMOS_LEASE_DURATION", value_parser = parse_duration)]
     pub lease_duration: Option<Duration>,
@@ -93,6 +123,36 @@ pub struct Flags {
     /// catches the resulting stale reads.
     #[arg(long, hide = true, env = "DEIMOS_UNSAFE_SKIP_LEASE_CHECK")]
     pub unsafe_skip_lease_check: bool,
+    /// Client listener certificate (PEM); required when a --listen-client-urls URL is https://.
+    #[arg(long, env = "DEIMOS_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// Private key (PEM) for --cert-file.
+    #[arg(long, env = "DEIMOS_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// CA (PEM) for client certificates: when given, clients must present a certificate it
+    /// signed (mutual TLS).
+    #[arg(long, env = "DEIMOS_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Peer certificate (PEM): served on https peer listeners and presented to other members.
+    #[arg(long, env = "DEIMOS_PEER_CERT_FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Private key (PEM) for --peer-cert-file.
+    #[arg(long, env = "DEIMOS_PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+    /// CA (PEM) that signed every member's peer certificate; peer TLS is always mutual.
+    #[arg(long, env = "DEIMOS_PEER_CA_FILE")]
+    pub peer_ca_file: Option<PathBuf>,
+    /// Run as a proxy that joins no Raft group and forwards client requests to
+    /// --proxy-endpoints (readonly: GET/HEAD only, other methods answer 501).
+    #[arg(long, env = "DEIMOS_PROXY", value_enum, default_value = "off")]
+    pub proxy: ProxyMode,
+    /// Cluster client URLs the proxy forwards to (comma-separated); refreshed from
+    /// `/v2/members` every 30 s.
+    #[arg(long, env = "DEIMOS_PROXY_ENDPOINTS", value_delimiter = ',')]
+    pub proxy_endpoints: Vec<String>,
+    /// Origins allowed by CORS (comma-separated, `*` for any); none by default.
+    #[arg(long, env = "DEIMOS_CORS", value_delimiter = ',')]
+    pub cors: Vec<String>,
     /// Log filter (tracing `EnvFilter` syntax).
     #[arg(long, env = "DEIMOS_LOG", default_value = "info")]
     pub log: String,
@@ -118,11 +178,48 @@ pub fn member_id(peer_urls: &[String]) -> u64 {
     h.max(1)
 }
 
-/// Where a URL's server should listen: `http://host:port` → socket address.
+impl Flags {
+    /// Parse the command line and environment, remembering which duration flags were given
+    /// explicitly (clap's derive API alone cannot tell a default from a given value).
+    pub fn parse_with_sources() -> Flags {
+        Self::from_matches(Self::command().get_matches())
+    }
+
+    /// As [`Flags::parse_with_sources`], from explicit arguments (tests).
+    #[cfg(test)]
+    pub fn try_parse_with_sources<I, T>(args: I) -> Result<Flags, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Ok(Self::from_matches(
+            Self::command().try_get_matches_from(args)?,
+        ))
+    }
+
+    fn from_matches(m: clap::ArgMatches) -> Flags {
+        let given = |id: &str| {
+            matches!(
+                m.value_source(id),
+                Some(ValueSource::CommandLine) | Some(ValueSource::EnvVariable)
+            )
+        };
+        let explicit = (given("heartbeat_interval"), given("election_timeout"));
+        let mut flags = match Flags::from_arg_matches(&m) {
+            Ok(f) => f,
+            Err(e) => e.exit(),
+        };
+        flags.explicit_durations = explicit;
+        flags
+    }
+}
+
+/// Where a URL's server should listen: `http(s)://host:port` → socket address.
 pub fn url_addr(url: &str) -> Result<SocketAddr, String> {
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("{url}: only http:// URLs are supported for listening"))?;
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("{url}: only http:// and https:// URLs are supported"))?;
     let hostport = rest.trim_end_matches('/');
     let hostport = if let Some(p) = hostport.strip_prefix("localhost:") {
         format!("127.0.0.1:{p}")
@@ -130,6 +227,87 @@ pub fn url_addr(url: &str) -> Result<SocketAddr, String> {
         hostport.to_string()
     };
     hostport.parse().map_err(|e| format!("{url}: {e}"))
+}
+
+pub fn is_https(url: &str) -> bool {
+    url.starts_with("https://")
+}
+
+/// Raft timing after applying the precedence between tick and duration flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub tick_interval: Duration,
+    pub heartbeat_tick: usize,
+    pub election_tick: usize,
+}
+
+impl Timing {
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.tick_interval * self.heartbeat_tick as u32
+    }
+    pub fn election_timeout(&self) -> Duration {
+        self.tick_interval * self.election_tick as u32
+    }
+
+    /// One source of truth: with no tick flag, the duration flags (one tick = one heartbeat
+    /// interval); with any tick flag, tick x count, where the duration flags only fill in what
+    /// the tick flags leave out. Explicit durations that disagree with tick flags are rejected
+    /// rather than one of them silently ignored.
+    pub fn from_flags(f: &Flags) -> Result<Timing, String> {
+        let (hb_given, el_given) = f.explicit_durations;
+        if f.heartbeat_interval.is_zero() {
+            return Err("--heartbeat-interval must be positive".into());
+        }
+        let tick = f.tick_interval.unwrap_or(f.heartbeat_interval);
+        if tick.is_zero() {
+            return Err("--tick-interval must be positive".into());
+        }
+        let hb = f.heartbeat_timeout.unwrap_or(1);
+        if hb == 0 || hb > 1000 {
+            return Err("--heartbeat-timeout must be within 1..=1000 ticks".into());
+        }
+        let el = match f.election_timeout_ticks {
+            Some(n) => n,
+            None => (f.election_timeout.as_nanos() / tick.as_nanos()) as u64,
+        };
+        if el > 100_000 {
+            return Err("--election-timeout-ticks must be at most 100000".into());
+        }
+        let t = Timing {
+            tick_interval: tick,
+            heartbeat_tick: hb as usize,
+            election_tick: el as usize,
+        };
+        let tick_flags = f.tick_interval.is_some() || f.heartbeat_timeout.is_some();
+        if hb_given && tick_flags && t.heartbeat_interval() != f.heartbeat_interval {
+            return Err(format!(
+                "--heartbeat-interval {:?} contradicts --tick-interval {:?} x --heartbeat-timeout {} = {:?}; give one or the other",
+                f.heartbeat_interval,
+                tick,
+                hb,
+                t.heartbeat_interval()
+            ));
+        }
+        if el_given
+            && f.election_timeout_ticks.is_some()
+            && t.election_timeout() != f.election_timeout
+        {
+            return Err(format!(
+                "--election-timeout {:?} contradicts --tick-interval {:?} x --election-timeout-ticks {} = {:?}; give one or the other",
+                f.election_timeout,
+                tick,
+                el,
+                t.election_timeout()
+            ));
+        }
+        if t.election_tick < 3 || t.election_tick <= t.heartbeat_tick {
+            return Err(
+                "the election timeout must be at least 3 ticks and longer than the heartbeat interval (--election-timeout must be at least 3 heartbeat intervals)"
+                    .into(),
+            );
+        }
+        Ok(t)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -140,7 +318,7 @@ pub struct NodeConfig {
     pub peer_urls: Vec<String>,
     /// Members of the initial cluster (empty when joining an existing one).
     pub bootstrap: Vec<Member>,
-    pub election_tick: usize,
+    pub timing: Timing,
 }
 
 impl NodeConfig {
@@ -155,6 +333,25 @@ impl NodeConfig {
         } else {
             flags.advertise_peer_urls.clone()
         };
+        let timing = Timing::from_flags(&flags)?;
+        check_tls(&flags)?;
+        if flags.proxy != ProxyMode::Off {
+            // A proxy is not a member: no id, no bootstrap, no data dir.
+            if flags.proxy_endpoints.is_empty() {
+                return Err("--proxy needs --proxy-endpoints (the cluster's client URLs)".into());
+            }
+            for u in &flags.proxy_endpoints {
+                url_addr(u).map_err(|e| format!("--proxy-endpoints: {e}"))?;
+            }
+            return Ok(NodeConfig {
+                flags,
+                id: 0,
+                client_urls,
+                peer_urls: vec![],
+                bootstrap: vec![],
+                timing,
+            });
+        }
         let spec = flags
             .bootstrap_config
             .clone()
@@ -169,14 +366,6 @@ impl NodeConfig {
             ));
         };
         let id = me.id;
-        if flags.heartbeat_interval.is_zero() {
-            return Err("--heartbeat-interval must be positive".into());
-        }
-        let election_tick = (flags.election_timeout.as_millis()
-            / flags.heartbeat_interval.as_millis().max(1)) as usize;
-        if election_tick < 3 {
-            return Err("--election-timeout must be at least 3 heartbeat intervals".into());
-        }
         if !(0.5..=2.0).contains(&flags.unsafe_clock_rate) {
             return Err("--unsafe-clock-rate must be within 0.5..=2.0".into());
         }
@@ -189,9 +378,43 @@ impl NodeConfig {
             client_urls,
             peer_urls,
             bootstrap,
-            election_tick,
+            timing,
         })
     }
+}
+
+/// https URLs need the matching certificate flags; say which one is missing at start-up rather
+/// than failing every handshake later.
+fn check_tls(f: &Flags) -> Result<(), String> {
+    if f.listen_client_urls.iter().any(|u| is_https(u))
+        && (f.cert_file.is_none() || f.key_file.is_none())
+    {
+        return Err("https:// in --listen-client-urls needs --cert-file and --key-file".into());
+    }
+    let peer_https = f.listen_peer_urls.iter().any(|u| is_https(u))
+        || f.advertise_peer_urls.iter().any(|u| is_https(u))
+        || f.bootstrap_config
+            .as_deref()
+            .is_some_and(|b| b.contains("https://"));
+    if f.proxy == ProxyMode::Off
+        && peer_https
+        && (f.peer_cert_file.is_none() || f.peer_key_file.is_none() || f.peer_ca_file.is_none())
+    {
+        return Err(
+            "https:// peer URLs need --peer-cert-file, --peer-key-file and --peer-ca-file (peer TLS is always mutual)"
+                .into(),
+        );
+    }
+    if f.proxy != ProxyMode::Off
+        && f.proxy_endpoints.iter().any(|u| is_https(u))
+        && f.peer_ca_file.is_none()
+    {
+        return Err(
+            "https:// in --proxy-endpoints needs --peer-ca-file (and --peer-cert-file/--peer-key-file for mutual TLS): the proxy talks to the cluster with the peer TLS settings"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// `n1=http://a:7001,n2=http://b:7002` (a name may repeat to list several URLs).
@@ -242,7 +465,7 @@ mod tests {
         assert_eq!(c.bootstrap.len(), 1);
         assert_eq!(c.peer_urls, vec!["http://127.0.0.1:7001"]);
         assert_eq!(c.client_urls, vec!["http://127.0.0.1:4001"]);
-        assert_eq!(c.election_tick, 10);
+        assert_eq!(c.timing.election_tick, 10);
         assert_eq!(c.flags.data_dir, PathBuf::from("./deimos-data"));
     }
 
@@ -283,6 +506,71 @@ mod tests {
     fn url_addr_parses_listen_urls() {
         assert_eq!(url_addr("http://127.0.0.1:4001").unwrap().port(), 4001);
         assert_eq!(url_addr("http://localhost:4001/").unwrap().port(), 4001);
-        assert!(url_addr("https://127.0.0.1:1").is_err());
+        assert_eq!(url_addr("https://127.0.0.1:1").unwrap().port(), 1);
+        assert!(url_addr("ftp://127.0.0.1:1").is_err());
+    }
+
+    fn timing(args: &[&str]) -> Result<Timing, String> {
+        let mut all = vec!["deimos"];
+        all.extend_from_slice(args);
+        Timing::from_flags(&Flags::try_parse_with_sources(all).map_err(|e| e.to_string())?)
+    }
+
+    #[test]
+    fn tick_flags_override_and_contradictions_are_rejected() {
+        let d = timing(&[]).unwrap();
+        assert_eq!(d.tick_interval, Duration::from_millis(100));
+        assert_eq!((d.heartbeat_tick, d.election_tick), (1, 10));
+        let t = timing(&["--tick-interval", "50ms", "--election-timeout-ticks", "20"]).unwrap();
+        assert_eq!(t.election_timeout(), Duration::from_secs(1));
+        assert_eq!(t.heartbeat_interval(), Duration::from_millis(50));
+        // Defaulted durations fill in what the tick flags leave out.
+        let t = timing(&["--tick-interval", "50ms", "--heartbeat-timeout", "2"]).unwrap();
+        assert_eq!((t.heartbeat_tick, t.election_tick), (2, 20));
+        // Explicit durations that agree are fine; ones that disagree are errors.
+        assert!(timing(&[
+            "--heartbeat-interval",
+            "100ms",
+            "--tick-interval",
+            "50ms",
+            "--heartbeat-timeout",
+            "2"
+        ])
+        .is_ok());
+        assert!(timing(&["--heartbeat-interval", "100ms", "--tick-interval", "50ms"]).is_err());
+        assert!(timing(&["--election-timeout", "1s", "--election-timeout-ticks", "5"]).is_err());
+        assert!(timing(&["--heartbeat-timeout", "5", "--election-timeout-ticks", "5"]).is_err());
+        assert!(timing(&["--heartbeat-timeout", "0"]).is_err());
+    }
+
+    #[test]
+    fn https_urls_need_certificates_and_proxy_needs_endpoints() {
+        let cfg = |args: &[&str]| {
+            let mut all = vec!["deimos"];
+            all.extend_from_slice(args);
+            NodeConfig::from_flags(Flags::try_parse_from(all).unwrap())
+        };
+        let e = cfg(&["--listen-client-urls", "https://127.0.0.1:4001"]).unwrap_err();
+        assert!(e.contains("--cert-file"), "{e}");
+        let e = cfg(&[
+            "--listen-peer-urls",
+            "https://127.0.0.1:7001",
+            "--peer-cert-file",
+            "c",
+            "--peer-key-file",
+            "k",
+        ])
+        .unwrap_err();
+        assert!(e.contains("--peer-ca-file"), "{e}");
+        assert!(cfg(&["--proxy", "on"]).is_err());
+        let p = cfg(&[
+            "--proxy",
+            "readonly",
+            "--proxy-endpoints",
+            "http://127.0.0.1:4001",
+        ])
+        .unwrap();
+        assert_eq!(p.flags.proxy, ProxyMode::Readonly);
+        assert!(p.bootstrap.is_empty());
     }
 }

@@ -3,16 +3,19 @@
 mod api;
 mod config;
 mod node;
+mod proxy;
 mod stats;
+mod tls;
 mod transport;
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
-use config::{url_addr, Flags, NodeConfig};
+use config::{is_https, url_addr, Flags, NodeConfig, ProxyMode};
+use tls::TlsFiles;
 
 fn install_metrics() -> Result<(), String> {
     // Real histograms (not summaries) so dashboards can aggregate quantiles across nodes.
@@ -32,7 +35,7 @@ fn install_metrics() -> Result<(), String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let flags = Flags::parse();
+    let flags = Flags::parse_with_sources();
     let filter =
         tracing_subscriber::EnvFilter::try_new(&flags.log).unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt()
@@ -49,33 +52,71 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Bind every URL of a listener flag; https ones get a TLS acceptor from `files`.
+async fn bind_all(
+    urls: &[String],
+    files: &TlsFiles,
+    what: &str,
+) -> Result<Vec<(TcpListener, Option<TlsAcceptor>)>, String> {
+    let mut out = Vec::new();
+    for u in urls {
+        let addr = url_addr(u)?;
+        let tls = if is_https(u) {
+            Some(TlsAcceptor::from(files.server_config(what)?))
+        } else {
+            None
+        };
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("listen on {u}: {e}"))?;
+        out.push((l, tls));
+    }
+    Ok(out)
+}
+
 async fn run(flags: Flags) -> Result<(), String> {
     let cfg = NodeConfig::from_flags(flags)?;
     install_metrics()?;
-    let mut client_listeners = Vec::new();
-    for u in &cfg.flags.listen_client_urls {
-        let addr = url_addr(u)?;
-        client_listeners.push(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("listen on {u}: {e}"))?,
-        );
+    let client_tls = TlsFiles {
+        cert: cfg.flags.cert_file.clone(),
+        key: cfg.flags.key_file.clone(),
+        ca: cfg.flags.ca_file.clone(),
+    };
+    let peer_tls = TlsFiles {
+        cert: cfg.flags.peer_cert_file.clone(),
+        key: cfg.flags.peer_key_file.clone(),
+        ca: cfg.flags.peer_ca_file.clone(),
+    };
+    let client_listeners = bind_all(
+        &cfg.flags.listen_client_urls,
+        &client_tls,
+        "client listener",
+    )
+    .await?;
+    if cfg.flags.proxy != ProxyMode::Off {
+        // The proxy reaches the cluster with the peer TLS settings, as etcd's proxy does.
+        let upstream_tls = match peer_tls.ca {
+            Some(_) => Some(peer_tls.client_config("proxy client")?),
+            None => None,
+        };
+        let p = proxy::Proxy::new(&cfg, upstream_tls);
+        for (l, tls) in client_listeners {
+            tokio::spawn(proxy::serve(p.clone(), l, tls));
+        }
+        tokio::spawn(proxy::refresh_loop(p.clone()));
+        tracing::info!(client = ?cfg.flags.listen_client_urls, endpoints = ?cfg.flags.proxy_endpoints, mode = ?cfg.flags.proxy, "proxy serving");
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        return Ok(());
     }
-    let mut peer_listeners = Vec::new();
-    for u in &cfg.flags.listen_peer_urls {
-        let addr = url_addr(u)?;
-        peer_listeners.push(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("listen on {u}: {e}"))?,
-        );
-    }
+    // Peer TLS is always mutual: the peer CA verifies connecting members.
+    let peer_listeners = bind_all(&cfg.flags.listen_peer_urls, &peer_tls, "peer listener").await?;
     let (app, _driver) = node::start(cfg)?;
-    for l in peer_listeners {
-        tokio::spawn(api::serve(app.clone(), l, api::Listener::Peer));
+    for (l, tls) in peer_listeners {
+        tokio::spawn(api::serve(app.clone(), l, api::Listener::Peer, tls));
     }
-    for l in client_listeners {
-        tokio::spawn(api::serve(app.clone(), l, api::Listener::Client));
+    for (l, tls) in client_listeners {
+        tokio::spawn(api::serve(app.clone(), l, api::Listener::Client, tls));
     }
     tracing::info!(client = ?app.cfg.flags.listen_client_urls, peer = ?app.cfg.flags.listen_peer_urls, "serving");
     shutdown_signal().await;

@@ -50,18 +50,18 @@ pub fn start(cfg: NodeConfig) -> Result<(Arc<App>, tokio::task::JoinHandle<()>),
     let (store, members) = (sm.store(), sm.members());
 
     let mut raft = Config::new(cfg.id);
-    raft.election_tick = cfg.election_tick;
-    raft.heartbeat_tick = 1;
+    raft.election_tick = cfg.timing.election_tick;
+    raft.heartbeat_tick = cfg.timing.heartbeat_tick;
     raft.applied = applied;
     raft.seed = cfg.id ^ now_ms();
     let mut dcfg = DriverConfig::new(raft.clone());
     let rate = cfg.flags.unsafe_clock_rate;
     // A node whose clock runs fast ticks more often in real time, and its lease clock agrees.
-    dcfg.tick_interval = cfg.flags.heartbeat_interval.div_f64(rate);
+    dcfg.tick_interval = cfg.timing.tick_interval.div_f64(rate);
     dcfg.unsafe_skip_lease_validation = cfg.flags.unsafe_skip_lease_check;
     dcfg.snapshot_count = cfg.flags.snapshot_count;
     dcfg.request_timeout = cfg.flags.request_timeout;
-    let mut lease = LeaseConfig::from_raft(&raft, cfg.flags.heartbeat_interval);
+    let mut lease = LeaseConfig::from_raft(&raft, cfg.timing.tick_interval);
     if let Some(d) = cfg.flags.lease_duration {
         lease = lease.with_lease_duration(d);
     }
@@ -86,7 +86,24 @@ pub fn start(cfg: NodeConfig) -> Result<(Arc<App>, tokio::task::JoinHandle<()>),
         .and_then(|u| crate::config::url_addr(u).ok())
         .map(|a| a.ip())
         .filter(|ip| !ip.is_unspecified());
-    let transport = HttpTransport::new(members.clone(), stats.clone(), handle_cell.clone(), bind);
+    let peer_tls = crate::tls::TlsFiles {
+        cert: cfg.flags.peer_cert_file.clone(),
+        key: cfg.flags.peer_key_file.clone(),
+        ca: cfg.flags.peer_ca_file.clone(),
+    };
+    // Peers are reached with the peer certificate whenever a peer CA is configured, so a cluster
+    // mixing http and https URLs during a migration still works.
+    let peer_client_tls = match peer_tls.ca {
+        Some(_) => Some(peer_tls.client_config("peer client")?),
+        None => None,
+    };
+    let transport = HttpTransport::new(
+        members.clone(),
+        stats.clone(),
+        handle_cell.clone(),
+        bind,
+        peer_client_tls,
+    );
     let (driver, handle) = Driver::new(dcfg, storage, transport, sm, ScaledClock::new(rate))
         .map_err(|e| e.to_string())?;
     let _ = handle_cell.set(handle.clone());
@@ -191,7 +208,7 @@ pub async fn step_down(app: &App) {
     if app.handle.transfer_leader(target).await.is_err() {
         return;
     }
-    let deadline = Instant::now() + app.cfg.flags.election_timeout * 2;
+    let deadline = Instant::now() + app.cfg.timing.election_timeout() * 2;
     while Instant::now() < deadline {
         if app.handle.status().role != Role::Leader {
             return;

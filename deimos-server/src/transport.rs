@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::node::NodeHandle;
 use crate::stats::ServerStats;
+use crate::tls::MaybeTlsConnector;
 
 pub const MESSAGES_PATH: &str = "/raft/messages";
 pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
@@ -38,19 +39,20 @@ pub struct HttpTransport {
     members: SharedMembers,
     stats: Arc<ServerStats>,
     handle: Arc<OnceLock<NodeHandle>>,
-    client: Client<hyper_util::client::legacy::connect::HttpConnector, Body>,
+    client: Client<MaybeTlsConnector, Body>,
     queues: HashMap<u64, mpsc::UnboundedSender<Message>>,
 }
 
 impl HttpTransport {
     /// `bind`: source address for outgoing peer connections — this node's own peer IP, so that a
     /// host with several addresses (or a fault test giving each node its own 127.0.0.x) shows
-    /// peers who is calling.
+    /// peers who is calling. `tls`: used for `https://` peer URLs (the peer certificate and CA).
     pub fn new(
         members: SharedMembers,
         stats: Arc<ServerStats>,
         handle: Arc<OnceLock<NodeHandle>>,
         bind: Option<std::net::IpAddr>,
+        tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Self {
         metrics::describe_counter!(
             PEER_SEND_FAILURES,
@@ -63,7 +65,7 @@ impl HttpTransport {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(4)
-            .build(connector);
+            .build(MaybeTlsConnector::new(connector, tls));
         HttpTransport {
             members,
             stats,
@@ -108,12 +110,15 @@ struct Peer {
     members: SharedMembers,
     stats: Arc<ServerStats>,
     handle: Arc<OnceLock<NodeHandle>>,
-    client: Client<hyper_util::client::legacy::connect::HttpConnector, Body>,
+    client: Client<MaybeTlsConnector, Body>,
 }
 
 impl Peer {
     async fn run(self, mut rx: mpsc::UnboundedReceiver<Message>) {
         let label = format!("{:016x}", self.to);
+        // Failures are logged at warn once per outage (a peer is retried every heartbeat, so
+        // logging each would flood the log), and recovery at info.
+        let mut failing = false;
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
@@ -133,10 +138,17 @@ impl Peer {
                     .record_send(self.to, res.is_ok(), n, started.elapsed());
                 match res {
                     Ok(()) => {
+                        if std::mem::take(&mut failing) {
+                            tracing::info!(peer = %label, "peer reachable again");
+                        }
                         metrics::counter!(PEER_SENT_MESSAGES, "to" => label.clone()).increment(n)
                     }
                     Err(e) => {
-                        tracing::debug!(peer = %label, error = %e, "peer send failed");
+                        if std::mem::replace(&mut failing, true) {
+                            tracing::debug!(peer = %label, error = %e, "peer send failed");
+                        } else {
+                            tracing::warn!(peer = %label, error = %e, "peer send failed (further failures logged at debug until it recovers)");
+                        }
                         metrics::counter!(PEER_SEND_FAILURES, "to" => label.clone()).increment(1);
                         if let Some(h) = self.handle.get() {
                             h.report_unreachable(self.to);
@@ -181,7 +193,7 @@ impl Peer {
         let resp = tokio::time::timeout(Duration::from_secs(5), self.client.request(req))
             .await
             .map_err(|_| format!("{url}: timed out"))?
-            .map_err(|e| format!("{url}: {e}"))?;
+            .map_err(|e| format!("{url}: {}", error_chain(&e)))?;
         let status = resp.status();
         // Drain so the connection returns to the pool.
         let _ = resp.into_body().collect().await;
@@ -227,6 +239,19 @@ impl<T: Unpin> hyper::body::Body for IterStream<Result<Frame<Bytes>, T>> {
     ) -> std::task::Poll<Option<Result<Frame<Bytes>, T>>> {
         std::task::Poll::Ready(self.0.next())
     }
+}
+
+/// An error with its causes: hyper-util's own message ("client error (Connect)") hides the
+/// TLS or socket error an operator needs to see.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 /// Decode a batch received on `/raft/messages`.

@@ -6,12 +6,14 @@
 #![allow(clippy::result_large_err)]
 
 pub mod cluster;
+pub mod cors;
 pub mod keys;
 pub mod params;
 pub mod peer;
 pub mod response;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +25,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use crate::node::App;
 use response::{Body, Resp};
@@ -38,7 +41,51 @@ pub enum Listener {
     Peer,
 }
 
-pub async fn serve(app: Arc<App>, listener: TcpListener, kind: Listener) {
+pub async fn serve(app: Arc<App>, listener: TcpListener, kind: Listener, tls: Option<TlsAcceptor>) {
+    let cors = Arc::new(cors::Cors::new(&app.cfg.flags.cors));
+    let handler = move |req: Request<Incoming>, remote: SocketAddr| {
+        let app = app.clone();
+        let cors = cors.clone();
+        async move {
+            match kind {
+                Listener::Client => with_cors(&cors, req, |req| route_client(app, req)).await,
+                Listener::Peer => {
+                    let _ = remote;
+                    peer::route(app, req).await
+                }
+            }
+        }
+    };
+    serve_with(listener, tls, handler).await
+}
+
+/// Apply `--cors` around a client handler: preflights end here, other answers get the headers.
+pub async fn with_cors<F, Fut>(cors: &cors::Cors, req: Request<Incoming>, handler: F) -> Resp
+where
+    F: FnOnce(Request<Incoming>) -> Fut,
+    Fut: Future<Output = Resp>,
+{
+    if !cors.enabled() {
+        return handler(req).await;
+    }
+    if let Some(r) = cors.preflight(req.method(), req.headers()) {
+        return r;
+    }
+    let headers = req.headers().clone();
+    let mut r = handler(req).await;
+    cors.decorate(&headers, &mut r);
+    r
+}
+
+/// The accept loop shared by the member's listeners and the proxy. Each connection (its TLS
+/// handshake included) runs in its own task, so a slow or hostile client never holds up accepts.
+pub async fn serve_with<H, F, B>(listener: TcpListener, tls: Option<TlsAcceptor>, handler: H)
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = hyper::Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(x) => x,
@@ -49,33 +96,33 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, kind: Listener) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
+        let handler = handler.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let app = app.clone();
-                async move { Ok::<_, Infallible>(dispatch(app, req, kind, remote).await) }
+                let fut = handler(req, remote);
+                async move { Ok::<_, Infallible>(fut.await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), svc);
-            if let Err(e) = conn.await {
+            let builder = {
+                let mut b = hyper::server::conn::http1::Builder::new();
+                b.timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .keep_alive(true);
+                b
+            };
+            let res = match tls {
+                None => builder.serve_connection(TokioIo::new(stream), svc).await,
+                Some(acceptor) => match crate::tls::accept(&acceptor, stream, remote).await {
+                    crate::tls::Accepted::Tls(s) => {
+                        builder.serve_connection(TokioIo::new(*s), svc).await
+                    }
+                    crate::tls::Accepted::Refused => return,
+                },
+            };
+            if let Err(e) = res {
                 tracing::debug!(%remote, error = %e, "connection closed with error");
             }
         });
-    }
-}
-
-async fn dispatch(
-    app: Arc<App>,
-    req: Request<Incoming>,
-    kind: Listener,
-    _remote: SocketAddr,
-) -> Resp {
-    match kind {
-        Listener::Client => route_client(app, req).await,
-        Listener::Peer => peer::route(app, req).await,
     }
 }
 
@@ -87,7 +134,7 @@ fn strip_v2(path: &str) -> &str {
     }
 }
 
-async fn route_client(app: Arc<App>, req: Request<Incoming>) -> Resp {
+pub async fn route_client(app: Arc<App>, req: Request<Incoming>) -> Resp {
     let path = req.uri().path().to_string();
     let p = strip_v2(&path);
     if p == "/keys" || p.starts_with("/keys/") {

@@ -1,0 +1,289 @@
+//! TLS for the client and peer listeners and for outgoing peer (and proxy) connections.
+//!
+//! rustls with the ring provider, chosen explicitly rather than through a process-wide default so
+//! that no code path can silently fall back to another provider (or panic because none is
+//! installed). Certificate validity (chain, expiry, SAN) is checked by rustls' webpki verifier on
+//! both sides; this module only loads files and wires the configurations.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper::Uri;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio::net::TcpStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+/// A handshake that has not finished by then is abandoned, so a client that connects and sends
+/// nothing only costs its own task, never the accept loop.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read certificates from {}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("bad certificate PEM in {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("no certificate found in {}", path.display()));
+    }
+    Ok(certs)
+}
+
+fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| format!("cannot read a private key from {}: {e}", path.display()))
+}
+
+fn load_roots(path: &Path) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for c in load_certs(path)? {
+        roots
+            .add(c)
+            .map_err(|e| format!("bad CA certificate in {}: {e}", path.display()))?;
+    }
+    Ok(roots)
+}
+
+/// Certificate, key and (optional) CA file of one side (client API or peers).
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+    pub ca: Option<std::path::PathBuf>,
+}
+
+impl TlsFiles {
+    fn cert_and_key(
+        &self,
+        what: &str,
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+        match (&self.cert, &self.key) {
+            (Some(c), Some(k)) => Ok((load_certs(c)?, load_key(k)?)),
+            _ => Err(format!(
+                "{what} needs both a certificate and a key file ({})",
+                self.flag_names()
+            )),
+        }
+    }
+
+    fn flag_names(&self) -> &'static str {
+        "--cert-file/--key-file for clients, --peer-cert-file/--peer-key-file for peers"
+    }
+
+    /// Server side. With a CA file, clients must present a certificate it signed (mutual TLS).
+    pub fn server_config(&self, what: &str) -> Result<Arc<ServerConfig>, String> {
+        let (certs, key) = self.cert_and_key(what)?;
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("{what}: {e}"))?;
+        let builder = match &self.ca {
+            Some(ca) => {
+                let verifier = WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(load_roots(ca)?),
+                    provider(),
+                )
+                .build()
+                .map_err(|e| format!("{what}: client verifier: {e}"))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut cfg = builder
+            .with_single_cert(certs, key)
+            .map_err(|e| format!("{what}: certificate and key do not fit: {e}"))?;
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(cfg))
+    }
+
+    /// Client side: trust only the CA file, present the certificate if one is configured.
+    pub fn client_config(&self, what: &str) -> Result<Arc<ClientConfig>, String> {
+        let ca = self
+            .ca
+            .as_ref()
+            .ok_or_else(|| format!("{what} over https needs a CA file to verify the server"))?;
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("{what}: {e}"))?
+            .with_root_certificates(load_roots(ca)?);
+        let cfg = if self.cert.is_some() || self.key.is_some() {
+            let (certs, key) = self.cert_and_key(what)?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| format!("{what}: certificate and key do not fit: {e}"))?
+        } else {
+            builder.with_no_client_auth()
+        };
+        Ok(Arc::new(cfg))
+    }
+}
+
+/// Outcome of accepting one TLS connection.
+pub enum Accepted {
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// The client spoke plain HTTP; it was told so and the connection is done.
+    Refused,
+}
+
+/// Run the server handshake inside the connection's own task. Failures are logged at warn with
+/// the remote address and rustls' reason (unknown CA, expired certificate, no certificate...),
+/// because they are what an operator debugging a TLS setup needs to see.
+pub async fn accept(acceptor: &TlsAcceptor, mut stream: TcpStream, remote: SocketAddr) -> Accepted {
+    // A TLS connection starts with a handshake record (0x16). Anything else is most likely plain
+    // HTTP; answer it in plain HTTP, as Go's servers do, so curl users see why.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] != 0x16 => {
+            tracing::warn!(%remote, "refused plaintext connection on a TLS listener");
+            use tokio::io::AsyncWriteExt;
+            let msg = "Client sent an HTTP request to an HTTPS server.\n";
+            let resp = format!(
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{msg}",
+                msg.len()
+            );
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(resp.as_bytes()))
+                .await;
+            let _ = stream.shutdown().await;
+            return Accepted::Refused;
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, error = %e, "connection failed before TLS handshake");
+            return Accepted::Refused;
+        }
+        Err(_) => {
+            tracing::warn!(%remote, "TLS handshake timed out (client sent nothing)");
+            return Accepted::Refused;
+        }
+    }
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => Accepted::Tls(Box::new(s)),
+        Ok(Err(e)) => {
+            tracing::warn!(%remote, error = %e, "TLS handshake failed");
+            Accepted::Refused
+        }
+        Err(_) => {
+            tracing::warn!(%remote, "TLS handshake timed out");
+            Accepted::Refused
+        }
+    }
+}
+
+/// A hyper-util connector that speaks TLS to `https://` URLs and plain TCP to `http://` ones,
+/// so one peer client serves a cluster whatever its URLs say.
+#[derive(Clone)]
+pub struct MaybeTlsConnector {
+    http: HttpConnector,
+    tls: Option<TlsConnector>,
+}
+
+impl MaybeTlsConnector {
+    pub fn new(mut http: HttpConnector, tls: Option<Arc<ClientConfig>>) -> Self {
+        // The inner connector only opens TCP; the scheme is handled here.
+        http.enforce_http(false);
+        MaybeTlsConnector {
+            http,
+            tls: tls.map(TlsConnector::from),
+        }
+    }
+}
+
+pub enum MaybeTlsStream {
+    Plain(TokioIo<TcpStream>),
+    Tls(Box<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>),
+}
+
+impl Connection for MaybeTlsStream {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl Read for MaybeTlsStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTlsStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl Write for MaybeTlsStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            MaybeTlsStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTlsStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTlsStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<Uri> for MaybeTlsConnector {
+    type Response = MaybeTlsStream;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<MaybeTlsStream, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.http.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let https = uri.scheme_str() == Some("https");
+        let tls = self.tls.clone();
+        let host = uri
+            .host()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let connecting = self.http.call(uri);
+        Box::pin(async move {
+            let tcp = connecting.await?;
+            if !https {
+                return Ok(MaybeTlsStream::Plain(tcp));
+            }
+            let tls = tls.ok_or("https URL but no TLS client configuration (peer CA file)")?;
+            let name = ServerName::try_from(host)?;
+            let stream =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.connect(name, tcp.into_inner()))
+                    .await
+                    .map_err(|_| "TLS handshake timed out")??;
+            Ok(MaybeTlsStream::Tls(Box::new(TokioIo::new(stream))))
+        })
+    }
+}

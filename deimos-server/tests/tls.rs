@@ -1,0 +1,296 @@
+//! Mutual TLS on the client and peer listeners, with real `deimos` processes and certificates
+//! made in the test: key operations over https with a client certificate work; no certificate,
+//! an unknown CA, an expired certificate and plaintext are refused; a member whose peer
+//! certificate comes from another CA cannot join.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{client_tls, eventually, request, Ca, ClusterSpec, Proc};
+
+fn tls_args(ca: &Ca, leaf: &common::Leaf) -> Vec<String> {
+    let (c, k, a) = (
+        leaf.cert.display().to_string(),
+        leaf.key.display().to_string(),
+        ca.cert_path.display().to_string(),
+    );
+    vec![
+        "--cert-file".into(),
+        c.clone(),
+        "--key-file".into(),
+        k.clone(),
+        "--ca-file".into(),
+        a.clone(),
+        "--peer-cert-file".into(),
+        c,
+        "--peer-key-file".into(),
+        k,
+        "--peer-ca-file".into(),
+        a,
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_cluster_serves_keys_and_refuses_strangers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let ca = Ca::new(d, "ca");
+    let other = Ca::new(d, "other-ca");
+    let spec = ClusterSpec::new(3, "https");
+    let mut procs = Vec::new();
+    for i in 0..3 {
+        let leaf = ca.leaf(d, &format!("n{}", i + 1), false);
+        let mut args = spec.args(d, i);
+        args.extend(tls_args(&ca, &leaf));
+        procs.push(Proc::start(d, &format!("n{}", i + 1), &args));
+    }
+    let client = ca.leaf(d, "client", false);
+    let good = client_tls(&ca.cert_path, Some(&client));
+    let port = spec.client_ports[0];
+
+    // Every member healthy over https means the peers found each other over mutual TLS.
+    for &p in &spec.client_ports {
+        let tls = good.clone();
+        eventually(Duration::from_secs(20), "healthy member over https", || {
+            let tls = tls.clone();
+            async move {
+                let r = request(p, Some(tls), "GET", "/health", None, &[])
+                    .await
+                    .ok()?;
+                (r.status == 200).then_some(())
+            }
+        })
+        .await;
+    }
+
+    // set / get / CAS / delete.
+    let r = request(
+        port,
+        Some(good.clone()),
+        "PUT",
+        "/v2/keys/tls/a",
+        Some("value=1"),
+        &[],
+    )
+    .await
+    .expect("set");
+    assert_eq!(r.status, 201, "{r:?}");
+    let other_port = spec.client_ports[2];
+    let r = request(
+        other_port,
+        Some(good.clone()),
+        "GET",
+        "/v2/keys/tls/a?quorum=true",
+        None,
+        &[],
+    )
+    .await
+    .expect("get");
+    assert_eq!(r.json()["node"]["value"], "1", "{r:?}");
+    let r = request(
+        port,
+        Some(good.clone()),
+        "PUT",
+        "/v2/keys/tls/a?prevValue=0",
+        Some("value=2"),
+        &[],
+    )
+    .await
+    .expect("cas");
+    assert_eq!(r.status, 412, "failed CAS: {r:?}");
+    let r = request(
+        port,
+        Some(good.clone()),
+        "PUT",
+        "/v2/keys/tls/a?prevValue=1",
+        Some("value=2"),
+        &[],
+    )
+    .await
+    .expect("cas");
+    assert_eq!(r.status, 200, "CAS: {r:?}");
+
+    // A watch on one member sees a write made through another.
+    let watch = {
+        let tls = good.clone();
+        tokio::spawn(async move {
+            request(
+                other_port,
+                Some(tls),
+                "GET",
+                "/v2/keys/tls/w?wait=true",
+                None,
+                &[],
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = request(
+        port,
+        Some(good.clone()),
+        "PUT",
+        "/v2/keys/tls/w",
+        Some("value=seen"),
+        &[],
+    )
+    .await
+    .expect("set watched");
+    assert_eq!(r.status, 201);
+    let w = tokio::time::timeout(Duration::from_secs(5), watch)
+        .await
+        .expect("watch fires")
+        .expect("watch task")
+        .expect("watch reply");
+    assert_eq!(w.json()["node"]["value"], "seen", "{w:?}");
+
+    let r = request(
+        port,
+        Some(good.clone()),
+        "DELETE",
+        "/v2/keys/tls/a",
+        None,
+        &[],
+    )
+    .await
+    .expect("delete");
+    assert_eq!(r.status, 200, "{r:?}");
+
+    // Refusals: no client certificate, a client certificate from another CA, an expired one,
+    // and plain HTTP. None of them may take the server down.
+    let no_cert = request(
+        port,
+        Some(client_tls(&ca.cert_path, None)),
+        "GET",
+        "/v2/keys/",
+        None,
+        &[],
+    )
+    .await;
+    assert!(
+        no_cert.is_err(),
+        "client without certificate accepted: {no_cert:?}"
+    );
+    let stranger = other.leaf(d, "stranger", false);
+    let r = request(
+        port,
+        Some(client_tls(&ca.cert_path, Some(&stranger))),
+        "GET",
+        "/v2/keys/",
+        None,
+        &[],
+    )
+    .await;
+    assert!(r.is_err(), "client from another CA accepted: {r:?}");
+    let expired = ca.leaf(d, "expired", true);
+    let r = request(
+        port,
+        Some(client_tls(&ca.cert_path, Some(&expired))),
+        "GET",
+        "/v2/keys/",
+        None,
+        &[],
+    )
+    .await;
+    assert!(r.is_err(), "expired client certificate accepted: {r:?}");
+    let plain = request(port, None, "GET", "/v2/keys/", None, &[]).await;
+    let plain = plain.expect("plaintext gets a plain-HTTP refusal");
+    assert_eq!(plain.status, 400, "plaintext must be refused: {plain:?}");
+    assert!(plain.body.contains("HTTPS server"), "{plain:?}");
+    // The server's certificate is checked by the client too: trusting another CA fails.
+    let r = request(
+        port,
+        Some(client_tls(&other.cert_path, Some(&stranger))),
+        "GET",
+        "/v2/keys/",
+        None,
+        &[],
+    )
+    .await;
+    assert!(
+        r.is_err(),
+        "server certificate accepted by a client trusting another CA"
+    );
+
+    // Still serving after all that, and every refusal was logged with the reason.
+    let r = request(port, Some(good.clone()), "GET", "/v2/keys/tls/w", None, &[])
+        .await
+        .expect("still serving");
+    assert_eq!(r.status, 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = procs[0].log_text();
+    assert!(log.contains("TLS handshake failed"), "{log}");
+    assert!(log.contains("refused plaintext connection"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_with_certificate_from_another_ca_cannot_join() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let ca = Ca::new(d, "ca");
+    let other = Ca::new(d, "other-ca");
+    let spec = ClusterSpec::new(3, "https");
+    let mut procs = Vec::new();
+    for i in 0..3 {
+        // n3's peer certificate (and the CA it trusts) come from another CA.
+        let issuer = if i == 2 { &other } else { &ca };
+        let leaf = issuer.leaf(d, &format!("n{}", i + 1), false);
+        let mut args = spec.args(d, i);
+        args.extend(tls_args(issuer, &leaf));
+        procs.push(Proc::start(d, &format!("n{}", i + 1), &args));
+    }
+    let good = client_tls(&ca.cert_path, Some(&ca.leaf(d, "client", false)));
+    let port = spec.client_ports[0];
+    // n1 and n2 form a quorum and accept writes.
+    eventually(
+        Duration::from_secs(20),
+        "write on the two good members",
+        || {
+            let tls = good.clone();
+            async move {
+                let r = request(port, Some(tls), "PUT", "/v2/keys/x", Some("value=1"), &[])
+                    .await
+                    .ok()?;
+                (r.status == 201 || r.status == 200).then_some(())
+            }
+        },
+    )
+    .await;
+    // n3 never receives it: the others refuse its certificate and it refuses theirs.
+    let bad = client_tls(&other.cert_path, Some(&other.leaf(d, "client3", false)));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let r = request(
+        spec.client_ports[2],
+        Some(bad),
+        "GET",
+        "/raft/status",
+        None,
+        &[],
+    )
+    .await
+    .expect("n3 status");
+    let st = r.json();
+    assert!(st["leader"].is_null(), "n3 joined the cluster: {st}");
+    assert_eq!(
+        st["appliedIndex"].as_u64().unwrap_or(0),
+        0,
+        "n3 got entries: {st}"
+    );
+    // Each side logs the refusal with rustls' reason: servers "TLS handshake failed", clients
+    // "peer send failed" with the certificate error.
+    let logs = procs[0].log_text() + &procs[1].log_text();
+    assert!(logs.contains("TLS handshake failed"), "{logs}");
+    assert!(
+        logs.contains("Unknown"),
+        "handshake failure names the reason: {logs}"
+    );
+    let log3 = procs[2].log_text();
+    assert!(log3.contains("peer send failed"), "{log3}");
+    assert!(
+        log3.contains("UnknownIssuer"),
+        "n3 names the reason: {log3}"
+    );
+    assert!(!(logs + &log3).contains("panicked"));
+}
