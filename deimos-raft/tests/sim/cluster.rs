@@ -360,6 +360,9 @@ impl NodeClock {
         self.anchor_global = now;
         self.rate = rate;
         self.gen += 1;
+        // The tick already scheduled (at the old rate) is now void and has not fired: it is the
+        // next one to schedule again.
+        self.next_tick -= 1;
     }
 
     fn sync(&self, now: u64) {
