@@ -429,9 +429,11 @@ pub fn finish(
         Verdict::Violation {
             partition,
             culprits,
+            confirmed,
             ..
         } => format!(
-            "jepsen: VIOLATION {} offending=[{}] {ops} {tail}",
+            "jepsen: VIOLATION{} {} offending=[{}] {ops} {tail}",
+            if *confirmed { "" } else { " (unconfirmed)" },
             partition.replace(' ', "="),
             culprits.join("; ")
         ),
