@@ -200,6 +200,32 @@ fn local_reads_are_caught_by_lincheck() {
     eprintln!("stale local read caught:\n{f}");
 }
 
+/// Likewise for votes granted without the up-to-date log check (Raft §5.4.1): a leader lacking
+/// committed entries gets elected, which the leader-completeness check must report.
+#[test]
+fn vote_without_log_check_is_caught() {
+    let seeds = seeds("DEIMOS_SIM_WEAK_SEEDS", 2000);
+    let (failures, _) = sweep(
+        &seeds,
+        |s| {
+            let mut cfg = SimConfig::new(s, if s % 2 == 0 { 3 } else { 5 });
+            cfg.crash_heavy();
+            cfg.configure = |c| c.unsafe_knobs.skip_log_check_on_vote = true;
+            cfg.rerun =
+                "cargo test -p deimos-raft --release --test simulation vote_without_log_check";
+            cfg
+        },
+        1,
+    );
+    let f = failures.first().unwrap_or_else(|| {
+        panic!(
+            "no violation in {} seeds with the vote log check skipped",
+            seeds.len()
+        )
+    });
+    eprintln!("vote without log check caught:\n{f}");
+}
+
 /// Faults that depose leaders without crashing them (a crash ends the lease with the process):
 /// what an unsafe lease needs to show itself. Explicit, so other changes to the default mix do
 /// not quietly weaken the negative lease tests.
