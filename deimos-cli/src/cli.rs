@@ -75,6 +75,34 @@ pub struct Cli {
     /// Connect and request timeout (500ms, 5s, ...). Watches wait without limit.
     #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// CA certificate (PEM) that signed the servers' certificates; needed for https:// endpoints.
+    #[arg(
+        long = "cacert",
+        id = "tls_cacert",
+        value_name = "FILE",
+        global = true,
+        env = "DEIMOSCTL_CACERT"
+    )]
+    pub cacert: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for servers that require one (mutual TLS).
+    #[arg(
+        long = "cert",
+        id = "tls_cert",
+        value_name = "FILE",
+        global = true,
+        env = "DEIMOSCTL_CERT"
+    )]
+    pub cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) for --cert.
+    // The argument id differs from the flag name: `key` is the key commands' positional argument.
+    #[arg(
+        long = "key",
+        id = "tls_key",
+        value_name = "FILE",
+        global = true,
+        env = "DEIMOSCTL_KEY"
+    )]
+    pub key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -367,7 +395,7 @@ mod tests {
         assert!(parse(&["set", "k"]).is_err());
         assert!(parse(&["set", "k", "v", "--ttl", "-1"]).is_err());
         assert!(parse(&["watch", "k", "--after-index", "x"]).is_err());
-        assert!(parse(&["--endpoints", "https://x:1", "get", "k"]).is_err());
+        assert!(parse(&["--endpoints", "ftp://x:1", "get", "k"]).is_err());
         let c = parse(&["ls", "--recursive", "--sort"]).expect("ok");
         assert!(matches!(
             c.command,

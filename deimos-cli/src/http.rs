@@ -2,8 +2,8 @@
 //!
 //! Why not a pooled client: the bench must control exactly one keep-alive connection per task so the
 //! measured concurrency equals `--clients`, and the key commands only ever need one connection at a
-//! time. Only `http://` endpoints are supported: Deimos and the reference etcd are reached over
-//! loopback or a trusted network, and leaving TLS out keeps the binary small.
+//! time. `https://` endpoints use rustls with the CA and client certificate of `--cacert`,
+//! `--cert`, `--key` (see `tls.rs`).
 
 use std::fmt;
 use std::time::Duration;
@@ -16,22 +16,30 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-/// A parsed `http://host:port` endpoint.
+/// A parsed `http(s)://host:port` endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
     /// `host:port`, used both to connect and as the `Host` header.
     pub authority: String,
     /// The endpoint as the user wrote it (without a trailing slash), for messages.
     pub url: String,
+    /// `https://`: speak TLS after connecting.
+    pub https: bool,
 }
 
 impl Endpoint {
-    /// Parses `http://host[:port][/]`. A missing port means 80, as in any URL.
+    /// Parses `http(s)://host[:port][/]`. A missing port means 80 (443 for https), as in any URL.
     pub fn parse(s: &str) -> Result<Endpoint, String> {
         let s = s.trim();
-        let rest = s
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("endpoint {s:?}: only http:// URLs are supported"))?;
+        let (scheme, rest, default_port) = if let Some(r) = s.strip_prefix("http://") {
+            ("http", r, 80)
+        } else if let Some(r) = s.strip_prefix("https://") {
+            ("https", r, 443)
+        } else {
+            return Err(format!(
+                "endpoint {s:?}: only http:// and https:// URLs are supported"
+            ));
+        };
         let authority = rest.trim_end_matches('/');
         if authority.is_empty() || authority.contains('/') || authority.contains('@') {
             return Err(format!("endpoint {s:?}: expected http://host:port"));
@@ -41,11 +49,12 @@ impl Endpoint {
                 authority.to_string()
             }
             Some(_) => return Err(format!("endpoint {s:?}: bad host or port")),
-            None => format!("{authority}:80"),
+            None => format!("{authority}:{default_port}"),
         };
         Ok(Endpoint {
-            url: format!("http://{}", rest.trim_end_matches('/')),
+            url: format!("{scheme}://{}", rest.trim_end_matches('/')),
             authority,
+            https: scheme == "https",
         })
     }
 
@@ -104,13 +113,19 @@ impl Conn {
             .map_err(|e| TransportError::Connect(format!("{}: {e}", ep.url)))?;
         // Latency matters more than packet count for small request/response pairs.
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| TransportError::Connect(format!("{}: {e}", ep.url)))?;
-        // The connection future drives the socket; it ends when the sender is dropped.
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let sender = if ep.https {
+            let host = ep
+                .authority
+                .rsplit_once(':')
+                .map_or(ep.authority.as_str(), |(h, _)| h);
+            let tls = tokio::time::timeout(timeout, crate::tls::connect(stream, host))
+                .await
+                .map_err(|_| TransportError::Connect(format!("{}: TLS timed out", ep.url)))?
+                .map_err(|e| TransportError::Connect(format!("{}: {e}", ep.url)))?;
+            http1_handshake(TokioIo::new(tls), ep).await?
+        } else {
+            http1_handshake(TokioIo::new(stream), ep).await?
+        };
         Ok(Conn {
             sender,
             authority: ep.authority.clone(),
@@ -166,6 +181,23 @@ impl Conn {
     }
 }
 
+async fn http1_handshake<I>(
+    io: I,
+    ep: &Endpoint,
+) -> Result<SendRequest<Full<Bytes>>, TransportError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| TransportError::Connect(format!("{}: {e}", ep.url)))?;
+    // The connection future drives the socket; it ends when the sender is dropped.
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
 /// Percent-encodes `s` for a URL path (keeping `/`) or a form value (`keep_slash = false`).
 ///
 /// Only RFC 3986 unreserved characters pass through, so any key or value round-trips through
@@ -208,7 +240,10 @@ mod tests {
                 .authority,
             "localhost:80"
         );
-        assert!(Endpoint::parse("https://x:1").is_err());
+        let t = Endpoint::parse("https://x").expect("https is accepted");
+        assert!(t.https);
+        assert_eq!(t.authority, "x:443");
+        assert!(Endpoint::parse("ftp://x:1").is_err());
         assert!(Endpoint::parse("127.0.0.1:4001").is_err());
         assert!(Endpoint::parse("http://x:notaport").is_err());
         assert!(Endpoint::parse("http://").is_err());

@@ -19,6 +19,7 @@ mod cluster;
 mod http;
 mod keys;
 mod output;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -59,6 +60,11 @@ fn main() -> ExitCode {
     // clap prints usage errors and exits with status 2 itself.
     let cli = Cli::parse();
     let output = cli.output;
+    if let Err(e) = tls::init(cli.cacert.as_ref(), cli.cert.as_ref(), cli.key.as_ref()) {
+        let e = CliError::Usage(e);
+        eprintln!("{e}");
+        return ExitCode::from(e.exit_code());
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Command::Bench(w) = &cli.command {
         if w.opts().threads > 0 {
