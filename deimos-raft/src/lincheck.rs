@@ -817,6 +817,45 @@ mod tests {
         }
     }
 
+    /// The simulator checks histories of thousands of operations per key; the memoised search
+    /// must stay near-linear on them (bounded overlap, some indeterminate writes).
+    #[test]
+    fn long_histories_are_checked_quickly() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut reg = None;
+        let mut h = Vec::new();
+        for i in 0..3_000u32 {
+            let point = 1_000 + 10 * u64::from(i);
+            let (a, b) = (point - rnd(30), point + rnd(30));
+            let c = u64::from(i % 5);
+            match rnd(20) {
+                0..=9 => h.push(r(c, a, b, 0, reg)),
+                10..=18 => {
+                    reg = Some(i);
+                    if rnd(20) == 0 {
+                        h.push(w_ind(c, a, 0, i));
+                    } else {
+                        h.push(w(c, a, b, 0, i));
+                    }
+                }
+                _ => h.push(w_ind(c, a, 0, 1_000_000 + i)), // never took effect
+            }
+        }
+        let start = std::time::Instant::now();
+        assert!(ok(&h));
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
     #[test]
     fn budget_gives_unknown() {
         let mut h = Vec::new();
