@@ -929,7 +929,7 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(300))]
+            #![proptest_config(ProptestConfig::with_cases(150))]
 
             #[test]
             fn sequential_executions_with_overlap_are_accepted(
