@@ -618,6 +618,7 @@ fn run_suite(
     ctl: &Path,
     a: &BenchArgs,
     results: &mut Vec<RunResult>,
+    warnings: &mut Vec<String>,
 ) -> Result<String> {
     let system = cluster.system;
     eprintln!("waiting for the {} leader ...", system.name());
@@ -636,6 +637,17 @@ fn run_suite(
                 .check_alive()
                 .map_err(|e| format!("{e}\n{}", cluster.log_tails()))?;
             results.push(run_one(ctl, system, &leader, &members, w, c, a)?);
+            // A run that lost its leader measured something else (forwarding, an election):
+            // say so in the report rather than publish the figure silently.
+            if role(system, &leader).ok().as_deref() != Some("leader") {
+                let msg = format!(
+                    "{} {} with {c} clients: {leader} was no longer the leader after the run",
+                    system.name(),
+                    w.label()
+                );
+                eprintln!("warning: {msg}");
+                warnings.push(msg);
+            }
         }
     }
     Ok(leader)
@@ -710,6 +722,8 @@ struct Context {
     /// `/proc/loadavg` before and after: other work on the machine skews every figure.
     load_before: String,
     load_after: String,
+    /// Anything that makes a figure suspect (e.g. a leader change during a run).
+    warnings: Vec<String>,
 }
 
 fn report(a: &BenchArgs, ctx: &Context, results: &[RunResult]) -> String {
@@ -764,6 +778,12 @@ fn report(a: &BenchArgs, ctx: &Context, results: &[RunResult]) -> String {
     );
     for (s, l) in &ctx.leaders {
         let _ = writeln!(o, "- {} leader used: {l}", s.name());
+    }
+    if !ctx.warnings.is_empty() {
+        let _ = writeln!(o, "\n## Warnings\n");
+        for w in &ctx.warnings {
+            let _ = writeln!(o, "- {w}");
+        }
     }
     let _ = writeln!(o, "\n## Results\n");
     let _ = writeln!(
@@ -1014,16 +1034,19 @@ pub fn run(a: BenchArgs) -> Result<()> {
 
     let mut results = Vec::new();
     let mut leaders = Vec::new();
+    let mut warnings = Vec::new();
     let outcome = (|| -> Result<()> {
         if !a.skip_deimos {
             eprintln!("starting 3-node Deimos ...");
             let c = start_deimos(&deimos, &base, a.keep)?;
-            leaders.push((System::Deimos, run_suite(c, &ctl, &a, &mut results)?));
+            let l = run_suite(c, &ctl, &a, &mut results, &mut warnings)?;
+            leaders.push((System::Deimos, l));
         }
         if !a.skip_etcd {
             eprintln!("starting 3-node etcd ...");
             let c = start_etcd(&base, a.keep)?;
-            leaders.push((System::Etcd, run_suite(c, &ctl, &a, &mut results)?));
+            let l = run_suite(c, &ctl, &a, &mut results, &mut warnings)?;
+            leaders.push((System::Etcd, l));
         }
         Ok(())
     })();
@@ -1047,6 +1070,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         leaders,
         load_before,
         load_after: loadavg(),
+        warnings,
     };
     let text = report(&a, &ctx, &results);
     std::fs::write(&a.out, text).map_err(|e| format!("{}: {e}", a.out.display()))?;
@@ -1137,6 +1161,7 @@ mod tests {
             leaders: vec![],
             load_before: "0.1 0.2 0.3".into(),
             load_after: "0.4 0.5 0.6".into(),
+            warnings: vec!["etcd put with 16 clients: leader changed".into()],
         };
         let r = report(&a, &ctx, &results);
         assert!(
@@ -1151,6 +1176,7 @@ mod tests {
         assert!(r.contains("1.000 ms vs 2.000 ms: met"));
         assert!(r.contains("quorum reads vs etcd, 16 clients: n/a"));
         assert!(r.contains("```json"));
+        assert!(r.contains("## Warnings\n\n- etcd put with 16 clients: leader changed\n"));
         // 0.02 s of leader CPU and 0.01 s of client CPU over 1000 operations.
         assert!(
             r.contains("| get lease | 16 | 20.0 | - | 10.0 | 20.0 | - | 10.0 |"),
