@@ -573,4 +573,20 @@ mod tests {
         assert_eq!(p.flags.proxy, ProxyMode::Readonly);
         assert!(p.bootstrap.is_empty());
     }
+
+    /// Operators rely on `DEIMOS_<FLAG>` for every flag (issue 9); a flag added without `env`
+    /// would silently break that.
+    #[test]
+    fn every_flag_has_its_env_var() {
+        let cmd = Flags::command();
+        for a in cmd.get_arguments() {
+            let Some(long) = a.get_long() else { continue };
+            if long == "help" || long == "version" {
+                continue;
+            }
+            let want = format!("DEIMOS_{}", long.replace('-', "_").to_uppercase());
+            let got = a.get_env().map(|e| e.to_string_lossy().into_owned());
+            assert_eq!(got.as_deref(), Some(want.as_str()), "--{long}");
+        }
+    }
 }

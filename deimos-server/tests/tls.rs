@@ -48,6 +48,13 @@ async fn mutual_tls_cluster_serves_keys_and_refuses_strangers() {
     let client = ca.leaf(d, "client", false);
     let good = client_tls(&ca.cert_path, Some(&client));
     let port = spec.client_ports[0];
+    // A client that connects and never starts the handshake must not hold up anyone else.
+    let _silent = eventually(Duration::from_secs(10), "a TCP connection", || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+    })
+    .await;
 
     // Every member healthy over https means the peers found each other over mutual TLS.
     for &p in &spec.client_ports {
