@@ -5,14 +5,15 @@
 //! installed). Certificate validity (chain, expiry, SAN) is checked by rustls' webpki verifier on
 //! both sides; this module only loads files and wires the configurations.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper::Uri;
@@ -132,6 +133,44 @@ impl TlsFiles {
     }
 }
 
+/// A misconfigured peer retries every heartbeat, so each distinct refusal (kind and reason) is
+/// logged at warn at most once a second, with how many repeats were folded in; repeats in
+/// between go to debug. Different reasons are never hidden behind each other.
+static REFUSALS: Mutex<Option<HashMap<String, (Instant, u64)>>> = Mutex::new(None);
+
+fn refused(remote: SocketAddr, what: &str, error: Option<&dyn std::fmt::Display>) {
+    let error = error.map(|e| e.to_string()).unwrap_or_default();
+    let admit = match REFUSALS.lock() {
+        Ok(mut g) => {
+            let map = g.get_or_insert_with(HashMap::new);
+            if map.len() > 1024 {
+                map.clear();
+            }
+            let now = Instant::now();
+            let key = format!("{what}|{error}");
+            match map.get_mut(&key) {
+                Some((last, n)) if now.duration_since(*last) < Duration::from_secs(1) => {
+                    *n += 1;
+                    None
+                }
+                Some((last, n)) => {
+                    *last = now;
+                    Some(std::mem::take(n))
+                }
+                None => {
+                    map.insert(key, (now, 0));
+                    Some(0)
+                }
+            }
+        }
+        Err(_) => Some(0),
+    };
+    match admit {
+        Some(repeats) => tracing::warn!(%remote, error = %error, repeats, "{what}"),
+        None => tracing::debug!(%remote, error = %error, "{what}"),
+    }
+}
+
 /// Outcome of accepting one TLS connection.
 pub enum Accepted {
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
@@ -141,14 +180,19 @@ pub enum Accepted {
 
 /// Run the server handshake inside the connection's own task. Failures are logged at warn with
 /// the remote address and rustls' reason (unknown CA, expired certificate, no certificate...),
-/// because they are what an operator debugging a TLS setup needs to see.
+/// because they are what an operator debugging a TLS setup needs to see (rate-limited per
+/// reason, see `REFUSALS`).
 pub async fn accept(acceptor: &TlsAcceptor, mut stream: TcpStream, remote: SocketAddr) -> Accepted {
     // A TLS connection starts with a handshake record (0x16). Anything else is most likely plain
     // HTTP; answer it in plain HTTP, as Go's servers do, so curl users see why.
     let mut first = [0u8; 1];
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
         Ok(Ok(1)) if first[0] != 0x16 => {
-            tracing::warn!(%remote, "refused plaintext connection on a TLS listener");
+            refused(
+                remote,
+                "refused plaintext connection on a TLS listener",
+                None,
+            );
             use tokio::io::AsyncWriteExt;
             let msg = "Client sent an HTTP request to an HTTPS server.\n";
             let resp = format!(
@@ -166,18 +210,22 @@ pub async fn accept(acceptor: &TlsAcceptor, mut stream: TcpStream, remote: Socke
             return Accepted::Refused;
         }
         Err(_) => {
-            tracing::warn!(%remote, "TLS handshake timed out (client sent nothing)");
+            refused(
+                remote,
+                "TLS handshake timed out (client sent nothing)",
+                None,
+            );
             return Accepted::Refused;
         }
     }
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(s)) => Accepted::Tls(Box::new(s)),
         Ok(Err(e)) => {
-            tracing::warn!(%remote, error = %e, "TLS handshake failed");
+            refused(remote, "TLS handshake failed", Some(&e));
             Accepted::Refused
         }
         Err(_) => {
-            tracing::warn!(%remote, "TLS handshake timed out");
+            refused(remote, "TLS handshake timed out", None);
             Accepted::Refused
         }
     }

@@ -216,6 +216,13 @@ async fn cors_on_a_member() {
     let spec = ClusterSpec::new(1, "http");
     let mut args = spec.args(d, 0);
     args.extend(["--cors".into(), "http://a.example,http://b.example".into()]);
+    // The tick flags are accepted by a real node (their precedence is unit-tested in config.rs).
+    args.extend([
+        "--tick-interval".into(),
+        "50ms".into(),
+        "--election-timeout-ticks".into(),
+        "20".into(),
+    ]);
     let _n = Proc::start(d, "n1", &args);
     let p = spec.client_ports[0];
     eventually(Duration::from_secs(10), "node up", || async move {

@@ -225,6 +225,41 @@ async fn mutual_tls_cluster_serves_keys_and_refuses_strangers() {
         .await
         .expect("still serving");
     assert_eq!(r.status, 200);
+
+    // A proxy reaches https members with the peer TLS files (mutual TLS to the client port).
+    let proxy_leaf = ca.leaf(d, "proxy", false);
+    let pp = common::free_port();
+    let _proxy = Proc::start(
+        d,
+        "proxy",
+        &[
+            "--proxy".into(),
+            "on".into(),
+            "--listen-client-urls".into(),
+            format!("http://127.0.0.1:{pp}"),
+            "--proxy-endpoints".into(),
+            format!("https://127.0.0.1:{port}"),
+            "--peer-cert-file".into(),
+            proxy_leaf.cert.display().to_string(),
+            "--peer-key-file".into(),
+            proxy_leaf.key.display().to_string(),
+            "--peer-ca-file".into(),
+            ca.cert_path.display().to_string(),
+        ],
+    );
+    let r = eventually(
+        Duration::from_secs(10),
+        "a read through the proxy",
+        || async move {
+            let r = request(pp, None, "GET", "/v2/keys/tls/w", None, &[])
+                .await
+                .ok()?;
+            (r.status == 200).then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(r.json()["node"]["value"], "seen", "{r:?}");
+
     tokio::time::sleep(Duration::from_millis(200)).await;
     let log = procs[0].log_text();
     assert!(log.contains("TLS handshake failed"), "{log}");
