@@ -1,7 +1,7 @@
 //! Randomised, deterministic simulation of Raft clusters under faults.
 //!
 //! `cargo test -p deimos-raft --release --test simulation` sweeps `DEIMOS_SIM_SEEDS` seeds
-//! (default 2000; even seeds run 3 nodes, odd seeds 5). Every seed checks Raft's safety invariants
+//! (default 2000 in release, 100 in debug builds; even seeds run 3 nodes, odd seeds 5). Every seed checks Raft's safety invariants
 //! after each step, liveness after the faults heal, and linearizability of the client history.
 //! A failing seed is rerun with tracing and printed; replay one with `DEIMOS_SIM_SEED=<n>`
 //! (`DEIMOS_SIM_NODES` overrides the node count, `DEIMOS_SIM_TRACE=<n>` the trace length).
@@ -89,7 +89,12 @@ fn sweep(
 
 #[test]
 fn random_faults_3_and_5_nodes() {
-    let seeds = seeds("DEIMOS_SIM_SEEDS", 2000);
+    // Debug builds are ~20x slower: a short sweep there, the full one in release (CI runs
+    // `cargo test --workspace --release`).
+    let seeds = seeds(
+        "DEIMOS_SIM_SEEDS",
+        if cfg!(debug_assertions) { 100 } else { 2000 },
+    );
     let start = Instant::now();
     let (failures, st) = sweep(&seeds, config_for, 5);
     eprintln!(
