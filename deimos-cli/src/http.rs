@@ -6,6 +6,7 @@
 //! `--cert`, `--key` (see `tls.rs`).
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -102,6 +103,10 @@ pub struct Response {
 pub struct Conn {
     sender: SendRequest<Full<Bytes>>,
     authority: String,
+    /// Why the connection task ended, if it did: hyper's sender only says "channel closed",
+    /// while the task saw the real cause (e.g. a TLS alert: the server wants a client
+    /// certificate, which TLS 1.3 reports only after the handshake).
+    closed: Arc<Mutex<Option<String>>>,
 }
 
 impl Conn {
@@ -113,7 +118,7 @@ impl Conn {
             .map_err(|e| TransportError::Connect(format!("{}: {e}", ep.url)))?;
         // Latency matters more than packet count for small request/response pairs.
         let _ = stream.set_nodelay(true);
-        let sender = if ep.https {
+        let (sender, closed) = if ep.https {
             let host = ep
                 .authority
                 .rsplit_once(':')
@@ -129,6 +134,7 @@ impl Conn {
         Ok(Conn {
             sender,
             authority: ep.authority.clone(),
+            closed,
         })
     }
 
@@ -158,15 +164,13 @@ impl Conn {
         let req = req
             .body(Full::new(body))
             .map_err(|e| TransportError::Request(format!("building request: {e}")))?;
-        self.sender
-            .ready()
-            .await
-            .map_err(|e| TransportError::Request(e.to_string()))?;
-        let resp = self
-            .sender
-            .send_request(req)
-            .await
-            .map_err(|e| TransportError::Request(e.to_string()))?;
+        if let Err(e) = self.sender.ready().await {
+            return Err(self.failed(e).await);
+        }
+        let resp = match self.sender.send_request(req).await {
+            Ok(r) => r,
+            Err(e) => return Err(self.failed(e).await),
+        };
         let (parts, body) = resp.into_parts();
         let body = body
             .collect()
@@ -181,21 +185,52 @@ impl Conn {
     }
 }
 
-async fn http1_handshake<I>(
-    io: I,
-    ep: &Endpoint,
-) -> Result<SendRequest<Full<Bytes>>, TransportError>
+impl Conn {
+    /// A request error, with the connection task's reason when it has one. The task may record
+    /// it just after the sender noticed, so wait for it briefly.
+    async fn failed(&self, e: hyper::Error) -> TransportError {
+        let mut reason = None;
+        for _ in 0..20 {
+            reason = self.closed.lock().ok().and_then(|g| g.clone());
+            if reason.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        TransportError::Request(match reason {
+            Some(r) => format!("{e}: {r}"),
+            None => e.to_string(),
+        })
+    }
+}
+
+type Handshake = (SendRequest<Full<Bytes>>, Arc<Mutex<Option<String>>>);
+
+async fn http1_handshake<I>(io: I, ep: &Endpoint) -> Result<Handshake, TransportError>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let (sender, conn) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|e| TransportError::Connect(format!("{}: {e}", ep.url)))?;
+    let closed = Arc::new(Mutex::new(None));
+    let slot = closed.clone();
     // The connection future drives the socket; it ends when the sender is dropped.
     tokio::spawn(async move {
-        let _ = conn.await;
+        if let Err(e) = conn.await {
+            let mut msg = e.to_string();
+            let mut cur = std::error::Error::source(&e);
+            while let Some(c) = cur {
+                msg.push_str(": ");
+                msg.push_str(&c.to_string());
+                cur = c.source();
+            }
+            if let Ok(mut g) = slot.lock() {
+                *g = Some(msg);
+            }
+        }
     });
-    Ok(sender)
+    Ok((sender, closed))
 }
 
 /// Percent-encodes `s` for a URL path (keeping `/`) or a form value (`keep_slash = false`).
