@@ -165,9 +165,10 @@ fn refused(remote: SocketAddr, what: &str, error: Option<&dyn std::fmt::Display>
         }
         Err(_) => Some(0),
     };
-    match admit {
-        Some(repeats) => tracing::warn!(%remote, error = %error, repeats, "{what}"),
-        None => tracing::debug!(%remote, error = %error, "{what}"),
+    match (admit, error.is_empty()) {
+        (Some(repeats), true) => tracing::warn!(%remote, repeats, "{what}"),
+        (Some(repeats), false) => tracing::warn!(%remote, %error, repeats, "{what}"),
+        (None, _) => tracing::debug!(%remote, %error, "{what}"),
     }
 }
 
