@@ -70,6 +70,12 @@ fn set_create_update_and_compare_and_swap() {
         assert_eq!(r.json()["action"], "get");
         assert_eq!(node(&r)["value"], "v2");
     }
+    // HEAD: the status and headers of a GET, no body.
+    let r = h.must("HEAD", &url, None);
+    assert_eq!((r.status, r.body.as_str()), (200, ""), "{r:?}");
+    assert_keys_headers(&r);
+    let r = h.must("HEAD", &c.keys_url(0, "/nope"), None);
+    assert_eq!(r.status, 404, "{r:?}");
 
     // create (prevExist=false): 201, then 105 on an existing key.
     let r = h.put_form(
