@@ -47,7 +47,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, raw_key: String) -> R
     let body = if method == Method::GET || method == Method::HEAD {
         None
     } else {
-        match super::read_body(req, app.cfg.flags.max_request_bytes).await {
+        match super::read_body_at(req, app.cfg.flags.max_request_bytes, index).await {
             Ok((_, b)) => Some(b),
             // Oversized or stalled bodies are keys responses too: they carry the index headers.
             Err(resp) => return response::with_headers(resp, &headers(&app, index, None)),

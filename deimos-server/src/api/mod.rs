@@ -163,6 +163,15 @@ pub async fn read_body(
     req: Request<Incoming>,
     limit: usize,
 ) -> Result<(http::request::Parts, Bytes), Resp> {
+    read_body_at(req, limit, 0).await
+}
+
+/// [`read_body`] whose error bodies carry the store `index`, as every keys error does.
+pub async fn read_body_at(
+    req: Request<Incoming>,
+    limit: usize,
+    index: u64,
+) -> Result<(http::request::Parts, Bytes), Resp> {
     let (parts, body) = req.into_parts();
     let limited = http_body_util::Limited::new(body, limit);
     match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
@@ -176,6 +185,7 @@ pub async fn read_body(
                     210,
                     "Invalid POST form",
                     &format!("request body larger than {limit} bytes"),
+                    index,
                 ))
             } else {
                 Err(response::plain_error(
@@ -183,6 +193,7 @@ pub async fn read_body(
                     210,
                     "Invalid POST form",
                     &format!("cannot read body: {e}"),
+                    index,
                 ))
             }
         }
@@ -191,6 +202,7 @@ pub async fn read_body(
             210,
             "Invalid POST form",
             "request body not received in time",
+            index,
         )),
     }
 }

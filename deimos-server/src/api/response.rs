@@ -33,10 +33,10 @@ pub fn text(status: u16, s: &str) -> Resp {
 }
 
 /// An etcd-shaped error without a store behind it (transport-level failures).
-pub fn plain_error(status: u16, code: u16, message: &str, cause: &str) -> Resp {
+pub fn plain_error(status: u16, code: u16, message: &str, cause: &str, index: u64) -> Resp {
     json(
         status,
-        &serde_json::json!({"errorCode": code, "message": message, "cause": cause, "index": 0}),
+        &serde_json::json!({"errorCode": code, "message": message, "cause": cause, "index": index}),
     )
 }
 
