@@ -667,6 +667,7 @@ fn bad_input_is_rejected_without_effect() {
     assert!(r.json()["message"].is_string(), "{r:?}");
     assert_keys_headers(&r);
     assert_eq!(r.header_u64("X-Etcd-Index"), index);
+    assert_eq!(r.json()["index"].as_u64(), Some(index), "{r:?}");
     assert_eq!(
         store_index(&c, 0),
         index,
