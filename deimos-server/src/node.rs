@@ -43,7 +43,16 @@ pub fn now_ms() -> u64 {
 /// Open the data dir and start the Raft driver; returns the app and the driver task.
 pub fn start(cfg: NodeConfig) -> Result<(Arc<App>, tokio::task::JoinHandle<()>), String> {
     let data_dir = &cfg.flags.data_dir;
-    let mut storage = RedbStorage::open(data_dir)
+    // One-phase commit with checksums: a crash mid-commit rolls back to the previous commit,
+    // which was never acknowledged. Two-phase commit would add a second fsync per write to guard
+    // against an attacker who controls page flush order and can crash the host at will — not
+    // the threat model of a store behind its own peer network, and etcd's WAL makes the same
+    // single-fdatasync trade.
+    let opts = deimos_store::persist::StoreOptions {
+        two_phase_commit: false,
+        ..Default::default()
+    };
+    let mut storage = RedbStorage::open_with(data_dir, &opts)
         .map_err(|e| format!("cannot open data dir {}: {e}", data_dir.display()))?;
     let sm = KvStateMachine::open(&mut storage, &cfg.bootstrap).map_err(|e| e.to_string())?;
     let (applied, _, conf) = storage.applied_state();

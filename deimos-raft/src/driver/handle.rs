@@ -179,6 +179,12 @@ impl<O: Send + 'static, C: Clock + Clone> Handle<O, C> {
         self.status.borrow().clone()
     }
 
+    /// `(term, commit, applied)` without cloning the membership (hot path: response headers).
+    pub fn indexes(&self) -> (crate::types::Term, Index, Index) {
+        let st = self.status.borrow();
+        (st.term, st.commit, st.applied)
+    }
+
     pub fn status_watch(&self) -> watch::Receiver<Status> {
         self.status.clone()
     }

@@ -87,11 +87,11 @@ fn store_index(app: &App) -> u64 {
 }
 
 fn headers(app: &App, etcd_index: u64, read_mode: Option<&'static str>) -> IndexHeaders {
-    let st = app.handle.status();
+    let (term, _, applied) = app.handle.indexes();
     IndexHeaders {
         etcd_index,
-        raft_index: st.applied,
-        raft_term: st.term,
+        raft_index: applied,
+        raft_term: term,
         read_mode,
     }
 }

@@ -38,17 +38,32 @@ pub struct WriteBatch<'a> {
 }
 
 impl RedbStorage {
-    /// Group commit: append `entries` and set `hard_state` in ONE durable transaction.
+    /// Group commit: append `entries` and set `hard_state` in ONE transaction. It is durable
+    /// (fsync) whenever Raft's safety needs it — new entries, or a new term or vote. A change of
+    /// the commit index alone is written without an fsync (etcd's `MustSync` rule): the commit
+    /// index is recoverable after a crash from the leader, so losing the latest value only
+    /// delays applying, never loses a decision. The next durable write makes it durable too.
     pub fn persist(
         &mut self,
         hard_state: Option<&HardState>,
         entries: &[Entry],
     ) -> StorageResult<()> {
-        self.write_batch(&WriteBatch {
-            hard_state,
-            entries,
-            ..WriteBatch::default()
-        })
+        let prev = self.cache.hard_state;
+        let must_sync = !entries.is_empty()
+            || hard_state.is_some_and(|hs| hs.term != prev.term || hs.vote != prev.vote);
+        let durability = if must_sync {
+            redb::Durability::Immediate
+        } else {
+            redb::Durability::None
+        };
+        self.write_batch_with(
+            &WriteBatch {
+                hard_state,
+                entries,
+                ..WriteBatch::default()
+            },
+            durability,
+        )
     }
 
     /// Atomically upsert/delete `mutations` and record `applied_index`/`applied_term`/`conf`.
