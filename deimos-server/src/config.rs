@@ -318,6 +318,9 @@ pub struct NodeConfig {
     pub peer_urls: Vec<String>,
     /// Members of the initial cluster (empty when joining an existing one).
     pub bootstrap: Vec<Member>,
+    /// Every member named in `--bootstrap-config`, also when joining: where to reach peers
+    /// before their replicated records have been applied here.
+    pub peer_hints: Vec<Member>,
     pub timing: Timing,
 }
 
@@ -349,6 +352,7 @@ impl NodeConfig {
                 client_urls,
                 peer_urls: vec![],
                 bootstrap: vec![],
+                peer_hints: vec![],
                 timing,
             });
         }
@@ -369,6 +373,7 @@ impl NodeConfig {
         if !(0.5..=2.0).contains(&flags.unsafe_clock_rate) {
             return Err("--unsafe-clock-rate must be within 0.5..=2.0".into());
         }
+        let peer_hints = bootstrap.clone();
         if flags.initial_cluster_state == ClusterState::Existing {
             bootstrap.clear();
         }
@@ -378,6 +383,7 @@ impl NodeConfig {
             client_urls,
             peer_urls,
             bootstrap,
+            peer_hints,
             timing,
         })
     }

@@ -112,6 +112,12 @@ pub fn start(cfg: NodeConfig) -> Result<(Arc<App>, tokio::task::JoinHandle<()>),
         handle_cell.clone(),
         bind,
         peer_client_tls,
+    )
+    .with_hints(
+        cfg.peer_hints
+            .iter()
+            .filter_map(|m| Some((m.id, m.peer_urls.first()?.clone())))
+            .collect(),
     );
     let (driver, handle) = Driver::new(dcfg, storage, transport, sm, ScaledClock::new(rate))
         .map_err(|e| e.to_string())?;
@@ -133,8 +139,13 @@ pub fn start(cfg: NodeConfig) -> Result<(Arc<App>, tokio::task::JoinHandle<()>),
         started: Instant::now(),
         stats,
     });
-    if conf.voters.len() == 1 && conf.voters.contains(&app.id()) {
-        // Alone: no one to wait for, take leadership at once.
+    // Alone in the cluster (a fresh single-node bootstrap, or a restart of one): no one to
+    // wait for. The driver applies the bootstrap entries before it serves this request.
+    let alone = match conf.voters.len() {
+        0 => app.cfg.bootstrap.len() == 1 && app.cfg.bootstrap[0].id == app.id(),
+        _ => conf.voters.len() == 1 && conf.voters.contains(&app.id()),
+    };
+    if alone {
         let h = app.handle.clone();
         tokio::spawn(async move {
             let _ = h.campaign().await;

@@ -41,6 +41,9 @@ pub struct HttpTransport {
     handle: Arc<OnceLock<NodeHandle>>,
     client: Client<MaybeTlsConnector, Body>,
     queues: HashMap<u64, mpsc::UnboundedSender<Message>>,
+    /// Peer URLs from the flags, for members whose replicated record this node has not applied
+    /// yet (a node joining an existing cluster must answer the leader before it catches up).
+    hints: HashMap<u64, String>,
 }
 
 impl HttpTransport {
@@ -72,7 +75,14 @@ impl HttpTransport {
             handle,
             client,
             queues: HashMap::new(),
+            hints: HashMap::new(),
         }
+    }
+
+    /// Peer URLs to use until the replicated member records say otherwise.
+    pub fn with_hints(mut self, hints: HashMap<u64, String>) -> Self {
+        self.hints = hints;
+        self
     }
 
     fn queue(&mut self, to: u64) -> &mpsc::UnboundedSender<Message> {
@@ -80,6 +90,7 @@ impl HttpTransport {
             let (tx, rx) = mpsc::unbounded_channel();
             let peer = Peer {
                 to,
+                hint: self.hints.get(&to).cloned(),
                 members: self.members.clone(),
                 stats: self.stats.clone(),
                 handle: self.handle.clone(),
@@ -107,6 +118,7 @@ impl Transport for HttpTransport {
 
 struct Peer {
     to: u64,
+    hint: Option<String>,
     members: SharedMembers,
     stats: Arc<ServerStats>,
     handle: Arc<OnceLock<NodeHandle>>,
@@ -174,13 +186,11 @@ impl Peer {
             .members
             .read()
             .map_err(|_| "members lock poisoned".to_string())?;
-        let m = members
+        let base = members
             .get(&self.to)
+            .and_then(|m| m.peer_urls.first())
+            .or(self.hint.as_ref())
             .ok_or_else(|| format!("unknown peer {:016x}", self.to))?;
-        let base = m
-            .peer_urls
-            .first()
-            .ok_or_else(|| format!("peer {:016x} has no URL", self.to))?;
         Ok(format!("{}{}", base.trim_end_matches('/'), path))
     }
 

@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use deimos_raft::driver::{ApplyBatch, StateMachine, StateMachineError};
 use deimos_raft::storage::LogStorage;
-use deimos_raft::types::{ConfState, Index, Snapshot};
+use deimos_raft::types::{Index, Snapshot};
 use serde::{Deserialize, Serialize};
 
 use crate::keyspace::{Applied, Command, ErrorCode, Store, StoreError};
@@ -65,8 +65,8 @@ pub struct KvStateMachine {
 
 impl KvStateMachine {
     /// Load the applied state from `storage` (no log replay). On a brand-new data dir with
-    /// `bootstrap` members, record the initial membership first: every bootstrapping node writes
-    /// the same records from the same flags.
+    /// `bootstrap` members, write the initial membership into the log first (see
+    /// [`bootstrap_log`]).
     pub fn open(
         storage: &mut RedbStorage,
         bootstrap: &[Member],
@@ -74,12 +74,7 @@ impl KvStateMachine {
         let fresh = storage.last_index().map_err(sm_err)? == 0
             && storage.applied_state().2.voters.is_empty();
         if fresh && !bootstrap.is_empty() {
-            let conf = ConfState::new(bootstrap.iter().map(|m| m.id));
-            let muts: Vec<(String, Option<Vec<u8>>)> = bootstrap
-                .iter()
-                .map(|m| (member_key(m.id), Some(encode_member(m))))
-                .collect();
-            storage.commit_applied(0, 0, &conf, &muts).map_err(sm_err)?;
+            bootstrap_log(storage, bootstrap)?;
         }
         let (store, members) = load(storage)?;
         Ok(KvStateMachine {
@@ -95,6 +90,41 @@ impl KvStateMachine {
     pub fn members(&self) -> SharedMembers {
         self.members.clone()
     }
+}
+
+/// The initial membership as committed log entries of term 1, identical on every bootstrapping
+/// node: one `AddVoter` per member, then one entry recording each member's metadata. As log
+/// entries (etcd does the same) they reach a node that joins later by ordinary replication; kept
+/// only as index-0 state, a newcomer that receives the log from index 1 would never learn the
+/// original voters and could elect itself.
+fn bootstrap_log(storage: &mut RedbStorage, members: &[Member]) -> Result<(), StateMachineError> {
+    use deimos_raft::types::{ConfChange, Entry, EntryPayload, HardState};
+    let mut entries = Vec::with_capacity(members.len() * 2);
+    for m in members {
+        let payload = EntryPayload::ConfChange(ConfChange::AddVoter(m.id));
+        entries.push(Entry {
+            term: 1,
+            index: entries.len() as u64 + 1,
+            payload,
+        });
+    }
+    for m in members {
+        // Origin 0: no node waits for these.
+        let data =
+            deimos_raft::driver::envelope::wrap(0, 0, &Proposal::PutMember(m.clone()).encode());
+        let payload = EntryPayload::Normal(data);
+        entries.push(Entry {
+            term: 1,
+            index: entries.len() as u64 + 1,
+            payload,
+        });
+    }
+    let hs = HardState {
+        term: 1,
+        vote: None,
+        commit: entries.len() as u64,
+    };
+    storage.persist(Some(&hs), &entries).map_err(sm_err)
 }
 
 fn member_key(id: u64) -> String {
@@ -229,48 +259,74 @@ mod tests {
 
     #[test]
     fn applies_durably_and_reloads_without_replay() {
+        use deimos_raft::storage::LogStorage;
+        use deimos_raft::types::{ConfState, EntryPayload};
         let dir = tempfile::tempdir().unwrap();
-        let conf;
         {
             let mut st = RedbStorage::open(dir.path()).unwrap();
             let mut sm = KvStateMachine::open(&mut st, &[member(1)]).unwrap();
-            conf = st.applied_state().2;
-            assert_eq!(conf.voters.len(), 1);
+            // Bootstrap is log entries: one AddVoter, one member record, both committed.
+            assert_eq!(st.last_index().unwrap(), 2);
+            assert_eq!(st.hard_state().commit, 2);
+            let boot = st.entries(1, 3, None).unwrap();
+            assert!(matches!(boot[0].payload, EntryPayload::ConfChange(_)));
+            let EntryPayload::Normal(rec) = &boot[1].payload else {
+                panic!("member entry")
+            };
+            let (_, _, rec) = deimos_raft::driver::envelope::unwrap(rec).unwrap();
             let e = deimos_raft::types::Entry {
                 term: 1,
-                index: 1,
-                payload: deimos_raft::types::EntryPayload::Normal(vec![]),
+                index: 3,
+                payload: EntryPayload::Normal(vec![]),
             };
             st.persist(None, &[e]).unwrap();
             let p = Proposal::Keys(Command::set("/a", "1")).encode();
             let bad = b"not json".to_vec();
+            let conf = ConfState::new([1]);
             let out = sm
                 .apply(
                     &mut st,
                     ApplyBatch {
                         commands: vec![
-                            Cmd { index: 1, data: &p },
                             Cmd {
-                                index: 1,
+                                index: 2,
+                                data: rec,
+                            },
+                            Cmd { index: 3, data: &p },
+                            Cmd {
+                                index: 3,
                                 data: &bad,
                             },
                         ],
-                        applied: 1,
+                        applied: 3,
                         applied_term: 1,
                         conf: &conf,
                     },
                 )
                 .unwrap();
-            assert!(matches!(out[0], Output::Keys(Ok(_))));
-            assert!(matches!(out[1], Output::Invalid(_)));
+            assert!(matches!(out[0], Output::Members));
+            assert!(matches!(out[1], Output::Keys(Ok(_))));
+            assert!(matches!(out[2], Output::Invalid(_)));
+            // Deferred: durable with the next durable write.
+            st.persist(
+                Some(&deimos_raft::types::HardState {
+                    term: 2,
+                    vote: None,
+                    commit: 3,
+                }),
+                &[],
+            )
+            .unwrap();
         }
         let mut st = RedbStorage::open(dir.path()).unwrap();
-        assert_eq!(st.applied_state().0, 1);
+        assert_eq!(st.applied_state().0, 3);
+        assert_eq!(st.applied_state().2, ConfState::new([1]));
         let sm = KvStateMachine::open(&mut st, &[member(1), member(2)]).unwrap();
         let store = sm.store();
         let got = store.read().unwrap().get("/a", false, false, 0).unwrap();
         assert_eq!(got.node.value.as_deref(), Some("1"));
-        // Bootstrap members are only written into a fresh data dir.
+        // Bootstrap happens only on a fresh data dir: member 2 was not added on reopen.
         assert_eq!(sm.members().read().unwrap().len(), 1);
+        assert_eq!(st.last_index().unwrap(), 3);
     }
 }

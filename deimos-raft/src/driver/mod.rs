@@ -3,7 +3,7 @@
 //!
 //! Everything else talks to it through a [`Handle`].
 
-mod envelope;
+pub mod envelope;
 mod handle;
 pub mod metrics;
 mod traits;
@@ -164,6 +164,12 @@ where
     pub async fn run(mut self) -> Result<(), FatalError> {
         let mut ticker = tokio::time::interval(self.tick_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Committed entries not yet applied (a restart, or bootstrap entries) come first, so
+        // membership is known before any request is served.
+        while self.node.has_ready() {
+            let rd = self.node.ready();
+            self.handle_ready(rd)?;
+        }
         loop {
             tokio::select! {
                 _ = ticker.tick() => self.on_tick(),
