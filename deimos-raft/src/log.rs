@@ -26,13 +26,17 @@ impl<S: LogStorage> RaftLog<S> {
     pub fn new(storage: S, committed: Index, applied: Index) -> StorageResult<Self> {
         let first = storage.first_index()?;
         let last = storage.last_index()?;
-        let applied = applied.max(first - 1).min(committed.max(first - 1));
+        // Whatever the state machine applied was committed, even if the commit index on disk
+        // lags (it is written without an fsync): raise commit rather than lower applied, since
+        // re-delivering applied entries to a state machine that is not idempotent corrupts it.
+        let applied = applied.max(first - 1).min(last);
+        let committed = committed.max(applied).min(last.max(first - 1));
         Ok(RaftLog {
             storage,
             unstable_snapshot: None,
             unstable: Vec::new(),
             unstable_offset: last + 1,
-            committed: committed.max(first - 1),
+            committed,
             applying: applied,
             applied,
         })
@@ -377,6 +381,16 @@ mod tests {
         assert!(!l.maybe_commit(2, 2, false));
         assert!(l.maybe_commit(2, 2, true));
         assert!(l.maybe_commit(3, 2, false));
+    }
+
+    #[test]
+    fn restart_never_redelivers_applied_entries() {
+        let mut s = MemStorage::new(ConfState::new([1]));
+        s.append(&[ent(1, 1), ent(2, 1), ent(3, 1)]).unwrap();
+        // Commit on disk (1) lags the applied state (3).
+        let l = RaftLog::new(s, 1, 3).unwrap();
+        assert_eq!((l.committed, l.applied), (3, 3));
+        assert!(!l.has_next_committed());
     }
 
     #[test]

@@ -317,3 +317,76 @@ fn lease_with_excess_clock_drift_is_caught() {
     assert!(f.violation.starts_with("linearizability"), "{f}");
     eprintln!("lease under excess drift caught:\n{f}");
 }
+
+/// The lease must actually serve reads: on a calm cluster, nearly every lease read that reaches
+/// the leader is answered from the lease rather than by a ReadIndex round.
+#[test]
+fn calm_leader_serves_reads_from_its_lease() {
+    let (mut attempts, mut hits) = (0u64, 0u64);
+    for (seed, nodes) in [(11, 3), (12, 5), (13, 3)] {
+        let mut cfg = SimConfig::new(seed, nodes);
+        cfg.fault_interval_us = 0;
+        cfg.lease_read_pct = 60;
+        let st = run(cfg).unwrap_or_else(|f| panic!("{f}"));
+        attempts += st.lease_reads_on_leader;
+        hits += st.lease_hits_on_leader;
+    }
+    let ratio = hits as f64 / attempts.max(1) as f64;
+    eprintln!(
+        "lease reads on a calm leader: {hits} of {attempts} served by the lease ({:.1}%)",
+        ratio * 100.0
+    );
+    assert!(
+        attempts > 300,
+        "too few lease reads reached the leader: {attempts}"
+    );
+    assert!(
+        ratio > 0.95,
+        "only {:.1}% of leader reads used the lease",
+        ratio * 100.0
+    );
+}
+
+/// After a leader change (transfer, or the old leader crashing) the new leader holds a usable
+/// lease — own-term entry applied, a heartbeat round acknowledged — within a few heartbeats.
+#[test]
+fn new_leader_regains_its_lease_within_a_few_heartbeats() {
+    const HEARTBEAT_US: u64 = 10_000; // 1 tick of 10 ms local time
+    const BOUND_HEARTBEATS: u64 = 5;
+    let mut total = Stats::default();
+    for seed in 0..40 {
+        let mut cfg = SimConfig::new(100 + seed, if seed % 2 == 0 { 3 } else { 5 });
+        cfg.lease_read_pct = 30;
+        cfg.faults = FaultWeights {
+            partition: 0,
+            isolate_leader: 0,
+            heal: 2,
+            crash: 0,
+            weather: 0,
+            clock_rate: 0,
+            transfer_leader: 3,
+            membership: 0,
+            crash_leader: 2,
+            campaign: 0,
+        };
+        let st = run(cfg).unwrap_or_else(|f| panic!("{f}"));
+        total.add(&st);
+    }
+    eprintln!(
+        "{} leaderships regained a lease; slowest after {:.1} ms ({:.1} heartbeats)",
+        total.leases_regained,
+        total.max_lease_regain_us as f64 / 1000.0,
+        total.max_lease_regain_us as f64 / HEARTBEAT_US as f64
+    );
+    assert!(
+        total.leaders > 80,
+        "too few leader changes: {}",
+        total.leaders
+    );
+    assert!(total.leases_regained * 10 >= total.leaders * 8, "{total:?}");
+    assert!(
+        total.max_lease_regain_us <= BOUND_HEARTBEATS * HEARTBEAT_US,
+        "a new leader waited {} us for its lease",
+        total.max_lease_regain_us
+    );
+}

@@ -244,6 +244,14 @@ pub struct Stats {
     pub conf_changes: u64,
     /// Reads answered under a valid leader lease (no ReadIndex round).
     pub lease_reads: u64,
+    /// `LeaseRead`s submitted to the node that was leader at the time, and how many of those
+    /// the lease answered (the rest fell back to ReadIndex).
+    pub lease_reads_on_leader: u64,
+    pub lease_hits_on_leader: u64,
+    /// Leaderships that reached a usable lease, and the longest wait for one, measured on the
+    /// new leader's clock from becoming leader.
+    pub leases_regained: u64,
+    pub max_lease_regain_us: u64,
     pub sim_us: u64,
 }
 
@@ -261,6 +269,10 @@ impl Stats {
         self.timeouts += o.timeouts;
         self.conf_changes += o.conf_changes;
         self.lease_reads += o.lease_reads;
+        self.lease_reads_on_leader += o.lease_reads_on_leader;
+        self.lease_hits_on_leader += o.lease_hits_on_leader;
+        self.leases_regained += o.leases_regained;
+        self.max_lease_regain_us = self.max_lease_regain_us.max(o.max_lease_regain_us);
         self.sim_us += o.sim_us;
     }
 }
@@ -389,6 +401,8 @@ pub struct SimNode {
     disk_hs: HardState,
     pub sm: KvStore,
     pub clock: NodeClock,
+    /// Local time at which this node became leader and has not yet held a usable lease.
+    pub leader_since: Option<std::time::Duration>,
     pub role: Role,
     pub term: Term,
     pub leader: Option<NodeId>,
@@ -478,6 +492,7 @@ impl Sim {
                     disk_hs: HardState::default(),
                     sm: KvStore::default(),
                     clock: NodeClock::new(rate),
+                    leader_since: None,
                     role: Role::Follower,
                     term: 0,
                     leader: None,
@@ -935,6 +950,9 @@ impl Sim {
             node.term = hs.term;
         }
         if let Some(ss) = rd.soft_state {
+            if ss.role != Role::Leader {
+                node.leader_since = None;
+            }
             node.role = ss.role;
             node.leader = ss.leader;
             if let Some(lease) = node.lease.as_mut() {
@@ -947,6 +965,9 @@ impl Sim {
             lease.observe(&rd.lease_events, local);
         }
         for e in &rd.lease_events {
+            if let LeaseEvent::BecameLeader { .. } = e {
+                node.leader_since = Some(local);
+            }
             if node.lease_events.len() == 64 {
                 node.lease_events.pop_front();
             }
@@ -983,8 +1004,20 @@ impl Sim {
             }
         }
 
+        let mut regained = None;
         if let Some(lease) = node.lease.as_mut() {
             lease.on_applied(node.sm.applied);
+            if let Some(since) = node.leader_since {
+                if lease.can_read_with_lease() {
+                    regained = Some(Clock::now(&node.clock.clock).saturating_sub(since));
+                    node.leader_since = None;
+                }
+            }
+        }
+        if let Some(d) = regained {
+            self.stats.leases_regained += 1;
+            self.stats.max_lease_regain_us =
+                self.stats.max_lease_regain_us.max(d.as_micros() as u64);
         }
 
         // 3. Read states; answer reads whose index is applied.
@@ -1382,6 +1415,12 @@ impl Sim {
         let raw = n.raw.as_mut().expect("submit to a live node");
         // Some paths answer at once; the answer is recorded after the invocation below.
         let mut immediate = None;
+        if matches!(op, ClientOp::LeaseRead { .. }) && raw.status().role == Role::Leader {
+            self.stats.lease_reads_on_leader += 1;
+            if n.lease.as_ref().is_some_and(|l| l.can_read_with_lease()) {
+                self.stats.lease_hits_on_leader += 1;
+            }
+        }
         match op {
             ClientOp::LocalRead { key } => immediate = Some(KvOut::Read(n.sm.get(key))),
             // As the server: under a valid lease, everything committed so far (acknowledged

@@ -81,10 +81,19 @@ impl RedbStorage {
             conf,
             mutations,
         };
-        self.write_batch(&WriteBatch {
+        self.commit_applied_with(applied, redb::Durability::Immediate)
+    }
+
+    fn commit_applied_with(
+        &mut self,
+        applied: AppliedBatch<'_>,
+        durability: redb::Durability,
+    ) -> StorageResult<()> {
+        let batch = WriteBatch {
             applied: Some(applied),
             ..WriteBatch::default()
-        })
+        };
+        self.write_batch_with(&batch, durability)
     }
 
     /// Delete log entries `<= upto`, keeping `term(upto)` answerable. Errors like etcd's
@@ -115,13 +124,7 @@ impl RedbStorage {
             conf,
             mutations,
         };
-        self.write_batch_with(
-            &WriteBatch {
-                applied: Some(applied),
-                ..WriteBatch::default()
-            },
-            redb::Durability::None,
-        )
+        self.commit_applied_with(applied, redb::Durability::None)
     }
 
     /// Do all of `batch` in one durable transaction (see [`WriteBatch`]).
