@@ -241,109 +241,116 @@ fn spawn_member(
     Ok(child)
 }
 
-fn start_deimos(bin: &Path, base: &Path, keep: bool) -> Result<Cluster> {
-    let dir = base.join("deimos");
+/// One member's names and URLs, from which each system builds its own flags.
+struct MemberSpec {
+    name: String,
+    client: String,
+    peer: String,
+    data: PathBuf,
+}
+
+/// Start three members of `system` on loopback: names `<prefix>1..3`, client ports
+/// `client_base + i`, peer ports `peer_base + i`; `args` turns a member and the cluster's
+/// `name=peerURL,...` list into that system's command line.
+fn start_cluster(
+    system: System,
+    bin: &Path,
+    base: &Path,
+    keep: bool,
+    (prefix, client_base, peer_base): (&str, u16, u16),
+    args: impl Fn(&MemberSpec, &str) -> Vec<String>,
+) -> Result<Cluster> {
+    let dir = base.join(match system {
+        System::Deimos => "deimos",
+        System::Etcd => "etcd",
+    });
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut cluster = Cluster {
-        system: System::Deimos,
+        system,
         members: Vec::new(),
         client_urls: Vec::new(),
         dir: dir.clone(),
         keep,
     };
-    let bootstrap = (1..=3)
-        .map(|i| format!("n{i}=http://127.0.0.1:{}", 7100 + i))
+    let initial = (1..=3u16)
+        .map(|i| format!("{prefix}{i}=http://127.0.0.1:{}", peer_base + i))
         .collect::<Vec<_>>()
         .join(",");
     for i in 1..=3u16 {
-        ensure_port_free(4100 + i)?;
-        ensure_port_free(7100 + i)?;
+        ensure_port_free(client_base + i)?;
+        ensure_port_free(peer_base + i)?;
     }
     for i in 1..=3u16 {
-        let name = format!("n{i}");
-        let client = format!("http://127.0.0.1:{}", 4100 + i);
-        let peer = format!("http://127.0.0.1:{}", 7100 + i);
-        let data = dir.join(format!("{name}-data"));
-        let args: Vec<String> = vec![
-            "--name".into(),
-            name.clone(),
-            "--data-dir".into(),
-            data.display().to_string(),
-            "--listen-client-urls".into(),
-            client.clone(),
-            "--advertise-client-urls".into(),
-            client.clone(),
-            "--listen-peer-urls".into(),
-            peer.clone(),
-            "--advertise-peer-urls".into(),
-            peer,
-            "--bootstrap-config".into(),
-            bootstrap.clone(),
-            "--heartbeat-interval".into(),
-            "100ms".into(),
-            "--election-timeout".into(),
-            "1000ms".into(),
-        ];
-        let child = spawn_member(System::Deimos, bin, &name, &args, &dir)?;
-        cluster.members.push((name, child));
-        cluster.client_urls.push(client);
+        let m = MemberSpec {
+            name: format!("{prefix}{i}"),
+            client: format!("http://127.0.0.1:{}", client_base + i),
+            peer: format!("http://127.0.0.1:{}", peer_base + i),
+            data: dir.join(format!("{prefix}{i}-data")),
+        };
+        let child = spawn_member(system, bin, &m.name, &args(&m, &initial), &dir)?;
+        cluster.client_urls.push(m.client.clone());
+        cluster.members.push((m.name, child));
     }
     Ok(cluster)
 }
 
-fn start_etcd(base: &Path, keep: bool) -> Result<Cluster> {
-    let dir = base.join("etcd");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut cluster = Cluster {
-        system: System::Etcd,
-        members: Vec::new(),
-        client_urls: Vec::new(),
-        dir: dir.clone(),
+fn flags(pairs: &[(&str, &str)]) -> Vec<String> {
+    pairs
+        .iter()
+        .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+        .collect()
+}
+
+fn start_deimos(bin: &Path, base: &Path, keep: bool) -> Result<Cluster> {
+    start_cluster(
+        System::Deimos,
+        bin,
+        base,
         keep,
-    };
-    let initial = (1..=3)
-        .map(|i| format!("e{i}=http://127.0.0.1:{}", 7200 + i))
-        .collect::<Vec<_>>()
-        .join(",");
-    for i in 1..=3u16 {
-        ensure_port_free(4200 + i)?;
-        ensure_port_free(7200 + i)?;
-    }
-    for i in 1..=3u16 {
-        let name = format!("e{i}");
-        let client = format!("http://127.0.0.1:{}", 4200 + i);
-        let peer = format!("http://127.0.0.1:{}", 7200 + i);
-        let data = dir.join(format!("{name}-data"));
-        let args: Vec<String> = vec![
-            "--enable-v2=true".into(),
-            "--name".into(),
-            name.clone(),
-            "--data-dir".into(),
-            data.display().to_string(),
-            "--listen-client-urls".into(),
-            client.clone(),
-            "--advertise-client-urls".into(),
-            client.clone(),
-            "--listen-peer-urls".into(),
-            peer.clone(),
-            "--initial-advertise-peer-urls".into(),
-            peer,
-            "--initial-cluster".into(),
-            initial.clone(),
-            "--initial-cluster-state".into(),
-            "new".into(),
-            "--initial-cluster-token".into(),
-            "xtask-bench".into(),
-            "--heartbeat-interval".into(),
-            "100".into(),
-            "--election-timeout".into(),
-            "1000".into(),
-        ];
-        let child = spawn_member(System::Etcd, Path::new("etcd"), &name, &args, &dir)?;
-        cluster.members.push((name, child));
-        cluster.client_urls.push(client);
-    }
-    Ok(cluster)
+        ("n", 4100, 7100),
+        |m, bootstrap| {
+            let data = m.data.display().to_string();
+            flags(&[
+                ("--name", &m.name),
+                ("--data-dir", &data),
+                ("--listen-client-urls", &m.client),
+                ("--advertise-client-urls", &m.client),
+                ("--listen-peer-urls", &m.peer),
+                ("--advertise-peer-urls", &m.peer),
+                ("--bootstrap-config", bootstrap),
+                ("--heartbeat-interval", "100ms"),
+                ("--election-timeout", "1000ms"),
+            ])
+        },
+    )
+}
+
+fn start_etcd(base: &Path, keep: bool) -> Result<Cluster> {
+    start_cluster(
+        System::Etcd,
+        Path::new("etcd"),
+        base,
+        keep,
+        ("e", 4200, 7200),
+        |m, initial| {
+            let data = m.data.display().to_string();
+            let mut a = vec!["--enable-v2=true".to_string()];
+            a.extend(flags(&[
+                ("--name", &m.name),
+                ("--data-dir", &data),
+                ("--listen-client-urls", &m.client),
+                ("--advertise-client-urls", &m.client),
+                ("--listen-peer-urls", &m.peer),
+                ("--initial-advertise-peer-urls", &m.peer),
+                ("--initial-cluster", initial),
+                ("--initial-cluster-state", "new"),
+                ("--initial-cluster-token", "xtask-bench"),
+                ("--heartbeat-interval", "100"),
+                ("--election-timeout", "1000"),
+            ]));
+            a
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
