@@ -315,11 +315,25 @@ async fn peer_with_certificate_from_another_ca_cannot_join() {
     .expect("n3 status");
     let st = r.json();
     assert!(st["leader"].is_null(), "n3 joined the cluster: {st}");
+    // It holds only its own bootstrap entries (an AddVoter and a member record per member)...
     assert_eq!(
-        st["appliedIndex"].as_u64().unwrap_or(0),
-        0,
-        "n3 got entries: {st}"
+        st["commitIndex"].as_u64().unwrap_or(u64::MAX),
+        6,
+        "n3 got entries beyond its bootstrap: {st}"
     );
+    // ...and never saw the write the other two committed.
+    let bad = client_tls(&other.cert_path, Some(&other.leaf(d, "client3b", false)));
+    let r = request(
+        spec.client_ports[2],
+        Some(bad),
+        "GET",
+        "/v2/keys/x?consistency=local",
+        None,
+        &[],
+    )
+    .await
+    .expect("n3 local read");
+    assert_eq!(r.status, 404, "n3 has the cluster's write: {}", r.body);
     // Each side logs the refusal with rustls' reason: servers "TLS handshake failed", clients
     // "peer send failed" with the certificate error.
     let logs = procs[0].log_text() + &procs[1].log_text();
