@@ -1,0 +1,362 @@
+//! `cargo xtask bench`: Deimos vs etcd 3.4, same client, same machine, same settings.
+//!
+//! Both systems run as 3-member clusters on loopback with heartbeat 100 ms and election timeout
+//! 1000 ms, in fresh temp dirs on the same filesystem, and are driven one after the other (never
+//! at the same time, so they do not compete for the CPU) by the same `deimosctl bench` against
+//! their leader. The report keeps the machine, versions, settings and raw JSON next to the table
+//! so a figure can always be traced back to how it was produced.
+
+mod cluster;
+mod report;
+mod runs;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clap::{Args, ValueEnum};
+
+use cluster::*;
+use report::*;
+use runs::*;
+
+type Result<T> = std::result::Result<T, String>;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Seconds per run (each workload x client count x system is one run).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub(crate) duration: u64,
+    /// Client counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64",
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(crate) clients: Vec<u32>,
+    /// Workloads to run, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_enum,
+        default_value = "put,get-lease,get-quorum,get-local,mixed"
+    )]
+    pub(crate) workloads: Vec<BenchWorkload>,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) keys: u64,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 256)]
+    pub(crate) value_size: u64,
+    /// Do not run etcd.
+    #[arg(long)]
+    pub(crate) skip_etcd: bool,
+    /// Do not build or run Deimos (etcd only, e.g. while the server is not ready).
+    #[arg(long)]
+    pub(crate) skip_deimos: bool,
+    /// Use the release binaries already built instead of running `cargo build --release`.
+    #[arg(long)]
+    pub(crate) no_build: bool,
+    /// Keep the clusters' temp dirs (data and logs) for inspection.
+    #[arg(long)]
+    pub(crate) keep: bool,
+    /// Report path.
+    #[arg(long, default_value = "bench-report.md")]
+    pub(crate) out: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchWorkload {
+    Put,
+    GetLease,
+    GetQuorum,
+    GetLocal,
+    Mixed,
+}
+
+impl BenchWorkload {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            BenchWorkload::Put => "put",
+            BenchWorkload::GetLease => "get lease",
+            BenchWorkload::GetQuorum => "get quorum",
+            BenchWorkload::GetLocal => "get local",
+            BenchWorkload::Mixed => "mixed 90% lease reads",
+        }
+    }
+
+    /// The `deimosctl bench` arguments for this workload.
+    pub(crate) fn args(self) -> Vec<&'static str> {
+        match self {
+            BenchWorkload::Put => vec!["put"],
+            BenchWorkload::GetLease => vec!["get", "--mode", "lease"],
+            BenchWorkload::GetQuorum => vec!["get", "--mode", "quorum"],
+            BenchWorkload::GetLocal => vec!["get", "--mode", "local"],
+            BenchWorkload::Mixed => vec!["mixed", "--read-ratio", "0.9", "--mode", "lease"],
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum System {
+    Deimos,
+    Etcd,
+}
+
+impl System {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            System::Deimos => "deimos",
+            System::Etcd => "etcd",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+pub(crate) fn workspace_root() -> PathBuf {
+    // xtask/ sits directly under the workspace root.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+pub(crate) fn release_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(t) => {
+            let t = PathBuf::from(t);
+            if t.is_absolute() { t } else { root.join(t) }.join("release")
+        }
+        None => root.join("target").join("release"),
+    }
+}
+
+pub(crate) fn build(root: &Path, with_deimos: bool) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root)
+        .args(["build", "--release", "-p", "deimos-cli"]);
+    if with_deimos {
+        cmd.args(["-p", "deimos-server"]);
+    }
+    eprintln!("building release binaries ...");
+    let status = cmd.status().map_err(|e| format!("cargo build: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("cargo build --release failed: {status}"))
+    }
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    if a.skip_deimos && a.skip_etcd {
+        return Err("--skip-deimos and --skip-etcd leave nothing to run".into());
+    }
+    if a.clients.is_empty() || a.workloads.is_empty() {
+        return Err("no client counts or workloads given".into());
+    }
+    install_ctrlc_handler(a.keep);
+    let root = workspace_root();
+    if !a.no_build {
+        build(&root, !a.skip_deimos)?;
+    }
+    let bin_dir = release_dir(&root);
+    let ctl = bin_dir.join("deimosctl");
+    let deimos = bin_dir.join("deimos");
+    if !ctl.exists() {
+        return Err(format!(
+            "{} not found (build it or drop --no-build)",
+            ctl.display()
+        ));
+    }
+    if !a.skip_deimos && !deimos.exists() {
+        return Err(format!("{} not found", deimos.display()));
+    }
+    let etcd_version = if a.skip_etcd {
+        "not run".to_string()
+    } else {
+        let v = sh("etcd", &["--version"]);
+        if v == "unknown" {
+            return Err("etcd not found: apt-get install etcd-server (or pass --skip-etcd)".into());
+        }
+        v.lines().next().unwrap_or("unknown").to_string()
+    };
+    let dirty = !sh(
+        "git",
+        &["-C", &root.display().to_string(), "status", "--porcelain"],
+    )
+    .is_empty();
+    let deimos_rev = format!(
+        "{}{}",
+        sh(
+            "git",
+            &[
+                "-C",
+                &root.display().to_string(),
+                "rev-parse",
+                "--short",
+                "HEAD"
+            ]
+        ),
+        if dirty {
+            " (work tree has uncommitted changes)"
+        } else {
+            ""
+        }
+    );
+
+    let base = base_dir();
+    std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
+    let fs_type = sh("stat", &["-f", "-c", "%T", &base.display().to_string()]);
+    let load_before = loadavg();
+
+    let mut results = Vec::new();
+    let mut leaders = Vec::new();
+    let mut warnings = Vec::new();
+    let outcome = (|| -> Result<()> {
+        if !a.skip_deimos {
+            eprintln!("starting 3-node Deimos ...");
+            let c = start_deimos(&deimos, &base, a.keep)?;
+            let l = run_suite(c, &ctl, &a, &mut results, &mut warnings)?;
+            leaders.push((System::Deimos, l));
+        }
+        if !a.skip_etcd {
+            eprintln!("starting 3-node etcd ...");
+            let c = start_etcd(&base, a.keep)?;
+            let l = run_suite(c, &ctl, &a, &mut results, &mut warnings)?;
+            leaders.push((System::Etcd, l));
+        }
+        Ok(())
+    })();
+    if !a.keep {
+        let _ = std::fs::remove_dir_all(&base);
+    }
+    outcome?;
+
+    let ctx = Context {
+        args_line: std::iter::once("cargo xtask bench".to_string())
+            .chain(std::env::args().skip(2))
+            .collect::<Vec<_>>()
+            .join(" "),
+        etcd_version,
+        deimos_rev: if a.skip_deimos {
+            format!("{deimos_rev} (Deimos not run: --skip-deimos)")
+        } else {
+            deimos_rev
+        },
+        fs_type,
+        leaders,
+        load_before,
+        load_after: loadavg(),
+        warnings,
+    };
+    let text = report(&a, &ctx, &results);
+    std::fs::write(&a.out, text).map_err(|e| format!("{}: {e}", a.out.display()))?;
+    eprintln!("report written to {}", a.out.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: BenchArgs,
+    }
+
+    #[test]
+    fn args_defaults_and_lists() {
+        let t = T::try_parse_from(["x"]).expect("defaults");
+        assert_eq!(t.a.clients, vec![1, 16, 64]);
+        assert_eq!(t.a.workloads.len(), 5);
+        assert_eq!(t.a.duration, 10);
+        let t = T::try_parse_from(["x", "--clients", "2,4", "--workloads", "put,get-quorum"])
+            .expect("lists");
+        assert_eq!(t.a.clients, vec![2, 4]);
+        assert_eq!(
+            t.a.workloads,
+            vec![BenchWorkload::Put, BenchWorkload::GetQuorum]
+        );
+        assert!(T::try_parse_from(["x", "--clients", "0"]).is_err());
+        assert!(T::try_parse_from(["x", "--workloads", "scan"]).is_err());
+    }
+
+    #[test]
+    fn proc_stat_cpu() {
+        let line = "77 (etcd (x)) S 1 2 3 4 5 6 7 8 9 10 123 77 0 0 20 0 8 0 100";
+        assert_eq!(parse_stat_cpu(line), Some(2.0));
+        assert_eq!(parse_stat_cpu("77 (etcd) S"), None);
+        let members = [(1, true), (2, false), (3, false)];
+        let (l, f) = cpu_split(
+            &members,
+            &[Some(1.0), Some(1.0), None],
+            &[Some(1.5), Some(1.25), Some(9.0)],
+        );
+        assert_eq!(l, Some(0.5));
+        assert_eq!(f, Some(0.25), "a member without both samples is left out");
+    }
+
+    #[test]
+    fn ratios() {
+        assert_eq!(ratio(Some(300.0), Some(100.0)), "3.00x");
+        assert_eq!(ratio(Some(1.0), None), "n/a");
+        assert_eq!(ratio(Some(1.0), Some(0.0)), "n/a");
+    }
+
+    #[test]
+    fn report_side_by_side() {
+        let a = T::try_parse_from([
+            "x",
+            "--clients",
+            "16",
+            "--workloads",
+            "get-lease,get-quorum",
+        ])
+        .expect("args")
+        .a;
+        let mk = |s, w, t: f64, p99: f64| RunResult {
+            system: s,
+            workload: w,
+            clients: 16,
+            json: serde_json::json!({"throughput_ops": t, "errors": 0, "ok": 1000,
+                "client_cpu_s": 0.01, "latency_ms": {"p50": 0.5, "p99": p99}}),
+            leader_cpu_s: Some(0.02),
+            followers_cpu_s: None,
+        };
+        let results = vec![
+            mk(System::Deimos, BenchWorkload::GetLease, 60000.0, 1.0),
+            mk(System::Deimos, BenchWorkload::GetQuorum, 10000.0, 3.0),
+            mk(System::Etcd, BenchWorkload::GetLease, 20000.0, 2.0),
+        ];
+        let ctx = Context {
+            args_line: "cargo xtask bench".into(),
+            etcd_version: "etcd Version: 3.4.23".into(),
+            deimos_rev: "abc".into(),
+            fs_type: "ext2/ext3".into(),
+            leaders: vec![],
+            load_before: "0.1 0.2 0.3".into(),
+            load_after: "0.4 0.5 0.6".into(),
+            warnings: vec!["etcd put with 16 clients: leader changed".into()],
+        };
+        let r = report(&a, &ctx, &results);
+        assert!(
+            r.contains("| get lease | 16 | 60000 | 20000 | 3.00x |"),
+            "{r}"
+        );
+        assert!(r.contains("| get quorum | 16 | 10000 | - | n/a |"), "{r}");
+        assert!(r.contains("Deimos lease reads vs Deimos quorum reads, 16 clients: 6.00x"));
+        assert!(r.contains(
+            "Deimos lease reads vs etcd plain GET, 16 clients: 3.00x (target >= 2x): met"
+        ));
+        assert!(r.contains("1.000 ms vs 2.000 ms: met"));
+        assert!(r.contains("quorum reads vs etcd, 16 clients: n/a"));
+        assert!(r.contains("```json"));
+        assert!(r.contains("## Warnings\n\n- etcd put with 16 clients: leader changed\n"));
+        // 0.02 s of leader CPU and 0.01 s of client CPU over 1000 operations.
+        assert!(
+            r.contains("| get lease | 16 | 20.0 | - | 10.0 | 20.0 | - | 10.0 |"),
+            "{r}"
+        );
+        assert!(r.contains("\"leader_cpu_s\": 0.02"), "{r}");
+    }
+}

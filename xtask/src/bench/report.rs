@@ -1,0 +1,293 @@
+//! The Markdown report.
+
+use std::fmt::Write as _;
+use std::process::Command;
+
+use serde_json::Value;
+
+use super::runs::*;
+use super::*;
+
+// ---------------------------------------------------------------------------------------------
+// Report.
+
+pub(super) fn sh(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+pub(super) fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+pub(super) fn proc_field(file: &str, key: &str) -> String {
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Deimos/etcd, or `n/a` when either side is missing or zero.
+pub fn ratio(deimos: Option<f64>, etcd: Option<f64>) -> String {
+    match (deimos, etcd) {
+        (Some(d), Some(e)) if e > 0.0 => format!("{:.2}x", d / e),
+        _ => "n/a".into(),
+    }
+}
+
+pub(super) fn cell(v: Option<f64>, decimals: usize) -> String {
+    v.map(|x| format!("{x:.decimals$}"))
+        .unwrap_or_else(|| "-".into())
+}
+
+pub(super) fn find(
+    results: &[RunResult],
+    s: System,
+    w: BenchWorkload,
+    c: u32,
+) -> Option<&RunResult> {
+    results
+        .iter()
+        .find(|r| r.system == s && r.workload == w && r.clients == c)
+}
+
+pub(super) fn check(out: &mut String, what: &str, value: Option<f64>, target: f64) {
+    let verdict = match value {
+        Some(v) if v >= target => format!("{v:.2}x (target >= {target}x): met"),
+        Some(v) => format!("{v:.2}x (target >= {target}x): **missed**"),
+        None => format!("n/a (target >= {target}x): not measured"),
+    };
+    let _ = writeln!(out, "- {what}: {verdict}");
+}
+
+pub(super) struct Context {
+    pub(crate) args_line: String,
+    pub(crate) etcd_version: String,
+    pub(crate) deimos_rev: String,
+    pub(crate) fs_type: String,
+    pub(crate) leaders: Vec<(System, String)>,
+    /// `/proc/loadavg` before and after: other work on the machine skews every figure.
+    pub(crate) load_before: String,
+    pub(crate) load_after: String,
+    /// Anything that makes a figure suspect (e.g. a leader change during a run).
+    pub(crate) warnings: Vec<String>,
+}
+
+pub(super) fn report(a: &BenchArgs, ctx: &Context, results: &[RunResult]) -> String {
+    let mut o = String::new();
+    let now = sh("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"]);
+    let _ = writeln!(o, "# Deimos vs etcd: benchmark report\n");
+    let _ = writeln!(o, "Generated {now} by `{}`.\n", ctx.args_line);
+    let _ = writeln!(o, "## Machine\n");
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let _ = writeln!(o, "- CPUs (nproc): {nproc}");
+    let _ = writeln!(
+        o,
+        "- CPU model: {}",
+        proc_field("/proc/cpuinfo", "model name")
+    );
+    let mem = proc_field("/proc/meminfo", "MemTotal");
+    let mem = match mem.trim_end_matches(" kB").trim().parse::<f64>() {
+        Ok(kb) => format!("{:.1} GiB ({mem})", kb / 1024.0 / 1024.0),
+        Err(_) => mem,
+    };
+    let _ = writeln!(o, "- Memory: {mem}");
+    let _ = writeln!(o, "- Kernel: {}", sh("uname", &["-sr"]));
+    let _ = writeln!(o, "- Data dirs: temp dir on a `{}` filesystem", ctx.fs_type);
+    let _ = writeln!(
+        o,
+        "- Load average (1/5/15 min) before the run: {}; after: {} (the machine may be shared; \
+         the bench client runs on the same CPUs as the servers)\n",
+        ctx.load_before, ctx.load_after
+    );
+    let _ = writeln!(o, "## Versions\n");
+    let _ = writeln!(o, "- etcd: {}", ctx.etcd_version);
+    let _ = writeln!(o, "- Deimos: git {}", ctx.deimos_rev);
+    let _ = writeln!(
+        o,
+        "- Client: `deimosctl bench` from the same revision (release build)\n"
+    );
+    let _ = writeln!(o, "## Settings\n");
+    let _ = writeln!(
+        o,
+        "- Each system: 3 members on 127.0.0.1, heartbeat 100 ms, election timeout 1000 ms, fresh \
+         data dirs; run one system at a time.\n\
+         - Deimos: clients 4101-4103, peers 7101-7103. etcd: `--enable-v2=true`, clients 4201-4203, \
+         peers 7201-7203; etcd fsyncs its WAL before acknowledging a write.\n\
+         - Load: closed loop, one HTTP/1.1 keep-alive connection per client, all against the leader; \
+         {}s per run; {} keys under `/bench`; values of {} bytes; keys prefilled before reads.\n\
+         - Read modes: `lease` = plain GET (a lease read on the Deimos leader; on etcd a plain v2 GET, \
+         which is a local, non-linearizable read); `quorum` = `?quorum=true` on both; `local` = \
+         `?consistency=local` on Deimos, plain GET on etcd. `mixed` = 90% lease reads, 10% PUTs.",
+        a.duration, a.keys, a.value_size
+    );
+    for (s, l) in &ctx.leaders {
+        let _ = writeln!(o, "- {} leader used: {l}", s.name());
+    }
+    if !ctx.warnings.is_empty() {
+        let _ = writeln!(o, "\n## Warnings\n");
+        for w in &ctx.warnings {
+            let _ = writeln!(o, "- {w}");
+        }
+    }
+    let _ = writeln!(o, "\n## Results\n");
+    let _ = writeln!(
+        o,
+        "| workload | clients | Deimos ops/s | etcd ops/s | Deimos/etcd | Deimos p50 ms | etcd p50 ms \
+         | Deimos p99 ms | etcd p99 ms | errors Deimos/etcd |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &w in &a.workloads {
+        for &c in &a.clients {
+            let d = find(results, System::Deimos, w, c);
+            let e = find(results, System::Etcd, w, c);
+            let g = |r: Option<&RunResult>, p: &str| r.and_then(|r| r.f(p));
+            let errs = |r: Option<&RunResult>| {
+                r.and_then(|r| r.json.get("errors").and_then(Value::as_u64))
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "-".into())
+            };
+            let _ = writeln!(
+                o,
+                "| {} | {c} | {} | {} | {} | {} | {} | {} | {} | {}/{} |",
+                w.label(),
+                cell(g(d, "/throughput_ops"), 0),
+                cell(g(e, "/throughput_ops"), 0),
+                ratio(g(d, "/throughput_ops"), g(e, "/throughput_ops")),
+                cell(g(d, "/latency_ms/p50"), 3),
+                cell(g(e, "/latency_ms/p50"), 3),
+                cell(g(d, "/latency_ms/p99"), 3),
+                cell(g(e, "/latency_ms/p99"), 3),
+                errs(d),
+                errs(e),
+            );
+        }
+    }
+
+    let _ = writeln!(o, "\n## Where the CPU goes\n");
+    let _ = writeln!(
+        o,
+        "CPU time (user + system, from `/proc/<pid>/stat`) per successful operation, in µs. The \
+         client shares the machine with the servers, so its cost is part of every figure above.\n"
+    );
+    let _ = writeln!(
+        o,
+        "| workload | clients | Deimos leader | Deimos followers | Deimos client | etcd leader \
+         | etcd followers | etcd client |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for &w in &a.workloads {
+        for &c in &a.clients {
+            let d = find(results, System::Deimos, w, c);
+            let e = find(results, System::Etcd, w, c);
+            let us = |r: Option<&RunResult>, which: u8| {
+                cell(
+                    r.and_then(|r| {
+                        let cpu = match which {
+                            0 => r.leader_cpu_s,
+                            1 => r.followers_cpu_s,
+                            _ => r.f("/client_cpu_s"),
+                        };
+                        r.per_op_us(cpu)
+                    }),
+                    1,
+                )
+            };
+            let _ = writeln!(
+                o,
+                "| {} | {c} | {} | {} | {} | {} | {} | {} |",
+                w.label(),
+                us(d, 0),
+                us(d, 1),
+                us(d, 2),
+                us(e, 0),
+                us(e, 1),
+                us(e, 2),
+            );
+        }
+    }
+
+    let _ = writeln!(o, "\n## Acceptance targets (computed from the table)\n");
+    let tput = |s, w, c| find(results, s, w, c).and_then(|r| r.f("/throughput_ops"));
+    let p99 = |s, w, c| find(results, s, w, c).and_then(|r| r.f("/latency_ms/p99"));
+    let div = |x: Option<f64>, y: Option<f64>| match (x, y) {
+        (Some(x), Some(y)) if y > 0.0 => Some(x / y),
+        _ => None,
+    };
+    use BenchWorkload::*;
+    use System::*;
+    check(
+        &mut o,
+        "Deimos lease reads vs Deimos quorum reads, 16 clients",
+        div(tput(Deimos, GetLease, 16), tput(Deimos, GetQuorum, 16)),
+        5.0,
+    );
+    check(
+        &mut o,
+        "Deimos lease reads vs etcd plain GET, 16 clients",
+        div(tput(Deimos, GetLease, 16), tput(Etcd, GetLease, 16)),
+        2.0,
+    );
+    let p99_line = match (p99(Deimos, GetLease, 16), p99(Etcd, GetLease, 16)) {
+        (Some(d), Some(e)) => format!(
+            "{d:.3} ms vs {e:.3} ms: {}",
+            if d <= e { "met" } else { "**missed**" }
+        ),
+        _ => "n/a: not measured".into(),
+    };
+    let _ = writeln!(
+        o,
+        "- Lease-read p99 no worse than etcd's at 16 clients: {p99_line}"
+    );
+    for c in [16, 64] {
+        check(
+            &mut o,
+            &format!("quorum reads vs etcd, {c} clients"),
+            div(tput(Deimos, GetQuorum, c), tput(Etcd, GetQuorum, c)),
+            1.5,
+        );
+        check(
+            &mut o,
+            &format!("PUTs vs etcd, {c} clients"),
+            div(tput(Deimos, Put, c), tput(Etcd, Put, c)),
+            1.2,
+        );
+    }
+
+    let _ = writeln!(o, "\n## Raw JSON (`deimosctl -o json bench ...`)\n");
+    let _ = writeln!(o, "```json");
+    let raw: Vec<Value> = results
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "system": r.system.name(),
+                "workload": r.workload.label(),
+                "clients": r.clients,
+                "leader_cpu_s": r.leader_cpu_s,
+                "followers_cpu_s": r.followers_cpu_s,
+                "result": r.json,
+            })
+        })
+        .collect();
+    let _ = writeln!(
+        o,
+        "{}",
+        serde_json::to_string_pretty(&raw).unwrap_or_else(|e| format!("\"{e}\""))
+    );
+    let _ = writeln!(o, "```");
+    o
+}
