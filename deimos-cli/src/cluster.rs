@@ -282,11 +282,7 @@ pub fn render_cluster_status(rows: &[MemberStatus]) -> String {
         let lease = r.lease.clone().unwrap_or_default();
         t.row(vec![
             r.id.clone(),
-            if r.name.is_empty() {
-                "-".into()
-            } else {
-                r.name.clone()
-            },
+            name_cell(&r.name),
             opt(r.role.clone()),
             opt(r.term),
             opt(r.commit_index),
@@ -297,6 +293,15 @@ pub fn render_cluster_status(rows: &[MemberStatus]) -> String {
         ]);
     }
     t.render()
+}
+
+/// A member that has not published its name yet shows `-`, like any other unknown cell.
+fn name_cell(name: &str) -> String {
+    if name.is_empty() {
+        "-".into()
+    } else {
+        name.to_string()
+    }
 }
 
 pub fn render_lease_status(rows: &[MemberStatus]) -> String {
@@ -313,11 +318,7 @@ pub fn render_lease_status(rows: &[MemberStatus]) -> String {
         let lease = r.lease.clone().unwrap_or_default();
         t.row(vec![
             r.id.clone(),
-            if r.name.is_empty() {
-                "-".into()
-            } else {
-                r.name.clone()
-            },
+            name_cell(&r.name),
             opt(r.role.clone()),
             opt(lease.valid.map(yes_no)),
             opt(lease.remaining_ms),

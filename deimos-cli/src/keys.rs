@@ -66,6 +66,24 @@ fn print_json(v: &serde_json::Value) {
     println!("{v}");
 }
 
+/// Send one keys request. With `-o json` the server's answer is printed as it came and `None`
+/// returned; otherwise the parsed response, for the command's human output.
+async fn exchange(
+    client: &mut Client,
+    method: Method,
+    path: &str,
+    body: Option<(&'static str, Bytes)>,
+    out: Output,
+) -> Result<Option<KeysResponse>, CliError> {
+    let t = Some(client.timeout());
+    let (_, v) = client.json(method, path, body, t).await?;
+    if out == Output::Json {
+        print_json(&v);
+        return Ok(None);
+    }
+    parse(&v).map(Some)
+}
+
 /// Runs one key command, printing its result; errors are returned for `main` to print.
 pub async fn run(client: &mut Client, cmd: KeyCommand, out: Output) -> Result<(), CliError> {
     let t = Some(client.timeout());
@@ -82,14 +100,10 @@ pub async fn run(client: &mut Client, cmd: KeyCommand, out: Output) -> Result<()
             if let Some(c) = consistency {
                 q.push(("consistency", c.as_str().to_string()));
             }
-            let (_, v) = client
-                .json(Method::GET, &with_query(key_path(&key), &q), None, t)
-                .await?;
-            if out == Output::Json {
-                print_json(&v);
+            let path = with_query(key_path(&key), &q);
+            let Some(r) = exchange(client, Method::GET, &path, None, out).await? else {
                 return Ok(());
-            }
-            let r = parse(&v)?;
+            };
             let node = r.node.unwrap_or_default();
             if node.dir {
                 // Same refusal as etcdctl: a directory has no value; `ls` lists it.
@@ -188,14 +202,10 @@ pub async fn run(client: &mut Client, cmd: KeyCommand, out: Output) -> Result<()
                 q.push(("sorted", "true".to_string()));
             }
             let key = key.unwrap_or_else(|| "/".to_string());
-            let (_, v) = client
-                .json(Method::GET, &with_query(key_path(&key), &q), None, t)
-                .await?;
-            if out == Output::Json {
-                print_json(&v);
+            let path = with_query(key_path(&key), &q);
+            let Some(r) = exchange(client, Method::GET, &path, None, out).await? else {
                 return Ok(());
-            }
-            let r = parse(&v)?;
+            };
             let mut table = Table::new(&["KEY", "TYPE", "VALUE", "TTL", "MODIFIED"]);
             if let Some(node) = r.node {
                 if node.dir {
@@ -247,16 +257,9 @@ async fn put_and_print(
     params: &[(&str, String)],
     out: Output,
 ) -> Result<(), CliError> {
-    let t = Some(client.timeout());
     let body = Bytes::from(form(params));
-    let (_, v) = client
-        .json(Method::PUT, &key_path(key), Some((FORM, body)), t)
-        .await?;
-    if out == Output::Json {
-        print_json(&v);
-    } else {
+    if let Some(r) = exchange(client, Method::PUT, &key_path(key), Some((FORM, body)), out).await? {
         // etcdctl prints the value that is now stored.
-        let r = parse(&v)?;
         println!("{}", r.node.and_then(|n| n.value).unwrap_or_default());
     }
     Ok(())
@@ -268,14 +271,8 @@ async fn delete_and_print(
     params: &[(&str, String)],
     out: Output,
 ) -> Result<(), CliError> {
-    let t = Some(client.timeout());
-    let (_, v) = client
-        .json(Method::DELETE, &with_query(key_path(key), params), None, t)
-        .await?;
-    if out == Output::Json {
-        print_json(&v);
-    } else {
-        let r = parse(&v)?;
+    let path = with_query(key_path(key), params);
+    if let Some(r) = exchange(client, Method::DELETE, &path, None, out).await? {
         if let Some(prev) = r.prev_node.and_then(|n| n.value) {
             println!("PrevNode.Value: {prev}");
         }
