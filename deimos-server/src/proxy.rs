@@ -216,9 +216,10 @@ impl Proxy {
                 Ok(b) => b.to_bytes(),
                 Err(_) => continue,
             };
-            let urls = client_urls(&body);
+            let (urls, complete) = client_urls(&body);
             if !urls.is_empty() {
                 if let Ok(mut e) = self.inner.endpoints.write() {
+                    let urls = next_endpoints(&e, urls, complete);
                     if *e != urls {
                         tracing::info!(endpoints = ?urls, "proxy: member list refreshed");
                         // Stay on the member in use if it is still listed: it works.
@@ -237,14 +238,33 @@ impl Proxy {
     }
 }
 
-/// `clientURLs` of every member in a `/v2/members` answer.
-fn client_urls(body: &[u8]) -> Vec<String> {
+/// The endpoint list after a refresh. A complete answer replaces the list (members removed
+/// from the cluster drop out). An incomplete one — some member has not published its client
+/// URLs yet because it just started or has no leader to publish through — is merged with the
+/// known list: replacing it could leave the proxy one member to fail over from.
+fn next_endpoints(known: &[String], mut answer: Vec<String>, complete: bool) -> Vec<String> {
+    if !complete {
+        for old in known {
+            if !answer.contains(old) {
+                answer.push(old.clone());
+            }
+        }
+    }
+    answer
+}
+
+/// `clientURLs` of every member in a `/v2/members` answer, and whether every member listed
+/// has at least one (the answer is complete).
+fn client_urls(body: &[u8]) -> (Vec<String>, bool) {
     let v: serde_json::Value = match serde_json::from_slice(body) {
         Ok(v) => v,
-        Err(_) => return vec![],
+        Err(_) => return (vec![], false),
     };
     let mut out = Vec::new();
+    let mut complete = true;
     for m in v["members"].as_array().into_iter().flatten() {
+        let listed = m["clientURLs"].as_array().map_or(0, Vec::len);
+        complete &= listed > 0;
         for u in m["clientURLs"].as_array().into_iter().flatten() {
             if let Some(u) = u.as_str() {
                 let u = u.trim_end_matches('/').to_string();
@@ -254,7 +274,7 @@ fn client_urls(body: &[u8]) -> Vec<String> {
             }
         }
     }
-    out
+    (out, complete)
 }
 
 fn local(r: crate::api::response::Resp) -> Response<ProxyBody> {
@@ -296,7 +316,34 @@ mod tests {
     #[test]
     fn client_urls_from_members_answer() {
         let body = br#"{"members":[{"id":"1","clientURLs":["http://a:1/","http://b:2"]},{"clientURLs":["http://b:2"]},{"clientURLs":[]}]}"#;
-        assert_eq!(client_urls(body), vec!["http://a:1", "http://b:2"]);
-        assert!(client_urls(b"not json").is_empty());
+        assert_eq!(
+            client_urls(body),
+            (
+                vec!["http://a:1".to_string(), "http://b:2".to_string()],
+                false
+            )
+        );
+        let body = br#"{"members":[{"clientURLs":["http://a:1"]},{"clientURLs":["http://c:3"]}]}"#;
+        assert_eq!(
+            client_urls(body),
+            (
+                vec!["http://a:1".to_string(), "http://c:3".to_string()],
+                true
+            )
+        );
+        assert!(client_urls(b"not json").0.is_empty());
+    }
+
+    #[test]
+    fn an_incomplete_member_list_does_not_shrink_the_endpoints() {
+        let v = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let known = v(&["http://a:1", "http://b:2", "http://c:3"]);
+        // Only a has published: b and c stay.
+        assert_eq!(next_endpoints(&known, v(&["http://a:1"]), false), known);
+        // Complete: c was removed, d added.
+        assert_eq!(
+            next_endpoints(&known, v(&["http://a:1", "http://b:2", "http://d:4"]), true),
+            v(&["http://a:1", "http://b:2", "http://d:4"])
+        );
     }
 }
