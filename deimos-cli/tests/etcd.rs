@@ -8,7 +8,6 @@
 //! and watch tests against an already running server instead (e.g. a Deimos leader), under a
 //! fresh key prefix, so the same expectations check Deimos against etcd's behaviour.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -65,20 +64,7 @@ impl Drop for Etcd {
     }
 }
 
-fn bind_any() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0").expect("an ephemeral loopback port")
-}
-
-fn port_of(l: &TcpListener) -> u16 {
-    l.local_addr().expect("bound address").port()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("an ephemeral loopback port")
-}
+use deimos_tests::ports::free_port;
 
 fn etcd_on_path() -> bool {
     Command::new("etcd")
@@ -91,10 +77,7 @@ fn etcd_on_path() -> bool {
 }
 
 fn start_etcd() -> Etcd {
-    // Hold both listeners until both ports are known, so the two cannot be the same port.
-    let (l1, l2) = (bind_any(), bind_any());
-    let (cport, pport) = (port_of(&l1), port_of(&l2));
-    drop((l1, l2));
+    let (cport, pport) = (free_port(), free_port());
     let dir = std::env::temp_dir().join(format!("deimosctl-it-{}-{cport}", std::process::id()));
     let url = format!("http://127.0.0.1:{cport}");
     let peer = format!("http://127.0.0.1:{pport}");

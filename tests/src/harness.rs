@@ -13,10 +13,9 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -138,22 +137,7 @@ pub fn deimos_bin() -> PathBuf {
 // ---------------------------------------------------------------------------------------------
 // Ports
 
-/// A loopback port nobody listens on right now. Ports handed out by this process are never
-/// handed out twice, so clusters started by parallel tests cannot collide with each other.
-pub fn free_port() -> u16 {
-    static TAKEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("an ephemeral loopback port");
-        if !taken.contains(&port) {
-            taken.push(port);
-            return port;
-        }
-    }
-}
+pub use crate::ports::free_port;
 
 // ---------------------------------------------------------------------------------------------
 // Cluster

@@ -15,6 +15,7 @@ pub mod history;
 pub mod http;
 pub mod jepsen;
 pub mod nemesis;
+pub mod ports;
 pub mod proxy;
 pub mod scenarios;
 
