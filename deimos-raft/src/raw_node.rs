@@ -3,7 +3,11 @@
 //! Contract (etcd's): after any input, `has_ready()` tells whether there is work. Take it with
 //! `ready()`, then in order: persist `snapshot`, `entries` and `hard_state` to the `LogStorage`
 //! (durably); send `messages`; apply `committed_entries` (and handle `read_states`); then call
-//! `advance()`. `ready()` may not be called again before `advance()`.
+//! `advance()`. `ready()` may not be called again before `advance()`, and no other input may
+//! reach the core in between. One relaxation: messages whose body
+//! [`may_precede_persist`](crate::types::MessageBody::may_precede_persist) (a leader's
+//! appends, heartbeats and snapshots) may be sent before persisting, so the leader's disk write
+//! overlaps its followers'. The driver and the simulator both do so.
 
 use crate::core::Raft;
 use crate::error::RaftError;
@@ -16,7 +20,8 @@ use crate::Config;
 pub struct Ready {
     pub soft_state: Option<SoftState>,
     pub hard_state: Option<HardState>,
-    /// Entries to append to stable storage before sending `messages`.
+    /// Entries to append to stable storage before sending `messages` (except those that
+    /// may precede it; see the module docs).
     pub entries: Vec<Entry>,
     /// A snapshot received from the leader, to install in storage and in the state machine.
     pub snapshot: Option<Snapshot>,

@@ -210,6 +210,24 @@ pub enum MessageBody {
 }
 
 impl MessageBody {
+    /// True for a leader's replication traffic (appends, heartbeats, snapshots), which the
+    /// driver may send *before* persisting the `Ready` it came in (Raft thesis §10.2.1): the
+    /// leader's own disk write then overlaps the followers'. This is safe because nothing in
+    /// these messages asserts that this node has persisted anything: the leader's term and vote
+    /// were made durable before it could win, a follower acknowledges only what *it* persisted,
+    /// and the leader processes acknowledgements (and so advances the commit index past the new
+    /// entries) only after this `Ready` is handled, by which time its own copy is durable too.
+    /// Everything else — votes, acknowledgements, responses — promises persisted state and
+    /// must wait.
+    pub fn may_precede_persist(&self) -> bool {
+        matches!(
+            self,
+            MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. }
+        )
+    }
+
     /// True for responses: their term may be stale without indicating a newer leader.
     pub fn is_response(&self) -> bool {
         matches!(

@@ -6,7 +6,8 @@
 //! A failing seed is rerun with tracing and printed; replay one with `DEIMOS_SIM_SEED=<n>`
 //! (`DEIMOS_SIM_NODES` overrides the node count, `DEIMOS_SIM_TRACE=<n>` the trace length).
 //!
-//! The other tests show that each checker can fail: a weakened commit rule (safety invariants),
+//! The other tests show that each checker can fail: a weakened commit rule and acknowledgements
+//! sent before the entries are persisted (safety invariants),
 //! reads served locally without a leadership check, an overlong lease and a lease on clocks that
 //! drift past the tolerance (linearizability). Their seed budget is `DEIMOS_SIM_WEAK_SEEDS`.
 
@@ -98,8 +99,8 @@ fn random_faults_3_and_5_nodes() {
     let start = Instant::now();
     let (failures, st) = sweep(&seeds, config_for, 5);
     eprintln!(
-        "simulated {} seeds in {:.1?}: {:.0}s simulated, {} events, {} messages, {} leaders, {} crashes, \
-         {} compactions, {} snapshots installed, {} membership changes, {} ops ok ({} reads, \
+        "simulated {} seeds in {:.1?}: {:.0}s simulated, {} events, {} messages, {} leaders, {} crashes \
+         ({} before persisting a Ready), {} compactions, {} snapshots installed, {} membership changes, {} ops ok ({} reads, \
          {} under a lease), {} indeterminate ({} timeouts)",
         seeds.len(),
         start.elapsed(),
@@ -108,6 +109,7 @@ fn random_faults_3_and_5_nodes() {
         st.messages,
         st.leaders,
         st.crashes,
+        st.mid_ready_crashes,
         st.compactions,
         st.snapshots_installed,
         st.conf_changes,
@@ -130,6 +132,7 @@ fn random_faults_3_and_5_nodes() {
         // A sweep that never crashed a node or installed a snapshot proves less than it claims.
         assert!(
             st.crashes > 0
+                && st.mid_ready_crashes > 0
                 && st.snapshots_installed > 0
                 && st.reads_ok > 0
                 && st.conf_changes > 0
@@ -229,6 +232,35 @@ fn vote_without_log_check_is_caught() {
         )
     });
     eprintln!("vote without log check caught:\n{f}");
+}
+
+/// The mid-Ready crash must have teeth: with acknowledgements also sent before the fsync, a
+/// follower that acked entries and then crashed before persisting them loses committed data,
+/// which the safety or linearizability checks must report. (The sweep runs the same crash with
+/// only the leader's appends and heartbeats sent early, and must stay clean.)
+#[test]
+fn acknowledging_before_persisting_is_caught() {
+    let seeds = seeds("DEIMOS_SIM_WEAK_SEEDS", 2000);
+    let (failures, st) = sweep(
+        &seeds,
+        |s| {
+            let mut cfg = SimConfig::new(s, 3);
+            cfg.crash_heavy();
+            cfg.send_all_before_persist = true;
+            cfg.mid_ready_crash_per_mille = 50;
+            cfg.rerun = "cargo test -p deimos-raft --release --test simulation acknowledging_before_persisting";
+            cfg
+        },
+        1,
+    );
+    let f = failures.first().unwrap_or_else(|| {
+        panic!(
+            "no violation in {} seeds with acks sent before persisting ({} mid-Ready crashes)",
+            seeds.len(),
+            st.mid_ready_crashes
+        )
+    });
+    eprintln!("acknowledging before persisting caught:\n{f}");
 }
 
 /// Faults that depose leaders without crashing them (a crash ends the lease with the process):

@@ -1,5 +1,6 @@
 //! The async driver: one tokio task owns the core and does, in order, what each `Ready` asks —
-//! persist, publish lease facts (stamped before sending), send, apply, answer — then `advance`.
+//! send the leader's replication traffic, persist, publish lease facts (stamped before
+//! sending), send the rest, apply, answer — then `advance`.
 //!
 //! Everything else talks to it through a [`Handle`].
 
@@ -266,6 +267,16 @@ where
             self.conf = snap.meta.conf.clone();
             self.last_compaction = snap.meta.index;
         }
+        // Appends and heartbeats leave before our own fsync, so the followers' disk writes
+        // overlap it (see `MessageBody::may_precede_persist` for why that is safe). The loop
+        // handles no acknowledgement until this Ready is done, so commit never outruns our copy.
+        let (early, late): (Vec<_>, Vec<_>) = rd
+            .messages
+            .into_iter()
+            .partition(|m| m.body.may_precede_persist());
+        if !early.is_empty() {
+            self.transport.send(early);
+        }
         let started = Instant::now();
         self.node
             .storage_mut()
@@ -275,8 +286,8 @@ where
         }
         self.lease.observe(&rd.lease_events, anchor);
         self.publish_status();
-        if !rd.messages.is_empty() {
-            self.transport.send(rd.messages);
+        if !late.is_empty() {
+            self.transport.send(late);
         }
         let snapshot_index = rd.snapshot.as_ref().map(|s| s.meta.index);
         self.apply(&rd.committed_entries)?;

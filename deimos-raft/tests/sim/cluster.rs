@@ -106,6 +106,13 @@ pub struct SimConfig {
     /// How long the leader must have been stable before the probes are proposed.
     pub settle_us: u64,
     pub probes: usize,
+    /// Per-mille chance, during the chaos phase of a run with faults, that a node crashes between sending a
+    /// Ready's early messages (`MessageBody::may_precede_persist`) and persisting its entries:
+    /// the window the driver opens by sending appends before its own fsync.
+    pub mid_ready_crash_per_mille: u32,
+    /// Send *every* message before persisting, acknowledgements included. Unsafe: only for
+    /// the test that shows a mid-Ready crash then loses committed entries and is caught.
+    pub send_all_before_persist: bool,
     /// Core settings under test (the rest of `Config` keeps its defaults).
     pub pre_vote: bool,
     pub check_quorum: bool,
@@ -144,6 +151,8 @@ impl SimConfig {
             liveness_commit_us: 1_000 * MS,
             settle_us: 300 * MS,
             probes: 3,
+            mid_ready_crash_per_mille: 5,
+            send_all_before_persist: false,
             pre_vote: true,
             check_quorum: true,
             max_size_per_msg: 1024 * 1024,
@@ -252,6 +261,8 @@ pub struct Stats {
     /// new leader's clock from becoming leader.
     pub leases_regained: u64,
     pub max_lease_regain_us: u64,
+    /// Crashes between sending a Ready's early messages and persisting it (also in `crashes`).
+    pub mid_ready_crashes: u64,
     pub sim_us: u64,
 }
 
@@ -261,6 +272,7 @@ impl Stats {
         self.messages += o.messages;
         self.leaders += o.leaders;
         self.crashes += o.crashes;
+        self.mid_ready_crashes += o.mid_ready_crashes;
         self.compactions += o.compactions;
         self.snapshots_installed += o.snapshots_installed;
         self.ops_ok += o.ops_ok;
@@ -902,6 +914,31 @@ impl Sim {
 
     fn handle_ready(&mut self, i: usize, rd: Ready) -> Result<(), String> {
         let id = i as NodeId + 1;
+        // 0. As the driver does: a leader's appends and heartbeats leave before its own fsync.
+        let send_all = self.cfg.send_all_before_persist;
+        let (early, late): (Vec<_>, Vec<_>) = rd
+            .messages
+            .into_iter()
+            .partition(|m| send_all || m.body.may_precede_persist());
+        let mid_ready_crash = !early.is_empty()
+            && !rd.entries.is_empty()
+            && self.phase == Phase::Chaos
+            && self.cfg.fault_interval_us > 0
+            && self.rng.gen_range(0..1000) < self.cfg.mid_ready_crash_per_mille;
+        for m in early {
+            self.send(m);
+        }
+        if mid_ready_crash {
+            // The process dies before the fsync: nothing of this Ready reaches the disk.
+            self.stats.mid_ready_crashes += 1;
+            self.log(|| format!("node {id} crashes before persisting its Ready"));
+            self.crash(i);
+            let d = self
+                .rng
+                .gen_range(self.cfg.downtime_us.0..=self.cfg.downtime_us.1);
+            self.schedule(self.now + d, Event::Restart(i));
+            return Ok(());
+        }
         let Sim {
             nodes,
             inv,
@@ -1041,7 +1078,8 @@ impl Sim {
             }
         }
 
-        // 4. Send. (Persisting came first; sending before applying is what the contract says.)
+        // 4. Send the rest. (Persisting came first; sending before applying is what the
+        // contract says.)
         let snap = rd.snapshot.as_ref().map(|s| s.meta.index);
         let nents = rd.entries.len();
         let ncommit = rd.committed_entries.len();
@@ -1053,7 +1091,7 @@ impl Sim {
                 format!("node {id} persists snap {snap:?} +{nents} ents, applies {ncommit}")
             });
         }
-        for m in rd.messages {
+        for m in late {
             self.send(m);
         }
         for (c, req, out) in done {
