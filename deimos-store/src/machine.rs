@@ -194,9 +194,9 @@ impl StateMachine<RedbStorage> for KvStateMachine {
             }
             mutations.extend(store.take_dirty());
         }
-        // No fsync here: the Raft log already holds these entries durably, and the next
-        // persist makes this commit durable too. A crash in between rolls the applied state back
-        // to a consistent earlier point, and Raft re-applies the rest from the log.
+        // No fsync and no transaction here: the Raft log already holds these entries durably,
+        // so the records are staged and ride with the next persist. A crash in between rolls
+        // the applied state back to a consistent earlier point, and Raft re-applies the rest.
         storage
             .commit_applied_deferred(batch.applied, batch.applied_term, batch.conf, &mutations)
             .map_err(sm_err)?;

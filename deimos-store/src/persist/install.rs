@@ -45,6 +45,9 @@ impl RedbStorage {
                 meta.index, c.hard_state.commit
             )));
         }
+        // Staged writes first, in a transaction of their own: the install below replaces the
+        // records wholesale, and everything it leaves alone (the hard state) must be in the file.
+        self.write_staged()?;
         let txn = match self.begin_write() {
             Ok(t) => t,
             Err(e) => return Err(self.poison(e)),

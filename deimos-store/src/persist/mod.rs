@@ -17,7 +17,8 @@
 //! the log holds exactly `base+1 ..= last`; `base <= applied <= last`; the applied term is the
 //! term at the applied index; `hard_state.commit <= last`.
 //!
-//! Files: `store` (open, checks, cache), `write` (batches, compaction), `read` (`LogStorage`,
+//! Files: `store` (open, checks, cache), `write` (batches, compaction), `staged` (writes that
+//! need no fsync, carried by the next transaction), `read` (`LogStorage`,
 //! records), `snapshot` (stream format), `install` (snapshot installation), `schema` (tables),
 //! `codec` (postcard, format version), `error`.
 
@@ -27,6 +28,7 @@ mod install;
 mod read;
 mod schema;
 mod snapshot;
+mod staged;
 mod store;
 mod write;
 

@@ -37,6 +37,7 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableT
 use super::codec::{decode, encode, FORMAT_VERSION, MAGIC};
 use super::error::{backend, PersistError};
 use super::schema::*;
+use super::staged::Staged;
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "deimos.redb";
@@ -86,8 +87,22 @@ pub struct RedbStorage {
     pub(crate) path: PathBuf,
     pub(crate) cache: Cached,
     pub(crate) two_phase_commit: bool,
+    /// Writes that need no fsync, not yet in the file (see `staged`).
+    pub(crate) staged: Staged,
     /// Set on the first backend failure; every later call returns it.
     pub(crate) poisoned: Option<String>,
+}
+
+impl Drop for RedbStorage {
+    /// A clean close writes what is staged, durably, so a restart replays nothing. (A crash
+    /// loses it, which is what staging allows: see `staged`.)
+    fn drop(&mut self) {
+        if !self.staged.is_empty() && self.poisoned.is_none() {
+            if let Err(e) = self.write_batch(&super::write::WriteBatch::default()) {
+                tracing::warn!(error = %e, "could not write staged state on close");
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for RedbStorage {
@@ -134,6 +149,7 @@ impl RedbStorage {
             path,
             cache,
             two_phase_commit: opts.two_phase_commit,
+            staged: Staged::default(),
             poisoned: None,
         })
     }

@@ -1,18 +1,21 @@
 //! Writes: group commit of log + hard state + applied state (+ compaction) in one transaction.
 //!
 //! Every public write here is one redb write transaction committed with `Durability::Immediate`
-//! (fsync before `commit` returns), so either all of a batch is on disk or none of it. Before
+//! (fsync before `commit` returns), so either all of a batch is on disk or none of it — except
+//! the two kinds of write that need no fsync, which are staged (see `staged`) and carried by
+//! the next transaction. Before
 //! committing, the would-be state is checked with [`check_consistency`]; a batch that would
 //! break an invariant is refused and the transaction is dropped (rolled back), leaving both the
 //! file and the cache as they were.
 
-use deimos_raft::storage::{StorageError, StorageResult};
+use deimos_raft::storage::{LogStorage, StorageError, StorageResult};
 use deimos_raft::types::{ConfState, Entry, HardState, Index, Term};
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::codec::{decode, encode};
 use super::error::{backend, corrupt, invalid};
 use super::schema::*;
+use super::staged::Staged;
 use super::store::{check_consistency, Cached, RedbStorage};
 
 /// One applied batch of state-machine mutations: `None` deletes the record.
@@ -51,19 +54,44 @@ impl RedbStorage {
         let prev = self.cache.hard_state;
         let must_sync = !entries.is_empty()
             || hard_state.is_some_and(|hs| hs.term != prev.term || hs.vote != prev.vote);
-        let durability = if must_sync {
-            redb::Durability::Immediate
-        } else {
-            redb::Durability::None
-        };
-        self.write_batch_with(
-            &WriteBatch {
-                hard_state,
-                entries,
-                ..WriteBatch::default()
-            },
-            durability,
-        )
+        if must_sync {
+            return self.write_batch_with(
+                &WriteBatch {
+                    hard_state,
+                    entries,
+                    ..WriteBatch::default()
+                },
+                redb::Durability::Immediate,
+            );
+        }
+        if let Some(hs) = hard_state.filter(|hs| **hs != prev) {
+            self.check_usable()?;
+            let mut next = self.cache.clone();
+            next.hard_state = *hs;
+            self.check_staged(&next)?;
+            self.cache = next;
+            self.staged.stage_hard_state(*hs);
+        }
+        self.write_staged_if_due()
+    }
+
+    /// Write what is staged now if it is large or old enough (see `staged`), without an fsync.
+    fn write_staged_if_due(&mut self) -> StorageResult<()> {
+        if self.staged.due() {
+            self.write_batch_with(&WriteBatch::default(), redb::Durability::None)?;
+        }
+        Ok(())
+    }
+
+    /// Write everything staged now, without an fsync.
+    pub(crate) fn write_staged(&mut self) -> StorageResult<()> {
+        self.write_batch_with(&WriteBatch::default(), redb::Durability::None)
+    }
+
+    /// The checks a commit would run, for a state that is about to be staged instead.
+    fn check_staged(&self, next: &Cached) -> StorageResult<()> {
+        check_consistency(next, |idx| self.term(idx))
+            .map_err(|e| invalid(format!("write would leave the store inconsistent: {e}")))
     }
 
     /// Atomically upsert/delete `mutations` and record `applied_index`/`applied_term`/`conf`.
@@ -106,11 +134,13 @@ impl RedbStorage {
         })
     }
 
-    /// Like [`commit_applied`](Self::commit_applied) but without an fsync: the records and the
-    /// applied index become durable with the next durable write (the next `persist`). For a
-    /// state machine whose every effect can be recomputed from the durable Raft log: after a
-    /// crash the applied state is an earlier consistent point (records and applied index still
-    /// change together) and Raft re-applies the entries after it. Saves one fsync per batch.
+    /// Like [`commit_applied`](Self::commit_applied) but without an fsync or a transaction of
+    /// its own: the records and the applied index are staged and written with the next
+    /// transaction (the next `persist` with entries, at the latest within a second), durable
+    /// with the next durable one. For a state machine whose every effect can be recomputed from
+    /// the durable Raft log: after a crash the applied state is an earlier consistent point
+    /// (records and applied index still change together) and Raft re-applies the entries after
+    /// it. Checked now exactly as a commit would be.
     pub fn commit_applied_deferred(
         &mut self,
         applied_index: Index,
@@ -118,13 +148,24 @@ impl RedbStorage {
         conf: &ConfState,
         mutations: &[(String, Option<Vec<u8>>)],
     ) -> StorageResult<()> {
-        let applied = AppliedBatch {
+        self.check_usable()?;
+        if applied_index < self.cache.applied.index {
+            return Err(invalid(format!(
+                "applied index moves backwards ({} -> {applied_index})",
+                self.cache.applied.index
+            )));
+        }
+        let applied = AppliedState {
             index: applied_index,
             term: applied_term,
-            conf,
-            mutations,
+            conf: conf.clone(),
         };
-        self.commit_applied_with(applied, redb::Durability::None)
+        let mut next = self.cache.clone();
+        next.applied = applied.clone();
+        self.check_staged(&next)?;
+        self.cache = next;
+        self.staged.stage_applied(applied, mutations);
+        self.write_staged_if_due()
     }
 
     /// Do all of `batch` in one durable transaction (see [`WriteBatch`]).
@@ -142,6 +183,7 @@ impl RedbStorage {
             && batch.hard_state.is_none()
             && batch.applied.is_none()
             && batch.compact_to.is_none()
+            && self.staged.is_empty()
         {
             return Ok(());
         }
@@ -150,8 +192,15 @@ impl RedbStorage {
             Ok(t) => t,
             Err(e) => return Err(self.poison(e)),
         };
-        let outcome = fill(&txn, &mut next, batch);
-        self.finish(txn, next, outcome)
+        // Whatever is staged rides along, first: `next` (from the cache) already reflects it.
+        let staged = self.staged.take();
+        let outcome = fill_staged(&txn, &staged, batch.hard_state.is_some())
+            .and_then(|()| fill(&txn, &mut next, batch));
+        let res = self.finish(txn, next, outcome);
+        if res.is_err() {
+            self.staged.restore(staged);
+        }
+        res
     }
 
     pub(crate) fn begin_write(&self) -> StorageResult<WriteTransaction> {
@@ -215,6 +264,32 @@ impl From<StorageError> for Failure {
 
 fn be(context: &'static str) -> impl Fn(redb::StorageError) -> Failure {
     move |e| Failure::Backend(backend(context, e))
+}
+
+/// Write the staged hard state (unless the batch brings a newer one) and applied records.
+fn fill_staged(
+    txn: &WriteTransaction,
+    staged: &Staged,
+    batch_sets_hard_state: bool,
+) -> Result<(), Failure> {
+    if let Some(hs) = staged.hard_state.filter(|_| !batch_sets_hard_state) {
+        let mut raft = txn
+            .open_table(RAFT_STATE)
+            .map_err(|e| Failure::Backend(backend("open raft", e)))?;
+        raft.insert(KEY_HARD_STATE, encode(&hs)?.as_slice())
+            .map_err(be("write hard state"))?;
+    }
+    if let Some(applied) = &staged.applied {
+        write_records(
+            txn,
+            staged
+                .records
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_deref())),
+        )?;
+        write_applied(txn, applied)?;
+    }
+    Ok(())
 }
 
 fn fill(txn: &WriteTransaction, next: &mut Cached, b: &WriteBatch<'_>) -> Result<(), Failure> {
@@ -322,28 +397,44 @@ fn apply_in(
             next.applied.index, a.index
         ))));
     }
+    write_records(
+        txn,
+        a.mutations.iter().map(|(k, v)| (k.as_str(), v.as_deref())),
+    )?;
+    next.applied = AppliedState {
+        index: a.index,
+        term: a.term,
+        conf: a.conf.clone(),
+    };
+    write_applied(txn, &next.applied)
+}
+
+/// Upsert (`Some`) or delete (`None`) records.
+fn write_records<'a>(
+    txn: &WriteTransaction,
+    mutations: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>,
+) -> Result<(), Failure> {
     let mut records = txn
         .open_table(RECORDS)
         .map_err(|e| Failure::Backend(backend("open records", e)))?;
-    for (key, value) in a.mutations {
+    for (key, value) in mutations {
         match value {
             Some(v) => records
-                .insert(key.as_bytes(), v.as_slice())
+                .insert(key.as_bytes(), v)
                 .map_err(be("write record"))?,
             None => records
                 .remove(key.as_bytes())
                 .map_err(be("delete record"))?,
         };
     }
-    next.applied = AppliedState {
-        index: a.index,
-        term: a.term,
-        conf: a.conf.clone(),
-    };
+    Ok(())
+}
+
+fn write_applied(txn: &WriteTransaction, applied: &AppliedState) -> Result<(), Failure> {
     let mut ap = txn
         .open_table(APPLIED)
         .map_err(|e| Failure::Backend(backend("open applied", e)))?;
-    ap.insert(KEY_APPLIED, encode(&next.applied)?.as_slice())
+    ap.insert(KEY_APPLIED, encode(applied)?.as_slice())
         .map_err(be("write applied"))?;
     Ok(())
 }
