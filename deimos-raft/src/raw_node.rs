@@ -7,7 +7,10 @@
 //! reach the core in between. One relaxation: messages whose body
 //! [`may_precede_persist`](crate::types::MessageBody::may_precede_persist) (a leader's
 //! appends, heartbeats and snapshots) may be sent before persisting, so the leader's disk write
-//! overlaps its followers'. The driver and the simulator both do so.
+//! overlaps its followers'. The driver and the simulator both do so. A second: committed entries
+//! already in stable storage before this `Ready` may be applied before persisting it (the driver
+//! does so on a leader, so clients are answered before its next fsync); entries that are only
+//! in this `Ready`'s `entries` may not.
 
 use crate::core::Raft;
 use crate::error::RaftError;

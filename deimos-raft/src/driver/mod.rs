@@ -1,6 +1,7 @@
 //! The async driver: one tokio task owns the core and does, in order, what each `Ready` asks —
-//! send the leader's replication traffic, persist, publish lease facts (stamped before
-//! sending), send the rest, apply, answer — then `advance`.
+//! send the leader's replication traffic, (on a leader) apply and answer what is already
+//! committed and stored, persist, publish lease facts (stamped before sending), send the rest,
+//! apply and answer the remainder — then `advance`.
 //!
 //! Everything else talks to it through a [`Handle`].
 
@@ -277,6 +278,23 @@ where
         if !early.is_empty() {
             self.transport.send(early);
         }
+        // A leader answers its clients before its next fsync rather than after it: committed
+        // entries already in local storage were durable on a quorum before they could commit,
+        // so they need nothing from this Ready's write. Entries committed in this very Ready on
+        // our own unwritten copy (a single-voter cluster) wait for the write. A follower applies
+        // after persisting, so its acknowledgement does not wait for its apply.
+        let committed = rd.committed_entries;
+        let split = if self.node.raft.role == Role::Leader {
+            let stored = self.node.storage().last_index()?;
+            committed.partition_point(|e| e.index <= stored)
+        } else {
+            0
+        };
+        let (ready_now, after_write) = committed.split_at(split);
+        if !ready_now.is_empty() {
+            self.lease.observe(&rd.lease_events, anchor);
+            self.apply(ready_now)?;
+        }
         let started = Instant::now();
         self.node
             .storage_mut()
@@ -284,13 +302,15 @@ where
         if !rd.entries.is_empty() || rd.hard_state.is_some() {
             metrics::persist(started.elapsed());
         }
-        self.lease.observe(&rd.lease_events, anchor);
+        if ready_now.is_empty() {
+            self.lease.observe(&rd.lease_events, anchor);
+        }
         self.publish_status();
         if !late.is_empty() {
             self.transport.send(late);
         }
         let snapshot_index = rd.snapshot.as_ref().map(|s| s.meta.index);
-        self.apply(&rd.committed_entries)?;
+        self.apply(after_write)?;
         if let Some(idx) = snapshot_index {
             self.applied_tx
                 .send_replace(idx.max(*self.applied_tx.borrow()));
