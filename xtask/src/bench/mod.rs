@@ -204,7 +204,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
 
     let base = base_dir();
     std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
-    let fs_type = sh("stat", &["-f", "-c", "%T", &base.display().to_string()]);
+    let fs_type = std::fs::read_to_string("/proc/self/mounts")
+        .ok()
+        .and_then(|m| mount_fs_type(&m, &base.canonicalize().unwrap_or(base.clone())))
+        .unwrap_or_else(|| sh("stat", &["-f", "-c", "%T", &base.display().to_string()]));
     let load_before = loadavg();
 
     let mut results = Vec::new();
@@ -251,6 +254,20 @@ pub fn run(a: BenchArgs) -> Result<()> {
     std::fs::write(&a.out, text).map_err(|e| format!("{}: {e}", a.out.display()))?;
     eprintln!("report written to {}", a.out.display());
     Ok(())
+}
+
+/// The filesystem type of the mount holding `path`, from `/proc/self/mounts` (the longest
+/// mount point that is a prefix of it). `stat -f` cannot tell ext4 from ext2/ext3.
+fn mount_fs_type(mounts: &str, path: &Path) -> Option<String> {
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, mnt, fs) = (f.next()?, f.next()?, f.next()?);
+            path.starts_with(mnt).then(|| (mnt.len(), fs.to_string()))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, fs)| fs)
 }
 
 #[cfg(test)]
@@ -338,6 +355,15 @@ mod tests {
             load_after: "0.4 0.5 0.6".into(),
             warnings: vec!["etcd put with 16 clients: leader changed".into()],
         };
+        let mounts = "/dev/vda / ext4 rw 0 0\ntmpfs /tmp tmpfs rw 0 0\n";
+        assert_eq!(
+            mount_fs_type(mounts, Path::new("/work/x")).as_deref(),
+            Some("ext4")
+        );
+        assert_eq!(
+            mount_fs_type(mounts, Path::new("/tmp/b")).as_deref(),
+            Some("tmpfs")
+        );
         let r = report(&a, &ctx, &results);
         assert!(
             r.contains("| get lease | 16 | 60000 | 20000 | 3.00x |"),
