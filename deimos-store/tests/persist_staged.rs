@@ -1,7 +1,8 @@
 //! Staged writes: a commit-index-only hard state and the deferred applied records need no fsync,
-//! so `RedbStorage` keeps them in memory and writes them with the next transaction. These tests
-//! observe the file through `records()` and snapshots (which read what is written) against the
-//! accessors (which show what is staged too).
+//! so `RedbStorage` keeps them in memory and writes them when they are due, with a compaction or
+//! snapshot install, or at close — not with every log append, whose fsync a write waits for.
+//! These tests observe the file through `records()`, snapshots and `written_state()` (which
+//! read what is written) against the accessors (which show what is staged too).
 
 #[path = "persist_common.rs"]
 mod common;
@@ -36,7 +37,7 @@ fn store(d: &TempDir) -> RedbStorage {
 }
 
 #[test]
-fn staged_writes_are_visible_at_once_and_written_with_the_next_persist() {
+fn staged_writes_are_visible_at_once_and_written_when_flushed() {
     let d = TempDir::new().unwrap();
     let mut s = store(&d);
     s.commit_applied_deferred(2, 1, &conf(), &[set("a", b"1"), set("b", b"2")])
@@ -49,14 +50,22 @@ fn staged_writes_are_visible_at_once_and_written_with_the_next_persist() {
     assert_eq!(s.hard_state().commit, 3);
     assert!(written_keys(&s).is_empty());
     assert_eq!(s.snapshot().unwrap().meta.index, 0);
-    // The next transaction carries it, merged: "b" was set and deleted.
-    s.persist(None, &[ent(4, 1)]).unwrap();
+    assert_eq!(s.written_state().unwrap(), (hs(1, 1), 0));
+    // A log append (with a new commit index) is durable on its own and carries none of it.
+    s.persist(Some(&hs(1, 4)), &[ent(4, 1)]).unwrap();
+    assert_eq!(s.last_index().unwrap(), 4);
+    assert_eq!(s.hard_state().commit, 4);
+    assert!(written_keys(&s).is_empty());
+    assert_eq!(s.written_state().unwrap(), (hs(1, 1), 0));
+    // A flush writes it, merged: "b" was set and deleted.
+    s.write_staged().unwrap();
     assert_eq!(written_keys(&s), vec!["a".to_string()]);
     assert_eq!(s.snapshot().unwrap().meta.index, 3);
+    assert_eq!(s.written_state().unwrap(), (hs(1, 4), 3));
     drop(s);
     let s = open_redb(&d);
     assert_eq!(s.applied_state(), (3, 1, conf()));
-    assert_eq!(s.hard_state().commit, 3);
+    assert_eq!(s.hard_state().commit, 4);
 }
 
 #[test]
@@ -91,7 +100,7 @@ fn staged_writes_are_checked_when_staged() {
     assert!(s.commit_applied_deferred(1, 1, &conf(), &[]).is_err());
     assert_eq!(s.applied_state().0, 2);
     assert_eq!(s.hard_state().commit, 1);
-    s.persist(None, &[ent(4, 1)]).unwrap();
+    s.write_staged().unwrap();
     assert_eq!(written_keys(&s), vec!["a".to_string()]);
 }
 
@@ -104,9 +113,47 @@ fn a_refused_batch_keeps_the_staged_writes_for_the_next_one() {
     // A gap in the log: refused, rolled back, and the staged write is not lost with it.
     assert!(s.persist(None, &[ent(9, 1)]).is_err());
     assert!(written_keys(&s).is_empty());
-    s.persist(None, &[ent(4, 1)]).unwrap();
+    // So is a term change, which carries the staged hard state (it supersedes it) and fails.
+    s.persist(Some(&hs(1, 2)), &[]).unwrap();
+    assert!(s.persist(Some(&hs(2, 2)), &[ent(9, 2)]).is_err());
+    assert_eq!(s.hard_state(), hs(1, 2));
+    s.write_staged().unwrap();
     assert_eq!(written_keys(&s), vec!["a".to_string()]);
     assert_eq!(s.snapshot().unwrap().meta.index, 2);
+    assert_eq!(s.written_state().unwrap(), (hs(1, 2), 2));
+}
+
+#[test]
+fn a_newer_durable_hard_state_is_never_overwritten_by_an_older_staged_one() {
+    let d = TempDir::new().unwrap();
+    let mut s = store(&d);
+    s.commit_applied_deferred(2, 1, &conf(), &[set("a", b"1")])
+        .unwrap();
+    // Commit 3 is staged; then a new term is written durably with commit 3.
+    s.persist(Some(&hs(1, 3)), &[]).unwrap();
+    s.persist(Some(&hs(2, 3)), &[ent(4, 2)]).unwrap();
+    assert_eq!(s.written_state().unwrap().0, hs(2, 3));
+    // Writing the staged records later must not bring back term 1.
+    s.write_staged().unwrap();
+    assert_eq!(s.written_state().unwrap(), (hs(2, 3), 2));
+    drop(s);
+    let s = open_redb(&d);
+    assert_eq!(s.hard_state(), hs(2, 3));
+    assert_eq!(s.applied_state().0, 2);
+}
+
+#[test]
+fn staged_writes_ride_along_once_due() {
+    let d = TempDir::new().unwrap();
+    let mut s = store(&d);
+    s.commit_applied_deferred(2, 1, &conf(), &[set("a", b"1")])
+        .unwrap();
+    s.persist(Some(&hs(1, 2)), &[]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // Older than a second: the next write (here a log append) takes them along.
+    s.persist(None, &[ent(4, 1)]).unwrap();
+    assert_eq!(written_keys(&s), vec!["a".to_string()]);
+    assert_eq!(s.written_state().unwrap(), (hs(1, 2), 2));
 }
 
 #[test]

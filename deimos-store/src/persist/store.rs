@@ -159,9 +159,16 @@ impl RedbStorage {
         &self.path
     }
 
-    /// The persisted hard state.
+    /// The hard state, including a staged commit index not written yet (see `staged`).
     pub fn hard_state(&self) -> HardState {
         self.cache.hard_state
+    }
+
+    /// The hard state and applied index the file holds, without what is staged: what a crash
+    /// now would leave once redb's unsynced pages reached the disk. For tests and diagnostics.
+    pub fn written_state(&self) -> Result<(HardState, Index), PersistError> {
+        let c = load(&self.db, &self.path)?;
+        Ok((c.hard_state, c.applied.index))
     }
 
     /// `(applied_index, applied_term, conf state at applied_index)`.

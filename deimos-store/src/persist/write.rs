@@ -40,21 +40,30 @@ pub struct WriteBatch<'a> {
     pub compact_to: Option<Index>,
 }
 
+impl WriteBatch<'_> {
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+            && self.hard_state.is_none()
+            && self.applied.is_none()
+            && self.compact_to.is_none()
+    }
+}
+
 impl RedbStorage {
-    /// Group commit: append `entries` and set `hard_state` in ONE transaction. It is durable
-    /// (fsync) whenever Raft's safety needs it — new entries, or a new term or vote. A change of
-    /// the commit index alone is written without an fsync (etcd's `MustSync` rule): the commit
+    /// Group commit: append `entries` and set `hard_state`. It is durable (fsync) whenever
+    /// Raft's safety needs it — new entries, or a new term or vote, then in ONE transaction. A
+    /// change of the commit index alone is staged instead (etcd's `MustSync` rule): the commit
     /// index is recoverable after a crash from the leader, so losing the latest value only
-    /// delays applying, never loses a decision. The next durable write makes it durable too.
+    /// delays applying, never loses a decision. A later transaction writes it.
     pub fn persist(
         &mut self,
         hard_state: Option<&HardState>,
         entries: &[Entry],
     ) -> StorageResult<()> {
         let prev = self.cache.hard_state;
-        let must_sync = !entries.is_empty()
-            || hard_state.is_some_and(|hs| hs.term != prev.term || hs.vote != prev.vote);
-        if must_sync {
+        let term_or_vote =
+            hard_state.is_some_and(|hs| hs.term != prev.term || hs.vote != prev.vote);
+        if term_or_vote {
             return self.write_batch_with(
                 &WriteBatch {
                     hard_state,
@@ -63,6 +72,17 @@ impl RedbStorage {
                 },
                 redb::Durability::Immediate,
             );
+        }
+        if !entries.is_empty() {
+            // The entries alone need the fsync; a new commit index rides as staged state after
+            // them (it may point into them), sparing the durable commit the hard state's page.
+            self.write_batch_with(
+                &WriteBatch {
+                    entries,
+                    ..WriteBatch::default()
+                },
+                redb::Durability::Immediate,
+            )?;
         }
         if let Some(hs) = hard_state.filter(|hs| **hs != prev) {
             self.check_usable()?;
@@ -83,8 +103,10 @@ impl RedbStorage {
         Ok(())
     }
 
-    /// Write everything staged now, without an fsync.
-    pub(crate) fn write_staged(&mut self) -> StorageResult<()> {
+    /// Write everything staged now, without an fsync (it is durable with the next durable
+    /// write); otherwise it is written when due (see `staged`), with a compaction or a
+    /// snapshot install, or at close.
+    pub fn write_staged(&mut self) -> StorageResult<()> {
         self.write_batch_with(&WriteBatch::default(), redb::Durability::None)
     }
 
@@ -179,12 +201,7 @@ impl RedbStorage {
         durability: redb::Durability,
     ) -> StorageResult<()> {
         self.check_usable()?;
-        if batch.entries.is_empty()
-            && batch.hard_state.is_none()
-            && batch.applied.is_none()
-            && batch.compact_to.is_none()
-            && self.staged.is_empty()
-        {
+        if batch.is_empty() && self.staged.is_empty() {
             return Ok(());
         }
         let mut next = self.cache.clone();
@@ -192,8 +209,24 @@ impl RedbStorage {
             Ok(t) => t,
             Err(e) => return Err(self.poison(e)),
         };
-        // Whatever is staged rides along, first: `next` (from the cache) already reflects it.
-        let staged = self.staged.take();
+        // What is staged rides along, first, when it is due or this transaction touches the
+        // applied state or the log base anyway (`next`, from the cache, already reflects it).
+        // Otherwise it waits: carrying it in every log append would add the records' pages to
+        // each durable commit, and their fsync is what a write waits for.
+        let carry = self.staged.due()
+            || batch.applied.is_some()
+            || batch.compact_to.is_some()
+            || matches!(durability, redb::Durability::None)
+            || batch.is_empty();
+        // A batch that sets the hard state supersedes the staged one, which must go with it:
+        // left behind, it could later overwrite the newer one.
+        let staged = if carry {
+            self.staged.take()
+        } else if batch.hard_state.is_some() {
+            self.staged.take_hard_state()
+        } else {
+            Staged::default()
+        };
         let outcome = fill_staged(&txn, &staged, batch.hard_state.is_some())
             .and_then(|()| fill(&txn, &mut next, batch));
         let res = self.finish(txn, next, outcome);
