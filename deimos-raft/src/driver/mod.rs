@@ -278,6 +278,9 @@ where
         if !early.is_empty() {
             self.transport.send(early);
         }
+        // Quorum confirmations of heartbeat rounds count from when each round was sent (its
+        // anchor), not from now, so they need nothing from this Ready's write.
+        self.lease.observe(&rd.lease_events, anchor);
         // A leader answers its clients before its next fsync rather than after it: committed
         // entries already in local storage were durable on a quorum before they could commit,
         // so they need nothing from this Ready's write. Entries committed in this very Ready on
@@ -291,19 +294,13 @@ where
             0
         };
         let (ready_now, after_write) = committed.split_at(split);
-        if !ready_now.is_empty() {
-            self.lease.observe(&rd.lease_events, anchor);
-            self.apply(ready_now)?;
-        }
+        self.apply(ready_now)?;
         let started = Instant::now();
         self.node
             .storage_mut()
             .persist(rd.hard_state.as_ref(), &rd.entries)?;
         if !rd.entries.is_empty() || rd.hard_state.is_some() {
             metrics::persist(started.elapsed());
-        }
-        if ready_now.is_empty() {
-            self.lease.observe(&rd.lease_events, anchor);
         }
         self.publish_status();
         if !late.is_empty() {

@@ -98,7 +98,7 @@ impl RedbStorage {
     /// Write what is staged now if it is large or old enough (see `staged`), without an fsync.
     fn write_staged_if_due(&mut self) -> StorageResult<()> {
         if self.staged.due() {
-            self.write_batch_with(&WriteBatch::default(), redb::Durability::None)?;
+            return self.write_staged();
         }
         Ok(())
     }
@@ -125,25 +125,15 @@ impl RedbStorage {
         conf: &ConfState,
         mutations: &[(String, Option<Vec<u8>>)],
     ) -> StorageResult<()> {
-        let applied = AppliedBatch {
-            index: applied_index,
-            term: applied_term,
-            conf,
-            mutations,
-        };
-        self.commit_applied_with(applied, redb::Durability::Immediate)
-    }
-
-    fn commit_applied_with(
-        &mut self,
-        applied: AppliedBatch<'_>,
-        durability: redb::Durability,
-    ) -> StorageResult<()> {
-        let batch = WriteBatch {
-            applied: Some(applied),
+        self.write_batch(&WriteBatch {
+            applied: Some(AppliedBatch {
+                index: applied_index,
+                term: applied_term,
+                conf,
+                mutations,
+            }),
             ..WriteBatch::default()
-        };
-        self.write_batch_with(&batch, durability)
+        })
     }
 
     /// Delete log entries `<= upto`, keeping `term(upto)` answerable. Errors like etcd's
