@@ -21,7 +21,9 @@ pub enum EntryPayload {
     /// Appended by every new leader so that it can commit entries of earlier terms
     /// (Raft's current-term commit rule) and so that the lease can start.
     Empty,
-    Normal(Vec<u8>),
+    /// As bytes, not a sequence of `u8`: the same postcard encoding, copied in one go instead
+    /// of element by element (which cost a few percent of a busy leader's CPU).
+    Normal(#[serde(with = "serde_bytes")] Vec<u8>),
     ConfChange(ConfChange),
 }
 
@@ -127,6 +129,7 @@ pub struct SnapshotMeta {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub meta: SnapshotMeta,
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }
 

@@ -53,3 +53,55 @@ impl Fnv64 {
         self.0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deimos_raft::types::{Entry, EntryPayload, Snapshot, SnapshotMeta};
+    use serde::Serialize;
+
+    /// How format 1 stores were written before entry bytes were serialised as bytes: a plain
+    /// `Vec<u8>` (a sequence of `u8`). Field and variant order mirror the real types.
+    #[derive(Serialize)]
+    enum SeqPayload {
+        #[allow(dead_code)]
+        Empty,
+        Normal(Vec<u8>),
+    }
+    #[derive(Serialize)]
+    struct SeqEntry {
+        term: u64,
+        index: u64,
+        payload: SeqPayload,
+    }
+
+    #[test]
+    fn entry_bytes_keep_the_format_1_encoding() {
+        let data: Vec<u8> = (0..=255u8).chain([0, 7, 255]).collect();
+        let old = encode(&SeqEntry {
+            term: 3,
+            index: 9,
+            payload: SeqPayload::Normal(data.clone()),
+        })
+        .unwrap();
+        let new = Entry {
+            term: 3,
+            index: 9,
+            payload: EntryPayload::Normal(data),
+        };
+        assert_eq!(encode(&new).unwrap(), old);
+        assert_eq!(decode::<Entry>(&old, "entry").unwrap(), new);
+    }
+
+    #[test]
+    fn snapshots_round_trip() {
+        let s = Snapshot {
+            meta: SnapshotMeta::default(),
+            data: vec![1, 2, 3, 200],
+        };
+        assert_eq!(
+            decode::<Snapshot>(&encode(&s).unwrap(), "snapshot").unwrap(),
+            s
+        );
+    }
+}
