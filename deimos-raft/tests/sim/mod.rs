@@ -1,8 +1,15 @@
 //! The deterministic simulator that tests the Raft core end to end. Shared by
 //! `tests/simulation.rs`; split in modules so that further suites can reuse the harness.
 //!
-//! - `cluster.rs`: the event loop (`Sim`), nodes (`SimNode`: `RawNode<MemStorage>` + register +
-//!   `NodeClock` + optional `LeaseTracker`), clients, faults, phases (chaos, heal, liveness).
+//! - `cluster.rs`: the simulator (`Sim`), its event queue and the event loop; `run`.
+//! - `config.rs`: `SimConfig` (defaults, the sweep's profiles) and `FaultWeights`.
+//! - `node.rs`: nodes (`SimNode`: `RawNode<MemStorage>` + register + `NodeClock` + optional
+//!   `LeaseTracker`): boot, crash, restart, compaction.
+//! - `ready.rs`: driving a node through its `Ready`s, checking invariants; sending messages.
+//! - `clients.rs`: the client workload and the history it records (`HistEntry`).
+//! - `faults.rs`: the faults of the chaos phase.
+//! - `phases.rs`: the phases (chaos, heal, liveness) and the end-of-run checks.
+//! - `report.rs`: `Failure`, `Stats`, trace lines.
 //! - `network.rs`: partitions, loss, duplication, delay/reordering.
 //! - `register.rs`: the replicated key-value register, client commands, `ClientOp`.
 //! - `invariants.rs`: Raft's safety properties, checked as the run goes.
@@ -26,12 +33,21 @@
 
 #![allow(dead_code)]
 
+pub mod clients;
 pub mod cluster;
+pub mod config;
+pub mod faults;
 pub mod invariants;
 pub mod network;
+pub mod node;
+pub mod phases;
+pub mod ready;
 pub mod register;
+pub mod report;
 
 // The checker lives in the library so that other crates' tests (cluster-level) can use it too.
 pub use deimos_raft::lincheck;
 
-pub use cluster::{run, Failure, SimConfig, Stats};
+pub use cluster::run;
+pub use config::SimConfig;
+pub use report::{Failure, Stats};
