@@ -100,7 +100,8 @@ fn random_faults_3_and_5_nodes() {
     let (failures, st) = sweep(&seeds, config_for, 5);
     eprintln!(
         "simulated {} seeds in {:.1?}: {:.0}s simulated, {} events, {} messages, {} leaders, {} crashes \
-         ({} before persisting a Ready), {} compactions, {} snapshots installed, {} membership changes, {} ops ok ({} reads, \
+         ({} before persisting a Ready, {} of them after answering clients early), {} entries applied before the \
+         write, {} compactions, {} snapshots installed, {} membership changes, {} ops ok ({} reads, \
          {} under a lease), {} indeterminate ({} timeouts)",
         seeds.len(),
         start.elapsed(),
@@ -110,6 +111,8 @@ fn random_faults_3_and_5_nodes() {
         st.leaders,
         st.crashes,
         st.mid_ready_crashes,
+        st.crashes_after_early_answers,
+        st.applied_before_write,
         st.compactions,
         st.snapshots_installed,
         st.conf_changes,
@@ -133,6 +136,8 @@ fn random_faults_3_and_5_nodes() {
         assert!(
             st.crashes > 0
                 && st.mid_ready_crashes > 0
+                && st.applied_before_write > 0
+                && st.crashes_after_early_answers > 0
                 && st.snapshots_installed > 0
                 && st.reads_ok > 0
                 && st.conf_changes > 0

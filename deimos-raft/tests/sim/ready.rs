@@ -1,9 +1,9 @@
-//! How `Sim` drives a node: every `Ready` handled in the contract's order (early sends, persist,
-//! apply, read states, the rest of the sends), with Raft's safety invariants checked as it goes,
+//! How `Sim` drives a node: every `Ready` handled in the driver's order (early sends, the
+//! leader's apply of what is already stored, persist, apply, read states, the rest of the sends), with Raft's safety invariants checked as it goes,
 //! and how messages enter the faulty network.
 
 use deimos_raft::{
-    Clock, ConfChange, EntryPayload, LeaseEvent, LogStorage, Message, NodeId, Ready, Role,
+    Clock, ConfChange, Entry, EntryPayload, LeaseEvent, LogStorage, Message, NodeId, Ready, Role,
 };
 use rand::Rng;
 
@@ -12,6 +12,17 @@ use super::invariants::Invariants;
 use super::phases::Phase;
 use super::register::{Command, KvOut, KvStore};
 use super::report::brief;
+
+/// What applying committed entries left to do once the `Ready` is handled.
+#[derive(Default)]
+struct Applied {
+    /// Clients to answer: (client, request, output).
+    done: Vec<(usize, u64, KvOut)>,
+    /// Indexes this node saw committed first (for the leader-completeness check).
+    fresh_commits: Vec<u64>,
+    /// Members whose removal was applied.
+    removals: Vec<NodeId>,
+}
 
 impl Sim {
     /// Handle every `Ready` the node has, in the contract's order, checking invariants as we go.
@@ -47,41 +58,72 @@ impl Sim {
 
     fn handle_ready(&mut self, i: usize, rd: Ready) -> Result<(), String> {
         let id = i as NodeId + 1;
+        if let Some(ss) = rd.soft_state {
+            let node = &mut self.nodes[i];
+            if ss.role != Role::Leader {
+                node.leader_since = None;
+            }
+            node.role = ss.role;
+            node.leader = ss.leader;
+            if let Some(lease) = node.lease.as_mut() {
+                lease.on_soft_state(ss.role, ss.leader);
+            }
+            self.log(|| format!("node {id} soft state {:?} leader {:?}", ss.role, ss.leader));
+        }
         // 0. As the driver does: a leader's appends and heartbeats leave before its own fsync.
         let send_all = self.cfg.send_all_before_persist;
         let (early, late): (Vec<_>, Vec<_>) = rd
             .messages
             .into_iter()
             .partition(|m| send_all || m.body.may_precede_persist());
-        let mid_ready_crash = !early.is_empty()
-            && !rd.entries.is_empty()
+        for m in early.iter().cloned() {
+            self.send(m);
+        }
+        self.observe_lease(i, &rd.lease_events);
+
+        // 1. As the driver does: a leader applies (and answers) committed entries that are
+        // already in its storage before this Ready's write; those committed on its own unwritten
+        // copy wait for it. A mid-Ready crash below then hits a leader that has answered.
+        let raw = self.nodes[i].raw.as_ref().unwrap();
+        let split = if rd.snapshot.is_none() && raw.status().role == Role::Leader {
+            let stored = raw.storage().last_index().unwrap();
+            rd.committed_entries.partition_point(|e| e.index <= stored)
+        } else {
+            0
+        };
+        let (ready_now, after_write) = rd.committed_entries.split_at(split);
+        let mut applied = Applied::default();
+        self.apply_committed(i, ready_now, &mut applied)?;
+        self.after_apply(i);
+        self.stats.applied_before_write += ready_now.len() as u64;
+        let answered_early = !applied.done.is_empty();
+        for (c, req, out) in std::mem::take(&mut applied.done) {
+            self.complete(c, req, out);
+        }
+
+        // A crash point worth hitting: messages left and entries are unwritten, or clients
+        // were answered before the write.
+        let mid_ready_crash = ((!early.is_empty() && !rd.entries.is_empty()) || answered_early)
             && self.phase == Phase::Chaos
             && self.cfg.fault_interval_us > 0
             && self.rng.gen_range(0..1000) < self.cfg.mid_ready_crash_per_mille;
-        for m in early {
-            self.send(m);
-        }
         if mid_ready_crash {
             // The process dies before the fsync: nothing of this Ready reaches the disk.
             self.stats.mid_ready_crashes += 1;
+            self.stats.crashes_after_early_answers += u64::from(answered_early);
             self.log(|| format!("node {id} crashes before persisting its Ready"));
             self.crash(i);
             let d = self
                 .rng
                 .gen_range(self.cfg.downtime_us.0..=self.cfg.downtime_us.1);
             self.schedule(self.now + d, Event::Restart(i));
-            return Ok(());
+            return self.settle_applied(applied);
         }
-        let Sim {
-            nodes,
-            inv,
-            effective,
-            ..
-        } = self;
+        let Sim { nodes, inv, .. } = self;
         let node = &mut nodes[i];
         let raw = node.raw.as_mut().unwrap();
 
-        // 1. Persist: snapshot, entries, hard state.
+        // 2. Persist: snapshot, entries, hard state.
         if let Some(s) = &rd.snapshot {
             raw.storage_mut().apply_snapshot(s).map_err(|e| {
                 format!(
@@ -119,22 +161,66 @@ impl Sim {
             node.disk_hs = hs;
             node.term = hs.term;
         }
-        if let Some(ss) = rd.soft_state {
-            if ss.role != Role::Leader {
-                node.leader_since = None;
-            }
-            node.role = ss.role;
-            node.leader = ss.leader;
-            if let Some(lease) = node.lease.as_mut() {
-                lease.on_soft_state(ss.role, ss.leader);
+
+        // 3. Apply the rest of the committed entries.
+        self.apply_committed(i, after_write, &mut applied)?;
+        self.after_apply(i);
+
+        // 4. Read states; answer reads whose index is applied.
+        let node = &mut self.nodes[i];
+        for rs in &rd.read_states {
+            if let Some(p) = node
+                .pending_reads
+                .iter_mut()
+                .find(|p| p.index.is_none() && p.req.to_le_bytes()[..] == rs.ctx[..])
+            {
+                p.index = Some(rs.index);
             }
         }
-        // The lease anchor: read before any message of this Ready is sent (all are sent below).
+        let sm_applied = node.sm.applied;
+        let mut k = 0;
+        while k < node.pending_reads.len() {
+            if node.pending_reads[k].index.is_some_and(|x| x <= sm_applied) {
+                let p = node.pending_reads.swap_remove(k);
+                applied
+                    .done
+                    .push((p.client, p.req, KvOut::Read(node.sm.get(p.key))));
+            } else {
+                k += 1;
+            }
+        }
+
+        // 5. Send the rest. (Persisting came first; sending before applying is what the
+        // contract says.)
+        let snap = rd.snapshot.as_ref().map(|s| s.meta.index);
+        let nents = rd.entries.len();
+        let ncommit = rd.committed_entries.len();
+        if snap.is_some() || nents > 0 || ncommit > 0 {
+            self.log(|| {
+                format!(
+                    "node {id} persists snap {snap:?} +{nents} ents, applies {ncommit} ({split} before the write)"
+                )
+            });
+        }
+        for m in late {
+            self.send(m);
+        }
+        for (c, req, out) in std::mem::take(&mut applied.done) {
+            self.complete(c, req, out);
+        }
+        self.settle_applied(applied)
+    }
+
+    /// The lease facts of a `Ready`, observed (as the driver does) right after its early sends.
+    fn observe_lease(&mut self, i: usize, events: &[LeaseEvent]) {
+        let node = &mut self.nodes[i];
+        // The lease anchor. Simulated time does not move inside a Ready, so this equals the
+        // reading before any of its messages was sent.
         let local = Clock::now(&node.clock.clock);
         if let Some(lease) = node.lease.as_mut() {
-            lease.observe(&rd.lease_events, local);
+            lease.observe(events, local);
         }
-        for e in &rd.lease_events {
+        for e in events {
             if let LeaseEvent::BecameLeader { .. } = e {
                 node.leader_since = Some(local);
             }
@@ -143,12 +229,24 @@ impl Sim {
             }
             node.lease_events.push_back((local, *e));
         }
+    }
 
-        // 2. Apply committed entries.
-        let mut done: Vec<(usize, u64, KvOut)> = Vec::new();
-        let mut fresh_commits = Vec::new();
-        let mut removals = Vec::new();
-        for e in &rd.committed_entries {
+    /// Apply `entries` (committed, following the applied index) on node `i`'s state machine.
+    fn apply_committed(
+        &mut self,
+        i: usize,
+        entries: &[Entry],
+        out: &mut Applied,
+    ) -> Result<(), String> {
+        let id = i as NodeId + 1;
+        let Sim {
+            nodes,
+            inv,
+            effective,
+            ..
+        } = self;
+        let node = &mut nodes[i];
+        for e in entries {
             if e.index != node.sm.applied + 1 {
                 return Err(format!(
                     "node {id} applies index {} but has applied {}",
@@ -156,24 +254,29 @@ impl Sim {
                 ));
             }
             if inv.on_apply(id, node.term, e)? {
-                fresh_commits.push(e.index);
+                out.fresh_commits.push(e.index);
             }
             node.sm.applied = e.index;
             if let EntryPayload::ConfChange(ConfChange::RemoveNode(x)) = e.payload {
-                removals.push(x);
+                out.removals.push(x);
             }
             if let EntryPayload::Normal(data) = &e.payload {
                 let cmd = Command::decode(data)
                     .ok_or_else(|| format!("node {id}: undecodable entry {e:?}"))?;
-                if let Some(out) = node.sm.apply(&cmd) {
+                if let Some(o) = node.sm.apply(&cmd) {
                     effective.insert(cmd.req);
                     if let Some(c) = node.pending_updates.remove(&cmd.req) {
-                        done.push((c, cmd.req, out));
+                        out.done.push((c, cmd.req, o));
                     }
                 }
             }
         }
+        Ok(())
+    }
 
+    /// Tell the lease what is applied; count how long a new leader took to serve lease reads.
+    fn after_apply(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
         let mut regained = None;
         if let Some(lease) = node.lease.as_mut() {
             lease.on_applied(node.sm.applied);
@@ -189,48 +292,11 @@ impl Sim {
             self.stats.max_lease_regain_us =
                 self.stats.max_lease_regain_us.max(d.as_micros() as u64);
         }
+    }
 
-        // 3. Read states; answer reads whose index is applied.
-        for rs in &rd.read_states {
-            if let Some(p) = node
-                .pending_reads
-                .iter_mut()
-                .find(|p| p.index.is_none() && p.req.to_le_bytes()[..] == rs.ctx[..])
-            {
-                p.index = Some(rs.index);
-            }
-        }
-        let applied = node.sm.applied;
-        let mut k = 0;
-        while k < node.pending_reads.len() {
-            if node.pending_reads[k].index.is_some_and(|x| x <= applied) {
-                let p = node.pending_reads.swap_remove(k);
-                done.push((p.client, p.req, KvOut::Read(node.sm.get(p.key))));
-            } else {
-                k += 1;
-            }
-        }
-
-        // 4. Send the rest. (Persisting came first; sending before applying is what the
-        // contract says.)
-        let snap = rd.snapshot.as_ref().map(|s| s.meta.index);
-        let nents = rd.entries.len();
-        let ncommit = rd.committed_entries.len();
-        if let Some(ss) = rd.soft_state {
-            self.log(|| format!("node {id} soft state {:?} leader {:?}", ss.role, ss.leader));
-        }
-        if snap.is_some() || nents > 0 || ncommit > 0 {
-            self.log(|| {
-                format!("node {id} persists snap {snap:?} +{nents} ents, applies {ncommit}")
-            });
-        }
-        for m in late {
-            self.send(m);
-        }
-        for (c, req, out) in done {
-            self.complete(c, req, out);
-        }
-        for x in removals {
+    /// Shut down members whose removal committed; check that leaders hold what newly committed.
+    fn settle_applied(&mut self, applied: Applied) -> Result<(), String> {
+        for x in applied.removals {
             let x = x as usize - 1;
             if x < self.nodes.len() && !self.nodes[x].removed {
                 // The removal is committed: the removed server shuts down for good, like an
@@ -240,7 +306,7 @@ impl Sim {
                 self.crash(x);
             }
         }
-        for index in fresh_commits {
+        for index in applied.fresh_commits {
             for (j, n) in self.nodes.iter().enumerate() {
                 if let (Some(raw), Role::Leader) = (&n.raw, n.role) {
                     self.inv

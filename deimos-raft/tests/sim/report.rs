@@ -68,6 +68,10 @@ pub struct Stats {
     pub max_lease_regain_us: u64,
     /// Crashes between sending a Ready's early messages and persisting it (also in `crashes`).
     pub mid_ready_crashes: u64,
+    /// Entries a leader applied before its Ready's write (the driver's early apply), and the
+    /// mid-Ready crashes of a leader that had answered clients that way in the same Ready.
+    pub applied_before_write: u64,
+    pub crashes_after_early_answers: u64,
     pub sim_us: u64,
 }
 
@@ -78,6 +82,8 @@ impl Stats {
         self.leaders += o.leaders;
         self.crashes += o.crashes;
         self.mid_ready_crashes += o.mid_ready_crashes;
+        self.applied_before_write += o.applied_before_write;
+        self.crashes_after_early_answers += o.crashes_after_early_answers;
         self.compactions += o.compactions;
         self.snapshots_installed += o.snapshots_installed;
         self.ops_ok += o.ops_ok;
