@@ -66,7 +66,7 @@ pub struct KvStateMachine {
 impl KvStateMachine {
     /// Load the applied state from `storage` (no log replay). On a brand-new data dir with
     /// `bootstrap` members, write the initial membership into the log first (see
-    /// [`bootstrap_log`]).
+    /// `bootstrap_log`).
     pub fn open(
         storage: &mut RedbStorage,
         bootstrap: &[Member],
