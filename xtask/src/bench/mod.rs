@@ -26,6 +26,11 @@ pub struct BenchArgs {
     /// Seconds per run (each workload x client count x system is one run).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub(crate) duration: u64,
+    /// Rounds. Each round runs every workload on fresh Deimos and etcd clusters, one system
+    /// after the other; with more than one, the tables show each cell's median-throughput run
+    /// (so one disturbed run on a shared machine does not decide a ratio) and list all rounds.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub(crate) rounds: u32,
     /// Client counts, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64",
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -214,18 +219,24 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let mut leaders = Vec::new();
     let mut warnings = Vec::new();
     let outcome = (|| -> Result<()> {
-        if !a.skip_deimos {
-            eprintln!("starting 3-node Deimos ...");
-            let c = start_deimos(&deimos, &base, a.keep)?;
-            let l = run_suite(c, &ctl, &a, &mut results, &mut warnings)?;
-            leaders.push((System::Deimos, l));
+        for round in 1..=a.rounds {
+            if a.rounds > 1 {
+                eprintln!("round {round} of {}", a.rounds);
+            }
+            if !a.skip_deimos {
+                eprintln!("starting 3-node Deimos ...");
+                let c = start_deimos(&deimos, &base, a.keep)?;
+                let l = run_suite(c, &ctl, &a, round, &mut results, &mut warnings)?;
+                leaders.push((System::Deimos, l));
+            }
+            if !a.skip_etcd {
+                eprintln!("starting 3-node etcd ...");
+                let c = start_etcd(&base, a.keep)?;
+                let l = run_suite(c, &ctl, &a, round, &mut results, &mut warnings)?;
+                leaders.push((System::Etcd, l));
+            }
         }
-        if !a.skip_etcd {
-            eprintln!("starting 3-node etcd ...");
-            let c = start_etcd(&base, a.keep)?;
-            let l = run_suite(c, &ctl, &a, &mut results, &mut warnings)?;
-            leaders.push((System::Etcd, l));
-        }
+        leaders.dedup();
         Ok(())
     })();
     if !a.keep {
@@ -287,6 +298,8 @@ mod tests {
         assert_eq!(t.a.clients, vec![1, 16, 64]);
         assert_eq!(t.a.workloads.len(), 5);
         assert_eq!(t.a.duration, 10);
+        assert_eq!(t.a.rounds, 1);
+        assert!(T::try_parse_from(["x", "--rounds", "0"]).is_err());
         let t = T::try_parse_from(["x", "--clients", "2,4", "--workloads", "put,get-quorum"])
             .expect("lists");
         assert_eq!(t.a.clients, vec![2, 4]);
@@ -314,6 +327,35 @@ mod tests {
     }
 
     #[test]
+    fn the_median_run_of_each_cell_is_reported() {
+        let run = |round, t: f64| RunResult {
+            round,
+            system: System::Deimos,
+            workload: BenchWorkload::Put,
+            clients: 16,
+            json: serde_json::json!({ "throughput_ops": t }),
+            leader_cpu_s: None,
+            followers_cpu_s: None,
+        };
+        let one = [run(1, 5.0)];
+        let three = [run(1, 9.0), run(2, 1.0), run(3, 4.0)];
+        let four = [run(1, 9.0), run(2, 1.0), run(3, 4.0), run(4, 7.0)];
+        let pick =
+            |rs: &[RunResult]| find(rs, System::Deimos, BenchWorkload::Put, 16).map(|r| r.round);
+        assert_eq!(pick(&one), Some(1));
+        assert_eq!(pick(&three), Some(3), "4.0 is the median of 9, 1, 4");
+        assert_eq!(pick(&four), Some(3), "the lower middle of an even count");
+        assert_eq!(
+            find(&three, System::Etcd, BenchWorkload::Put, 16).map(|r| r.round),
+            None
+        );
+        assert_eq!(
+            all_throughputs(&three, System::Deimos, BenchWorkload::Put, 16),
+            "9, 1, 4"
+        );
+    }
+
+    #[test]
     fn ratios() {
         assert_eq!(ratio(Some(300.0), Some(100.0)), "3.00x");
         assert_eq!(ratio(Some(1.0), None), "n/a");
@@ -332,6 +374,7 @@ mod tests {
         .expect("args")
         .a;
         let mk = |s, w, t: f64, p99: f64| RunResult {
+            round: 1,
             system: s,
             workload: w,
             clients: 16,

@@ -52,15 +52,41 @@ pub(super) fn cell(v: Option<f64>, decimals: usize) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// The run a cell reports: with several rounds, the one with the median throughput (the lower
+/// middle of an even count), so its latencies and CPU figures come from that same run.
 pub(super) fn find(
     results: &[RunResult],
     s: System,
     w: BenchWorkload,
     c: u32,
 ) -> Option<&RunResult> {
+    let mut runs = cell_runs(results, s, w, c);
+    runs.sort_by(|a, b| {
+        let t = |r: &RunResult| r.f("/throughput_ops").unwrap_or(0.0);
+        t(a).total_cmp(&t(b))
+    });
+    runs.get(runs.len().saturating_sub(1) / 2).copied()
+}
+
+fn cell_runs(results: &[RunResult], s: System, w: BenchWorkload, c: u32) -> Vec<&RunResult> {
     results
         .iter()
-        .find(|r| r.system == s && r.workload == w && r.clients == c)
+        .filter(|r| r.system == s && r.workload == w && r.clients == c)
+        .collect()
+}
+
+/// Every round's throughput for a cell, in round order.
+pub(super) fn all_throughputs(
+    results: &[RunResult],
+    s: System,
+    w: BenchWorkload,
+    c: u32,
+) -> String {
+    cell_runs(results, s, w, c)
+        .iter()
+        .map(|r| cell(r.f("/throughput_ops"), 0))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub(super) fn check(out: &mut String, what: &str, value: Option<f64>, target: f64) {
@@ -125,7 +151,7 @@ pub(super) fn report(a: &BenchArgs, ctx: &Context, results: &[RunResult]) -> Str
     let _ = writeln!(
         o,
         "- Each system: 3 members on 127.0.0.1, heartbeat 100 ms, election timeout 1000 ms, fresh \
-         data dirs; run one system at a time.\n\
+         data dirs; run one system at a time; {} round(s), each on fresh clusters.\n\
          - Deimos: clients 4101-4103, peers 7101-7103. etcd: `--enable-v2=true`, clients 4201-4203, \
          peers 7201-7203; etcd fsyncs its WAL before acknowledging a write.\n\
          - Load: closed loop, one HTTP/1.1 keep-alive connection per client, all against the leader; \
@@ -133,7 +159,7 @@ pub(super) fn report(a: &BenchArgs, ctx: &Context, results: &[RunResult]) -> Str
          - Read modes: `lease` = plain GET (a lease read on the Deimos leader; on etcd a plain v2 GET, \
          which is a local, non-linearizable read); `quorum` = `?quorum=true` on both; `local` = \
          `?consistency=local` on Deimos, plain GET on etcd. `mixed` = 90% lease reads, 10% PUTs.",
-        a.duration, a.keys, a.value_size
+        a.rounds, a.duration, a.keys, a.value_size
     );
     for (s, l) in &ctx.leaders {
         let _ = writeln!(o, "- {} leader used: {l}", s.name());
@@ -175,6 +201,28 @@ pub(super) fn report(a: &BenchArgs, ctx: &Context, results: &[RunResult]) -> Str
                 errs(d),
                 errs(e),
             );
+        }
+    }
+
+    if a.rounds > 1 {
+        let _ = writeln!(
+            o,
+            "\nEach cell above is the median-throughput run of {} rounds (its latencies and CPU \
+             figures come from that same run). Every round's throughput, in round order:\n",
+            a.rounds
+        );
+        let _ = writeln!(o, "| workload | clients | Deimos ops/s | etcd ops/s |");
+        let _ = writeln!(o, "|---|---:|---|---|");
+        for &w in &a.workloads {
+            for &c in &a.clients {
+                let _ = writeln!(
+                    o,
+                    "| {} | {c} | {} | {} |",
+                    w.label(),
+                    all_throughputs(results, System::Deimos, w, c),
+                    all_throughputs(results, System::Etcd, w, c),
+                );
+            }
         }
     }
 
@@ -274,6 +322,7 @@ pub(super) fn report(a: &BenchArgs, ctx: &Context, results: &[RunResult]) -> Str
         .iter()
         .map(|r| {
             serde_json::json!({
+                "round": r.round,
                 "system": r.system.name(),
                 "workload": r.workload.label(),
                 "clients": r.clients,

@@ -11,6 +11,8 @@ use super::*;
 // ---------------------------------------------------------------------------------------------
 
 pub(super) struct RunResult {
+    /// Which round (from 1) of `--rounds` this run belongs to.
+    pub(crate) round: u32,
     pub(crate) system: System,
     pub(crate) workload: BenchWorkload,
     pub(crate) clients: u32,
@@ -134,6 +136,7 @@ pub(super) fn run_one(
     let json: Value = serde_json::from_slice(&out.stdout)
         .map_err(|e| format!("bench output is not JSON: {e}"))?;
     let r = RunResult {
+        round: 0, // set by `run_suite`
         system,
         workload: w,
         clients,
@@ -187,6 +190,7 @@ pub(super) fn run_suite(
     mut cluster: Cluster,
     ctl: &Path,
     a: &BenchArgs,
+    round: u32,
     results: &mut Vec<RunResult>,
     warnings: &mut Vec<String>,
 ) -> Result<String> {
@@ -206,7 +210,9 @@ pub(super) fn run_suite(
             cluster
                 .check_alive()
                 .map_err(|e| format!("{e}\n{}", cluster.log_tails()))?;
-            results.push(run_one(ctl, system, &leader, &members, w, c, a)?);
+            let mut r = run_one(ctl, system, &leader, &members, w, c, a)?;
+            r.round = round;
+            results.push(r);
             // A run that lost its leader measured something else (forwarding, an election):
             // say so in the report rather than publish the figure silently.
             if role(system, &leader).ok().as_deref() != Some("leader") {
