@@ -76,7 +76,8 @@ impl Sim {
             .messages
             .into_iter()
             .partition(|m| send_all || m.body.may_precede_persist());
-        for m in early.iter().cloned() {
+        let sent_early = !early.is_empty();
+        for m in early {
             self.send(m);
         }
         self.observe_lease(i, &rd.lease_events);
@@ -103,7 +104,7 @@ impl Sim {
 
         // A crash point worth hitting: messages left and entries are unwritten, or clients
         // were answered before the write.
-        let mid_ready_crash = ((!early.is_empty() && !rd.entries.is_empty()) || answered_early)
+        let mid_ready_crash = ((sent_early && !rd.entries.is_empty()) || answered_early)
             && self.phase == Phase::Chaos
             && self.cfg.fault_interval_us > 0
             && self.rng.gen_range(0..1000) < self.cfg.mid_ready_crash_per_mille;
