@@ -199,14 +199,14 @@ impl RedbStorage {
             Ok(t) => t,
             Err(e) => return Err(self.poison(e)),
         };
-        // What is staged rides along, first, when it is due or this transaction touches the
-        // applied state or the log base anyway (`next`, from the cache, already reflects it).
+        // What is staged rides along, first, when it is due, when this transaction touches the
+        // applied state or the log base anyway, or when it writes nothing else (a flush, a
+        // close); `next`, from the cache, already reflects it.
         // Otherwise it waits: carrying it in every log append would add the records' pages to
         // each durable commit, and their fsync is what a write waits for.
         let carry = self.staged.due()
             || batch.applied.is_some()
             || batch.compact_to.is_some()
-            || matches!(durability, redb::Durability::None)
             || batch.is_empty();
         // A batch that sets the hard state supersedes the staged one, which must go with it:
         // left behind, it could later overwrite the newer one.

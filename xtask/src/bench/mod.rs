@@ -236,7 +236,6 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 leaders.push((System::Etcd, l));
             }
         }
-        leaders.dedup();
         Ok(())
     })();
     if !a.keep {
