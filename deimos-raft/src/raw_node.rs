@@ -121,6 +121,12 @@ impl<S: LogStorage> RawNode<S> {
         self.raft.has_ready()
     }
 
+    /// A leader has new entries to write while entries it already wrote still wait for a
+    /// quorum. The driver uses this to let those acknowledgements in before its next fsync.
+    pub fn acks_pending_behind_new_entries(&self) -> bool {
+        self.raft.acks_pending_behind_new_entries()
+    }
+
     pub fn ready(&mut self) -> Ready {
         self.raft.ready()
     }

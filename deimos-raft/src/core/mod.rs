@@ -551,6 +551,15 @@ impl<S: LogStorage> Raft<S> {
             || (self.round_needed && self.role == Role::Leader)
     }
 
+    /// True on a leader that has entries not yet handed to storage while some entry already in
+    /// storage is not yet committed: the acknowledgements that would commit it are in flight.
+    pub fn acks_pending_behind_new_entries(&self) -> bool {
+        let Some(first_new) = self.log.unstable_entries().first() else {
+            return false;
+        };
+        self.role == Role::Leader && self.log.committed + 1 < first_new.index
+    }
+
     pub fn ready(&mut self) -> Ready {
         assert!(
             self.in_ready.is_none(),

@@ -1,7 +1,9 @@
 //! The async driver: one tokio task owns the core and does, in order, what each `Ready` asks —
 //! send the leader's replication traffic, (on a leader) apply and answer what is already
 //! committed and stored, persist, publish lease facts (stamped before sending), send the rest,
-//! apply and answer the remainder — then `advance`.
+//! apply and answer the remainder — then `advance`. A leader with new proposals first takes in
+//! the acknowledgements of the entries it already wrote, if they are in flight
+//! (`wait_for_acks`).
 //!
 //! Everything else talks to it through a [`Handle`].
 
@@ -29,6 +31,11 @@ use crate::lease::{LeaseConfig, LeaseConfigError, LeaseTracker};
 use crate::raw_node::{RawNode, Ready};
 use crate::storage::{LogStorage, StorageError};
 use crate::types::{ConfState, EntryPayload, Index, Role};
+
+/// The longest a leader holds back its next write for acknowledgements already in flight (see
+/// `wait_for_acks`). They normally take a follower's fsync plus a loopback or LAN round trip; the
+/// bound only matters when no quorum answers, and keeps that case from stalling the loop.
+const ACK_WAIT: Duration = Duration::from_millis(1);
 
 #[derive(Debug, Clone)]
 pub struct DriverConfig {
@@ -178,14 +185,11 @@ where
                 req = self.rx.recv() => {
                     let Some(req) = req else { return Ok(()) };
                     self.on_request(req);
-                    // Batch whatever else is queued into the same Ready (group commit).
-                    for _ in 0..1024 {
-                        match self.rx.try_recv() {
-                            Ok(req) => self.on_request(req),
-                            Err(_) => break,
-                        }
-                    }
+                    self.take_queued();
                 }
+            }
+            if self.node.acks_pending_behind_new_entries() {
+                self.wait_for_acks().await;
             }
             if self.lease.renewal_due() {
                 self.node.broadcast_heartbeat();
@@ -193,6 +197,39 @@ where
             while self.node.has_ready() {
                 let rd = self.node.ready();
                 self.handle_ready(rd)?;
+            }
+        }
+    }
+
+    /// Batch whatever else is queued into the same Ready (group commit).
+    fn take_queued(&mut self) {
+        for _ in 0..1024 {
+            match self.rx.try_recv() {
+                Ok(req) => self.on_request(req),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// A leader with new proposals to write, while entries it wrote before still wait for a
+    /// quorum, first takes input until those commit (at most `ACK_WAIT`).
+    ///
+    /// Why: the write blocks this loop for one fsync, and the acknowledgements that arrive
+    /// meanwhile would wait it out, and with them the answers to their clients. On a loaded
+    /// 3-node cluster that put a whole extra fsync into every write's latency. Waiting instead
+    /// answers those clients first and writes the new proposals, with those that arrive
+    /// meanwhile, in one larger batch (fewer fsyncs per entry on all three nodes).
+    /// The cost is that the new entries' appends leave later (by about one follower write),
+    /// which they would mostly have spent queued behind that follower's previous write.
+    async fn wait_for_acks(&mut self) {
+        let deadline = tokio::time::Instant::now() + ACK_WAIT;
+        while self.node.acks_pending_behind_new_entries() {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(req)) => {
+                    self.on_request(req);
+                    self.take_queued();
+                }
+                Ok(None) | Err(_) => return,
             }
         }
     }

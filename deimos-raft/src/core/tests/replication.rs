@@ -209,3 +209,44 @@ fn pipelining_is_bounded_by_the_inflight_window() {
         .count();
     assert_eq!(appends, 3, "window of 3 appends in flight");
 }
+
+#[test]
+fn a_leader_knows_when_acks_are_in_flight_behind_new_entries() {
+    let mut n = Net::new(&[1, 2, 3]);
+    n.elect(1);
+    assert!(!n.node(1).acks_pending_behind_new_entries());
+    // Written and sent, not yet acknowledged.
+    n.node(1).propose(normal(b"a")).unwrap();
+    let rd = persist_ready(n.node(1));
+    assert!(
+        !n.node(1).acks_pending_behind_new_entries(),
+        "nothing new to write yet"
+    );
+    n.node(1).propose(normal(b"b")).unwrap();
+    assert!(n.node(1).acks_pending_behind_new_entries());
+    // One follower's acknowledgement commits "a": nothing stored waits any more.
+    let to_2 = rd.messages.into_iter().find(|m| m.to == 2).unwrap();
+    n.node(2).step(to_2).unwrap();
+    let ack = persist_ready(n.node(2))
+        .messages
+        .into_iter()
+        .find(|m| matches!(m.body, MessageBody::AppendResp { reject: false, .. }))
+        .unwrap();
+    n.node(1).step(ack).unwrap();
+    assert!(!n.node(1).acks_pending_behind_new_entries());
+    // A follower never waits: its acknowledgements come after its own write.
+    n.settle();
+    n.node(2).propose(normal(b"c")).unwrap();
+    assert!(!n.node(2).acks_pending_behind_new_entries());
+    assert!(!n.node(3).acks_pending_behind_new_entries());
+}
+
+#[test]
+fn a_single_voter_leader_never_waits_for_acks() {
+    let mut n = Net::new(&[1]);
+    n.elect(1);
+    n.node(1).propose(normal(b"a")).unwrap();
+    persist_ready(n.node(1));
+    n.node(1).propose(normal(b"b")).unwrap();
+    assert!(!n.node(1).acks_pending_behind_new_entries());
+}
