@@ -14,39 +14,54 @@ pub fn describe() {
         "Key reads served, by how they were made consistent (lease, quorum, local)."
     );
     metrics::describe_histogram!(READ_SECONDS, "Latency of key reads, by mode.");
-    for mode in READ_MODES {
-        metrics::counter!(READS, "mode" => mode).increment(0);
+    for mode in ReadMode::ALL {
+        metrics::counter!(READS, "mode" => mode.as_str()).increment(0);
     }
 }
 
-const READ_MODES: [&str; 3] = ["lease", "quorum", "local"];
+/// How a key read was made consistent: the `mode` label of the read metrics and the value of
+/// the `X-Deimos-Read` response header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// Served by a leader holding a valid lease.
+    Lease,
+    /// Confirmed by a quorum (ReadIndex) first.
+    Quorum,
+    /// Served from this member's state as it is (`consistency=local` / `stale=true`).
+    Local,
+}
+
+impl ReadMode {
+    const ALL: [ReadMode; 3] = [ReadMode::Lease, ReadMode::Quorum, ReadMode::Local];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ReadMode::Lease => "lease",
+            ReadMode::Quorum => "quorum",
+            ReadMode::Local => "local",
+        }
+    }
+}
 
 /// Per-mode handles, registered on first use (after `main` installed the recorder): looking
 /// the labelled metrics up on every read cost ~2% of a leader serving lease reads.
 fn read_handles() -> &'static [(metrics::Counter, metrics::Histogram); 3] {
     static HANDLES: OnceLock<[(metrics::Counter, metrics::Histogram); 3]> = OnceLock::new();
     HANDLES.get_or_init(|| {
-        READ_MODES.map(|mode| {
+        ReadMode::ALL.map(|mode| {
             (
-                metrics::counter!(READS, "mode" => mode),
-                metrics::histogram!(READ_SECONDS, "mode" => mode),
+                metrics::counter!(READS, "mode" => mode.as_str()),
+                metrics::histogram!(READ_SECONDS, "mode" => mode.as_str()),
             )
         })
     })
 }
 
-pub fn read(mode: &'static str, took: Duration) {
-    match READ_MODES.iter().position(|m| *m == mode) {
-        Some(i) => {
-            let (count, latency) = &read_handles()[i];
-            count.increment(1);
-            latency.record(took.as_secs_f64());
-        }
-        None => {
-            metrics::counter!(READS, "mode" => mode).increment(1);
-            metrics::histogram!(READ_SECONDS, "mode" => mode).record(took.as_secs_f64());
-        }
-    }
+pub fn read(mode: ReadMode, took: Duration) {
+    // `ALL` lists the variants in declaration order.
+    let (count, latency) = &read_handles()[mode as usize];
+    count.increment(1);
+    latency.record(took.as_secs_f64());
 }
 
 /// Round-trip statistics of peer requests, for `/v2/stats/leader` (etcd's shape).
@@ -119,6 +134,15 @@ impl ServerStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_modes_index_their_own_metric_handles() {
+        for (i, m) in ReadMode::ALL.into_iter().enumerate() {
+            assert_eq!(m as usize, i, "{m:?}");
+        }
+        let names: Vec<_> = ReadMode::ALL.iter().map(|m| m.as_str()).collect();
+        assert_eq!(names, ["lease", "quorum", "local"]);
+    }
 
     #[test]
     fn peer_stats_track_latency_moments() {

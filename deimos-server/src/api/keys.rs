@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use super::params::Params;
 use super::response::{self, Body, IndexHeaders, Resp};
 use crate::node::{now_ms, App};
-use crate::stats;
+use crate::stats::{self, ReadMode};
 
 pub async fn handle(app: Arc<App>, req: Request<Incoming>, raw_key: String) -> Resp {
     let index = store_index(&app);
@@ -86,7 +86,7 @@ fn store_index(app: &App) -> u64 {
     app.store.read().map(|s| s.index()).unwrap_or(0)
 }
 
-fn headers(app: &App, etcd_index: u64, read_mode: Option<&'static str>) -> IndexHeaders {
+fn headers(app: &App, etcd_index: u64, read_mode: Option<ReadMode>) -> IndexHeaders {
     let (term, _, applied) = app.handle.indexes();
     IndexHeaders {
         etcd_index,
@@ -118,7 +118,7 @@ fn driver_error(app: &App, e: DriverError) -> StoreError {
     }
 }
 
-fn event_response(app: &App, status: u16, ev: &Event, read_mode: Option<&'static str>) -> Resp {
+fn event_response(app: &App, status: u16, ev: &Event, read_mode: Option<ReadMode>) -> Resp {
     response::with_headers(
         response::json(status, ev),
         &headers(app, ev.index, read_mode),
@@ -145,11 +145,11 @@ async fn get(app: &Arc<App>, key: &str, p: &Params) -> Result<Resp, StoreError> 
         }
     };
     let mode = if local && !quorum {
-        "local"
+        ReadMode::Local
     } else {
         match app.handle.linearizable_read(quorum).await {
-            Ok(ReadPath::Lease) => "lease",
-            Ok(ReadPath::ReadIndex) => "quorum",
+            Ok(ReadPath::Lease) => ReadMode::Lease,
+            Ok(ReadPath::ReadIndex) => ReadMode::Quorum,
             Err(e) => return Err(driver_error(app, e)),
         }
     };

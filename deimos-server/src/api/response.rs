@@ -49,7 +49,7 @@ pub struct IndexHeaders {
     pub etcd_index: u64,
     pub raft_index: u64,
     pub raft_term: u64,
-    pub read_mode: Option<&'static str>,
+    pub read_mode: Option<crate::stats::ReadMode>,
 }
 
 // Names built at compile time: parsing them per response showed up in the lease-read profile.
@@ -67,7 +67,7 @@ pub fn with_headers(mut r: Resp, h: &IndexHeaders) -> Resp {
     hs.insert(X_RAFT_INDEX, http::HeaderValue::from(h.raft_index));
     hs.insert(X_RAFT_TERM, http::HeaderValue::from(h.raft_term));
     if let Some(m) = h.read_mode {
-        hs.insert(X_DEIMOS_READ, http::HeaderValue::from_static(m));
+        hs.insert(X_DEIMOS_READ, http::HeaderValue::from_static(m.as_str()));
     }
     r
 }
