@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use deimos_raft::driver::{ApplyBatch, StateMachine, StateMachineError};
 use deimos_raft::storage::LogStorage;
-use deimos_raft::types::{Index, Snapshot};
+use deimos_raft::types::{ConfChange, Index, Snapshot};
 use serde::{Deserialize, Serialize};
 
 use crate::keyspace::{Applied, Command, ErrorCode, Store, StoreError};
@@ -127,6 +127,15 @@ fn bootstrap_log(storage: &mut RedbStorage, members: &[Member]) -> Result<(), St
     storage.persist(Some(&hs), &entries).map_err(sm_err)
 }
 
+fn remove_member(
+    members: &mut BTreeMap<u64, Member>,
+    mutations: &mut Vec<(String, Option<Vec<u8>>)>,
+    id: u64,
+) {
+    mutations.push((member_key(id), None));
+    members.remove(&id);
+}
+
 fn member_key(id: u64) -> String {
     format!("{MEMBER_PREFIX}{id:016x}")
 }
@@ -175,7 +184,21 @@ impl StateMachine<RedbStorage> for KvStateMachine {
                 .members
                 .write()
                 .map_err(|_| sm_err("members lock poisoned"))?;
+            // A member's record leaves with it: the `RemoveNode` entry removes both, so no
+            // failure between two proposals can leave the record of a node that is gone.
+            let mut removals = batch
+                .conf_changes
+                .iter()
+                .filter_map(|(index, cc)| match cc {
+                    ConfChange::RemoveNode(id) => Some((*index, *id)),
+                    _ => None,
+                });
+            let mut next_removal = removals.next();
             for c in &batch.commands {
+                while let Some((_, id)) = next_removal.filter(|(i, _)| *i < c.index) {
+                    remove_member(&mut members, &mut mutations, id);
+                    next_removal = removals.next();
+                }
                 let out = match serde_json::from_slice::<Proposal>(c.data) {
                     Ok(Proposal::Keys(cmd)) => Output::Keys(store.apply(&cmd)),
                     Ok(Proposal::PutMember(m)) => {
@@ -184,13 +207,16 @@ impl StateMachine<RedbStorage> for KvStateMachine {
                         Output::Members
                     }
                     Ok(Proposal::RemoveMember(id)) => {
-                        mutations.push((member_key(id), None));
-                        members.remove(&id);
+                        remove_member(&mut members, &mut mutations, id);
                         Output::Members
                     }
                     Err(e) => Output::Invalid(format!("entry {}: {e}", c.index)),
                 };
                 outputs.push(out);
+            }
+            while let Some((_, id)) = next_removal {
+                remove_member(&mut members, &mut mutations, id);
+                next_removal = removals.next();
             }
             mutations.extend(store.take_dirty());
         }
@@ -298,6 +324,7 @@ mod tests {
                                 data: &bad,
                             },
                         ],
+                        conf_changes: vec![],
                         applied: 3,
                         applied_term: 1,
                         conf: &conf,
@@ -328,5 +355,74 @@ mod tests {
         // Bootstrap happens only on a fresh data dir: member 2 was not added on reopen.
         assert_eq!(sm.members().read().unwrap().len(), 1);
         assert_eq!(st.last_index().unwrap(), 3);
+    }
+
+    #[test]
+    fn a_removed_node_takes_its_member_record_along_in_log_order() {
+        use deimos_raft::types::ConfState;
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = RedbStorage::open(dir.path()).unwrap();
+        let mut sm = KvStateMachine::open(&mut st, &[member(1), member(2), member(3)]).unwrap();
+        // The bootstrap wrote entries 1..=6; these stand for 7..=12.
+        let filler: Vec<_> = (7..=12)
+            .map(|index| deimos_raft::types::Entry {
+                term: 1,
+                index,
+                payload: deimos_raft::types::EntryPayload::Empty,
+            })
+            .collect();
+        st.persist(None, &filler).unwrap();
+        let put = |id| Proposal::PutMember(member(id)).encode();
+        let (put2, put3) = (put(2), put(3));
+        let conf = ConfState::new([1, 3]);
+        // 7: node 2 leaves; 8: its record is written again (an add of the same URLs starting
+        // over); 9: node 3 leaves; 10: node 3 is recorded again, then 11 adds it back.
+        let mut conf_after = conf.clone();
+        conf_after.apply(ConfChange::AddVoter(3));
+        sm.apply(
+            &mut st,
+            ApplyBatch {
+                commands: vec![
+                    Cmd {
+                        index: 8,
+                        data: &put2,
+                    },
+                    Cmd {
+                        index: 10,
+                        data: &put3,
+                    },
+                ],
+                conf_changes: vec![
+                    (7, ConfChange::RemoveNode(2)),
+                    (9, ConfChange::RemoveNode(3)),
+                    (11, ConfChange::AddVoter(3)),
+                ],
+                applied: 11,
+                applied_term: 1,
+                conf: &conf_after,
+            },
+        )
+        .unwrap();
+        let ids: Vec<u64> = sm.members().read().unwrap().keys().copied().collect();
+        // (The bootstrap records are in the log, not applied here.)
+        assert_eq!(ids, [2, 3], "records written after the removals stay");
+        let conf = ConfState::new([1]);
+        sm.apply(
+            &mut st,
+            ApplyBatch {
+                commands: vec![],
+                conf_changes: vec![(12, ConfChange::RemoveNode(3))],
+                applied: 12,
+                applied_term: 1,
+                conf: &conf,
+            },
+        )
+        .unwrap();
+        let ids: Vec<u64> = sm.members().read().unwrap().keys().copied().collect();
+        assert_eq!(ids, [2], "node 3's record left with it");
+        // The same in the stored records (staged until written).
+        st.write_staged().unwrap();
+        let (_, members) = load(&st).unwrap();
+        assert_eq!(members.keys().copied().collect::<Vec<_>>(), [2]);
     }
 }

@@ -353,6 +353,46 @@ fn members_add_update_remove() {
     );
 }
 
+/// Removing the leader itself (etcd allows it): the change applies on the leader, which answers
+/// 204 and steps down, and the member's record leaves with it on every node, since one entry
+/// does both. (Before, the record was a second proposal that the removed leader could no
+/// longer see through: the client got a 500 for a removal that had happened.)
+#[test]
+fn removing_the_leader_answers_204_and_takes_its_record_along() {
+    let (mut c, l) = three();
+    c.wait_members_published(LEADER);
+    let h = c.http();
+    let id = h
+        .get(&format!("{}/v2/members/leader", c.client_url(l)))
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = retry_in_progress(|| h.delete(&format!("{}/v2/members/{id}", c.client_url(l))));
+    assert_eq!(r.status, 204, "{r:?}");
+    let ids = |i: usize| -> Vec<String> {
+        h.get(&format!("{}/v2/members", c.client_url(i))).json()["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for i in 0..3 {
+        while ids(i).len() != 2 {
+            assert!(Instant::now() < deadline, "node {i}: {:?}", ids(i));
+            thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!ids(i).contains(&id), "node {i} still lists {id}");
+    }
+    // The two that are left elect a leader among themselves and take writes.
+    c.kill9(l);
+    let nl = c.wait_leader(LEADER);
+    assert_ne!(nl, l);
+    assert_eq!(c.set(nl, "/m/after-leader-removal", "1").status, 201);
+}
+
 /// Right after a membership change returns, the next one may be refused with 409 "a membership
 /// change is in progress; retry" for a moment (see server-findings); retry that, nothing else.
 fn retry_in_progress(mut f: impl FnMut() -> Reply) -> Reply {

@@ -19,6 +19,9 @@ pub enum DriverError {
     Timeout,
     #[error("the raft node has stopped")]
     Stopped,
+    /// The entry was replaced in the log by a new leader's: it never took effect.
+    #[error("dropped by a leader change before it committed; it did not take effect")]
+    Dropped,
 }
 
 pub(crate) enum Request<O> {
@@ -104,6 +107,8 @@ impl<O: Send + 'static, C: Clock + Clone> Handle<O, C> {
         r
     }
 
+    /// Change the membership; answered once this node has applied the change (so it is
+    /// committed and in effect here), or refused at once.
     pub async fn propose_conf_change(&self, cc: ConfChange) -> Result<(), DriverError> {
         self.call(|reply| Request::ConfChange { cc, reply }).await
     }

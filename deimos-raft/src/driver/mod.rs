@@ -30,7 +30,7 @@ use crate::error::RaftError;
 use crate::lease::{LeaseConfig, LeaseConfigError, LeaseTracker};
 use crate::raw_node::{RawNode, Ready};
 use crate::storage::{LogStorage, StorageError};
-use crate::types::{ConfState, EntryPayload, Index, Role};
+use crate::types::{ConfState, EntryPayload, Index, Role, Term};
 
 /// The longest a leader holds back its next write for acknowledgements already in flight (see
 /// `wait_for_acks`). They normally take a follower's fsync plus a loopback or LAN round trip; the
@@ -89,6 +89,8 @@ pub enum FatalError {
     StateMachine(#[from] StateMachineError),
 }
 
+type ConfReply = oneshot::Sender<Result<(), DriverError>>;
+
 pub struct Driver<S: LogStorage, T: Transport, M: StateMachine<S>, C: Clock + Clone> {
     node: RawNode<S>,
     transport: T,
@@ -101,6 +103,11 @@ pub struct Driver<S: LogStorage, T: Transport, M: StateMachine<S>, C: Clock + Cl
     next_seq: u64,
     proposals: HashMap<u64, oneshot::Sender<Result<M::Output, DriverError>>>,
     reads: HashMap<u64, oneshot::Sender<Result<Index, DriverError>>>,
+    /// Accepted membership changes by log index and term, answered when applied.
+    conf_waiters: Vec<(Index, Term, ConfReply)>,
+    /// Answers for applied changes, sent once `advance` made them take effect in the core (so
+    /// the status a caller reads next shows them).
+    conf_answers: Vec<(ConfReply, Result<(), DriverError>)>,
     tick_interval: Duration,
     snapshot_count: u64,
     last_compaction: Index,
@@ -160,6 +167,8 @@ where
             next_seq: u64::from(rand::random::<u32>()) << 32,
             proposals: HashMap::new(),
             reads: HashMap::new(),
+            conf_waiters: Vec::new(),
+            conf_answers: Vec::new(),
             tick_interval: cfg.tick_interval,
             snapshot_count: cfg.snapshot_count.max(1),
             last_compaction: applied,
@@ -239,6 +248,7 @@ where
         self.lease.refresh();
         self.proposals.retain(|_, tx| !tx.is_closed());
         self.reads.retain(|_, tx| !tx.is_closed());
+        self.conf_waiters.retain(|(_, _, tx)| !tx.is_closed());
         ::metrics::gauge!(metrics::PROPOSALS_PENDING).set(self.proposals.len() as f64);
     }
 
@@ -262,10 +272,16 @@ where
                     }
                 }
             }
-            Request::ConfChange { cc, reply } => {
-                // Answered when accepted; membership takes effect as the entry applies.
-                let _ = reply.send(self.node.propose_conf_change(cc).map_err(Into::into));
-            }
+            Request::ConfChange { cc, reply } => match self.node.propose_conf_change(cc) {
+                Ok(()) => {
+                    // The change is the entry just appended.
+                    let st = self.node.status();
+                    self.conf_waiters.push((st.last_index, st.term, reply));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e.into()));
+                }
+            },
             Request::ReadIndex { reply } => {
                 let seq = self.seq();
                 match self.node.read_index(seq.to_be_bytes().to_vec()) {
@@ -360,6 +376,9 @@ where
         }
         self.node.advance();
         self.publish_status();
+        for (reply, result) in self.conf_answers.drain(..) {
+            let _ = reply.send(result);
+        }
         self.maybe_compact()?;
         Ok(())
     }
@@ -393,6 +412,7 @@ where
         let started = Instant::now();
         let me = self.node.status().id;
         let mut commands = Vec::new();
+        let mut conf_changes = Vec::new();
         let mut origins = Vec::new();
         for e in entries {
             match &e.payload {
@@ -405,12 +425,16 @@ where
                         origins.push((origin, seq));
                     }
                 }
-                EntryPayload::ConfChange(cc) => self.conf.apply(*cc),
+                EntryPayload::ConfChange(cc) => {
+                    self.conf.apply(*cc);
+                    conf_changes.push((e.index, *cc));
+                }
                 EntryPayload::Empty => {}
             }
         }
         let batch = ApplyBatch {
             commands,
+            conf_changes,
             applied: last.index,
             applied_term: last.term,
             conf: &self.conf,
@@ -431,7 +455,33 @@ where
                 let _ = reply.send(Ok(out));
             }
         }
+        self.answer_conf_waiters(entries);
         Ok(())
+    }
+
+    /// A waiting membership change is answered once its index is applied: done if the entry
+    /// there is still ours (same term, a change), dropped if a new leader's entry replaced it.
+    /// One whose index a snapshot skipped has an unknown outcome; its caller times out.
+    fn answer_conf_waiters(&mut self, applied: &[crate::types::Entry]) {
+        let (Some(first), Some(last)) = (applied.first(), applied.last()) else {
+            return;
+        };
+        let range = first.index..=last.index;
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.conf_waiters)
+            .into_iter()
+            .partition(|(index, _, _)| range.contains(index));
+        self.conf_waiters = waiting;
+        for (index, term, reply) in due {
+            // Applied entries are contiguous, and `range` holds `index`.
+            let e = &applied[(index - first.index) as usize];
+            let ours = e.term == term && matches!(e.payload, EntryPayload::ConfChange(_));
+            let result = if ours {
+                Ok(())
+            } else {
+                Err(DriverError::Dropped)
+            };
+            self.conf_answers.push((reply, result));
+        }
     }
 
     fn maybe_compact(&mut self) -> Result<(), FatalError> {

@@ -198,3 +198,47 @@ async fn isolated_leader_loses_its_lease_and_a_new_leader_takes_over() {
     assert!(short.propose(b"y=3".to_vec()).await.is_err());
     assert!(short.linearizable_read(false).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_membership_change_is_answered_once_it_took_effect() {
+    use crate::types::ConfChange;
+    let net = start(&[1, 2, 3]);
+    let l = net.leader(None).await;
+    net.h(l)
+        .propose_conf_change(ConfChange::AddLearner(4))
+        .await
+        .unwrap();
+    assert!(
+        net.h(l).status().conf.learners.contains(&4),
+        "answered before the change applied"
+    );
+    net.h(l)
+        .propose_conf_change(ConfChange::RemoveNode(4))
+        .await
+        .unwrap();
+    assert!(!net.h(l).status().conf.contains(4));
+    // A refused change is answered at once.
+    let err = net
+        .h(l)
+        .propose_conf_change(ConfChange::RemoveNode(9))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DriverError::Raft(RaftError::InvalidConfChange(_))),
+        "{err:?}"
+    );
+    // Accepted is not done: with both followers cut off the change cannot commit, and the
+    // caller hears nothing but its own timeout.
+    for f in [1, 2, 3].into_iter().filter(|&i| i != l) {
+        net.down.lock().unwrap().insert(f);
+    }
+    let mut short = net.h(l);
+    short.timeout = Duration::from_millis(200);
+    assert_eq!(
+        short
+            .propose_conf_change(ConfChange::AddLearner(5))
+            .await
+            .unwrap_err(),
+        DriverError::Timeout
+    );
+}

@@ -3,7 +3,7 @@
 use thiserror::Error;
 
 use crate::storage::LogStorage;
-use crate::types::{ConfState, Index, Message, Snapshot, Term};
+use crate::types::{ConfChange, ConfState, Index, Message, Snapshot, Term};
 
 /// Hands messages to the network. `send` must not block the Raft loop: queue and return.
 /// Delivery is best effort (Raft tolerates loss and duplication), ordered per peer when possible.
@@ -28,6 +28,9 @@ pub struct Command<'a> {
 #[derive(Debug)]
 pub struct ApplyBatch<'a> {
     pub commands: Vec<Command<'a>>,
+    /// The batch's membership changes with their log indexes, so that state kept about members
+    /// can follow them in log order among `commands`.
+    pub conf_changes: Vec<(Index, ConfChange)>,
     pub applied: Index,
     pub applied_term: Term,
     pub conf: &'a ConfState,

@@ -1,10 +1,12 @@
 //! Cluster endpoints etcd v2 clients call (`members`, `machines`, `stats/*`), and Deimos's own
 //! `/raft/status`, `/health`, `/version`, `/metrics`.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use deimos_raft::driver::DriverError;
-use deimos_raft::types::{ConfChange, Role};
+use deimos_raft::types::{ConfChange, ConfState, Role};
+use deimos_raft::RaftError;
 use deimos_store::machine::{Member, Proposal};
 use hyper::body::Incoming;
 use hyper::{Method, Request};
@@ -60,10 +62,11 @@ fn message(status: u16, msg: &str) -> Resp {
 
 fn driver_failure(e: DriverError) -> Resp {
     match e {
-        DriverError::Raft(deimos_raft::RaftError::ConfChangePending) => {
+        DriverError::Raft(RaftError::ConfChangePending) => {
             message(409, "a membership change is in progress; retry")
         }
-        DriverError::Raft(deimos_raft::RaftError::InvalidConfChange(why)) => message(409, &why),
+        DriverError::Raft(RaftError::InvalidConfChange(why)) => message(409, &why),
+        DriverError::Dropped => message(503, &format!("{}; retry", DriverError::Dropped)),
         other => message(500, &other.to_string()),
     }
 }
@@ -169,10 +172,11 @@ async fn add_member(app: Arc<App>, req: Request<Incoming>) -> Resp {
         Err(r) => return r,
     };
     let id = member_id(&mr.peer_urls);
-    let clash = app.members.read().map(|ms| {
-        ms.values()
-            .any(|m| m.id == id || m.peer_urls.iter().any(|u| mr.peer_urls.contains(u)))
-    });
+    let conf = app.handle.status().conf;
+    let clash = app
+        .members
+        .read()
+        .map(|ms| add_clashes(&ms, &conf, id, &mr.peer_urls));
     if clash.unwrap_or(true) {
         return message(409, "membership: peerURL exists");
     }
@@ -200,6 +204,22 @@ async fn add_member(app: Arc<App>, req: Request<Incoming>) -> Resp {
     response::json(201, &member_json(&member))
 }
 
+/// Whether adding `id` at `peer_urls` conflicts with the recorded members. An add is two
+/// entries, the record and then the configuration change; a record with the same id and URLs
+/// whose node is not in the configuration is an add that stopped between them (a leader change
+/// or a timeout), and adding the member again completes it.
+fn add_clashes(
+    members: &BTreeMap<u64, Member>,
+    conf: &ConfState,
+    id: u64,
+    peer_urls: &[String],
+) -> bool {
+    members.values().any(|m| {
+        let unfinished_add = m.id == id && m.peer_urls == peer_urls && !conf.contains(id);
+        !unfinished_add && (m.id == id || m.peer_urls.iter().any(|u| peer_urls.contains(u)))
+    })
+}
+
 fn parse_id(app: &App, id: &str) -> Result<Member, Resp> {
     let id = u64::from_str_radix(id, 16)
         .map_err(|_| message(400, &format!("invalid member id {id:?}")))?;
@@ -215,19 +235,28 @@ async fn remove_member(app: Arc<App>, id: &str) -> Resp {
         Ok(m) => m,
         Err(r) => return r,
     };
-    if let Err(e) = app
+    // The configuration change removes the member's record as it applies (one entry, so no
+    // failure can separate the two); answered once applied here. Removing the leader itself
+    // works the same way: it applies its own removal, then steps down.
+    match app
         .handle
         .propose_conf_change(ConfChange::RemoveNode(m.id))
         .await
     {
-        return driver_failure(e);
-    }
-    if let Err(e) = app
-        .handle
-        .propose(Proposal::RemoveMember(m.id).encode())
-        .await
-    {
-        return driver_failure(e);
+        Ok(()) => {}
+        // Refused because it is not in the configuration: the record of an unfinished add.
+        Err(DriverError::Raft(RaftError::InvalidConfChange(_)))
+            if !app.handle.status().conf.contains(m.id) =>
+        {
+            if let Err(e) = app
+                .handle
+                .propose(Proposal::RemoveMember(m.id).encode())
+                .await
+            {
+                return driver_failure(e);
+            }
+        }
+        Err(e) => return driver_failure(e),
     }
     hyper::Response::builder()
         .status(204)
@@ -411,5 +440,54 @@ pub fn metrics() -> Resp {
             r
         }
         None => response::text(503, "metrics recorder not installed\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: u64, url: &str) -> Member {
+        Member {
+            id,
+            name: String::new(),
+            peer_urls: vec![url.to_string()],
+            client_urls: vec![],
+        }
+    }
+
+    #[test]
+    fn adding_again_completes_an_unfinished_add_and_nothing_else() {
+        let a = "http://10.0.0.1:7001".to_string();
+        let b = "http://10.0.0.2:7001".to_string();
+        let members = BTreeMap::from([(1, member(1, &a)), (2, member(2, &b))]);
+        let only_1 = ConfState::new([1]);
+        let both = ConfState::new([1, 2]);
+        // Member 2's record without its node in the configuration: the add resumes.
+        assert!(!add_clashes(&members, &only_1, 2, std::slice::from_ref(&b)));
+        // Once it is a voter, the same add is a conflict.
+        assert!(add_clashes(&members, &both, 2, std::slice::from_ref(&b)));
+        // A different member reusing a recorded URL always conflicts.
+        assert!(add_clashes(&members, &only_1, 3, std::slice::from_ref(&b)));
+        assert!(add_clashes(
+            &members,
+            &only_1,
+            3,
+            &[b.clone(), "http://x:1".into()]
+        ));
+        // Same id but other URLs (the record was updated since): not a resumable add.
+        assert!(add_clashes(
+            &members,
+            &only_1,
+            2,
+            &["http://10.0.0.9:7001".into()]
+        ));
+        // A new member with new URLs is fine.
+        assert!(!add_clashes(
+            &members,
+            &both,
+            3,
+            &["http://10.0.0.3:7001".into()]
+        ));
     }
 }
