@@ -84,16 +84,28 @@ pub(super) fn cpu_split(
     (leader, followers)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The cluster one round's runs go against.
+pub(super) struct Target<'a> {
+    pub(super) system: System,
+    pub(super) round: u32,
+    pub(super) leader: &'a str,
+    /// Each member's pid and whether it is the leader.
+    pub(super) members: &'a [(u32, bool)],
+}
+
 pub(super) fn run_one(
     ctl: &Path,
-    system: System,
-    leader: &str,
-    members: &[(u32, bool)],
+    t: &Target<'_>,
     w: BenchWorkload,
     clients: u32,
     a: &BenchArgs,
 ) -> Result<RunResult> {
+    let Target {
+        system,
+        round,
+        leader,
+        members,
+    } = *t;
     let mut cmd = Command::new(ctl);
     cmd.args([
         "--endpoints",
@@ -136,7 +148,7 @@ pub(super) fn run_one(
     let json: Value = serde_json::from_slice(&out.stdout)
         .map_err(|e| format!("bench output is not JSON: {e}"))?;
     let r = RunResult {
-        round: 0, // set by `run_suite`
+        round,
         system,
         workload: w,
         clients,
@@ -205,14 +217,18 @@ pub(super) fn run_suite(
         .map(|((_, child), url)| (child.id(), *url == leader))
         .collect();
     prefill(ctl, system, &leader, a)?;
+    let target = Target {
+        system,
+        round,
+        leader: &leader,
+        members: &members,
+    };
     for &w in &a.workloads {
         for &c in &a.clients {
             cluster
                 .check_alive()
                 .map_err(|e| format!("{e}\n{}", cluster.log_tails()))?;
-            let mut r = run_one(ctl, system, &leader, &members, w, c, a)?;
-            r.round = round;
-            results.push(r);
+            results.push(run_one(ctl, &target, w, c, a)?);
             // A run that lost its leader measured something else (forwarding, an election):
             // say so in the report rather than publish the figure silently.
             if role(system, &leader).ok().as_deref() != Some("leader") {
