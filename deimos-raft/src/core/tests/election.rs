@@ -58,36 +58,22 @@ fn sticky_follower_ignores_votes_while_leader_is_live() {
     let mut net = Net::new(&[1, 2, 3]);
     net.elect(1);
     let term = net.nodes[&1].term;
+    let vote = |transfer| {
+        let body = MessageBody::Vote {
+            last_index: 100,
+            last_term: 100,
+            transfer,
+        };
+        msg(3, 2, term + 5, body)
+    };
     // Node 2 hears from the leader, then gets a higher-term vote request from 3.
-    net.node(2)
-        .step(Message {
-            from: 3,
-            to: 2,
-            term: term + 5,
-            body: MessageBody::Vote {
-                last_index: 100,
-                last_term: 100,
-                transfer: false,
-            },
-        })
-        .unwrap();
+    net.node(2).step(vote(false)).unwrap();
     assert_eq!(
         net.nodes[&2].term, term,
         "in-lease vote request must be ignored"
     );
     // A transfer-initiated campaign bypasses stickiness.
-    net.node(2)
-        .step(Message {
-            from: 3,
-            to: 2,
-            term: term + 5,
-            body: MessageBody::Vote {
-                last_index: 100,
-                last_term: 100,
-                transfer: true,
-            },
-        })
-        .unwrap();
+    net.node(2).step(vote(true)).unwrap();
     assert_eq!(net.nodes[&2].term, term + 5);
     assert_eq!(net.nodes[&2].vote, Some(3));
 }
@@ -95,15 +81,17 @@ fn sticky_follower_ignores_votes_while_leader_is_live() {
 #[test]
 fn restarted_node_grants_no_vote_within_an_election_timeout() {
     let mut n = Raft::new(&cfg(2), MemStorage::new(ConfState::new([1, 2, 3]))).unwrap();
-    let vote = |t| Message {
-        from: 3,
-        to: 2,
-        term: t,
-        body: MessageBody::Vote {
-            last_index: 5,
-            last_term: 5,
-            transfer: false,
-        },
+    let vote = |t| {
+        msg(
+            3,
+            2,
+            t,
+            MessageBody::Vote {
+                last_index: 5,
+                last_term: 5,
+                transfer: false,
+            },
+        )
     };
     n.step(vote(4)).unwrap();
     assert_eq!(n.term, 0, "fresh node is quiet");
@@ -146,13 +134,6 @@ fn sticky_follower_ignores_higher_term_responses() {
         hint_index: 0,
         hint_term: 0,
     };
-    net.node(2)
-        .step(Message {
-            from: 3,
-            to: 2,
-            term: t + 3,
-            body: resp,
-        })
-        .unwrap();
+    net.node(2).step(msg(3, 2, t + 3, resp)).unwrap();
     assert_eq!((net.nodes[&2].term, net.nodes[&2].leader), (t, Some(1)));
 }

@@ -184,6 +184,16 @@ fn persist_ready(n: &mut Raft<MemStorage>) -> crate::raw_node::Ready {
     rd
 }
 
+/// A message as a peer would send it (most scenario tests hand-deliver one).
+fn msg(from: NodeId, to: NodeId, term: Term, body: MessageBody) -> Message {
+    Message {
+        from,
+        to,
+        term,
+        body,
+    }
+}
+
 fn normal(data: &[u8]) -> Vec<EntryPayload> {
     vec![EntryPayload::Normal(data.to_vec())]
 }

@@ -14,20 +14,10 @@ fn read_index_waits_for_quorum_ack_and_current_term_commit() {
     net.settle();
     net.heal();
     net.node(1)
-        .step(Message {
-            from: 2,
-            to: 1,
-            term: 1,
-            body: MessageBody::PreVoteResp { reject: false },
-        })
+        .step(msg(2, 1, 1, MessageBody::PreVoteResp { reject: false }))
         .unwrap();
     net.node(1)
-        .step(Message {
-            from: 2,
-            to: 1,
-            term: 1,
-            body: MessageBody::VoteResp { reject: false },
-        })
+        .step(msg(2, 1, 1, MessageBody::VoteResp { reject: false }))
         .unwrap();
     assert_eq!(net.nodes[&1].role, Role::Leader);
     net.node(1).read_index(b"r1".to_vec()).unwrap();
@@ -88,17 +78,17 @@ fn higher_term_revokes_with_term_change() {
     net.elect(1);
     let t = net.nodes[&1].term;
     net.node(1)
-        .step(Message {
-            from: 2,
-            to: 1,
-            term: t + 1,
-            body: MessageBody::AppendResp {
+        .step(msg(
+            2,
+            1,
+            t + 1,
+            MessageBody::AppendResp {
                 reject: false,
                 index: 0,
                 hint_index: 0,
                 hint_term: 0,
             },
-        })
+        ))
         .unwrap();
     net.settle();
     assert!(net.lease_events[&1].iter().any(|e| matches!(

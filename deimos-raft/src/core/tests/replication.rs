@@ -167,35 +167,25 @@ fn pipelining_is_bounded_by_the_inflight_window() {
     leader.campaign_now().unwrap();
     persist_ready(&mut leader);
     leader
-        .step(Message {
-            from: 2,
-            to: 1,
-            term: 1,
-            body: MessageBody::PreVoteResp { reject: false },
-        })
+        .step(msg(2, 1, 1, MessageBody::PreVoteResp { reject: false }))
         .unwrap();
     leader
-        .step(Message {
-            from: 2,
-            to: 1,
-            term: 1,
-            body: MessageBody::VoteResp { reject: false },
-        })
+        .step(msg(2, 1, 1, MessageBody::VoteResp { reject: false }))
         .unwrap();
     assert_eq!(leader.role, Role::Leader);
     // Follower acknowledges the empty entry: progress enters Replicate.
     leader
-        .step(Message {
-            from: 2,
-            to: 1,
-            term: 1,
-            body: MessageBody::AppendResp {
+        .step(msg(
+            2,
+            1,
+            1,
+            MessageBody::AppendResp {
                 reject: false,
                 index: 1,
                 hint_index: 0,
                 hint_term: 0,
             },
-        })
+        ))
         .unwrap();
     persist_ready(&mut leader);
     for i in 0..10u8 {
