@@ -22,6 +22,9 @@ pub enum DriverError {
     /// The entry was replaced in the log by a new leader's: it never took effect.
     #[error("dropped by a leader change before it committed; it did not take effect")]
     Dropped,
+    /// An empty entry is how the driver marks a log read's barrier, so it cannot be a command.
+    #[error("empty proposal: an empty entry is reserved for log reads")]
+    EmptyProposal,
 }
 
 pub(crate) enum Request<O> {
@@ -34,6 +37,9 @@ pub(crate) enum Request<O> {
         reply: oneshot::Sender<Result<(), DriverError>>,
     },
     ReadIndex {
+        reply: oneshot::Sender<Result<Index, DriverError>>,
+    },
+    LogRead {
         reply: oneshot::Sender<Result<Index, DriverError>>,
     },
     Transfer {
@@ -54,6 +60,8 @@ pub(crate) enum Request<O> {
 pub enum ReadPath {
     Lease,
     ReadIndex,
+    /// Through the log (`Handle::log_read`).
+    Log,
 }
 
 /// Cheap to clone; every server task holds one.
@@ -137,6 +145,16 @@ impl<O: Send + 'static, C: Clock + Clone> Handle<O, C> {
         let index = self.call(|reply| Request::ReadIndex { reply }).await?;
         self.wait_applied(index).await?;
         Ok(ReadPath::ReadIndex)
+    }
+
+    /// Wait until this node may answer a read through the Raft log: an empty entry (a barrier)
+    /// proposed after the request arrived has committed and this node has applied it, so every
+    /// write acknowledged before the request began is applied here. This is etcd v2's quorum read
+    /// (`?quorum=true`): a consensus round with a log write on a quorum, where ReadIndex needs
+    /// only a heartbeat round. It does not depend on the leader's lease or clock. Log reads
+    /// that reach the driver together share one barrier entry. Returns the barrier's index.
+    pub async fn log_read(&self) -> Result<Index, DriverError> {
+        self.call(|reply| Request::LogRead { reply }).await
     }
 
     /// The index a lease read must see applied, if the lease is valid right now.

@@ -90,6 +90,7 @@ pub enum FatalError {
 }
 
 type ConfReply = oneshot::Sender<Result<(), DriverError>>;
+type ReadReply = oneshot::Sender<Result<Index, DriverError>>;
 
 pub struct Driver<S: LogStorage, T: Transport, M: StateMachine<S>, C: Clock + Clone> {
     node: RawNode<S>,
@@ -102,7 +103,11 @@ pub struct Driver<S: LogStorage, T: Transport, M: StateMachine<S>, C: Clock + Cl
     conf: ConfState,
     next_seq: u64,
     proposals: HashMap<u64, oneshot::Sender<Result<M::Output, DriverError>>>,
-    reads: HashMap<u64, oneshot::Sender<Result<Index, DriverError>>>,
+    reads: HashMap<u64, ReadReply>,
+    /// Log reads received since the last barrier was proposed (see `propose_barrier`).
+    log_reads: Vec<ReadReply>,
+    /// Log reads by the sequence number of the barrier entry they wait for.
+    barriers: HashMap<u64, Vec<ReadReply>>,
     /// Accepted membership changes by log index and term, answered when applied.
     conf_waiters: Vec<(Index, Term, ConfReply)>,
     /// Answers for applied changes, sent once `advance` made them take effect in the core (so
@@ -167,6 +172,8 @@ where
             next_seq: u64::from(rand::random::<u32>()) << 32,
             proposals: HashMap::new(),
             reads: HashMap::new(),
+            log_reads: Vec::new(),
+            barriers: HashMap::new(),
             conf_waiters: Vec::new(),
             conf_answers: Vec::new(),
             tick_interval: cfg.tick_interval,
@@ -218,6 +225,34 @@ where
                 Err(_) => break,
             }
         }
+        self.propose_barrier();
+    }
+
+    /// Propose one barrier entry for all log reads received since the last one.
+    ///
+    /// Safety: every read in the batch arrived before the barrier was appended, so any write
+    /// acknowledged before a read began has a lower index than the barrier (or sits in a
+    /// higher term's log, and then this barrier never commits). Sharing an entry that was
+    /// proposed *before* a read arrived would not be safe once that entry could have been
+    /// followed by committed writes; here the batch closes as the entry is appended.
+    fn propose_barrier(&mut self) {
+        if self.log_reads.is_empty() {
+            return;
+        }
+        let readers = std::mem::take(&mut self.log_reads);
+        let seq = self.seq();
+        let id = self.node.status().id;
+        match self.node.propose(envelope::wrap(id, seq, &[])) {
+            Ok(()) => {
+                self.barriers.insert(seq, readers);
+            }
+            Err(e) => {
+                let e = DriverError::from(e);
+                for reply in readers {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
     }
 
     /// A leader with new proposals to write, while entries it wrote before still wait for a
@@ -248,6 +283,10 @@ where
         self.lease.refresh();
         self.proposals.retain(|_, tx| !tx.is_closed());
         self.reads.retain(|_, tx| !tx.is_closed());
+        self.barriers.retain(|_, readers| {
+            readers.retain(|tx| !tx.is_closed());
+            !readers.is_empty()
+        });
         self.conf_waiters.retain(|(_, _, tx)| !tx.is_closed());
         ::metrics::gauge!(metrics::PROPOSALS_PENDING).set(self.proposals.len() as f64);
     }
@@ -258,6 +297,9 @@ where
                 if let Err(e) = self.node.step(m) {
                     tracing::warn!(error = %e, "step failed");
                 }
+            }
+            Request::Propose { data, reply } if data.is_empty() => {
+                let _ = reply.send(Err(DriverError::EmptyProposal));
             }
             Request::Propose { data, reply } => {
                 let seq = self.seq();
@@ -293,6 +335,7 @@ where
                     }
                 }
             }
+            Request::LogRead { reply } => self.log_reads.push(reply),
             Request::Transfer { to, reply } => {
                 let _ = reply.send(self.node.transfer_leader(to).map_err(Into::into));
             }
@@ -414,10 +457,18 @@ where
         let mut commands = Vec::new();
         let mut conf_changes = Vec::new();
         let mut origins = Vec::new();
+        let mut barriers = Vec::new();
         for e in entries {
             match &e.payload {
                 EntryPayload::Normal(data) => {
                     if let Some((origin, seq, payload)) = envelope::unwrap(data) {
+                        if payload.is_empty() {
+                            // A log read's barrier: nothing for the state machine.
+                            if origin == me {
+                                barriers.push((seq, e.index));
+                            }
+                            continue;
+                        }
                         commands.push(Command {
                             index: e.index,
                             data: payload,
@@ -453,6 +504,11 @@ where
             if let Some(reply) = self.proposals.remove(&seq) {
                 ::metrics::counter!(metrics::PROPOSALS_COMMITTED).increment(1);
                 let _ = reply.send(Ok(out));
+            }
+        }
+        for (seq, index) in barriers {
+            for reply in self.barriers.remove(&seq).unwrap_or_default() {
+                let _ = reply.send(Ok(index));
             }
         }
         self.answer_conf_waiters(entries);

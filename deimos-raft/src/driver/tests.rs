@@ -242,3 +242,65 @@ async fn a_membership_change_is_answered_once_it_took_effect() {
         DriverError::Timeout
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_read_is_answered_once_its_barrier_applied_after_every_earlier_write() {
+    let net = start(&[1, 2, 3]);
+    let l = net.leader(None).await;
+    let f = [1, 2, 3].into_iter().find(|&i| i != l).unwrap();
+    for (id, key) in [(l, "a"), (f, "b")] {
+        let h = net.h(id);
+        h.propose(format!("{key}=1").into_bytes()).await.unwrap();
+        let written = h.applied_index();
+        let barrier = h.log_read().await.unwrap();
+        assert!(
+            barrier > written,
+            "barrier {barrier} not after write {written}"
+        );
+        assert!(
+            h.applied_index() >= barrier,
+            "answered before its barrier applied"
+        );
+    }
+    // The barrier is an entry of its own that reaches no state machine: the next write's
+    // previous value is the one written before it.
+    assert_eq!(
+        net.h(l).propose(b"a=2".to_vec()).await.unwrap(),
+        Some("1".to_string())
+    );
+    // An empty proposal would be taken for a barrier, so it is refused.
+    assert_eq!(
+        net.h(l).propose(Vec::new()).await.unwrap_err(),
+        DriverError::EmptyProposal
+    );
+    // Without a quorum the barrier cannot commit, so a cut-off leader cannot answer one.
+    for id in [1, 2, 3].into_iter().filter(|&i| i != l) {
+        net.down.lock().unwrap().insert(id);
+    }
+    let mut short = net.h(l);
+    short.timeout = Duration::from_millis(200);
+    assert_eq!(short.log_read().await.unwrap_err(), DriverError::Timeout);
+}
+
+/// On one thread, the reads below are all queued before the driver runs again, so the driver
+/// takes them in one batch and proposes a single barrier for them.
+#[tokio::test(flavor = "current_thread")]
+async fn log_reads_that_arrive_together_share_one_barrier() {
+    let net = start(&[1, 2, 3]);
+    let l = net.leader(None).await;
+    let h = net.h(l);
+    h.propose(b"c=1".to_vec()).await.unwrap();
+    let last_before = h.status().last_index;
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let h = h.clone();
+            tokio::spawn(async move { h.log_read().await })
+        })
+        .collect();
+    let mut indexes = HashSet::new();
+    for t in tasks {
+        indexes.insert(t.await.unwrap().unwrap());
+    }
+    assert_eq!(indexes.len(), 1, "barriers at {indexes:?}");
+    assert_eq!(h.status().last_index, last_before + 1);
+}
