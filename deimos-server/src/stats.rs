@@ -11,7 +11,7 @@ pub const READ_SECONDS: &str = "deimos_server_read_duration_seconds";
 pub fn describe() {
     metrics::describe_counter!(
         READS,
-        "Key reads served, by how they were made consistent (lease, quorum, local)."
+        "Key reads served, by how they were made consistent (lease, read-index, quorum, local)."
     );
     metrics::describe_histogram!(READ_SECONDS, "Latency of key reads, by mode.");
     for mode in ReadMode::ALL {
@@ -25,18 +25,27 @@ pub fn describe() {
 pub enum ReadMode {
     /// Served by a leader holding a valid lease.
     Lease,
-    /// Confirmed by a quorum (ReadIndex) first.
+    /// A plain read without a lease: the leader confirmed its leadership with a quorum
+    /// heartbeat round (ReadIndex) first.
+    ReadIndex,
+    /// `?quorum=true`: through the Raft log, as etcd v2 (a barrier entry committed and applied).
     Quorum,
     /// Served from this member's state as it is (`consistency=local` / `stale=true`).
     Local,
 }
 
 impl ReadMode {
-    const ALL: [ReadMode; 3] = [ReadMode::Lease, ReadMode::Quorum, ReadMode::Local];
+    const ALL: [ReadMode; 4] = [
+        ReadMode::Lease,
+        ReadMode::ReadIndex,
+        ReadMode::Quorum,
+        ReadMode::Local,
+    ];
 
     pub const fn as_str(self) -> &'static str {
         match self {
             ReadMode::Lease => "lease",
+            ReadMode::ReadIndex => "read-index",
             ReadMode::Quorum => "quorum",
             ReadMode::Local => "local",
         }
@@ -45,8 +54,9 @@ impl ReadMode {
 
 /// Per-mode handles, registered on first use (after `main` installed the recorder): looking
 /// the labelled metrics up on every read cost ~2% of a leader serving lease reads.
-fn read_handles() -> &'static [(metrics::Counter, metrics::Histogram); 3] {
-    static HANDLES: OnceLock<[(metrics::Counter, metrics::Histogram); 3]> = OnceLock::new();
+fn read_handles() -> &'static [(metrics::Counter, metrics::Histogram); ReadMode::ALL.len()] {
+    static HANDLES: OnceLock<[(metrics::Counter, metrics::Histogram); ReadMode::ALL.len()]> =
+        OnceLock::new();
     HANDLES.get_or_init(|| {
         ReadMode::ALL.map(|mode| {
             (
@@ -141,7 +151,7 @@ mod tests {
             assert_eq!(m as usize, i, "{m:?}");
         }
         let names: Vec<_> = ReadMode::ALL.iter().map(|m| m.as_str()).collect();
-        assert_eq!(names, ["lease", "quorum", "local"]);
+        assert_eq!(names, ["lease", "read-index", "quorum", "local"]);
     }
 
     #[test]

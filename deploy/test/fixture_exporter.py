@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LABEL_VALUES = {
     "reason": ["step_down", "term_change", "removed", "transfer", "membership_change", "timeout"],
-    "mode": ["lease", "quorum", "local"],
+    "mode": ["lease", "read-index", "quorum", "local"],
 }
 BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]
 

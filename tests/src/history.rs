@@ -22,7 +22,7 @@ pub type Op = Operation<KvInput<Key, Value>, KvOutput<Value>>;
 pub enum Kind {
     /// Plain GET: the server picks lease or ReadIndex.
     Get,
-    /// `?quorum=true`: always ReadIndex.
+    /// `?quorum=true`: through the Raft log (a barrier entry).
     QuorumGet,
     /// `?consistency=local`: stale reads allowed (only for the negative test).
     LocalGet,
@@ -36,7 +36,7 @@ pub struct Meta {
     pub kind: Kind,
     /// Node index the request was sent to.
     pub node: usize,
-    /// `X-Deimos-Read` of a read's response (`lease`, `quorum`, `local`).
+    /// `X-Deimos-Read` of a read's response (`lease`, `read-index`, `quorum`, `local`).
     pub read_mode: Option<String>,
     /// `X-Raft-Term` of the response, when there was one.
     pub term: Option<u64>,
@@ -67,6 +67,7 @@ impl Default for History {
 pub struct Counts {
     pub reads: usize,
     pub lease: usize,
+    pub read_index: usize,
     pub quorum: usize,
     pub local: usize,
     pub writes: usize,
@@ -140,6 +141,7 @@ impl History {
                     c.reads += 1;
                     match m.read_mode.as_deref() {
                         Some("lease") => c.lease += 1,
+                        Some("read-index") => c.read_index += 1,
                         Some("quorum") => c.quorum += 1,
                         Some("local") => c.local += 1,
                         _ => {}

@@ -403,10 +403,11 @@ pub fn finish(
     let check_time = t.elapsed();
     let c = history.counts();
     let ops = format!(
-        "ops={} (reads {} lease={} quorum={} local={}, writes {}, cas {} ok={}; indeterminate {})",
+        "ops={} (reads {} lease={} read-index={} quorum={} local={}, writes {}, cas {} ok={}; indeterminate {})",
         history.len(),
         c.reads,
         c.lease,
+        c.read_index,
         c.quorum,
         c.local,
         c.writes,

@@ -113,21 +113,24 @@ fn followers_forward_writes_and_serve_every_read_mode() {
         "{r:?}"
     );
     assert_eq!(node(&r)["value"], "1");
-    // A plain GET on a follower cannot use the leader's lease: quorum.
+    // A plain GET on a follower cannot use the leader's lease: ReadIndex.
     for f in &fs {
         let r = c.get(*f, "/f/a");
         assert_eq!(r.status, 200, "{r:?}");
         assert_keys_headers(&r);
-        assert_eq!(r.header("X-Deimos-Read"), Some("quorum"), "{r:?}");
+        assert_eq!(r.header("X-Deimos-Read"), Some("read-index"), "{r:?}");
         assert_eq!(node(&r)["value"], "1");
         assert!(r.header_u64("X-Etcd-Index") >= idx);
+        // Through the log: the follower answers once it applied its barrier entry.
         let r = h.get(&format!("{}?quorum=true", c.keys_url(*f, "/f/a")));
         assert_eq!(r.header("X-Deimos-Read"), Some("quorum"), "{r:?}");
+        assert_eq!(node(&r)["value"], "1");
+        assert!(r.header_u64("X-Raft-Index") > idx, "{r:?}");
     }
-    // On the leader: lease (or quorum if the lease lapsed), never local.
+    // On the leader: lease (or ReadIndex if the lease lapsed), never local.
     let r = c.get(l, "/f/a");
     assert!(
-        matches!(r.header("X-Deimos-Read"), Some("lease" | "quorum")),
+        matches!(r.header("X-Deimos-Read"), Some("lease" | "read-index")),
         "{r:?}"
     );
 

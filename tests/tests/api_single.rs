@@ -434,7 +434,7 @@ fn read_modes_are_reported_and_counted() {
         if r.header("X-Deimos-Read") == Some("lease") {
             lease += 1;
         } else {
-            assert_eq!(r.header("X-Deimos-Read"), Some("quorum"), "{r:?}");
+            assert_eq!(r.header("X-Deimos-Read"), Some("read-index"), "{r:?}");
         }
     }
     assert!(lease > 0, "no lease read on a leader holding a lease");
@@ -446,7 +446,7 @@ fn read_modes_are_reported_and_counted() {
     let r = h.get(&format!("{url}?consistency=linearizable"));
     match r.header("X-Deimos-Read") {
         Some("lease") => lease += 1,
-        other => assert_eq!(other, Some("quorum"), "{r:?}"),
+        other => assert_eq!(other, Some("read-index"), "{r:?}"),
     }
 
     let m = c.metrics(0);

@@ -1,10 +1,11 @@
 //! `/v2/keys` (and `/keys`): etcd v2 semantics on top of the replicated key space.
 //!
 //! Reads: a plain GET is linearizable — from local state when the lease is valid at read time
-//! (`X-Deimos-Read: lease`), otherwise after a ReadIndex round (`quorum`; a follower obtains the
-//! read index from the leader through Raft and then reads its own applied state);
-//! `?quorum=true` forces the ReadIndex path; `?consistency=local` (or `?stale=true`) reads
-//! whatever this node has applied (`local`). Writes are proposed here; a follower forwards them
+//! (`X-Deimos-Read: lease`), otherwise after a ReadIndex round (`read-index`; a follower obtains
+//! the read index from the leader through Raft and then reads its own applied state);
+//! `?quorum=true` goes through the Raft log as in etcd v2 (`quorum`: an empty barrier entry is
+//! committed and applied here first); `?consistency=local` (or `?stale=true`) reads whatever
+//! this node has applied (`local`). Writes are proposed here; a follower forwards them
 //! through Raft and answers from its own apply, so clients never need to find the leader.
 
 use std::sync::Arc;
@@ -144,12 +145,17 @@ async fn get(app: &Arc<App>, key: &str, p: &Params) -> Result<Resp, StoreError> 
             ))
         }
     };
-    let mode = if local && !quorum {
+    let mode = if quorum {
+        match app.handle.log_read().await {
+            Ok(_) => ReadMode::Quorum,
+            Err(e) => return Err(driver_error(app, e)),
+        }
+    } else if local {
         ReadMode::Local
     } else {
-        match app.handle.linearizable_read(quorum).await {
+        match app.handle.linearizable_read(false).await {
             Ok(ReadPath::Lease) => ReadMode::Lease,
-            Ok(ReadPath::ReadIndex) => ReadMode::Quorum,
+            Ok(ReadPath::ReadIndex | ReadPath::Log) => ReadMode::ReadIndex,
             Err(e) => return Err(driver_error(app, e)),
         }
     };
