@@ -157,7 +157,8 @@ pub(super) fn report(a: &BenchArgs, ctx: &Context, results: &[RunResult]) -> Str
          - Load: closed loop, one HTTP/1.1 keep-alive connection per client, all against the leader; \
          {}s per run; {} keys under `/bench`; values of {} bytes; keys prefilled before reads.\n\
          - Read modes: `lease` = plain GET (a lease read on the Deimos leader; on etcd a plain v2 GET, \
-         which is a local, non-linearizable read); `quorum` = `?quorum=true` on both; `local` = \
+         which is a local, non-linearizable read); `quorum` = `?quorum=true` on both (on both a read \
+         through the Raft log: a committed entry, fsynced on a quorum); `local` = \
          `?consistency=local` on Deimos, plain GET on etcd. `mixed` = 90% lease reads, 10% PUTs.",
         a.rounds, a.duration, a.keys, a.value_size
     );
