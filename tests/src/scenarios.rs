@@ -38,7 +38,11 @@ const SAFE_RATES: (f64, f64) = (0.92, 1.08);
 /// clocks the stale-read window (new leader has written, old leader not yet stepped down) is a
 /// coin toss; with these rates the followers elect within 0.5-1 s real time while the old leader
 /// cannot step down before 2 s, so the window is always there and the test is deterministic.
-pub fn isolated_leader_scenario(broken_lease: bool, seed: u64) -> Report {
+///
+/// With `quorum_reads` the reader asks for `?quorum=true` (a read through the Raft log) instead
+/// of plain GETs: in a minority the old leader's barrier entries cannot commit, so those reads
+/// must fail rather than return the old value.
+pub fn isolated_leader_scenario(broken_lease: bool, quorum_reads: bool, seed: u64) -> Report {
     let started = Instant::now();
     let (slow, fast) = if broken_lease {
         BROKEN_RATES
@@ -125,6 +129,11 @@ pub fn isolated_leader_scenario(broken_lease: bool, seed: u64) -> Report {
     let stop = Arc::new(AtomicBool::new(false));
     let reader = {
         let (history, stop, url) = (history.clone(), stop.clone(), urls[leader].clone());
+        let (query, kind) = if quorum_reads {
+            ("?quorum=true", Kind::QuorumGet)
+        } else {
+            ("", Kind::Get)
+        };
         thread::spawn(move || {
             let http = Http::new();
             let mut seen = Vec::new();
@@ -132,7 +141,7 @@ pub fn isolated_leader_scenario(broken_lease: bool, seed: u64) -> Report {
                 let invoke = history.now();
                 let r = http.request(
                     "GET",
-                    &format!("{url}/v2/keys{key}"),
+                    &format!("{url}/v2/keys{key}{query}"),
                     None,
                     Duration::from_secs(2),
                 );
@@ -146,7 +155,7 @@ pub fn isolated_leader_scenario(broken_lease: bool, seed: u64) -> Report {
                             deimos_raft::lincheck::KvInput::Read { key: key.into() },
                             deimos_raft::lincheck::KvOutput::Read(Some(v.to_string())),
                             crate::history::Meta {
-                                kind: Kind::Get,
+                                kind,
                                 node: leader,
                                 read_mode: mode,
                                 term: r.header("x-raft-term").and_then(|t| t.parse().ok()),

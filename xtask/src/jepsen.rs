@@ -71,8 +71,8 @@ pub fn run(a: JepsenArgs) -> Result<(), String> {
             println!("{line}");
             return Ok(());
         }
-        Some(Scenario::BrokenLease) => scenarios::isolated_leader_scenario(true, seed),
-        Some(Scenario::SafeLease) => scenarios::isolated_leader_scenario(false, seed),
+        Some(Scenario::BrokenLease) => scenarios::isolated_leader_scenario(true, false, seed),
+        Some(Scenario::SafeLease) => scenarios::isolated_leader_scenario(false, false, seed),
         None => {
             let mut cfg = JepsenConfig {
                 nodes: a.nodes as usize,
