@@ -85,6 +85,13 @@ impl<S: LogStorage> RawNode<S> {
         self.raft.propose(vec![EntryPayload::Normal(data)])
     }
 
+    /// Propose several entries at once: one append message per follower carries them all
+    /// (one `Propose` to the leader from a follower), instead of one message per entry.
+    pub fn propose_batch(&mut self, data: Vec<Vec<u8>>) -> Result<(), RaftError> {
+        self.raft
+            .propose(data.into_iter().map(EntryPayload::Normal).collect())
+    }
+
     /// Propose a membership change (leader only; one at a time).
     pub fn propose_conf_change(&mut self, cc: ConfChange) -> Result<(), RaftError> {
         self.raft.propose_conf_change(cc)

@@ -1,8 +1,9 @@
 //! The async driver: one tokio task owns the core and does, in order, what each `Ready` asks —
 //! send the leader's replication traffic, (on a leader) apply and answer what is already
 //! committed and stored, persist, publish lease facts (stamped before sending), send the rest,
-//! apply and answer the remainder — then `advance`. A leader with new proposals first takes in
-//! the acknowledgements of the entries it already wrote, if they are in flight
+//! apply and answer the remainder — then `advance`. Proposals and log reads taken in together
+//! are proposed together just before that (`flush_proposals`). A leader with new proposals
+//! first takes in the acknowledgements of the entries it already wrote, if they are in flight
 //! (`wait_for_acks`).
 //!
 //! Everything else talks to it through a [`Handle`].
@@ -91,6 +92,7 @@ pub enum FatalError {
 
 type ConfReply = oneshot::Sender<Result<(), DriverError>>;
 type ReadReply = oneshot::Sender<Result<Index, DriverError>>;
+type ProposeReply<O> = oneshot::Sender<Result<O, DriverError>>;
 
 pub struct Driver<S: LogStorage, T: Transport, M: StateMachine<S>, C: Clock + Clone> {
     node: RawNode<S>,
@@ -102,9 +104,10 @@ pub struct Driver<S: LogStorage, T: Transport, M: StateMachine<S>, C: Clock + Cl
     applied_tx: watch::Sender<Index>,
     conf: ConfState,
     next_seq: u64,
-    proposals: HashMap<u64, oneshot::Sender<Result<M::Output, DriverError>>>,
+    proposals: HashMap<u64, ProposeReply<M::Output>>,
     reads: HashMap<u64, ReadReply>,
-    /// Log reads received since the last barrier was proposed (see `propose_barrier`).
+    /// Proposals (enveloped) and log reads taken in since the last `flush_proposals`.
+    queued: Vec<(Vec<u8>, u64, ProposeReply<M::Output>)>,
     log_reads: Vec<ReadReply>,
     /// Log reads by the sequence number of the barrier entry they wait for.
     barriers: HashMap<u64, Vec<ReadReply>>,
@@ -172,6 +175,7 @@ where
             next_seq: u64::from(rand::random::<u32>()) << 32,
             proposals: HashMap::new(),
             reads: HashMap::new(),
+            queued: Vec::new(),
             log_reads: Vec::new(),
             barriers: HashMap::new(),
             conf_waiters: Vec::new(),
@@ -204,8 +208,10 @@ where
                     self.take_queued();
                 }
             }
+            self.flush_proposals();
             if self.node.acks_pending_behind_new_entries() {
                 self.wait_for_acks().await;
+                self.flush_proposals();
             }
             if self.lease.renewal_due() {
                 self.node.broadcast_heartbeat();
@@ -225,17 +231,33 @@ where
                 Err(_) => break,
             }
         }
-        self.propose_barrier();
     }
 
-    /// Propose one barrier entry for all log reads received since the last one.
+    /// Propose what was taken in since the last call: the queued proposals as one batch (one
+    /// append message per follower, not one per entry, and so one acknowledgement back), then
+    /// one barrier entry shared by the queued log reads.
     ///
-    /// Safety: every read in the batch arrived before the barrier was appended, so any write
-    /// acknowledged before a read began has a lower index than the barrier (or sits in a
-    /// higher term's log, and then this barrier never commits). Sharing an entry that was
-    /// proposed *before* a read arrived would not be safe once that entry could have been
-    /// followed by committed writes; here the batch closes as the entry is appended.
-    fn propose_barrier(&mut self) {
+    /// Barrier safety: every read it serves arrived before it was appended, so any write
+    /// acknowledged before a read began has a lower index (or sits in a higher term's log, and
+    /// then this barrier never commits). An entry appended *before* a read arrived could already
+    /// be followed by committed writes, so it could not serve that read.
+    fn flush_proposals(&mut self) {
+        if !self.queued.is_empty() {
+            let (data, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.queued)
+                .into_iter()
+                .map(|(data, seq, reply)| (data, (seq, reply)))
+                .unzip();
+            match self.node.propose_batch(data) {
+                Ok(()) => self.proposals.extend(waiting),
+                Err(e) => {
+                    ::metrics::counter!(metrics::PROPOSALS_FAILED).increment(waiting.len() as u64);
+                    let e = DriverError::from(e);
+                    for (_, reply) in waiting {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
         if self.log_reads.is_empty() {
             return;
         }
@@ -304,15 +326,8 @@ where
             Request::Propose { data, reply } => {
                 let seq = self.seq();
                 let id = self.node.status().id;
-                match self.node.propose(envelope::wrap(id, seq, &data)) {
-                    Ok(()) => {
-                        self.proposals.insert(seq, reply);
-                    }
-                    Err(e) => {
-                        ::metrics::counter!(metrics::PROPOSALS_FAILED).increment(1);
-                        let _ = reply.send(Err(e.into()));
-                    }
-                }
+                self.queued
+                    .push((envelope::wrap(id, seq, &data), seq, reply));
             }
             Request::ConfChange { cc, reply } => match self.node.propose_conf_change(cc) {
                 Ok(()) => {

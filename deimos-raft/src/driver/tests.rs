@@ -304,3 +304,29 @@ async fn log_reads_that_arrive_together_share_one_barrier() {
     assert_eq!(indexes.len(), 1, "barriers at {indexes:?}");
     assert_eq!(h.status().last_index, last_before + 1);
 }
+
+/// Proposals taken in together leave as one append per follower (and come back as one
+/// acknowledgement each), not one message per entry.
+#[tokio::test(flavor = "current_thread")]
+async fn proposals_that_arrive_together_travel_in_one_append() {
+    let net = start(&[1, 2, 3]);
+    let l = net.leader(None).await;
+    let h = net.h(l);
+    h.propose(b"d=0".to_vec()).await.unwrap();
+    // Let the commit of the write above reach the followers before counting.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let sent_before = *net.sent.lock().unwrap();
+    let tasks: Vec<_> = (1..=16)
+        .map(|i| {
+            let h = h.clone();
+            tokio::spawn(async move { h.propose(format!("d={i}").into_bytes()).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let sent = *net.sent.lock().unwrap() - sent_before;
+    // Per follower: the append, its acknowledgement, and the commit update with its answer;
+    // a heartbeat round may fall inside. One message per entry would be 64 or more.
+    assert!(sent <= 16, "{sent} messages for 16 proposals");
+}
