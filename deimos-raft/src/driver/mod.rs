@@ -106,8 +106,10 @@ pub struct Driver<S: LogStorage, T: Transport, M: StateMachine<S>, C: Clock + Cl
     next_seq: u64,
     proposals: HashMap<u64, ProposeReply<M::Output>>,
     reads: HashMap<u64, ReadReply>,
-    /// Proposals (enveloped) and log reads taken in since the last `flush_proposals`.
-    queued: Vec<(Vec<u8>, u64, ProposeReply<M::Output>)>,
+    /// Taken in since the last `flush_proposals`: proposals (enveloped) with their waiters by
+    /// sequence number, and log reads.
+    queued: Vec<Vec<u8>>,
+    queued_replies: Vec<(u64, ProposeReply<M::Output>)>,
     log_reads: Vec<ReadReply>,
     /// Log reads by the sequence number of the barrier entry they wait for.
     barriers: HashMap<u64, Vec<ReadReply>>,
@@ -176,6 +178,7 @@ where
             proposals: HashMap::new(),
             reads: HashMap::new(),
             queued: Vec::new(),
+            queued_replies: Vec::new(),
             log_reads: Vec::new(),
             barriers: HashMap::new(),
             conf_waiters: Vec::new(),
@@ -243,18 +246,12 @@ where
     /// be followed by committed writes, so it could not serve that read.
     fn flush_proposals(&mut self) {
         if !self.queued.is_empty() {
-            let (data, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.queued)
-                .into_iter()
-                .map(|(data, seq, reply)| (data, (seq, reply)))
-                .unzip();
-            match self.node.propose_batch(data) {
+            let waiting = std::mem::take(&mut self.queued_replies);
+            match self.node.propose_batch(std::mem::take(&mut self.queued)) {
                 Ok(()) => self.proposals.extend(waiting),
                 Err(e) => {
                     ::metrics::counter!(metrics::PROPOSALS_FAILED).increment(waiting.len() as u64);
-                    let e = DriverError::from(e);
-                    for (_, reply) in waiting {
-                        let _ = reply.send(Err(e.clone()));
-                    }
+                    fail_all(waiting.into_iter().map(|(_, reply)| reply), e.into());
                 }
             }
         }
@@ -268,12 +265,7 @@ where
             Ok(()) => {
                 self.barriers.insert(seq, readers);
             }
-            Err(e) => {
-                let e = DriverError::from(e);
-                for reply in readers {
-                    let _ = reply.send(Err(e.clone()));
-                }
-            }
+            Err(e) => fail_all(readers, e.into()),
         }
     }
 
@@ -326,8 +318,8 @@ where
             Request::Propose { data, reply } => {
                 let seq = self.seq();
                 let id = self.node.status().id;
-                self.queued
-                    .push((envelope::wrap(id, seq, &data), seq, reply));
+                self.queued.push(envelope::wrap(id, seq, &data));
+                self.queued_replies.push((seq, reply));
             }
             Request::ConfChange { cc, reply } => match self.node.propose_conf_change(cc) {
                 Ok(()) => {
@@ -578,5 +570,14 @@ where
                 false
             }
         });
+    }
+}
+
+fn fail_all<T>(
+    replies: impl IntoIterator<Item = oneshot::Sender<Result<T, DriverError>>>,
+    e: DriverError,
+) {
+    for reply in replies {
+        let _ = reply.send(Err(e.clone()));
     }
 }

@@ -282,6 +282,21 @@ async fn a_log_read_is_answered_once_its_barrier_applied_after_every_earlier_wri
     assert_eq!(short.log_read().await.unwrap_err(), DriverError::Timeout);
 }
 
+/// Runs `n` tasks made by `f` and returns their results. On a current-thread runtime all of
+/// them send their request before the driver task runs again, so it takes them in one batch.
+async fn together<T, F>(n: usize, f: impl Fn(usize) -> F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..n).map(|i| tokio::spawn(f(i))).collect();
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
 /// On one thread, the reads below are all queued before the driver runs again, so the driver
 /// takes them in one batch and proposes a single barrier for them.
 #[tokio::test(flavor = "current_thread")]
@@ -291,16 +306,13 @@ async fn log_reads_that_arrive_together_share_one_barrier() {
     let h = net.h(l);
     h.propose(b"c=1".to_vec()).await.unwrap();
     let last_before = h.status().last_index;
-    let tasks: Vec<_> = (0..16)
-        .map(|_| {
-            let h = h.clone();
-            tokio::spawn(async move { h.log_read().await })
-        })
-        .collect();
-    let mut indexes = HashSet::new();
-    for t in tasks {
-        indexes.insert(t.await.unwrap().unwrap());
-    }
+    let indexes: HashSet<Index> = together(16, |_| {
+        let h = h.clone();
+        async move { h.log_read().await.unwrap() }
+    })
+    .await
+    .into_iter()
+    .collect();
     assert_eq!(indexes.len(), 1, "barriers at {indexes:?}");
     assert_eq!(h.status().last_index, last_before + 1);
 }
@@ -316,15 +328,11 @@ async fn proposals_that_arrive_together_travel_in_one_append() {
     // Let the commit of the write above reach the followers before counting.
     tokio::time::sleep(Duration::from_millis(5)).await;
     let sent_before = *net.sent.lock().unwrap();
-    let tasks: Vec<_> = (1..=16)
-        .map(|i| {
-            let h = h.clone();
-            tokio::spawn(async move { h.propose(format!("d={i}").into_bytes()).await })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap().unwrap();
-    }
+    together(16, |i| {
+        let h = h.clone();
+        async move { h.propose(format!("d={i}").into_bytes()).await.unwrap() }
+    })
+    .await;
     let sent = *net.sent.lock().unwrap() - sent_before;
     // Per follower: the append, its acknowledgement, and the commit update with its answer;
     // a heartbeat round may fall inside. One message per entry would be 64 or more.
