@@ -60,8 +60,6 @@ pub(crate) enum Request<O> {
 pub enum ReadPath {
     Lease,
     ReadIndex,
-    /// Through the log (`Handle::log_read`).
-    Log,
 }
 
 /// Cheap to clone; every server task holds one.

@@ -155,7 +155,7 @@ async fn get(app: &Arc<App>, key: &str, p: &Params) -> Result<Resp, StoreError> 
     } else {
         match app.handle.linearizable_read(false).await {
             Ok(ReadPath::Lease) => ReadMode::Lease,
-            Ok(ReadPath::ReadIndex | ReadPath::Log) => ReadMode::ReadIndex,
+            Ok(ReadPath::ReadIndex) => ReadMode::ReadIndex,
             Err(e) => return Err(driver_error(app, e)),
         }
     };
