@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const READS: &str = "deimos_server_reads_total";
 pub const READ_SECONDS: &str = "deimos_server_read_duration_seconds";
@@ -74,7 +74,9 @@ pub fn read(mode: ReadMode, took: Duration) {
     latency.record(took.as_secs_f64());
 }
 
-/// Round-trip statistics of peer requests, for `/v2/stats/leader` (etcd's shape).
+/// Per-peer link statistics, for `/v2/stats/leader` (etcd's shape). Messages travel on a
+/// one-way stream with no per-message answer, so the round trip measured is the heartbeat's:
+/// from sending a heartbeat round to receiving that peer's acknowledgement of it.
 #[derive(Debug, Default, Clone)]
 pub struct PeerStats {
     pub success: u64,
@@ -84,6 +86,10 @@ pub struct PeerStats {
     pub max_ms: f64,
     sum_ms: f64,
     sum_sq_ms: f64,
+    /// The latest heartbeat sent: (term, round, when). An answer to an older one is not timed.
+    heartbeat: Option<(u64, u64, Instant)>,
+    /// A send failed and no heartbeat has been answered since (so failures log once per outage).
+    failing: bool,
 }
 
 impl PeerStats {
@@ -131,13 +137,43 @@ pub struct ServerStats {
 }
 
 impl ServerStats {
-    pub fn record_send(&self, to: u64, ok: bool, n: u64, took: Duration) {
-        if ok {
-            self.sent_messages.fetch_add(n, Ordering::Relaxed);
+    pub fn record_sent(&self, n: u64) {
+        self.sent_messages.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Count a failed send to `to`. True if it is the first since the link last worked.
+    pub fn record_failure(&self, to: u64) -> bool {
+        let Ok(mut peers) = self.peers.lock() else {
+            return false;
+        };
+        let p = peers.entry(to).or_default();
+        p.record(false, Duration::ZERO);
+        !std::mem::replace(&mut p.failing, true)
+    }
+
+    pub fn heartbeat_sent(&self, to: u64, term: u64, round: u64) {
+        if let Ok(mut peers) = self.peers.lock() {
+            peers.entry(to).or_default().heartbeat = Some((term, round, Instant::now()));
         }
-        if let Ok(mut p) = self.peers.lock() {
-            p.entry(to).or_default().record(ok, took);
+    }
+
+    /// `from` acknowledged heartbeat `round` of `term`: time it if it is the latest we sent.
+    /// True if the link had been failing, i.e. it has just recovered.
+    pub fn heartbeat_answered(&self, from: u64, term: u64, round: u64) -> bool {
+        let Ok(mut peers) = self.peers.lock() else {
+            return false;
+        };
+        let Some(p) = peers.get_mut(&from) else {
+            return false;
+        };
+        match p.heartbeat {
+            Some((t, r, sent)) if (t, r) == (term, round) => {
+                p.heartbeat = None;
+                p.record(true, sent.elapsed());
+            }
+            _ => {}
         }
+        std::mem::take(&mut p.failing)
     }
 }
 
@@ -164,5 +200,36 @@ mod tests {
         assert!((p.average_ms() - 3.0).abs() < 1e-9);
         assert!((p.stddev_ms() - 1.0).abs() < 1e-9);
         assert!((p.min_ms - 2.0).abs() < 1e-9 && (p.max_ms - 4.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn only_the_latest_heartbeat_is_timed_and_an_answer_ends_an_outage() {
+        let s = ServerStats::default();
+        let count = |s: &ServerStats| {
+            let p = s.peers.lock().expect("lock")[&2].clone();
+            (p.success, p.fail)
+        };
+        s.heartbeat_sent(2, 5, 1);
+        s.heartbeat_sent(2, 5, 2);
+        assert!(!s.heartbeat_answered(2, 5, 1), "no outage to end");
+        assert_eq!(
+            count(&s),
+            (0, 0),
+            "round 1 was superseded, so it is not timed"
+        );
+        s.heartbeat_answered(2, 5, 2);
+        assert_eq!(count(&s), (1, 0));
+        s.heartbeat_answered(2, 5, 2);
+        assert_eq!(count(&s), (1, 0), "a duplicate answer is not timed twice");
+        s.heartbeat_sent(2, 6, 2);
+        s.heartbeat_answered(2, 5, 2);
+        assert_eq!(count(&s), (1, 0), "same round of an older term");
+
+        assert!(s.record_failure(2), "first failure of an outage");
+        assert!(!s.record_failure(2), "later ones are not");
+        assert_eq!(count(&s), (1, 2));
+        assert!(s.heartbeat_answered(2, 6, 2), "an answer ends the outage");
+        assert!(s.record_failure(2), "so the next failure starts a new one");
+        assert!(!s.heartbeat_answered(9, 1, 1), "unknown peer");
     }
 }

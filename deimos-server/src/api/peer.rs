@@ -2,16 +2,23 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
+use deimos_raft::types::{Message, MessageBody};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request};
 
 use super::response::{self, Resp};
 use crate::node::App;
-use crate::transport::{decode_batch, decode_snapshot, MESSAGES_PATH, SNAPSHOT_PATH};
+use crate::transport::frame::Decoder;
+use crate::transport::{decode_batch, decode_snapshot, MESSAGES_PATH, SNAPSHOT_PATH, STREAM_PATH};
 
 const MAX_BATCH_BYTES: usize = 64 << 20;
 const MAX_SNAPSHOT_BYTES: usize = 1 << 30;
+/// A stream with no frame for this long is ended (answered 204); its sender opens a new one
+/// when it next has something to say. It keeps a vanished sender from pinning a connection.
+const STREAM_IDLE: Duration = Duration::from_secs(60);
 
 pub async fn route(app: Arc<App>, req: Request<Incoming>) -> Resp {
     let path = req.uri().path().to_string();
@@ -19,6 +26,7 @@ pub async fn route(app: Arc<App>, req: Request<Incoming>) -> Resp {
         return response::text(405, "Method Not Allowed\n");
     }
     match path.as_str() {
+        STREAM_PATH => stream(&app, req.into_body()).await,
         MESSAGES_PATH => {
             let (_, body) = match super::read_body(req, MAX_BATCH_BYTES).await {
                 Ok(b) => b,
@@ -26,15 +34,7 @@ pub async fn route(app: Arc<App>, req: Request<Incoming>) -> Resp {
             };
             match decode_batch(&body) {
                 Ok(msgs) => {
-                    app.stats.recv_batches.fetch_add(1, Ordering::Relaxed);
-                    app.stats
-                        .recv_messages
-                        .fetch_add(msgs.len() as u64, Ordering::Relaxed);
-                    for m in msgs {
-                        if m.to == app.id() {
-                            app.handle.step(m);
-                        }
-                    }
+                    deliver(&app, msgs);
                     response::text(204, "")
                 }
                 Err(e) => response::text(400, &e),
@@ -55,5 +55,51 @@ pub async fn route(app: Arc<App>, req: Request<Incoming>) -> Resp {
             }
         }
         _ => response::text(404, "404 page not found\n"),
+    }
+}
+
+/// Step every frame of a message stream as it completes. The answer goes out only when the
+/// stream ends: 204 when the sender closed it or it went idle, 400 for a corrupt frame (the
+/// stream cannot be resynchronised, so it is cut and the sender opens a new one).
+async fn stream(app: &App, mut body: Incoming) -> Resp {
+    let mut decoder = Decoder::default();
+    loop {
+        let frame = match tokio::time::timeout(STREAM_IDLE, body.frame()).await {
+            Err(_) | Ok(None) => return response::text(204, ""),
+            Ok(Some(Err(e))) => return response::text(400, &format!("stream broken: {e}")),
+            Ok(Some(Ok(f))) => f,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        decoder.push(&data);
+        loop {
+            match decoder.next_batch() {
+                Ok(Some(msgs)) => deliver(app, msgs),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "dropping a corrupt peer stream");
+                    return response::text(400, &e);
+                }
+            }
+        }
+    }
+}
+
+fn deliver(app: &App, msgs: Vec<Message>) {
+    app.stats.recv_batches.fetch_add(1, Ordering::Relaxed);
+    app.stats
+        .recv_messages
+        .fetch_add(msgs.len() as u64, Ordering::Relaxed);
+    for m in msgs {
+        if m.to != app.id() {
+            continue;
+        }
+        if let MessageBody::HeartbeatResp { round } = m.body {
+            if app.stats.heartbeat_answered(m.from, m.term, round) {
+                tracing::info!(peer = %format!("{:016x}", m.from), "peer reachable again");
+            }
+        }
+        app.handle.step(m);
     }
 }

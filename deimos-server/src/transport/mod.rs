@@ -1,13 +1,17 @@
-//! Peer transport over HTTP/1.1: one sender task per peer on a keep-alive connection.
+//! Peer transport over HTTP/1.1: one sender task per peer, streaming message batches on one
+//! long-lived request (see [`frame`] for the format and why it is a stream).
 //!
-//! Messages queue per peer; while one request is on the wire, later messages gather into the
-//! next batch, so a busy leader sends few large requests (batching) and never waits for a
-//! follower's answer before queuing more (pipelining at the batch level). Snapshots go alone on
-//! `/raft/snapshot` with the body streamed in chunks, and their outcome is reported to Raft.
-//! Raft tolerates loss, so a failed send is dropped, counted, and reported as unreachable.
+//! Messages queue per peer; while one batch is being written, later messages gather into the
+//! next, so a busy leader writes few large frames and never waits for a follower's answer.
+//! Snapshots go alone on `/raft/snapshot` with the body streamed in chunks, and their outcome
+//! is reported to Raft. Raft tolerates loss: a stream that breaks loses what was in it, and the
+//! break is counted and reported as the peer being unreachable.
+
+pub mod frame;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -15,7 +19,7 @@ use bytes::Bytes;
 use deimos_raft::driver::Transport;
 use deimos_raft::types::{Message, MessageBody};
 use deimos_store::machine::SharedMembers;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -25,10 +29,17 @@ use crate::node::NodeHandle;
 use crate::stats::ServerStats;
 use crate::tls::MaybeTlsConnector;
 
+/// One request per batch, as members before the stream sent them; still accepted.
 pub const MESSAGES_PATH: &str = "/raft/messages";
+pub const STREAM_PATH: &str = "/raft/stream";
 pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
 const MAX_BATCH: usize = 4096;
 const SNAPSHOT_CHUNK: usize = 256 * 1024;
+/// Frames queued towards a stream's connection beyond what its socket buffer holds.
+const STREAM_QUEUE: usize = 64;
+/// A stream that takes no frame for this long is stuck (a peer that stopped reading, a dead
+/// link TCP has not noticed): it is dropped and a new one opened for the next batch.
+const STALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub const PEER_SEND_FAILURES: &str = "deimos_network_peer_send_failures_total";
 pub const PEER_SENT_MESSAGES: &str = "deimos_network_peer_sent_messages_total";
@@ -61,7 +72,10 @@ impl HttpTransport {
             PEER_SEND_FAILURES,
             "Batches that could not be delivered to a peer."
         );
-        metrics::describe_counter!(PEER_SENT_MESSAGES, "Raft messages delivered to a peer.");
+        metrics::describe_counter!(
+            PEER_SENT_MESSAGES,
+            "Raft messages written to a peer's stream (a stream that breaks loses what it held)."
+        );
         let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_local_address(bind);
@@ -116,6 +130,7 @@ impl Transport for HttpTransport {
     }
 }
 
+#[derive(Clone)]
 struct Peer {
     to: u64,
     hint: Option<String>,
@@ -125,12 +140,25 @@ struct Peer {
     client: Client<MaybeTlsConnector, Body>,
 }
 
+/// The sending end of one open stream. It is dead once its request has finished, for
+/// whatever reason; the task awaiting that request reports a failure.
+struct Stream {
+    /// Where it goes: a member whose peer URL changed gets a new stream at the new one.
+    url: String,
+    tx: mpsc::Sender<Bytes>,
+    done: Arc<AtomicBool>,
+}
+
+impl Stream {
+    fn is_open(&self) -> bool {
+        !self.done.load(Ordering::Acquire) && !self.tx.is_closed()
+    }
+}
+
 impl Peer {
     async fn run(self, mut rx: mpsc::UnboundedReceiver<Message>) {
         let label = format!("{:016x}", self.to);
-        // Failures are logged at warn once per outage (a peer is retried every heartbeat, so
-        // logging each would flood the log), and recovery at info.
-        let mut failing = false;
+        let mut stream = None;
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
@@ -144,28 +172,12 @@ impl Peer {
                 .partition(|m| matches!(m.body, MessageBody::InstallSnapshot { .. }));
             if !batch.is_empty() {
                 let n = batch.len() as u64;
-                let started = std::time::Instant::now();
-                let res = self.post_messages(&batch).await;
-                self.stats
-                    .record_send(self.to, res.is_ok(), n, started.elapsed());
-                match res {
+                match self.stream_batch(&mut stream, &batch).await {
                     Ok(()) => {
-                        if std::mem::take(&mut failing) {
-                            tracing::info!(peer = %label, "peer reachable again");
-                        }
+                        self.stats.record_sent(n);
                         metrics::counter!(PEER_SENT_MESSAGES, "to" => label.clone()).increment(n)
                     }
-                    Err(e) => {
-                        if std::mem::replace(&mut failing, true) {
-                            tracing::debug!(peer = %label, error = %e, "peer send failed");
-                        } else {
-                            tracing::warn!(peer = %label, error = %e, "peer send failed (further failures logged at debug until it recovers)");
-                        }
-                        metrics::counter!(PEER_SEND_FAILURES, "to" => label.clone()).increment(1);
-                        if let Some(h) = self.handle.get() {
-                            h.report_unreachable(self.to);
-                        }
-                    }
+                    Err(e) => self.failed(&label, &e),
                 }
             }
             for s in snapshots {
@@ -178,6 +190,85 @@ impl Peer {
                     h.report_snapshot(self.to, ok.is_ok());
                 }
             }
+        }
+    }
+
+    /// Queue one frame on the open stream, opening one if there is none. A stream found closed
+    /// on the way is replaced once, so a peer that restarted gets this batch on the new one.
+    async fn stream_batch(
+        &self,
+        stream: &mut Option<Stream>,
+        batch: &[Message],
+    ) -> Result<(), String> {
+        for m in batch {
+            if let MessageBody::Heartbeat { round, .. } = m.body {
+                self.stats.heartbeat_sent(self.to, m.term, round);
+            }
+        }
+        let mut frame = frame::encode(batch)?;
+        let url = self.url(STREAM_PATH)?;
+        for _ in 0..2 {
+            let s = match stream {
+                Some(s) if s.is_open() && s.url == url => s,
+                _ => stream.insert(self.open(url.clone())),
+            };
+            match s.tx.send_timeout(frame, STALL_TIMEOUT).await {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                    *stream = None;
+                    return Err(format!("stream stalled for {STALL_TIMEOUT:?}, dropped"));
+                }
+                Err(mpsc::error::SendTimeoutError::Closed(f)) => {
+                    *stream = None;
+                    frame = f;
+                }
+            }
+        }
+        Err("stream closed as it was opened".into())
+    }
+
+    /// Start the request that carries a new stream. Its body is fed by the returned sender;
+    /// a task awaits the response, which comes only when the stream ends, and reports the
+    /// failure if it ended badly (peer gone, connection reset, refused).
+    fn open(&self, url: String) -> Stream {
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let done = Arc::new(AtomicBool::new(false));
+        let req = hyper::Request::post(&url)
+            .header("content-type", "application/octet-stream")
+            .body(frame::ChannelBody(rx).boxed());
+        let response = req.map(|req| self.client.request(req));
+        let peer = self.clone();
+        let flag = done.clone();
+        let to = url.clone();
+        tokio::spawn(async move {
+            let res = match response {
+                Err(e) => Err(format!("{to}: {e}")),
+                Ok(response) => match response.await {
+                    Ok(resp) if resp.status().is_success() => Ok(()),
+                    Ok(resp) => Err(format!("{to}: HTTP {}", resp.status())),
+                    Err(e) => Err(format!("{to}: {}", error_chain(&e))),
+                },
+            };
+            flag.store(true, Ordering::Release);
+            if let Err(e) = res {
+                peer.failed(&format!("{:016x}", peer.to), &e);
+            }
+        });
+        Stream { url, tx, done }
+    }
+
+    /// Count a failure and tell Raft. Logged at warn once per outage (a peer is retried every
+    /// heartbeat, so logging each would flood the log); recovery is logged when the peer next
+    /// acknowledges a heartbeat.
+    fn failed(&self, label: &str, e: &str) {
+        if self.stats.record_failure(self.to) {
+            tracing::warn!(peer = %label, error = %e, "peer send failed (further failures logged at debug until it recovers)");
+        } else {
+            tracing::debug!(peer = %label, error = %e, "peer send failed");
+        }
+        metrics::counter!(PEER_SEND_FAILURES, "to" => label.to_string()).increment(1);
+        if let Some(h) = self.handle.get() {
+            h.report_unreachable(self.to);
         }
     }
 
@@ -212,12 +303,6 @@ impl Peer {
         } else {
             Err(format!("{url}: HTTP {status}"))
         }
-    }
-
-    async fn post_messages(&self, batch: &[Message]) -> Result<(), String> {
-        let bytes = postcard::to_stdvec(batch).map_err(|e| e.to_string())?;
-        self.post(MESSAGES_PATH, Full::new(Bytes::from(bytes)).boxed())
-            .await
     }
 
     /// The snapshot message goes as its encoding, streamed in chunks so that neither side needs
@@ -264,7 +349,7 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
-/// Decode a batch received on `/raft/messages`.
+/// Decode a batch received on `/raft/messages` (one request per batch).
 pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Message>, String> {
     postcard::from_bytes(bytes).map_err(|e| format!("bad message batch: {e}"))
 }
