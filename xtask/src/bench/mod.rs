@@ -26,9 +26,10 @@ pub struct BenchArgs {
     /// Seconds per run (each workload x client count x system is one run).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub(crate) duration: u64,
-    /// Rounds. Each round runs every workload on fresh Deimos and etcd clusters, one system
-    /// after the other; with more than one, the tables show each cell's median-throughput run
-    /// (so one disturbed run on a shared machine does not decide a ratio) and list all rounds.
+    /// Rounds. Each round starts fresh Deimos and etcd clusters and runs every cell (workload x
+    /// client count) on both, back to back. With more than one, the tables show each cell's
+    /// median-throughput run, ratios are the median of the per-round ratios (so one disturbed
+    /// run on a shared machine does not decide a ratio), and every round is listed.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=9))]
     pub(crate) rounds: u32,
     /// Client counts, comma-separated.
@@ -223,18 +224,29 @@ pub fn run(a: BenchArgs) -> Result<()> {
             if a.rounds > 1 {
                 eprintln!("round {round} of {}", a.rounds);
             }
+            let mut ready = Vec::new();
             if !a.skip_deimos {
                 eprintln!("starting 3-node Deimos ...");
-                let c = start_deimos(&deimos, &base, a.keep)?;
-                let l = run_suite(c, &ctl, &a, round, &mut results, &mut warnings)?;
-                leaders.push((System::Deimos, l));
+                ready.push(prepare(start_deimos(&deimos, &base, a.keep)?, &ctl, &a)?);
             }
             if !a.skip_etcd {
                 eprintln!("starting 3-node etcd ...");
-                let c = start_etcd(&base, a.keep)?;
-                let l = run_suite(c, &ctl, &a, round, &mut results, &mut warnings)?;
-                leaders.push((System::Etcd, l));
+                ready.push(prepare(start_etcd(&base, a.keep)?, &ctl, &a)?);
             }
+            leaders.extend(ready.iter().map(|p| (p.system(), p.leader.clone())));
+            // Each cell runs on both systems back to back, so a pair shares the machine's
+            // state of the moment; who goes first alternates by round.
+            if round % 2 == 0 {
+                ready.reverse();
+            }
+            for &w in &a.workloads {
+                for &c in &a.clients {
+                    for p in &mut ready {
+                        run_cell(p, &ctl, &a, (round, w, c), &mut results, &mut warnings)?;
+                    }
+                }
+            }
+            // `ready` drops here: members are killed and their temp dirs removed.
         }
         Ok(())
     })();
@@ -355,10 +367,37 @@ mod tests {
     }
 
     #[test]
-    fn ratios() {
-        assert_eq!(ratio(Some(300.0), Some(100.0)), "3.00x");
-        assert_eq!(ratio(Some(1.0), None), "n/a");
-        assert_eq!(ratio(Some(1.0), Some(0.0)), "n/a");
+    fn ratios_pair_runs_of_the_same_round() {
+        let run = |system, round, t: f64| RunResult {
+            round,
+            system,
+            workload: BenchWorkload::Put,
+            clients: 16,
+            json: serde_json::json!({ "throughput_ops": t }),
+            leader_cpu_s: None,
+            followers_cpu_s: None,
+        };
+        use System::{Deimos as D, Etcd as E};
+        let rs = [
+            run(D, 1, 10.0),
+            run(E, 1, 10.0),
+            run(D, 2, 30.0),
+            run(E, 2, 10.0),
+            run(D, 3, 20.0),
+            run(E, 3, 5.0),
+            run(D, 4, 99.0), // etcd missing in round 4
+            run(D, 5, 1.0),
+            run(E, 5, 0.0), // no ratio to a zero
+        ];
+        let (d, e) = ((D, BenchWorkload::Put, 16), (E, BenchWorkload::Put, 16));
+        assert_eq!(round_ratios(&rs, d, e), [1.0, 3.0, 4.0]);
+        // The ratio of the medians (20 / 10) would hide that Deimos led by 3x or more in two
+        // of the three paired rounds.
+        assert_eq!(paired(&rs, d, e), Some(3.0));
+        assert_eq!(paired(&rs[..4], d, e), Some(1.0), "lower middle of two");
+        assert_eq!(paired(&rs[6..], d, e), None);
+        assert_eq!(ratio(paired(&rs, d, e)), "3.00x");
+        assert_eq!(ratio(None), "n/a");
     }
 
     #[test]

@@ -39,12 +39,10 @@ pub(super) fn proc_field(file: &str, key: &str) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Deimos/etcd, or `n/a` when either side is missing or zero.
-pub fn ratio(deimos: Option<f64>, etcd: Option<f64>) -> String {
-    match (deimos, etcd) {
-        (Some(d), Some(e)) if e > 0.0 => format!("{:.2}x", d / e),
-        _ => "n/a".into(),
-    }
+/// A ratio as the tables show it, `n/a` when it could not be formed.
+pub fn ratio(r: Option<f64>) -> String {
+    r.map(|r| format!("{r:.2}x"))
+        .unwrap_or_else(|| "n/a".into())
 }
 
 pub(super) fn cell(v: Option<f64>, decimals: usize) -> String {
@@ -72,6 +70,38 @@ fn cell_runs(results: &[RunResult], s: System, w: BenchWorkload, c: u32) -> Vec<
     results
         .iter()
         .filter(|r| r.system == s && r.workload == w && r.clients == c)
+        .collect()
+}
+
+/// Throughput of `num` over throughput of `den`, paired by round: the median (lower middle of
+/// an even count) of the per-round ratios. Runs of one round share the machine's state of the
+/// moment (see `run`), so pairing them cancels most of a shared machine's drift.
+pub(super) fn paired(results: &[RunResult], num: Cell, den: Cell) -> Option<f64> {
+    let mut r = round_ratios(results, num, den);
+    r.sort_by(f64::total_cmp);
+    r.get(r.len().checked_sub(1)? / 2).copied()
+}
+
+/// (system, workload, clients).
+pub(super) type Cell = (System, BenchWorkload, u32);
+
+/// The per-round ratios behind [`paired`], in round order (rounds missing either side skipped).
+pub(super) fn round_ratios(results: &[RunResult], num: Cell, den: Cell) -> Vec<f64> {
+    let tput = |(s, w, c): Cell, round| {
+        cell_runs(results, s, w, c)
+            .into_iter()
+            .find(|r| r.round == round)
+            .and_then(|r| r.f("/throughput_ops"))
+    };
+    let mut rounds: Vec<u32> = results.iter().map(|r| r.round).collect();
+    rounds.sort_unstable();
+    rounds.dedup();
+    rounds
+        .into_iter()
+        .filter_map(|round| match (tput(num, round), tput(den, round)) {
+            (Some(n), Some(d)) if d > 0.0 => Some(n / d),
+            _ => None,
+        })
         .collect()
 }
 
@@ -151,7 +181,9 @@ pub(super) fn report(a: &BenchArgs, ctx: &Context, results: &[RunResult]) -> Str
     let _ = writeln!(
         o,
         "- Each system: 3 members on 127.0.0.1, heartbeat 100 ms, election timeout 1000 ms, fresh \
-         data dirs; run one system at a time; {} round(s), each on fresh clusters.\n\
+         data dirs; {} round(s), each on fresh clusters of both systems. Both clusters run \
+         during a round (the one not measured only heartbeats); each cell runs on both back to \
+         back, the first system alternating by round.\n\
          - Deimos: clients 4101-4103, peers 7101-7103. etcd: `--enable-v2=true`, clients 4201-4203, \
          peers 7201-7203; etcd fsyncs its WAL before acknowledging a write.\n\
          - Load: closed loop, one HTTP/1.1 keep-alive connection per client, all against the leader; \
@@ -194,7 +226,11 @@ pub(super) fn report(a: &BenchArgs, ctx: &Context, results: &[RunResult]) -> Str
                 w.label(),
                 cell(g(d, "/throughput_ops"), 0),
                 cell(g(e, "/throughput_ops"), 0),
-                ratio(g(d, "/throughput_ops"), g(e, "/throughput_ops")),
+                ratio(paired(
+                    results,
+                    (System::Deimos, w, c),
+                    (System::Etcd, w, c)
+                )),
                 cell(g(d, "/latency_ms/p50"), 3),
                 cell(g(e, "/latency_ms/p50"), 3),
                 cell(g(d, "/latency_ms/p99"), 3),
@@ -209,19 +245,29 @@ pub(super) fn report(a: &BenchArgs, ctx: &Context, results: &[RunResult]) -> Str
         let _ = writeln!(
             o,
             "\nEach cell above is the median-throughput run of {} rounds (its latencies and CPU \
-             figures come from that same run). Every round's throughput, in round order:\n",
+             figures come from that same run); each ratio is the median of the per-round ratios. \
+             Every round, in round order:\n",
             a.rounds
         );
-        let _ = writeln!(o, "| workload | clients | Deimos ops/s | etcd ops/s |");
-        let _ = writeln!(o, "|---|---:|---|---|");
+        let _ = writeln!(
+            o,
+            "| workload | clients | Deimos ops/s | etcd ops/s | Deimos/etcd |"
+        );
+        let _ = writeln!(o, "|---|---:|---|---|---|");
         for &w in &a.workloads {
             for &c in &a.clients {
+                let per_round: Vec<String> =
+                    round_ratios(results, (System::Deimos, w, c), (System::Etcd, w, c))
+                        .into_iter()
+                        .map(|r| format!("{r:.2}x"))
+                        .collect();
                 let _ = writeln!(
                     o,
-                    "| {} | {c} | {} | {} |",
+                    "| {} | {c} | {} | {} | {} |",
                     w.label(),
                     all_throughputs(results, System::Deimos, w, c),
                     all_throughputs(results, System::Etcd, w, c),
+                    per_round.join(", "),
                 );
             }
         }
@@ -271,24 +317,19 @@ pub(super) fn report(a: &BenchArgs, ctx: &Context, results: &[RunResult]) -> Str
     }
 
     let _ = writeln!(o, "\n## Acceptance targets (computed from the table)\n");
-    let tput = |s, w, c| find(results, s, w, c).and_then(|r| r.f("/throughput_ops"));
     let p99 = |s, w, c| find(results, s, w, c).and_then(|r| r.f("/latency_ms/p99"));
-    let div = |x: Option<f64>, y: Option<f64>| match (x, y) {
-        (Some(x), Some(y)) if y > 0.0 => Some(x / y),
-        _ => None,
-    };
     use BenchWorkload::*;
     use System::*;
     check(
         &mut o,
         "Deimos lease reads vs Deimos quorum reads, 16 clients",
-        div(tput(Deimos, GetLease, 16), tput(Deimos, GetQuorum, 16)),
+        paired(results, (Deimos, GetLease, 16), (Deimos, GetQuorum, 16)),
         5.0,
     );
     check(
         &mut o,
         "Deimos lease reads vs etcd plain GET, 16 clients",
-        div(tput(Deimos, GetLease, 16), tput(Etcd, GetLease, 16)),
+        paired(results, (Deimos, GetLease, 16), (Etcd, GetLease, 16)),
         2.0,
     );
     let p99_line = match (p99(Deimos, GetLease, 16), p99(Etcd, GetLease, 16)) {
@@ -306,13 +347,13 @@ pub(super) fn report(a: &BenchArgs, ctx: &Context, results: &[RunResult]) -> Str
         check(
             &mut o,
             &format!("quorum reads vs etcd, {c} clients"),
-            div(tput(Deimos, GetQuorum, c), tput(Etcd, GetQuorum, c)),
+            paired(results, (Deimos, GetQuorum, c), (Etcd, GetQuorum, c)),
             1.5,
         );
         check(
             &mut o,
             &format!("PUTs vs etcd, {c} clients"),
-            div(tput(Deimos, Put, c), tput(Etcd, Put, c)),
+            paired(results, (Deimos, Put, c), (Etcd, Put, c)),
             1.2,
         );
     }

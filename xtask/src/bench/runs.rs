@@ -198,14 +198,21 @@ pub(super) fn prefill(ctl: &Path, system: System, leader: &str, a: &BenchArgs) -
     }
 }
 
-pub(super) fn run_suite(
-    mut cluster: Cluster,
-    ctl: &Path,
-    a: &BenchArgs,
-    round: u32,
-    results: &mut Vec<RunResult>,
-    warnings: &mut Vec<String>,
-) -> Result<String> {
+/// A cluster ready for runs: its leader found and every bench key written.
+pub(super) struct Prepared {
+    cluster: Cluster,
+    pub(super) leader: String,
+    /// Each member's pid and whether it is the leader.
+    members: Vec<(u32, bool)>,
+}
+
+impl Prepared {
+    pub(super) fn system(&self) -> System {
+        self.cluster.system
+    }
+}
+
+pub(super) fn prepare(mut cluster: Cluster, ctl: &Path, a: &BenchArgs) -> Result<Prepared> {
     let system = cluster.system;
     eprintln!("waiting for the {} leader ...", system.name());
     let leader = find_leader(&mut cluster, ctl)?;
@@ -217,31 +224,44 @@ pub(super) fn run_suite(
         .map(|((_, child), url)| (child.id(), *url == leader))
         .collect();
     prefill(ctl, system, &leader, a)?;
+    Ok(Prepared {
+        cluster,
+        leader,
+        members,
+    })
+}
+
+/// One workload at one client count against a prepared cluster.
+pub(super) fn run_cell(
+    p: &mut Prepared,
+    ctl: &Path,
+    a: &BenchArgs,
+    (round, w, c): (u32, BenchWorkload, u32),
+    results: &mut Vec<RunResult>,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    let system = p.system();
+    p.cluster
+        .check_alive()
+        .map_err(|e| format!("{e}\n{}", p.cluster.log_tails()))?;
     let target = Target {
         system,
         round,
-        leader: &leader,
-        members: &members,
+        leader: &p.leader,
+        members: &p.members,
     };
-    for &w in &a.workloads {
-        for &c in &a.clients {
-            cluster
-                .check_alive()
-                .map_err(|e| format!("{e}\n{}", cluster.log_tails()))?;
-            results.push(run_one(ctl, &target, w, c, a)?);
-            // A run that lost its leader measured something else (forwarding, an election):
-            // say so in the report rather than publish the figure silently.
-            if role(system, &leader).ok().as_deref() != Some("leader") {
-                let msg = format!(
-                    "{} {} with {c} clients: {leader} was no longer the leader after the run",
-                    system.name(),
-                    w.label()
-                );
-                eprintln!("warning: {msg}");
-                warnings.push(msg);
-            }
-        }
+    results.push(run_one(ctl, &target, w, c, a)?);
+    // A run that lost its leader measured something else (forwarding, an election): say so in
+    // the report rather than publish the figure silently.
+    if role(system, &p.leader).ok().as_deref() != Some("leader") {
+        let msg = format!(
+            "{} {} with {c} clients: {} was no longer the leader after the run",
+            system.name(),
+            w.label(),
+            p.leader
+        );
+        eprintln!("warning: {msg}");
+        warnings.push(msg);
     }
-    Ok(leader)
-    // `cluster` drops here: members are killed and the temp dir removed.
+    Ok(())
 }
