@@ -70,7 +70,7 @@ impl HttpTransport {
     ) -> Self {
         metrics::describe_counter!(
             PEER_SEND_FAILURES,
-            "Batches that could not be delivered to a peer."
+            "Failed sends to a peer: a message stream that broke, stalled or could not be opened, or a snapshot that failed."
         );
         metrics::describe_counter!(
             PEER_SENT_MESSAGES,
@@ -78,6 +78,9 @@ impl HttpTransport {
         );
         let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
         connector.set_nodelay(true);
+        // Without it a connect to a peer behind a black hole waits out the kernel's SYN
+        // retries (minutes), and each reopened stream would leave one more such attempt.
+        connector.set_connect_timeout(Some(STALL_TIMEOUT));
         connector.set_local_address(bind);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
@@ -140,8 +143,8 @@ struct Peer {
     client: Client<MaybeTlsConnector, Body>,
 }
 
-/// The sending end of one open stream. It is dead once its request has finished, for
-/// whatever reason; the task awaiting that request reports a failure.
+/// The sending end of one open stream. It is dead once its request has finished: closed by
+/// the peer when idle (not a failure), or broken (the task awaiting it reports the failure).
 struct Stream {
     /// Where it goes: a member whose peer URL changed gets a new stream at the new one.
     url: String,
