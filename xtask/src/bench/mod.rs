@@ -398,6 +398,14 @@ mod tests {
         assert_eq!(paired(&rs[6..], d, e), None);
         assert_eq!(ratio(paired(&rs, d, e)), "3.00x");
         assert_eq!(ratio(None), "n/a");
+        // The target line judges the paired ratio and shows the other beside it: the median
+        // runs are 20 (of 1, 10, 20, 30, 99) and 5 (lower middle of 0, 5, 10, 10).
+        let mut o = String::new();
+        check(&mut o, "PUTs", &rs, (d, e), 3.5);
+        assert_eq!(
+            o,
+            "- PUTs: 3.00x (target >= 3.5x): **missed** (ratio of the medians: 4.00x)\n"
+        );
     }
 
     #[test]
