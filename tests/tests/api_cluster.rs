@@ -356,6 +356,44 @@ fn members_add_update_remove() {
     );
 }
 
+/// A member that moved to a new peer URL (updated through the members API while it was down,
+/// then restarted listening there) is reached at the new URL: the leader's message stream
+/// follows the replicated record, and the moved follower catches up on writes made while it
+/// was away and after it came back.
+#[test]
+fn a_member_moved_to_a_new_peer_url_is_reached_there() {
+    let (mut c, l) = three();
+    c.wait_members_published(LEADER);
+    let f = followers(&c, l)[0];
+    let id = c.status(f).expect("follower status").id;
+    c.kill9(f);
+    assert_eq!(c.set(l, "/moved/while-down", "1").status, 201);
+
+    let port = free_port();
+    let r = c.http().json_body(
+        "PUT",
+        &format!("{}/v2/members/{id}", c.client_url(l)),
+        &json!({ "peerURLs": [format!("http://127.0.0.1:{port}")] }),
+    );
+    assert_eq!(r.status, 204, "{r:?}");
+    c.node_mut(f).peer_port = port;
+    c.restart(f);
+    let r = c.set(l, "/moved/after", "2");
+    assert_eq!(r.status, 201, "{r:?}");
+    let index = c.status(l).expect("leader status").commit_index;
+
+    c.wait_applied(f, index, Duration::from_secs(20));
+    let local = |key: &str| {
+        c.http()
+            .get(&format!("{}?consistency=local", c.keys_url(f, key)))
+            .json()["node"]["value"]
+            .clone()
+    };
+    assert_eq!(local("/moved/while-down"), json!("1"));
+    assert_eq!(local("/moved/after"), json!("2"));
+    assert_eq!(c.wait_leader(LEADER), l, "the move changed the leader");
+}
+
 /// Removing the leader itself (etcd allows it): the change applies on the leader, which answers
 /// 204 and steps down, and the member's record leaves with it on every node, since one entry
 /// does both. (Before, the record was a second proposal that the removed leader could no
