@@ -1,15 +1,17 @@
 //! The peer message stream, end to end against a real process: frames are taken in as they
-//! arrive on a request that stays open, and a corrupt stream is cut with a 400.
+//! arrive on a request that stays open, a corrupt stream is cut with a 400, and a peer from
+//! before streams is sent one request per batch instead.
 
 mod common;
 
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{eventually, request, ClusterSpec, Proc};
+use common::{eventually, free_port, request, ClusterSpec, Proc};
 use deimos_raft::types::{Message, MessageBody};
 use http_body_util::BodyExt;
 use hyper::body::Frame;
@@ -149,4 +151,117 @@ async fn a_stream_delivers_each_frame_while_it_stays_open_and_a_corrupt_one_is_c
         .expect("an oversized frame is refused at once")
         .expect("task");
     assert_eq!(status, Some(400));
+}
+
+/// What a member from before streams saw: stream attempts (answered 404) and the batches it
+/// took on `/raft/messages`.
+#[derive(Default)]
+struct OldPeer {
+    stream_attempts: usize,
+    batches: Vec<Vec<Message>>,
+}
+
+/// Serve as such a member on a fresh port.
+async fn old_peer() -> (u16, Arc<Mutex<OldPeer>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let seen = Arc::new(Mutex::new(OldPeer::default()));
+    let state = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let state = state.clone();
+            let svc =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let state = state.clone();
+                    async move {
+                        // Like the old router: an unknown path is answered before its body
+                        // is read (a stream's body never ends).
+                        let status = if req.uri().path() == "/raft/messages" {
+                            let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                            match body.ok().and_then(|b| postcard::from_bytes(&b).ok()) {
+                                Some(batch) => {
+                                    state.lock().expect("lock").batches.push(batch);
+                                    204
+                                }
+                                None => 400,
+                            }
+                        } else {
+                            if req.uri().path() == "/raft/stream" {
+                                state.lock().expect("lock").stream_attempts += 1;
+                            }
+                            404
+                        };
+                        let resp = http::Response::builder()
+                            .status(status)
+                            .body(http_body_util::Empty::<Bytes>::new())
+                            .expect("response");
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc),
+            );
+        }
+    });
+    (port, seen)
+}
+
+/// A node whose other member predates streams (a cluster upgraded one member at a time):
+/// after one refused stream it sends that member one request per batch, which it accepts, and
+/// does not try a stream again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_streams_gets_one_request_per_batch() {
+    let (old, seen) = old_peer().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (client, peer) = (free_port(), free_port());
+    let args: Vec<String> = [
+        "--name",
+        "n1",
+        "--data-dir",
+        &dir.path().join("data").display().to_string(),
+        "--listen-client-urls",
+        &format!("http://127.0.0.1:{client}"),
+        "--listen-peer-urls",
+        &format!("http://127.0.0.1:{peer}"),
+        "--bootstrap-config",
+        &format!("n1=http://127.0.0.1:{peer},n2=http://127.0.0.1:{old}"),
+        "--heartbeat-interval",
+        "50ms",
+        "--election-timeout",
+        "500ms",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // Alone it cannot win, so it keeps asking n2 for (pre-)votes.
+    let _node = Proc::start(dir.path(), "n1", &args);
+    let votes = |p: &OldPeer| {
+        p.batches
+            .iter()
+            .flatten()
+            .filter(|m| {
+                matches!(
+                    m.body,
+                    MessageBody::PreVote { .. } | MessageBody::Vote { .. }
+                )
+            })
+            .count()
+    };
+    let seen_ = seen.clone();
+    eventually(
+        Duration::from_secs(20),
+        "three vote requests by the old path",
+        move || {
+            let seen = seen_.clone();
+            async move { (votes(&seen.lock().expect("lock")) >= 3).then_some(()) }
+        },
+    )
+    .await;
+    let st = seen.lock().expect("lock");
+    assert_eq!(
+        st.stream_attempts, 1,
+        "one refused stream, then no retry for a while"
+    );
 }

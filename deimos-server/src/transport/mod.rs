@@ -12,14 +12,14 @@ pub mod frame;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use deimos_raft::driver::Transport;
 use deimos_raft::types::{Message, MessageBody};
 use deimos_store::machine::SharedMembers;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -37,6 +37,9 @@ const MAX_BATCH: usize = 4096;
 const SNAPSHOT_CHUNK: usize = 256 * 1024;
 /// Frames queued towards a stream's connection beyond what its socket buffer holds.
 const STREAM_QUEUE: usize = 64;
+/// How long a peer that refused a stream (a member from before streams) gets one request per
+/// batch before a stream is tried again, so that it streams once it has been upgraded.
+const LEGACY_RETRY: Duration = Duration::from_secs(30);
 /// A stream that takes no frame for this long is stuck (a peer that stopped reading, a dead
 /// link TCP has not noticed): it is dropped and a new one opened for the next batch.
 const STALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -112,6 +115,7 @@ impl HttpTransport {
                 stats: self.stats.clone(),
                 handle: self.handle.clone(),
                 client: self.client.clone(),
+                legacy_since: Arc::default(),
             };
             let label = format!("{to:016x}");
             metrics::counter!(PEER_SEND_FAILURES, "to" => label.clone()).increment(0);
@@ -141,6 +145,8 @@ struct Peer {
     stats: Arc<ServerStats>,
     handle: Arc<OnceLock<NodeHandle>>,
     client: Client<MaybeTlsConnector, Body>,
+    /// When the peer last answered a stream with 404 (it predates streams), if it did.
+    legacy_since: Arc<Mutex<Option<Instant>>>,
 }
 
 /// The sending end of one open stream. It is dead once its request has finished: closed by
@@ -208,6 +214,12 @@ impl Peer {
                 self.stats.heartbeat_sent(self.to, m.term, round);
             }
         }
+        if self.is_legacy() {
+            let bytes = postcard::to_stdvec(batch).map_err(|e| e.to_string())?;
+            return self
+                .post(MESSAGES_PATH, Full::new(Bytes::from(bytes)).boxed())
+                .await;
+        }
         let mut frame = frame::encode(batch)?;
         let url = self.url(STREAM_PATH)?;
         for _ in 0..2 {
@@ -248,6 +260,10 @@ impl Peer {
                 Err(e) => Err(format!("{to}: {e}")),
                 Ok(response) => match response.await {
                     Ok(resp) if resp.status().is_success() => Ok(()),
+                    Ok(resp) if resp.status() == hyper::StatusCode::NOT_FOUND => {
+                        peer.fell_back(&to);
+                        Err(format!("{to}: HTTP 404 (no message streams)"))
+                    }
                     Ok(resp) => Err(format!("{to}: HTTP {}", resp.status())),
                     Err(e) => Err(format!("{to}: {}", error_chain(&e))),
                 },
@@ -258,6 +274,26 @@ impl Peer {
             }
         });
         Stream { url, tx, done }
+    }
+
+    /// The peer does not know `/raft/stream`: a member from before streams, in a cluster being
+    /// upgraded one member at a time. It gets one request per batch, which it does accept.
+    fn fell_back(&self, url: &str) {
+        let Ok(mut since) = self.legacy_since.lock() else {
+            return;
+        };
+        if since.is_none() {
+            // Logged once: later refusals only renew the fallback.
+            tracing::info!(peer = %format!("{:016x}", self.to), %url, "peer does not accept message streams (an older version): sending one request per batch, retrying a stream every {LEGACY_RETRY:?}");
+        }
+        *since = Some(Instant::now());
+    }
+
+    /// Whether to send the old way now; after `LEGACY_RETRY` a stream is tried again.
+    fn is_legacy(&self) -> bool {
+        self.legacy_since
+            .lock()
+            .is_ok_and(|since| since.is_some_and(|t| t.elapsed() < LEGACY_RETRY))
     }
 
     /// Count a failure and tell Raft. Logged at warn once per outage (a peer is retried every
