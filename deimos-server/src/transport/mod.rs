@@ -202,8 +202,9 @@ impl Peer {
         }
     }
 
-    /// Queue one frame on the open stream, opening one if there is none. A stream found closed
-    /// on the way is replaced once, so a peer that restarted gets this batch on the new one.
+    /// Send one batch: as a frame queued on the open stream (opening one if there is none), or
+    /// as one request to a peer without streams. A stream found closed on the way is replaced
+    /// once, so a peer that restarted gets this batch on the new one.
     async fn stream_batch(
         &self,
         stream: &mut Option<Stream>,
