@@ -259,9 +259,21 @@ async fn a_peer_without_streams_gets_one_request_per_batch() {
         },
     )
     .await;
-    let st = seen.lock().expect("lock");
     assert_eq!(
-        st.stream_attempts, 1,
+        seen.lock().expect("lock").stream_attempts,
+        1,
         "one refused stream, then no retry for a while"
     );
+    // A peer that only lacks streams is reachable: no send failure is counted (it would keep
+    // the unreachable alert firing through a rolling upgrade).
+    let metrics = request(client, None, "GET", "/metrics", None, &[])
+        .await
+        .expect("metrics")
+        .body;
+    let failures: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("deimos_network_peer_send_failures_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(failures, 0.0, "{metrics}");
 }

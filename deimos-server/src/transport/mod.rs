@@ -262,8 +262,11 @@ impl Peer {
                 Ok(response) => match response.await {
                     Ok(resp) if resp.status().is_success() => Ok(()),
                     Ok(resp) if resp.status() == hyper::StatusCode::NOT_FOUND => {
+                        // Not a failure (it would keep the unreachable alert firing through
+                        // a rolling upgrade): the peer is up and takes the old requests.
+                        // What this stream carried is lost, which Raft repairs like any loss.
                         peer.fell_back(&to);
-                        Err(format!("{to}: HTTP 404 (no message streams)"))
+                        Ok(())
                     }
                     Ok(resp) => Err(format!("{to}: HTTP {}", resp.status())),
                     Err(e) => Err(format!("{to}: {}", error_chain(&e))),
