@@ -11,10 +11,9 @@ use hyper::{Method, Request};
 
 use super::response::{self, Resp};
 use crate::node::App;
-use crate::transport::frame::Decoder;
+use crate::transport::frame::{Decoder, MAX_FRAME_BYTES};
 use crate::transport::{decode_batch, decode_snapshot, MESSAGES_PATH, SNAPSHOT_PATH, STREAM_PATH};
 
-const MAX_BATCH_BYTES: usize = 64 << 20;
 const MAX_SNAPSHOT_BYTES: usize = 1 << 30;
 /// A stream with no frame for this long is ended (answered 204); its sender opens a new one
 /// when it next has something to say. It keeps a vanished sender from pinning a connection.
@@ -28,7 +27,7 @@ pub async fn route(app: Arc<App>, req: Request<Incoming>) -> Resp {
     match path.as_str() {
         STREAM_PATH => stream(&app, req.into_body()).await,
         MESSAGES_PATH => {
-            let (_, body) = match super::read_body(req, MAX_BATCH_BYTES).await {
+            let (_, body) = match super::read_body(req, MAX_FRAME_BYTES).await {
                 Ok(b) => b,
                 Err(r) => return r,
             };

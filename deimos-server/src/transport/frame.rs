@@ -18,8 +18,9 @@ use deimos_raft::types::Message;
 use hyper::body::Frame;
 use tokio::sync::mpsc;
 
-/// The largest frame accepted. Appends are bounded far below this by the Raft message size
-/// limit; a larger length prefix means a corrupt or hostile stream.
+/// The largest batch accepted, as a frame or as a `/raft/messages` body. Appends are bounded
+/// far below this by the Raft message size limit; a larger length means a corrupt or hostile
+/// sender.
 pub const MAX_FRAME_BYTES: usize = 64 << 20;
 
 const LEN_BYTES: usize = 4;
@@ -65,9 +66,7 @@ impl Decoder {
         }
         self.buf.advance(LEN_BYTES);
         let body = self.buf.split_to(len);
-        postcard::from_bytes(&body)
-            .map(Some)
-            .map_err(|e| format!("bad message batch: {e}"))
+        super::decode_batch(&body).map(Some)
     }
 }
 

@@ -392,7 +392,7 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
-/// Decode a batch received on `/raft/messages` (one request per batch).
+/// Decode a batch, received as a stream frame or as one `/raft/messages` request.
 pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Message>, String> {
     postcard::from_bytes(bytes).map_err(|e| format!("bad message batch: {e}"))
 }
