@@ -643,6 +643,31 @@ impl Cluster {
         );
     }
 
+    /// Stop node `i` the way an operator does (`SIGTERM`) and reap it; panics unless it exits,
+    /// with status 0, within `timeout`.
+    pub fn terminate(&mut self, i: usize, timeout: Duration) {
+        self.signal(i, libc::SIGTERM);
+        let mut child = self.nodes[i].child.take().expect("checked by signal");
+        let deadline = Instant::now() + timeout;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    assert!(
+                        status.success(),
+                        "node {i} exited with {status} after SIGTERM"
+                    );
+                    return;
+                }
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(POLL),
+                other => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("node {i} did not exit within {timeout:?} of SIGTERM: {other:?}");
+                }
+            }
+        }
+    }
+
     /// Freeze node `i` (`SIGSTOP`): its sockets stay open but it answers nothing, like a
     /// long GC pause or a hung machine.
     pub fn sigstop(&mut self, i: usize) {
