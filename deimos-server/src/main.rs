@@ -127,7 +127,7 @@ async fn run(flags: Flags) -> Result<(), String> {
     }
     // Peer TLS is always mutual: the peer CA verifies connecting members.
     let peer_listeners = bind_all(&cfg.flags.listen_peer_urls, &peer_tls, "peer listener").await?;
-    let (app, _driver) = node::start(cfg)?;
+    let (app, driver) = node::start(cfg)?;
     for (l, tls) in peer_listeners {
         tokio::spawn(api::serve(app.clone(), l, api::Listener::Peer, tls));
     }
@@ -138,6 +138,7 @@ async fn run(flags: Flags) -> Result<(), String> {
     shutdown_signal().await;
     tracing::info!("shutting down");
     node::step_down(&app).await;
+    tokio::task::block_in_place(|| driver.stop());
     Ok(())
 }
 

@@ -40,8 +40,37 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Open the data dir and start the Raft driver; returns the app and the driver task.
-pub fn start(cfg: NodeConfig) -> Result<(Arc<App>, tokio::task::JoinHandle<()>), String> {
+/// The Raft driver, on a thread of its own (see `start`).
+pub struct DriverThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DriverThread {
+    /// Stop the driver and wait for it: dropping it closes the store cleanly (what is staged
+    /// is written), so a restart replays nothing.
+    pub fn stop(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for DriverThread {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+/// Open the data dir and start the Raft driver; returns the app and the driver's thread.
+pub fn start(cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), String> {
     let data_dir = &cfg.flags.data_dir;
     // One-phase commit with checksums: a crash mid-commit rolls back to the previous commit,
     // which was never acknowledged. Two-phase commit would add a second fsync per write to guard
@@ -122,13 +151,41 @@ pub fn start(cfg: NodeConfig) -> Result<(Arc<App>, tokio::task::JoinHandle<()>),
     let (driver, handle) = Driver::new(dcfg, storage, transport, sm, ScaledClock::new(rate))
         .map_err(|e| e.to_string())?;
     let _ = handle_cell.set(handle.clone());
-    let task = tokio::spawn(async move {
-        if let Err(e) = driver.run().await {
-            // Continuing with unknown durable state could lose acknowledged writes: stop hard.
-            tracing::error!(error = %e, "raft driver failed; exiting");
-            std::process::exit(70);
-        }
-    });
+    // The driver blocks its thread for each fsync. On a runtime worker that stalled whatever
+    // it had just woken and queued there (a follower's append, a client's answer) until the
+    // fsync ended — a worker's most recently woken task cannot be stolen by another worker.
+    // On its own thread (with its own timer) it blocks only itself.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("raft-driver".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the raft driver's runtime; exiting");
+                    std::process::exit(70);
+                }
+            };
+            let result = rt.block_on(async move {
+                tokio::select! {
+                    r = driver.run() => r,
+                    _ = stopped => Ok(()),
+                }
+            });
+            if let Err(e) = result {
+                // Continuing with unknown durable state could lose acknowledged writes: stop hard.
+                tracing::error!(error = %e, "raft driver failed; exiting");
+                std::process::exit(70);
+            }
+        })
+        .map_err(|e| format!("cannot start the raft driver thread: {e}"))?;
+    let task = DriverThread {
+        stop: Some(stop),
+        thread: Some(thread),
+    };
     tracing::info!(id = %format!("{:016x}", cfg.id), name = %cfg.flags.name, applied, voters = ?conf.voters, "node started");
 
     let app = Arc::new(App {

@@ -55,6 +55,9 @@ pub struct HttpTransport {
     handle: Arc<OnceLock<NodeHandle>>,
     client: Client<MaybeTlsConnector, Body>,
     queues: HashMap<u64, mpsc::UnboundedSender<Message>>,
+    /// The server's runtime, where each peer's sender runs: the driver calling `send` runs on
+    /// a thread of its own, which each fsync blocks.
+    runtime: tokio::runtime::Handle,
     /// Peer URLs from the flags, for members whose replicated record this node has not applied
     /// yet (a node joining an existing cluster must answer the leader before it catches up).
     hints: HashMap<u64, String>,
@@ -95,6 +98,7 @@ impl HttpTransport {
             handle,
             client,
             queues: HashMap::new(),
+            runtime: tokio::runtime::Handle::current(),
             hints: HashMap::new(),
         }
     }
@@ -120,7 +124,7 @@ impl HttpTransport {
             let label = format!("{to:016x}");
             metrics::counter!(PEER_SEND_FAILURES, "to" => label.clone()).increment(0);
             metrics::counter!(PEER_SENT_MESSAGES, "to" => label).increment(0);
-            tokio::spawn(peer.run(rx));
+            self.runtime.spawn(peer.run(rx));
             tx
         })
     }
