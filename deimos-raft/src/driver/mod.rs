@@ -6,6 +6,9 @@
 //! first takes in the acknowledgements of the entries it already wrote, if they are in flight
 //! (`wait_for_acks`).
 //!
+//! The loop blocks its thread for each fsync, so it should run where that blocks nothing else:
+//! the server gives it a thread and a current-thread runtime of its own.
+//!
 //! Everything else talks to it through a [`Handle`].
 
 pub mod envelope;
