@@ -67,6 +67,7 @@ impl HttpTransport {
     /// `bind`: source address for outgoing peer connections — this node's own peer IP, so that a
     /// host with several addresses (or a fault test giving each node its own 127.0.0.x) shows
     /// peers who is calling. `tls`: used for `https://` peer URLs (the peer certificate and CA).
+    /// Call it on the server's runtime: the peer senders are spawned there.
     pub fn new(
         members: SharedMembers,
         stats: Arc<ServerStats>,
