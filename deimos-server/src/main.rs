@@ -54,9 +54,11 @@ async fn main() -> ExitCode {
     let flags = Flags::parse_with_sources();
     let filter =
         tracing_subscriber::EnvFilter::try_new(&flags.log).unwrap_or_else(|_| "info".into());
+    // Colour only on a terminal: a log file or journal should not hold escape codes.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     match run(flags).await {
         Ok(()) => ExitCode::SUCCESS,

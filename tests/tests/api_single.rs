@@ -770,7 +770,7 @@ fn a_terminated_node_closes_its_store_and_restarts_where_it_stopped() {
     c.terminate(0, Duration::from_secs(10));
     c.restart(0);
     let log = std::fs::read_to_string(&c.node(0).log_path).expect("node log");
-    let started = strip_ansi(&log)
+    let started = log
         .lines()
         .rev()
         .find(|l| l.contains("node started"))
@@ -787,22 +787,4 @@ fn a_terminated_node_closes_its_store_and_restarts_where_it_stopped() {
     );
     assert_eq!(c.wait_leader(LEADER), 0);
     assert_eq!(c.get(0, "/stop/k19").status, 200);
-}
-
-/// The node's log without terminal colour codes.
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(ch) = chars.next() {
-        if ch == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(ch);
-        }
-    }
-    out
 }
