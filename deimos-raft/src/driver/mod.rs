@@ -415,8 +415,14 @@ where
         let snapshot_index = rd.snapshot.as_ref().map(|s| s.meta.index);
         self.apply(after_write)?;
         if let Some(idx) = snapshot_index {
-            self.applied_tx
-                .send_replace(idx.max(*self.applied_tx.borrow()));
+            // Never `send_*(f(*tx.borrow()))`: the borrow's read guard lives to the end of the
+            // statement and the send waits for it — the driver deadlocked itself here on every
+            // snapshot install (issue 22).
+            self.applied_tx.send_if_modified(|applied| {
+                let grew = idx > *applied;
+                *applied = (*applied).max(idx);
+                grew
+            });
             self.lease.on_applied(idx);
         }
         for rs in rd.read_states {

@@ -338,3 +338,70 @@ async fn proposals_that_arrive_together_travel_in_one_append() {
     // a heartbeat round may fall inside. One message per entry would be 64 or more.
     assert!(sent <= 16, "{sent} messages for 16 proposals");
 }
+
+/// Run `body` on a runtime of its own and fail the test if it has not finished within `limit`:
+/// a wedged driver blocks whoever reads its channels, so waiting on it in the test would hang.
+fn within<F>(limit: Duration, body: impl FnOnce() -> F + Send + 'static)
+where
+    F: std::future::Future<Output = ()>,
+{
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(body())));
+        let _ = done_tx.send(outcome);
+        // A wedged driver thread would block the runtime's shutdown; leave it behind.
+        std::mem::forget(rt);
+    });
+    match done_rx.recv_timeout(limit) {
+        Ok(Ok(())) => {}
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("not finished within {limit:?}: a driver is wedged")
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("test thread died"),
+    }
+}
+
+/// The real driver's snapshot path: a follower cut off while the log is compacted past what it
+/// has is sent a snapshot, installs it, and goes on applying. (Issue 22: installing a snapshot
+/// deadlocked the driver on its own applied-index channel, so the node never advanced again and
+/// its loop could not even be stopped.)
+#[test]
+fn a_follower_behind_a_compaction_catches_up_by_snapshot_and_keeps_applying() {
+    within(Duration::from_secs(30), || async {
+        let net = start(&[1, 2, 3]);
+        let l = net.leader(None).await;
+        let f = [1, 2, 3].into_iter().find(|&i| i != l).unwrap();
+        net.down.lock().unwrap().insert(f);
+        // Several compactions (snapshot_count = 20) while the follower is away.
+        for i in 0..70 {
+            net.h(l)
+                .propose(format!("k{i}=v{i}").into_bytes())
+                .await
+                .unwrap();
+        }
+        net.down.lock().unwrap().remove(&f);
+        for i in 70..75 {
+            net.h(l)
+                .propose(format!("k{i}=v{i}").into_bytes())
+                .await
+                .unwrap();
+        }
+        let target = net.h(l).status().commit;
+        net.h(f)
+            .wait_applied(target)
+            .await
+            .unwrap_or_else(|e| panic!("follower {f} did not catch up to {target}: {e}"));
+        // And it keeps applying after the snapshot: its driver is alive.
+        net.h(l).propose(b"after=1".to_vec()).await.unwrap();
+        let target = net.h(l).status().commit;
+        net.h(f).wait_applied(target).await.unwrap();
+        assert_eq!(net.h(f).status().conf.voters.len(), 3);
+    });
+}
