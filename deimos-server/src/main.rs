@@ -4,6 +4,7 @@ mod api;
 mod config;
 mod node;
 mod proxy;
+mod shutdown;
 mod stats;
 mod tls;
 mod transport;
@@ -123,7 +124,7 @@ async fn run(flags: Flags) -> Result<(), String> {
         }
         tokio::spawn(proxy::refresh_loop(p.clone()));
         tracing::info!(client = ?cfg.flags.listen_client_urls, endpoints = ?cfg.flags.proxy_endpoints, mode = ?cfg.flags.proxy, "proxy serving");
-        shutdown_signal().await;
+        shutdown::signal().await;
         tracing::info!("shutting down");
         return Ok(());
     }
@@ -137,24 +138,10 @@ async fn run(flags: Flags) -> Result<(), String> {
         tokio::spawn(api::serve(app.clone(), l, api::Listener::Client, tls));
     }
     tracing::info!(client = ?app.cfg.flags.listen_client_urls, peer = ?app.cfg.flags.listen_peer_urls, "serving");
-    shutdown_signal().await;
-    tracing::info!("shutting down");
+    shutdown::signal().await;
+    tracing::info!(grace = ?shutdown::GRACE, "shutting down");
+    shutdown::arm(shutdown::GRACE, shutdown::force_exit);
     node::step_down(&app).await;
     tokio::task::block_in_place(|| driver.stop());
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -285,7 +285,9 @@ pub async fn step_down(app: &App) {
     if app.handle.transfer_leader(target).await.is_err() {
         return;
     }
-    let deadline = Instant::now() + app.cfg.timing.election_timeout() * 2;
+    // Bounded well inside the stop deadline, so the Raft loop still gets to close the store.
+    let wait = (app.cfg.timing.election_timeout() * 2).min(crate::shutdown::GRACE / 2);
+    let deadline = Instant::now() + wait;
     while Instant::now() < deadline {
         if app.handle.status().role != Role::Leader {
             return;
