@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod driver;
 pub mod error;
+pub mod ids;
 pub mod lease;
 pub mod lincheck;
 pub mod storage;

@@ -252,6 +252,18 @@ pub enum Role {
     Leader,
 }
 
+impl Role {
+    /// The name status endpoints and logs use.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Follower => "follower",
+            Role::PreCandidate => "pre_candidate",
+            Role::Candidate => "candidate",
+            Role::Leader => "leader",
+        }
+    }
+}
+
 /// Volatile state the application may want to observe; reported in `Ready` when it changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SoftState {

@@ -4,6 +4,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use deimos_raft::driver::{Driver, DriverConfig, Handle};
+use deimos_raft::ids::{Id, Ids};
 use deimos_raft::lease::LeaseConfig;
 use deimos_raft::types::Role;
 use deimos_raft::{Config, ScaledClock};
@@ -186,7 +187,7 @@ pub fn start(cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), String> {
         stop: Some(stop),
         thread: Some(thread),
     };
-    tracing::info!(id = %format!("{:016x}", cfg.id), name = %cfg.flags.name, applied, voters = ?conf.voters, "node started");
+    tracing::info!(id = %Id(cfg.id), name = %cfg.flags.name, applied, voters = %Ids(&conf.voters), learners = %Ids(&conf.learners), "node started");
 
     let app = Arc::new(App {
         cfg,
@@ -281,7 +282,7 @@ pub async fn step_down(app: &App) {
     let Some(&target) = st.conf.voters.iter().find(|&&v| v != st.id) else {
         return;
     };
-    tracing::info!(to = %format!("{target:016x}"), "transferring leadership before shutdown");
+    tracing::info!(to = %Id(target), "transferring leadership before shutdown");
     if app.handle.transfer_leader(target).await.is_err() {
         return;
     }

@@ -65,7 +65,7 @@ impl<S: LogStorage> Raft<S> {
             Ok(s) if !s.is_empty() => s,
             Ok(_) | Err(StorageError::SnapshotTemporarilyUnavailable) => return false,
             Err(e) => {
-                tracing::error!(error = %e, "cannot read snapshot for follower {to}");
+                tracing::error!(error = %e, follower = %crate::ids::Id(to), "cannot read a snapshot to send");
                 return false;
             }
         };

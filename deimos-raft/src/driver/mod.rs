@@ -31,10 +31,11 @@ pub use traits::{ApplyBatch, Command, StateMachine, StateMachineError, Transport
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::RaftError;
+use crate::ids::{Id, Ids};
 use crate::lease::{LeaseConfig, LeaseConfigError, LeaseTracker};
 use crate::raw_node::{RawNode, Ready};
 use crate::storage::{LogStorage, StorageError};
-use crate::types::{ConfState, EntryPayload, Index, Role, Term};
+use crate::types::{ConfChange, ConfState, EntryPayload, Index, Role, Term};
 
 /// The longest a leader holds back its next write for acknowledgements already in flight (see
 /// `wait_for_acks`). They normally take a follower's fsync plus a loopback or LAN round trip; the
@@ -125,6 +126,9 @@ pub struct Driver<S: LogStorage, T: Transport, M: StateMachine<S>, C: Clock + Cl
     snapshot_count: u64,
     last_compaction: Index,
     last_leader: Option<u64>,
+    /// Role and term last logged, so each change is logged once.
+    last_role: Role,
+    last_term: Term,
 }
 
 impl<S, T, M, C> Driver<S, T, M, C>
@@ -154,7 +158,7 @@ where
         let node = RawNode::new(&cfg.raft, storage)?;
         metrics::describe();
         let status = node.status();
-        let applied = status.applied;
+        let (applied, term) = (status.applied, status.term);
         let (status_tx, status_rx) = watch::channel(status);
         let (applied_tx, applied_rx) = watch::channel(applied);
         let (tx, rx) = mpsc::channel(4096);
@@ -190,6 +194,8 @@ where
             snapshot_count: cfg.snapshot_count.max(1),
             last_compaction: applied,
             last_leader: None,
+            last_role: Role::Follower,
+            last_term: term,
         };
         Ok((driver, handle))
     }
@@ -369,10 +375,20 @@ where
             self.on_soft_state(ss.role, ss.leader);
         }
         if let Some(snap) = &rd.snapshot {
+            let started = Instant::now();
             self.node.storage_mut().apply_snapshot(snap)?;
             self.sm.restore(self.node.storage_mut(), snap)?;
             self.conf = snap.meta.conf.clone();
             self.last_compaction = snap.meta.index;
+            tracing::info!(
+                index = snap.meta.index,
+                term = snap.meta.term,
+                bytes = snap.data.len(),
+                duration = ?started.elapsed(),
+                voters = %Ids(&snap.meta.conf.voters),
+                learners = %Ids(&snap.meta.conf.learners),
+                "snapshot installed"
+            );
         }
         // Appends and heartbeats leave before our own fsync, so the followers' disk writes
         // overlap it (see `MessageBody::may_precede_persist` for why that is safe). The loop
@@ -407,6 +423,9 @@ where
             .persist(rd.hard_state.as_ref(), &rd.entries)?;
         if !rd.entries.is_empty() || rd.hard_state.is_some() {
             metrics::persist(started.elapsed());
+        }
+        if let Some(hs) = &rd.hard_state {
+            self.log_term(hs.term);
         }
         self.publish_status();
         if !late.is_empty() {
@@ -445,7 +464,26 @@ where
     fn on_soft_state(&mut self, role: Role, leader: Option<u64>) {
         ::metrics::gauge!(metrics::HAS_LEADER).set(if leader.is_some() { 1.0 } else { 0.0 });
         ::metrics::gauge!(metrics::IS_LEADER).set(if role == Role::Leader { 1.0 } else { 0.0 });
+        let term = self.node.status().term;
+        self.log_term(term);
+        if role != self.last_role {
+            tracing::info!(
+                from = self.last_role.as_str(),
+                to = role.as_str(),
+                term,
+                "raft role changed"
+            );
+            self.last_role = role;
+        }
         if leader != self.last_leader {
+            match (self.last_leader, leader) {
+                (None, Some(l)) => tracing::info!(leader = %Id(l), term, "leader elected"),
+                (Some(was), None) => tracing::info!(was = %Id(was), term, "leader lost"),
+                (Some(was), Some(l)) => {
+                    tracing::info!(was = %Id(was), leader = %Id(l), term, "leader changed")
+                }
+                (None, None) => {}
+            }
             if leader.is_some() {
                 ::metrics::counter!(metrics::LEADER_CHANGES).increment(1);
             }
@@ -461,6 +499,14 @@ where
                     let _ = reply.send(Err(DriverError::Raft(RaftError::NotLeader { leader })));
                 }
             }
+        }
+    }
+
+    /// Log a term change once, whichever input brought it.
+    fn log_term(&mut self, term: Term) {
+        if term != self.last_term {
+            tracing::info!(from = self.last_term, to = term, "raft term changed");
+            self.last_term = term;
         }
     }
 
@@ -495,6 +541,19 @@ where
                 EntryPayload::ConfChange(cc) => {
                     self.conf.apply(*cc);
                     conf_changes.push((e.index, *cc));
+                    let (what, id) = match *cc {
+                        ConfChange::AddVoter(id) => ("add voter", id),
+                        ConfChange::AddLearner(id) => ("add learner", id),
+                        ConfChange::RemoveNode(id) => ("remove", id),
+                    };
+                    tracing::info!(
+                        index = e.index,
+                        change = what,
+                        member = %Id(id),
+                        voters = %Ids(&self.conf.voters),
+                        learners = %Ids(&self.conf.learners),
+                        "membership change applied"
+                    );
                 }
                 EntryPayload::Empty => {}
             }

@@ -295,15 +295,6 @@ pub fn machines(app: &App) -> Resp {
     response::text(200, &urls.join(", "))
 }
 
-fn role_name(r: Role) -> &'static str {
-    match r {
-        Role::Leader => "leader",
-        Role::Follower => "follower",
-        Role::Candidate => "candidate",
-        Role::PreCandidate => "pre_candidate",
-    }
-}
-
 fn uptime(app: &App) -> String {
     humantime::format_duration(std::time::Duration::from_secs(
         app.started.elapsed().as_secs(),
@@ -384,7 +375,7 @@ pub fn raft_status(app: &App) -> Resp {
         &json!({
             "id": hex(st.id),
             "name": app.cfg.flags.name,
-            "role": role_name(st.role),
+            "role": st.role.as_str(),
             "term": st.term,
             "leader": st.leader.map(hex),
             "commitIndex": st.commit,

@@ -195,10 +195,24 @@ impl Peer {
                 }
             }
             for s in snapshots {
+                let index = match &s.body {
+                    MessageBody::InstallSnapshot { snapshot } => snapshot.meta.index,
+                    _ => 0,
+                };
+                let started = Instant::now();
                 let ok = self.post_snapshot(&s).await;
-                if let Err(e) = &ok {
-                    tracing::warn!(peer = %label, error = %e, "snapshot send failed");
-                    metrics::counter!(PEER_SEND_FAILURES, "to" => label.clone()).increment(1);
+                match &ok {
+                    Ok(bytes) => tracing::info!(
+                        peer = %label,
+                        index,
+                        bytes,
+                        duration = ?started.elapsed(),
+                        "snapshot sent"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(peer = %label, index, error = %e, "snapshot send failed");
+                        metrics::counter!(PEER_SEND_FAILURES, "to" => label.clone()).increment(1);
+                    }
                 }
                 if let Some(h) = self.handle.get() {
                     h.report_snapshot(self.to, ok.is_ok());
@@ -355,8 +369,10 @@ impl Peer {
 
     /// The snapshot message goes as its encoding, streamed in chunks so that neither side needs
     /// a second full copy in a single buffer on the wire path.
-    async fn post_snapshot(&self, m: &Message) -> Result<(), String> {
+    /// Returns the bytes sent.
+    async fn post_snapshot(&self, m: &Message) -> Result<usize, String> {
         let bytes = Bytes::from(postcard::to_stdvec(m).map_err(|e| e.to_string())?);
+        let len = bytes.len();
         let chunks: Vec<Result<Frame<Bytes>, Infallible>> = (0..bytes.len())
             .step_by(SNAPSHOT_CHUNK)
             .map(|i| {
@@ -366,7 +382,7 @@ impl Peer {
             })
             .collect();
         let body = IterStream(chunks.into_iter()).boxed();
-        self.post(SNAPSHOT_PATH, body).await
+        self.post(SNAPSHOT_PATH, body).await.map(|()| len)
     }
 }
 
