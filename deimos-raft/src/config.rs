@@ -12,6 +12,10 @@ pub struct UnsafeKnobs {
     pub weaken_commit_rule: bool,
     /// Grant votes without the up-to-date log check (violates leader completeness).
     pub skip_log_check_on_vote: bool,
+    /// The driver sends every message of a `Ready` before persisting it, votes and
+    /// acknowledgements included (violates persist-before-send; a crash then loses what a
+    /// quorum was told is durable).
+    pub send_all_before_persist: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -316,11 +316,17 @@ mod tests {
                         commands: vec![
                             Cmd {
                                 index: 2,
+                                term: 1,
                                 data: rec,
                             },
-                            Cmd { index: 3, data: &p },
                             Cmd {
                                 index: 3,
+                                term: 1,
+                                data: &p,
+                            },
+                            Cmd {
+                                index: 3,
+                                term: 1,
                                 data: &bad,
                             },
                         ],
@@ -385,10 +391,12 @@ mod tests {
                 commands: vec![
                     Cmd {
                         index: 8,
+                        term: 1,
                         data: &put2,
                     },
                     Cmd {
                         index: 10,
+                        term: 1,
                         data: &put3,
                     },
                 ],

@@ -27,7 +27,10 @@ pub enum DriverError {
     EmptyProposal,
 }
 
-pub(crate) enum Request<O> {
+/// An input to the driver: what a [`Handle`] sends to [`Driver::run`](super::Driver::run), or
+/// what a deterministic simulator hands to [`Driver::input`](super::Driver::input). Replies
+/// come back on the oneshot senders.
+pub enum Request<O> {
     Propose {
         data: Vec<u8>,
         reply: oneshot::Sender<Result<O, DriverError>>,

@@ -22,10 +22,10 @@ mod tests;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use handle::Request;
-pub use handle::{DriverError, Handle, ReadPath};
+pub use handle::{DriverError, Handle, ReadPath, Request};
 pub use traits::{ApplyBatch, Command, StateMachine, StateMachineError, Transport};
 
 use crate::clock::Clock;
@@ -92,7 +92,12 @@ pub enum FatalError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     StateMachine(#[from] StateMachineError),
+    #[error("the raft core produced {0} Readies without new input")]
+    NoQuiescence(usize),
 }
+
+/// See [`Driver::process`]: far above what a real backlog needs (1 MiB of entries per Ready).
+const MAX_READIES_PER_INPUT: usize = 100_000;
 
 type ConfReply = oneshot::Sender<Result<(), DriverError>>;
 type ReadReply = oneshot::Sender<Result<Index, DriverError>>;
@@ -129,6 +134,8 @@ pub struct Driver<S: LogStorage, T: Transport, M: StateMachine<S>, C: Clock + Cl
     /// Role and term last logged, so each change is logged once.
     last_role: Role,
     last_term: Term,
+    /// `UnsafeKnobs::send_all_before_persist`: only for the test that shows it is caught.
+    send_all_before_persist: bool,
 }
 
 impl<S, T, M, C> Driver<S, T, M, C>
@@ -179,9 +186,13 @@ where
             status_tx,
             applied_tx,
             conf,
-            // Entries this node proposed before a restart may be re-applied after it; a fresh
-            // random high word keeps their sequence numbers from matching new proposals.
-            next_seq: u64::from(rand::random::<u32>()) << 32,
+            // Entries this node proposed before a restart may be re-applied after it; a high word
+            // drawn from the per-start seed keeps their sequence numbers from matching new
+            // proposals (and a simulator's seed replays the same numbers).
+            next_seq: u64::from(
+                rand::rngs::StdRng::seed_from_u64(cfg.raft.seed ^ 0x5eed).gen::<u32>(),
+            ) << 32,
+            send_all_before_persist: cfg.raft.unsafe_knobs.send_all_before_persist,
             proposals: HashMap::new(),
             reads: HashMap::new(),
             queued: Vec::new(),
@@ -202,37 +213,75 @@ where
 
     /// Run until every handle is dropped (Ok) or storage fails (Err: the node must stop — going
     /// on with unknown durable state could lose acknowledged writes).
+    ///
+    /// The loop is the stepping API ([`input`](Self::input), [`tick`](Self::tick),
+    /// [`process`](Self::process)) driven by a timer and the handles' channel, plus one policy
+    /// of its own: waiting briefly for acknowledgements in flight (`wait_for_acks`).
     pub async fn run(mut self) -> Result<(), FatalError> {
         let mut ticker = tokio::time::interval(self.tick_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Committed entries not yet applied (a restart, or bootstrap entries) come first, so
         // membership is known before any request is served.
-        while self.node.has_ready() {
-            let rd = self.node.ready();
-            self.handle_ready(rd)?;
-        }
+        self.process()?;
         loop {
             tokio::select! {
-                _ = ticker.tick() => self.on_tick(),
+                _ = ticker.tick() => self.tick(),
                 req = self.rx.recv() => {
                     let Some(req) = req else { return Ok(()) };
-                    self.on_request(req);
+                    self.input(req);
                     self.take_queued();
                 }
             }
             self.flush_proposals();
             if self.node.acks_pending_behind_new_entries() {
                 self.wait_for_acks().await;
-                self.flush_proposals();
             }
-            if self.lease.renewal_due() {
-                self.node.broadcast_heartbeat();
-            }
-            while self.node.has_ready() {
-                let rd = self.node.ready();
-                self.handle_ready(rd)?;
-            }
+            self.process()?;
         }
+    }
+
+    /// Take one input: a message, a proposal, a read, a report from the transport. Nothing is
+    /// sent, persisted or applied until [`process`](Self::process). `run` feeds what the
+    /// handles send; a deterministic simulator calls this directly.
+    pub fn input(&mut self, req: Request<M::Output>) {
+        self.on_request(req);
+    }
+
+    /// One tick of logical time (elections, heartbeats, lease refresh, dropping abandoned
+    /// waiters). `run` calls it every `tick_interval`.
+    pub fn tick(&mut self) {
+        self.on_tick();
+    }
+
+    /// Do everything the inputs so far asked for: propose what was queued, renew the lease when
+    /// due, then handle every `Ready` — send, persist, apply, answer — until there is none.
+    /// An error is fatal: storage or the state machine failed, and the node must stop.
+    pub fn process(&mut self) -> Result<(), FatalError> {
+        self.flush_proposals();
+        if self.lease.renewal_due() {
+            self.node.broadcast_heartbeat();
+        }
+        // Each Ready is bounded (1 MiB of committed entries, so a long backlog takes many), but
+        // a core that produced Readies forever without input would spin here for good: stop
+        // the node instead of lingering as a busy zombie.
+        for _ in 0..MAX_READIES_PER_INPUT {
+            if !self.node.has_ready() {
+                return Ok(());
+            }
+            let rd = self.node.ready();
+            self.handle_ready(rd)?;
+        }
+        Err(FatalError::NoQuiescence(MAX_READIES_PER_INPUT))
+    }
+
+    /// The log storage (what is durable), for status and tests.
+    pub fn storage(&self) -> &S {
+        self.node.storage()
+    }
+
+    /// The core's status now (the handles see the last one published).
+    pub fn status(&self) -> crate::raw_node::Status {
+        self.node.status()
     }
 
     /// Batch whatever else is queued into the same Ready (group commit).
@@ -396,7 +445,7 @@ where
         let (early, late): (Vec<_>, Vec<_>) = rd
             .messages
             .into_iter()
-            .partition(|m| m.body.may_precede_persist());
+            .partition(|m| self.send_all_before_persist || m.body.may_precede_persist());
         if !early.is_empty() {
             self.transport.send(early);
         }
@@ -533,6 +582,7 @@ where
                         }
                         commands.push(Command {
                             index: e.index,
+                            term: e.term,
                             data: payload,
                         });
                         origins.push((origin, seq));

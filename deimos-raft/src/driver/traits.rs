@@ -19,6 +19,8 @@ pub struct StateMachineError(pub String);
 #[derive(Debug, Clone, Copy)]
 pub struct Command<'a> {
     pub index: Index,
+    /// The term of the entry that carried it.
+    pub term: Term,
     pub data: &'a [u8],
 }
 
