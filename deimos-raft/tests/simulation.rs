@@ -14,8 +14,8 @@
 mod sim;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sim::cluster::FaultWeights;
 use sim::{run, Failure, SimConfig, Stats};
@@ -44,28 +44,54 @@ fn seeds(count_var: &str, default: u64) -> Vec<u64> {
     }
 }
 
+/// How long one seed may run (wall clock) before the sweep declares it wedged. A seed that
+/// passes takes well under a second in release; one that fails may spend a minute minimising its
+/// counterexample (the negative tests). A node whose driver deadlocks (issue 22: the Raft loop
+/// parked on its own channel after installing a snapshot) would otherwise hang the run for good.
+fn seed_time_limit() -> Duration {
+    let default = if cfg!(debug_assertions) { 1200 } else { 300 };
+    Duration::from_secs(env_u64("DEIMOS_SIM_SEED_TIMEOUT_S").unwrap_or(default))
+}
+
 /// Run `seeds` across the machine's cores. Returns the failures (rerun with tracing) and the
-/// summed stats. Stops handing out seeds after `max_failures` failures.
+/// summed stats. Stops handing out seeds after `max_failures` failures. A seed that does not
+/// finish within [`seed_time_limit`] is reported as a failure (its thread is abandoned: a
+/// wedged driver cannot be interrupted).
 fn sweep(
     seeds: &[u64],
-    make: impl Fn(u64) -> SimConfig + Sync,
+    make: impl Fn(u64) -> SimConfig + Send + Sync + 'static,
     max_failures: usize,
 ) -> (Vec<Failure>, Stats) {
-    let next = AtomicUsize::new(0);
-    let failures = Mutex::new(Vec::new());
-    let stats = Mutex::new(Stats::default());
+    struct State {
+        next: AtomicUsize,
+        failures: Mutex<Vec<Failure>>,
+        stats: Mutex<Stats>,
+        /// Per worker: the seed it runs and since when; `None` when it is done.
+        running: Mutex<Vec<Option<(u64, Instant)>>>,
+    }
+    let seeds: Arc<Vec<u64>> = Arc::new(seeds.to_vec());
+    let make = Arc::new(make);
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .min(seeds.len().max(1));
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| loop {
-                let k = next.fetch_add(1, Ordering::Relaxed);
-                if k >= seeds.len() || failures.lock().unwrap().len() >= max_failures {
+    let state = Arc::new(State {
+        next: AtomicUsize::new(0),
+        failures: Mutex::new(Vec::new()),
+        stats: Mutex::new(Stats::default()),
+        running: Mutex::new(vec![None; threads]),
+    });
+    let workers: Vec<_> = (0..threads)
+        .map(|w| {
+            let (state, seeds, make) = (state.clone(), seeds.clone(), make.clone());
+            std::thread::spawn(move || loop {
+                let k = state.next.fetch_add(1, Ordering::Relaxed);
+                if k >= seeds.len() || state.failures.lock().unwrap().len() >= max_failures {
+                    state.running.lock().unwrap()[w] = None;
                     return;
                 }
+                state.running.lock().unwrap()[w] = Some((seeds[k], Instant::now()));
                 match run(make(seeds[k])) {
-                    Ok(st) => stats.lock().unwrap().add(&st),
+                    Ok(st) => state.stats.lock().unwrap().add(&st),
                     Err(_) => {
                         // Replay with tracing for the report; the run is deterministic.
                         let mut cfg = make(seeds[k]);
@@ -77,15 +103,53 @@ fn sweep(
                                 seeds[k]
                             ),
                         };
-                        failures.lock().unwrap().push(f);
+                        state.failures.lock().unwrap().push(f);
                     }
                 }
-            });
+            })
+        })
+        .collect();
+    let limit = seed_time_limit();
+    loop {
+        if workers.iter().all(|t| t.is_finished()) {
+            break;
         }
-    });
-    let mut f = failures.into_inner().unwrap();
+        let stuck = state
+            .running
+            .lock()
+            .unwrap()
+            .iter()
+            .flatten()
+            .find(|(_, since)| since.elapsed() > limit)
+            .copied();
+        if let Some((seed, _)) = stuck {
+            state.failures.lock().unwrap().push(Failure {
+                seed,
+                nodes: make(seed).nodes,
+                at_us: 0,
+                violation: format!(
+                    "did not finish within {limit:?} of wall-clock time: a node's driver is \
+                     wedged (deadlocked or spinning); run the seed alone under a debugger"
+                ),
+                trace: Vec::new(),
+                rerun: make(seed).rerun,
+            });
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for t in workers {
+        if t.is_finished() {
+            // A worker's panic (nondeterminism) is the test's.
+            if let Err(p) = t.join() {
+                std::panic::resume_unwind(p);
+            }
+        }
+    }
+    let mut f = std::mem::take(&mut *state.failures.lock().unwrap());
     f.sort_by_key(|f| f.seed);
-    (f, stats.into_inner().unwrap())
+    let st = *state.stats.lock().unwrap();
+    (f, st)
 }
 
 #[test]
@@ -100,8 +164,8 @@ fn random_faults_3_and_5_nodes() {
     let (failures, st) = sweep(&seeds, config_for, 5);
     eprintln!(
         "simulated {} seeds in {:.1?}: {:.0}s simulated, {} events, {} messages, {} leaders, {} crashes \
-         ({} before persisting a Ready, {} of them after answering clients early), {} entries applied before the \
-         write, {} compactions, {} snapshots installed, {} membership changes, {} ops ok ({} reads, \
+         ({} inside a persist, {} of them after answering clients early), {} compactions, {} snapshots \
+         installed ({} by a node outside the snapshot's configuration), {} membership changes, {} ops ok ({} reads, \
          {} under a lease), {} indeterminate ({} timeouts)",
         seeds.len(),
         start.elapsed(),
@@ -112,9 +176,9 @@ fn random_faults_3_and_5_nodes() {
         st.crashes,
         st.mid_ready_crashes,
         st.crashes_after_early_answers,
-        st.applied_before_write,
         st.compactions,
         st.snapshots_installed,
+        st.snapshots_without_self,
         st.conf_changes,
         st.ops_ok,
         st.reads_ok,
@@ -136,7 +200,7 @@ fn random_faults_3_and_5_nodes() {
         assert!(
             st.crashes > 0
                 && st.mid_ready_crashes > 0
-                && st.applied_before_write > 0
+                && st.snapshots_without_self > 0
                 && st.crashes_after_early_answers > 0
                 && st.snapshots_installed > 0
                 && st.reads_ok > 0
@@ -426,4 +490,66 @@ fn new_leader_regains_its_lease_within_a_few_heartbeats() {
         "a new leader waited {} us for its lease",
         total.max_lease_regain_us
     );
+}
+
+/// Issue 22: a member that stops applying once it installed a snapshot — the driver deadlocked
+/// there on its own applied-index channel, so a member added or replaced after a compaction
+/// stalled for good — must fail the run. The simulator runs the production driver, so that
+/// deadlock itself hangs its seed and the sweep's watchdog reports the seed; this test freezes a
+/// node's Raft loop at the same point (`wedge_after_snapshot`) and requires the simulator's own
+/// checks to catch the stalled member.
+#[test]
+fn a_member_stalled_after_installing_a_snapshot_is_caught() {
+    let seeds = seeds("DEIMOS_SIM_WEAK_SEEDS", 200);
+    let (failures, _) = sweep(
+        &seeds,
+        |s| {
+            let mut cfg = SimConfig::for_seed(s);
+            cfg.wedge_after_snapshot = true;
+            cfg.rerun = "cargo test -p deimos-raft --release --test simulation a_member_stalled";
+            cfg
+        },
+        1,
+    );
+    let f = failures.first().unwrap_or_else(|| {
+        panic!(
+            "no stalled member detected in {} seeds with the loop frozen after a snapshot",
+            seeds.len()
+        )
+    });
+    assert!(f.violation.starts_with("liveness"), "{f}");
+    eprintln!("member stalled after a snapshot caught:\n{f}");
+}
+
+/// Why a replaced member must join under a new id (issue 22): a server wiped and added again
+/// under its old id is sent a log that holds its own old `AddVoter`; restarted after applying
+/// only that prefix, it believes in a configuration long gone and can elect itself. Some seed
+/// must produce a safety violation when the membership fault reuses removed ids.
+#[test]
+fn reusing_a_removed_members_id_is_caught() {
+    let seeds = seeds("DEIMOS_SIM_WEAK_SEEDS", 1000);
+    let (failures, _) = sweep(
+        &seeds,
+        |s| {
+            let mut cfg = SimConfig::for_seed(s);
+            cfg.reuse_removed_ids = true;
+            cfg.spares = 2;
+            cfg.faults.membership = 8;
+            cfg.faults.crash = 6;
+            cfg.rerun = "cargo test -p deimos-raft --release --test simulation reusing_a_removed";
+            cfg
+        },
+        1,
+    );
+    let f = failures.first().unwrap_or_else(|| {
+        panic!(
+            "no violation in {} seeds that re-add removed members under their old ids",
+            seeds.len()
+        )
+    });
+    assert!(
+        !f.violation.starts_with("liveness") && !f.violation.contains("wall-clock"),
+        "{f}"
+    );
+    eprintln!("reusing a removed member's id caught:\n{f}");
 }

@@ -4,12 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use deimos_raft::{RaftError, Role};
+use deimos_raft::driver::Request;
+use deimos_raft::Role;
 use rand::Rng;
+use tokio::sync::oneshot;
 
 use super::cluster::{Event, Sim};
 use super::config::MS;
-use super::node::PendingRead;
+use super::node::{PendingRead, PendingUpdate};
 use super::register::{ClientOp, Command, Key, KvOut, Value};
 
 pub(super) struct Client {
@@ -31,6 +33,9 @@ pub struct HistEntry {
     pub complete: Option<u64>,
     pub op: ClientOp,
     pub output: Option<KvOut>,
+    /// The node refused it before it took effect (not a leader, no leader known): it is left
+    /// out of the history that is checked.
+    pub refused: bool,
 }
 
 impl Sim {
@@ -71,81 +76,82 @@ impl Sim {
             self.schedule(self.now + d, Event::ClientWake(c));
             return Ok(());
         }
-        match self.submit(c, node, op) {
-            Ok(_) => {}
-            Err(e) => {
-                self.clients[c].hint = match e {
-                    RaftError::NotLeader { leader: Some(l) } => Some(l as usize - 1),
-                    _ => None,
-                };
-                let d = self.rng.gen_range(MS..20 * MS);
-                self.schedule(self.now + d, Event::ClientWake(c));
-            }
-        }
-        self.drive(node)
+        self.submit(c, node, op)?;
+        Ok(())
     }
 
-    /// Hand `op` from client `c` to `node` along the path its variant names, and record the
-    /// invocation. To add an op type (e.g. a lease read): add a `ClientOp` variant and an arm
-    /// here that either answers at once through `complete` or parks the request on the node.
-    pub(super) fn submit(
-        &mut self,
-        c: usize,
-        node: usize,
-        op: ClientOp,
-    ) -> Result<usize, RaftError> {
+    /// Hand `op` from client `c` to `node` along the path its variant names, as the server does
+    /// through its driver handle, and record the invocation. To add an op type: add a
+    /// `ClientOp` variant and an arm here that either answers at once through `complete` or
+    /// parks the request on the node (`pending_reads`, `pending_updates`), which `drive.rs`
+    /// answers from the driver's replies. Returns the history index.
+    pub(super) fn submit(&mut self, c: usize, node: usize, op: ClientOp) -> Result<usize, String> {
         let req = self.next_req;
         let client_id = self.clients[c].id;
+        self.nodes[node].clock.sync(self.now);
         let n = &mut self.nodes[node];
-        n.clock.sync(self.now);
-        let raw = n.raw.as_mut().expect("submit to a live node");
-        // Some paths answer at once; the answer is recorded after the invocation below.
-        let mut immediate = None;
-        if matches!(op, ClientOp::LeaseRead { .. }) && raw.status().role == Role::Leader {
+        let handle = n.handle.as_ref().expect("submit to a live node");
+        let is_leader = n.role == Role::Leader;
+        // The server's lease read: under a valid lease, everything committed so far
+        // (acknowledged anywhere) must be applied before answering; no lease, ReadIndex.
+        let lease_index = handle.lease_read_index();
+        if matches!(op, ClientOp::LeaseRead { .. }) && is_leader {
             self.stats.lease_reads_on_leader += 1;
-            if n.lease.as_ref().is_some_and(|l| l.can_read_with_lease()) {
+            if lease_index.is_some() {
                 self.stats.lease_hits_on_leader += 1;
             }
         }
+        // Some paths answer at once; the answer is recorded after the invocation below.
+        let mut immediate = None;
+        let mut input = None;
         match op {
-            ClientOp::LocalRead { key } => immediate = Some(KvOut::Read(n.sm.get(key))),
-            // As the server: under a valid lease, everything committed so far (acknowledged
-            // anywhere) must be applied before answering; no lease, ReadIndex instead.
-            ClientOp::LeaseRead { key }
-                if n.lease.as_ref().is_some_and(|l| l.can_read_with_lease()) =>
-            {
-                let index = raw.status().commit;
+            ClientOp::LocalRead { key } => {
+                immediate = Some(KvOut::Read(n.sm.lock().unwrap().get(key)));
+            }
+            ClientOp::LeaseRead { key } if lease_index.is_some() => {
+                let index = lease_index.unwrap_or_default();
                 self.stats.lease_reads += 1;
-                if index <= n.sm.applied {
-                    immediate = Some(KvOut::Read(n.sm.get(key)));
+                let sm = n.sm.lock().unwrap();
+                if index <= sm.applied {
+                    immediate = Some(KvOut::Read(sm.get(key)));
                 } else {
+                    drop(sm);
                     n.pending_reads.push(PendingRead {
                         req,
                         client: c,
                         key,
                         index: Some(index),
+                        reply: None,
                     });
                 }
             }
             ClientOp::LeaseRead { key } | ClientOp::Read { key } => {
-                raw.read_index(req.to_le_bytes().to_vec())?;
+                let (reply, rx) = oneshot::channel();
+                input = Some(Request::ReadIndex { reply });
                 n.pending_reads.push(PendingRead {
                     req,
                     client: c,
                     key,
                     index: None,
+                    reply: Some(rx),
                 });
             }
             ClientOp::Write { .. } | ClientOp::Cas { .. } => {
-                raw.propose(
-                    Command {
-                        req,
-                        client: client_id,
-                        op: op.clone(),
-                    }
-                    .encode(),
-                )?;
-                n.pending_updates.insert(req, c);
+                let data = Command {
+                    req,
+                    client: client_id,
+                    op: op.clone(),
+                }
+                .encode();
+                let (reply, rx) = oneshot::channel();
+                input = Some(Request::Propose { data, reply });
+                n.pending_updates.insert(
+                    req,
+                    PendingUpdate {
+                        client: c,
+                        reply: rx,
+                    },
+                );
             }
         }
         self.next_req += 1;
@@ -159,6 +165,7 @@ impl Sim {
             complete: None,
             op,
             output: None,
+            refused: false,
         });
         self.clients[c].pending = Some((h, node, req));
         self.schedule(
@@ -167,6 +174,9 @@ impl Sim {
         );
         if let Some(out) = immediate {
             self.complete(c, req, out);
+        }
+        if let Some(input) = input {
+            self.feed(node, |d| d.input(input))?;
         }
         Ok(h)
     }

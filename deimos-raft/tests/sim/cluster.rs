@@ -1,4 +1,4 @@
-//! The deterministic cluster simulator: N `RawNode<MemStorage>`s, a replicated register per node,
+//! The deterministic cluster simulator: N production `Driver`s over simulated seams, a replicated register per node,
 //! a faulty network, drifting per-node clocks, crash-restart, and clients whose history is checked
 //! for linearizability at the end.
 //!
@@ -9,23 +9,25 @@
 //!
 //! This module holds the simulator itself (`Sim`), its event queue and the step that dispatches
 //! one event; the rest of `Sim` is split by concern into sibling modules: `node` (servers, clocks,
-//! crash-restart), `ready` (handling a node's `Ready`, sending messages), `clients` (workload and
+//! crash-restart), `seams` (the storage, transport and state machine the drivers run on), `drive`
+//! (feeding a driver and checking what it did, sending messages), `clients` (workload and
 //! history), `faults`, `phases` (chaos, heal, liveness, the final checks), with the run's
 //! configuration in `config` and what it reports in `report`.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::sync::{Arc, Mutex};
 
-use deimos_raft::{Config, HardState, MemStorage, Message, NodeId, Role};
+use deimos_raft::driver::Request;
+use deimos_raft::{Config, MemStorage, Message, NodeId, Role};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::clients::{Client, HistEntry};
-use super::invariants::Invariants;
 use super::network::Network;
 use super::node::{bootstrap, NodeClock, SimNode};
 use super::phases::Phase;
-use super::register::KvStore;
+use super::seams::{Shared, SharedRef};
 
 // The run's configuration and report used to be defined here; re-exported so that their paths
 // (`sim::cluster::FaultWeights` in `tests/simulation.rs`, ...) keep working.
@@ -50,13 +52,29 @@ pub fn run(cfg: SimConfig) -> Result<Stats, Box<Failure>> {
 
 #[derive(Debug)]
 pub(super) enum Event {
-    Tick { node: usize, gen: u64 },
+    Tick {
+        node: usize,
+        gen: u64,
+    },
     Deliver(Message),
     ClientWake(usize),
-    ClientTimeout { client: usize, req: u64 },
+    ClientTimeout {
+        client: usize,
+        req: u64,
+    },
     Fault,
     Restart(usize),
-    Compact,
+    /// The transport's report to `node` of a snapshot it sent to `to`.
+    ReportSnapshot {
+        node: usize,
+        to: usize,
+        delivered: bool,
+    },
+    /// The transport's report to `node` that `to` refused a connection.
+    ReportUnreachable {
+        node: usize,
+        to: usize,
+    },
 }
 
 pub(super) struct Scheduled {
@@ -93,11 +111,12 @@ pub struct Sim {
     seq: u64,
     pub nodes: Vec<SimNode>,
     pub net: Network,
-    pub(super) inv: Invariants,
+    /// What the nodes' seams share with the simulator (invariants, crash injection, counters).
+    pub(super) shared: SharedRef,
+    /// Whether the node fed last answered a client (to tell a crash after early answers).
+    pub(super) answered_in_this_step: bool,
     pub(super) clients: Vec<Client>,
     pub history: Vec<HistEntry>,
-    /// Requests whose command took effect on some replica.
-    pub(super) effective: HashSet<u64>,
     pub(super) next_req: u64,
     pub(super) phase: Phase,
     trace: Option<VecDeque<String>>,
@@ -114,15 +133,16 @@ impl Sim {
                 let rate = 1.0 + rng.gen_range(-cfg.drift..=cfg.drift);
                 SimNode {
                     id: i as u64 + 1,
-                    raw: None,
+                    driver: None,
+                    handle: None,
                     // A spare joins empty and learns the configuration from the leader.
                     disk: if spare {
                         MemStorage::new(Default::default())
                     } else {
                         bootstrap(n)
                     },
-                    disk_hs: HardState::default(),
-                    sm: KvStore::default(),
+                    sm: Default::default(),
+                    outbox: Default::default(),
                     clock: NodeClock::new(rate),
                     leader_since: None,
                     role: Role::Follower,
@@ -131,10 +151,11 @@ impl Sim {
                     leader_checked_term: 0,
                     spare,
                     removed: false,
+                    member_since: 0,
+                    removed_at: 0,
                     pending_updates: BTreeMap::new(),
                     pending_reads: Vec::new(),
-                    lease_events: VecDeque::new(),
-                    lease: None,
+                    pending_conf: Vec::new(),
                 }
             })
             .collect();
@@ -148,6 +169,8 @@ impl Sim {
             })
             .collect();
         let trace = (cfg.trace > 0).then(VecDeque::new);
+        let mut shared = Shared::new(StdRng::seed_from_u64(rng.gen()));
+        shared.wedge_after_snapshot = cfg.wedge_after_snapshot;
         Sim {
             now: 0,
             rng,
@@ -155,10 +178,10 @@ impl Sim {
             seq: 0,
             nodes,
             net: Network::new(n + cfg.spares),
-            inv: Invariants::default(),
+            shared: Arc::new(Mutex::new(shared)),
+            answered_in_this_step: false,
             clients,
             history: Vec::new(),
-            effective: HashSet::new(),
             next_req: 1,
             phase: Phase::Chaos,
             trace,
@@ -201,6 +224,7 @@ impl Sim {
         c.max_inflight_msgs = self.cfg.max_inflight_msgs;
         c.forward_proposals = true;
         c.seed = self.rng.gen();
+        c.unsafe_knobs.send_all_before_persist = self.cfg.send_all_before_persist;
         (self.cfg.configure)(&mut c);
         c
     }
@@ -220,15 +244,7 @@ impl Sim {
                     return Ok(());
                 }
                 self.schedule_tick(node);
-                let n = &mut self.nodes[node];
-                if let Some(raw) = n.raw.as_mut() {
-                    n.clock.sync(self.now);
-                    raw.tick();
-                    if let Some(lease) = n.lease.as_mut() {
-                        lease.refresh();
-                    }
-                    self.drive(node)?;
-                }
+                self.feed(node, |d| d.tick())?;
             }
             Event::Deliver(m) => {
                 let (from, to) = (m.from as usize - 1, m.to as usize - 1);
@@ -236,12 +252,22 @@ impl Sim {
                     return Ok(());
                 }
                 self.log(|| format!("recv {}", brief(&m)));
-                self.nodes[to].clock.sync(self.now);
-                let r = self.nodes[to].raw.as_mut().unwrap().step(m);
-                if let Err(e) = r {
-                    self.log(|| format!("  step error on {}: {e}", to + 1));
-                }
-                self.drive(to)?;
+                self.feed(to, |d| d.input(Request::Step(m)))?;
+            }
+            Event::ReportSnapshot {
+                node,
+                to,
+                delivered,
+            } => {
+                // Answered only if the request arrived and its answer can come back.
+                let ok = delivered && self.nodes[to].up() && self.net.connected(node, to);
+                self.log(|| format!("node {} snapshot to {} reported ok={ok}", node + 1, to + 1));
+                let to = to as NodeId + 1;
+                self.feed(node, |d| d.input(Request::ReportSnapshot { to, ok }))?;
+            }
+            Event::ReportUnreachable { node, to } => {
+                let to = to as NodeId + 1;
+                self.feed(node, |d| d.input(Request::ReportUnreachable(to)))?;
             }
             Event::ClientWake(c) => self.client_wake(c)?,
             Event::ClientTimeout { client, req } => self.client_timeout(client, req),
@@ -256,11 +282,6 @@ impl Sim {
                 if self.restartable(i) {
                     self.start_node(i)?;
                 }
-            }
-            Event::Compact => {
-                self.compact()?;
-                let d = self.exp_delay(self.cfg.compact_interval_us);
-                self.schedule(self.now + d, Event::Compact);
             }
         }
         Ok(())

@@ -78,8 +78,19 @@ pub struct SimConfig {
     /// Mean time between faults in the chaos phase (0: no faults).
     pub fault_interval_us: u64,
     pub faults: FaultWeights,
-    /// Mean time between log compactions on a random node (0: never compact).
-    pub compact_interval_us: u64,
+    /// Each node's driver compacts its log every `snapshot_count` applied entries, drawn per
+    /// start from this range (small, so that followers are often caught up by snapshot).
+    pub snapshot_count: (u64, u64),
+    /// Freeze a node's Raft loop for good once it installed a snapshot (the old deadlock's
+    /// effect): only for the test that shows the liveness checks catch a stalled member.
+    pub wedge_after_snapshot: bool,
+    /// Let the membership fault wipe a removed server and add it again *under its old id*.
+    /// Unsafe: the new incarnation finds its own old `AddVoter` in the log it is sent and,
+    /// restarted after applying only a prefix, can believe itself a voter of a configuration
+    /// long gone (a founding member: a cluster of one) and elect itself. Only for the test that
+    /// shows it is caught; otherwise a replaced server joins under a new id, as the server's
+    /// member API assigns one.
+    pub reuse_removed_ids: bool,
     /// How long a crashed node stays down (uniform range) unless the heal comes first.
     pub downtime_us: (u64, u64),
     /// After the heal: bound for a stable leader, then for the probe proposals to commit everywhere.
@@ -88,12 +99,14 @@ pub struct SimConfig {
     /// How long the leader must have been stable before the probes are proposed.
     pub settle_us: u64,
     pub probes: usize,
-    /// Per-mille chance, during the chaos phase of a run with faults, that a node crashes between sending a
-    /// Ready's early messages (`MessageBody::may_precede_persist`) and persisting its entries:
-    /// the window the driver opens by sending appends before its own fsync.
+    /// Per-mille chance, during the chaos phase of a run with faults, that a node crashes in a
+    /// persist of entries: after the driver sent the Ready's early messages
+    /// (`MessageBody::may_precede_persist`) and answered what it may answer before its write,
+    /// and before the write lands.
     pub mid_ready_crash_per_mille: u32,
-    /// Send *every* message before persisting, acknowledgements included. Unsafe: only for
-    /// the test that shows a mid-Ready crash then loses committed entries and is caught.
+    /// Have the driver send *every* message before persisting, acknowledgements included
+    /// (`UnsafeKnobs::send_all_before_persist`). Only for the test that shows a mid-Ready crash
+    /// then loses committed entries and is caught.
     pub send_all_before_persist: bool,
     /// Core settings under test (the rest of `Config` keeps its defaults).
     pub pre_vote: bool,
@@ -127,7 +140,9 @@ impl SimConfig {
             think_us: (0, 20 * MS),
             fault_interval_us: 150 * MS,
             faults: FaultWeights::default(),
-            compact_interval_us: 200 * MS,
+            snapshot_count: (4, 60),
+            wedge_after_snapshot: false,
+            reuse_removed_ids: false,
             downtime_us: (20 * MS, 800 * MS),
             liveness_leader_us: 3_000 * MS,
             liveness_commit_us: 1_000 * MS,

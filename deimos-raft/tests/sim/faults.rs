@@ -1,11 +1,14 @@
 //! The faults `Sim` injects during the chaos phase: partitions, crashes, network weather, clock
 //! rate changes, leader transfers, campaigns and single-server membership changes.
 
-use deimos_raft::{ConfChange, NodeId, Role};
+use deimos_raft::driver::Request;
+use deimos_raft::{ConfChange, MemStorage, NodeId, Role};
 use rand::Rng;
+use tokio::sync::oneshot;
 
 use super::cluster::{Event, Sim};
 use super::network::NetConfig;
+use super::node::PendingConf;
 
 impl Sim {
     fn leader_index(&self) -> Option<usize> {
@@ -87,11 +90,9 @@ impl Sim {
                 if let Some(l) = self.leader_index() {
                     let to = self.rng.gen_range(1..=n as NodeId);
                     self.log(|| format!("FAULT transfer leadership {} -> {to}", l + 1));
-                    let r = self.nodes[l].raw.as_mut().unwrap().transfer_leader(to);
-                    if let Err(e) = r {
-                        self.log(|| format!("  transfer refused: {e}"));
-                    }
-                    self.drive(l)?;
+                    // The answer (refused, or started) does not matter to the run.
+                    let (reply, _) = oneshot::channel();
+                    self.feed(l, |d| d.input(Request::Transfer { to, reply }))?;
                 }
             }
             7 => self.membership_change()?,
@@ -106,30 +107,48 @@ impl Sim {
             }
             _ => {
                 let i = self.rng.gen_range(0..n);
-                if let Some(raw) = self.nodes[i].raw.as_mut() {
-                    let r = raw.campaign();
-                    self.log(|| format!("FAULT node {} campaigns: {r:?}", i + 1));
-                    self.drive(i)?;
+                if self.nodes[i].up() {
+                    self.log(|| format!("FAULT node {} campaigns", i + 1));
+                    self.feed(i, |d| d.input(Request::Campaign))?;
                 }
             }
         }
         Ok(())
     }
 
-    /// One single-server membership change through the current leader: add a never-started spare
-    /// as a learner (and boot it, empty), promote a learner, or remove a member while at least
-    /// three voters remain. Refusals (a change already pending, ...) are part of the test.
+    /// One single-server membership change through the current leader, as an operator makes
+    /// them: add a spare as a learner, or as a voter the way the server's member API does (a
+    /// member record entry first, then the change), and start it, empty, once its addition is
+    /// committed; promote a learner; remove a member while at least three voters remain. A
+    /// removed server stays removed: replaced, it comes back as a spare with a new id, as the
+    /// member API assigns one (`reuse_removed_ids` shows why). Refusals (a change already
+    /// pending, ...) are part of the test.
     fn membership_change(&mut self) -> Result<(), String> {
         let Some(l) = self.leader_index() else {
             return Ok(());
         };
-        let conf = self.nodes[l].raw.as_ref().unwrap().status().conf;
+        let Some(conf) = self.nodes[l].status().map(|s| s.conf) else {
+            return Ok(());
+        };
+        let removed = (0..self.nodes.len()).find(|&x| self.nodes[x].removed);
+        if let Some(x) = removed.filter(|_| self.cfg.reuse_removed_ids) {
+            if self.rng.gen_bool(0.5) {
+                // Replace it: wipe the removed server's data so its id can join again, empty.
+                self.log(|| format!("FAULT node {} wiped, to be added again", x + 1));
+                let n = &mut self.nodes[x];
+                n.removed = false;
+                n.spare = true;
+                n.disk = MemStorage::new(Default::default());
+                return Ok(());
+            }
+        }
         let spare = self.nodes.iter().position(|n| n.spare);
         let learners: Vec<NodeId> = conf.learners.iter().copied().collect();
         let voters: Vec<NodeId> = conf.voters.iter().copied().collect();
-        let cc = match self.rng.gen_range(0..3) {
+        let cc = match self.rng.gen_range(0..4) {
             0 if spare.is_some() => ConfChange::AddLearner(spare.unwrap() as NodeId + 1),
-            1 if !learners.is_empty() => {
+            1 if spare.is_some() => ConfChange::AddVoter(spare.unwrap() as NodeId + 1),
+            2 if !learners.is_empty() => {
                 ConfChange::AddVoter(learners[self.rng.gen_range(0..learners.len())])
             }
             _ if voters.len() > 3 || !learners.is_empty() => {
@@ -142,15 +161,19 @@ impl Sim {
             }
             _ => return Ok(()),
         };
-        let r = self.nodes[l].raw.as_mut().unwrap().propose_conf_change(cc);
-        self.log(|| format!("FAULT membership via leader {}: {cc:?} -> {r:?}", l + 1));
-        if r.is_ok() {
-            self.stats.conf_changes += 1;
-            if let ConfChange::AddLearner(id) = cc {
-                // Boot the new server now; it waits, empty, for the leader to reach it.
-                self.start_node(id as usize - 1)?;
+        self.log(|| format!("FAULT membership via leader {}: {cc:?}", l + 1));
+        if let ConfChange::AddLearner(id) | ConfChange::AddVoter(id) = cc {
+            if !conf.contains(id) {
+                // The member's record goes first, as the server proposes it.
+                let (reply, _) = oneshot::channel();
+                let data = format!("member-record:{id}").into_bytes();
+                self.feed(l, |d| d.input(Request::Propose { data, reply }))?;
             }
         }
-        self.drive(l)
+        let (reply, rx) = oneshot::channel();
+        if let Some(n) = self.nodes.get_mut(l).filter(|n| n.up()) {
+            n.pending_conf.push(PendingConf { cc, reply: rx });
+        }
+        self.feed(l, |d| d.input(Request::ConfChange { cc, reply }))
     }
 }

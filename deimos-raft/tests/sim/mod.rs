@@ -3,9 +3,12 @@
 //!
 //! - `cluster.rs`: the simulator (`Sim`), its event queue and the event loop; `run`.
 //! - `config.rs`: `SimConfig` (defaults, the sweep's profiles) and `FaultWeights`.
-//! - `node.rs`: nodes (`SimNode`: `RawNode<MemStorage>` + register + `NodeClock` + optional
-//!   `LeaseTracker`): boot, crash, restart, compaction.
-//! - `ready.rs`: driving a node through its `Ready`s, checking invariants; sending messages.
+//! - `node.rs`: nodes (`SimNode`: the production `Driver` + its `Handle` + register +
+//!   `NodeClock`): boot, crash, restart.
+//! - `seams.rs`: the storage, transport and state machine the drivers run on, where crashes are
+//!   injected and writes checked.
+//! - `drive.rs`: feeding a node's driver and checking what it did; sending messages (snapshots
+//!   with their outcome reported back, as the server's transport does).
 //! - `clients.rs`: the client workload and the history it records (`HistEntry`).
 //! - `faults.rs`: the faults of the chaos phase.
 //! - `phases.rs`: the phases (chaos, heal, liveness) and the end-of-run checks.
@@ -36,14 +39,15 @@
 pub mod clients;
 pub mod cluster;
 pub mod config;
+pub mod drive;
 pub mod faults;
 pub mod invariants;
 pub mod network;
 pub mod node;
 pub mod phases;
-pub mod ready;
 pub mod register;
 pub mod report;
+pub mod seams;
 
 // The checker lives in the library so that other crates' tests (cluster-level) can use it too.
 pub use deimos_raft::lincheck;

@@ -1,18 +1,23 @@
-//! One simulated server (`SimNode`) and its machine clock (`NodeClock`), and how `Sim` boots,
-//! crashes, restarts and compacts a node: only what a `Ready` asked to persist survives a crash.
+//! One simulated server (`SimNode`: the production `Driver` over the seams of `seams.rs`) and
+//! its machine clock (`NodeClock`), and how `Sim` boots, crashes and restarts a node: only what
+//! the driver persisted survives a crash. Compaction is the driver's own (`snapshot_count`).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deimos_raft::lease::{LeaseConfig, LeaseTracker};
+use deimos_raft::driver::{Driver, DriverConfig, DriverError, Handle};
+use deimos_raft::lease::LeaseConfig;
 use deimos_raft::{
-    ConfChange, Config, EntryPayload, HardState, LeaseEvent, LogStorage, ManualClock, MemStorage,
-    NodeId, RawNode, Role, Term,
+    ConfChange, EntryPayload, HardState, Index, LogStorage, ManualClock, MemStorage, Message,
+    NodeId, Role, Term,
 };
 use rand::Rng;
+use tokio::sync::oneshot;
 
 use super::cluster::Sim;
-use super::register::{Key, KvStore};
+use super::register::{Key, KvOut, KvStore};
+use super::seams::{SimSm, SimStorage, SimTransport};
 
 /// A node's local clock: piecewise linear in global time, rate within the drift bound, never
 /// going backwards. It survives crashes (it is the machine's clock, not the process's).
@@ -71,19 +76,39 @@ pub(super) struct PendingRead {
     pub(super) req: u64,
     pub(super) client: usize,
     pub(super) key: Key,
+    /// The index the read must see applied, once known.
     pub(super) index: Option<u64>,
+    /// The driver's answer to a ReadIndex request, until it comes.
+    pub(super) reply: Option<oneshot::Receiver<Result<Index, DriverError>>>,
 }
 
-/// One simulated server: the Raft core plus what the server process would hold around it.
+/// A client update the node accepted, answered by its driver when it applies it there.
+pub(super) struct PendingUpdate {
+    pub(super) client: usize,
+    pub(super) reply: oneshot::Receiver<Result<Option<KvOut>, DriverError>>,
+}
+
+/// A membership change proposed on this node, answered once applied there.
+pub(super) struct PendingConf {
+    pub(super) cc: ConfChange,
+    pub(super) reply: oneshot::Receiver<Result<(), DriverError>>,
+}
+
+pub type SimDriver = Driver<SimStorage, SimTransport, SimSm, ManualClock>;
+pub type SimHandle = Handle<Option<KvOut>, ManualClock>;
+
+/// One simulated server: the production driver (and its handle) over simulated seams.
 pub struct SimNode {
     pub id: NodeId,
     /// `None` while crashed.
-    pub raw: Option<RawNode<MemStorage>>,
-    /// What survived the crash (only meaningful while `raw` is `None`).
+    pub driver: Option<SimDriver>,
+    pub handle: Option<SimHandle>,
+    /// What survived the crash (only meaningful while `driver` is `None`).
     pub(super) disk: MemStorage,
-    /// The last hard state persisted, kept across crashes to check terms and votes.
-    pub(super) disk_hs: HardState,
-    pub sm: KvStore,
+    /// The state machine, shared with the driver's `SimSm` (rebuilt from the disk on restart).
+    pub sm: Arc<Mutex<KvStore>>,
+    /// Messages the driver sent and the simulator has not routed yet.
+    pub(super) outbox: Arc<Mutex<Vec<Message>>>,
     pub clock: NodeClock,
     /// Local time at which this node became leader and has not yet held a usable lease.
     pub leader_since: Option<std::time::Duration>,
@@ -91,22 +116,39 @@ pub struct SimNode {
     pub term: Term,
     pub leader: Option<NodeId>,
     pub(super) leader_checked_term: Term,
-    /// A spare slot that has never been started (not a member yet).
+    /// A slot that is not a member and not running: never started, or removed and wiped.
     pub spare: bool,
-    /// Removed from the configuration (committed): shut down for good.
+    /// Removed from the configuration (committed): shut down until re-added as a new member.
     pub removed: bool,
-    /// Client updates submitted here, by request id, awaiting their application here.
-    pub(super) pending_updates: BTreeMap<u64, usize>,
+    /// Log index of the change that added this incarnation (0: a founding member), and of the
+    /// change that removed the last one: older changes that a lagging node applies late are
+    /// about an earlier incarnation.
+    pub(super) member_since: Index,
+    pub(super) removed_at: Index,
+    pub(super) pending_updates: BTreeMap<u64, PendingUpdate>,
     pub(super) pending_reads: Vec<PendingRead>,
-    /// Recent lease facts from the core, stamped with local time (for traces and tests).
-    pub lease_events: VecDeque<(Duration, LeaseEvent)>,
-    /// The lease service, as the driver runs it, on this node's clock (lost on a crash).
-    pub lease: Option<LeaseTracker<ManualClock>>,
+    pub(super) pending_conf: Vec<PendingConf>,
 }
 
 impl SimNode {
     pub(super) fn up(&self) -> bool {
-        self.raw.is_some()
+        self.driver.is_some()
+    }
+
+    /// The applied index the driver published (what the server's reads wait for).
+    pub fn applied(&self) -> Index {
+        self.sm.lock().unwrap_or_else(|p| p.into_inner()).applied
+    }
+
+    pub fn status(&self) -> Option<deimos_raft::Status> {
+        self.driver.as_ref().map(|d| d.status())
+    }
+
+    /// The durable log: the live disk, or what a crash left.
+    pub fn log(&self) -> &MemStorage {
+        self.driver
+            .as_ref()
+            .map_or(&self.disk, |d| &d.storage().disk)
     }
 }
 
@@ -124,86 +166,76 @@ impl Sim {
         } else {
             0
         };
-        let raw =
-            RawNode::new(&cfg, disk).map_err(|e| format!("node {id} failed to start: {e}"))?;
-        let lease = self.new_lease(&cfg, i)?;
-        let n = &mut self.nodes[i];
-        n.sm = if snap.meta.index > 0 {
+        let mut dcfg = DriverConfig::new(cfg);
+        dcfg.tick_interval = Duration::from_micros(self.cfg.tick_us);
+        dcfg.snapshot_count = self
+            .rng
+            .gen_range(self.cfg.snapshot_count.0..=self.cfg.snapshot_count.1);
+        let mut lease = LeaseConfig::from_raft(&dcfg.raft, dcfg.tick_interval);
+        if let Some(d) = self.cfg.lease_duration {
+            lease = lease.with_lease_duration(d);
+        }
+        dcfg.lease = Some(lease);
+        // Without lease reads nothing trusts the lease, and some profiles' timings would not
+        // pass its check; the driver still runs it (renewals, revocations) as in production.
+        dcfg.unsafe_skip_lease_validation =
+            self.cfg.lease_unchecked || self.cfg.lease_read_pct == 0;
+        let kv = Arc::new(Mutex::new(if snap.meta.index > 0 {
             KvStore::restore(&snap.data, snap.meta.index)
         } else {
             KvStore::default()
-        };
-        n.raw = Some(raw);
-        n.lease = lease;
+        }));
+        let storage = SimStorage::new(disk, id, self.shared.clone());
+        let sm = SimSm::new(id, kv.clone(), snap.meta.conf.clone(), self.shared.clone());
+        let outbox = Arc::new(Mutex::new(Vec::new()));
+        let clock = self.nodes[i].clock.clock.clone();
+        self.nodes[i].clock.sync(self.now);
+        let (driver, handle) = Driver::new(dcfg, storage, SimTransport(outbox.clone()), sm, clock)
+            .map_err(|e| format!("node {id} failed to start: {e}"))?;
+        let n = &mut self.nodes[i];
+        n.sm = kv;
+        n.outbox = outbox;
+        n.driver = Some(driver);
+        n.handle = Some(handle);
         n.spare = false;
         n.role = Role::Follower;
         n.leader = None;
-        n.term = n.disk_hs.term;
-        let hs = self.nodes[i].disk_hs;
+        n.leader_since = None;
+        n.term = n.log().hard_state().term;
+        let hs = n.log().hard_state();
         self.log(|| {
             format!(
                 "START node {id} (snapshot at {}, hs {hs:?})",
                 snap.meta.index
             )
         });
-        self.drive(i)
-    }
-
-    /// The lease service for node `i` (a fresh one per process start), if the run uses leases.
-    fn new_lease(
-        &self,
-        raft: &Config,
-        i: usize,
-    ) -> Result<Option<LeaseTracker<ManualClock>>, String> {
-        if self.cfg.lease_read_pct == 0 {
-            return Ok(None);
-        }
-        let mut lc = LeaseConfig::from_raft(raft, Duration::from_micros(self.cfg.tick_us));
-        if let Some(d) = self.cfg.lease_duration {
-            lc = lc.with_lease_duration(d);
-        }
-        let clock = self.nodes[i].clock.clock.clone();
-        if self.cfg.lease_unchecked {
-            Ok(Some(LeaseTracker::new_unchecked(raft.id, lc, clock)))
-        } else {
-            LeaseTracker::new(raft.id, lc, raft, clock)
-                .map(Some)
-                .map_err(|e| format!("lease config rejected: {e}"))
-        }
+        self.feed(i, |_| {})
     }
 
     pub(super) fn crash(&mut self, i: usize) {
         let n = &mut self.nodes[i];
-        let Some(raw) = n.raw.take() else { return };
-        // Only what a Ready asked us to persist is in storage: the core's volatile state dies here.
-        n.disk = raw.storage().clone();
+        let Some(driver) = n.driver.take() else {
+            return;
+        };
+        // Only what the driver persisted is on the disk: the core's volatile state, the
+        // unpersisted tail and the state machine's memory die here.
+        n.disk = driver.storage().disk.clone();
+        n.handle = None;
         n.pending_updates.clear();
         n.pending_reads.clear();
-        n.lease = None;
+        n.pending_conf.clear();
+        n.outbox.lock().unwrap_or_else(|p| p.into_inner()).clear();
         n.role = Role::Follower;
         n.leader = None;
         self.stats.crashes += 1;
+        // A leader still waiting for its lease may have just lost the quorum it needs: how long
+        // it waits now measures the crash, not the lease, so its wait is not timed.
         let id = n.id;
-        self.log(|| format!("CRASH node {id}"));
-    }
-
-    pub(super) fn compact(&mut self) -> Result<(), String> {
-        let i = self.rng.gen_range(0..self.nodes.len());
-        let n = &mut self.nodes[i];
-        let Some(raw) = n.raw.as_mut() else {
-            return Ok(());
-        };
-        let applied = n.sm.applied;
-        if applied < raw.storage().first_index().unwrap() {
-            return Ok(());
+        for n in &mut self.nodes {
+            n.leader_since = None;
         }
-        let conf = raw.status().conf;
-        raw.storage_mut()
-            .compact(applied, conf, n.sm.encode())
-            .map_err(|e| format!("node {}: compact at applied {applied} failed: {e}", i + 1))?;
-        self.stats.compactions += 1;
-        self.log(|| format!("COMPACT node {} up to {applied}", i + 1));
-        Ok(())
+        self.shared().wedged.remove(&id);
+        self.log(|| format!("CRASH node {id}"));
     }
 
     pub(super) fn restartable(&self, i: usize) -> bool {

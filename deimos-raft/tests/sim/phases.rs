@@ -37,9 +37,8 @@ impl Sim {
             let d = self.exp_delay(self.cfg.fault_interval_us);
             self.schedule(d, Event::Fault);
         }
-        if self.cfg.compact_interval_us > 0 {
-            let d = self.exp_delay(self.cfg.compact_interval_us);
-            self.schedule(d, Event::Compact);
+        if self.cfg.fault_interval_us > 0 {
+            self.shared().crash_per_mille = self.cfg.mid_ready_crash_per_mille;
         }
 
         // Chaos.
@@ -51,6 +50,7 @@ impl Sim {
 
         // Heal: network whole and calm, every node up; then demand progress within bounds.
         self.phase = Phase::Healed;
+        self.shared().crash_per_mille = 0;
         self.net.heal();
         self.net.cfg = NetConfig::calm();
         for i in 0..self.nodes.len() {
@@ -116,12 +116,17 @@ impl Sim {
                         key: k as u64 % self.cfg.keys,
                         value: 1_000_000 + k as u64,
                     };
-                    match self.submit(first_probe + k, l, op) {
-                        Ok(h) => *slot = Some(h),
-                        Err(e) => last_refusal = format!("leader {} refused a probe: {e}", l + 1),
-                    }
+                    *slot = Some(self.submit(first_probe + k, l, op)?);
                 }
-                self.drive(l)?;
+            }
+            // A refused probe (a leader transfer still in flight, ...) is not a commit: it is
+            // proposed again on whoever is the stable leader then.
+            for slot in probes.iter_mut() {
+                if let Some(h) = slot.filter(|&h| self.history[h].refused) {
+                    last_refusal =
+                        format!("a probe was refused on node {}", self.history[h].node + 1);
+                    *slot = None;
+                }
             }
             let done = probes
                 .iter()
@@ -130,10 +135,10 @@ impl Sim {
                 let members = self.members(leader);
                 let target = members
                     .iter()
-                    .map(|&m| self.nodes[m].sm.applied)
+                    .map(|&m| self.nodes[m].applied())
                     .max()
                     .unwrap();
-                if members.iter().all(|&m| self.nodes[m].sm.applied >= target) {
+                if members.iter().all(|&m| self.nodes[m].applied() >= target) {
                     break;
                 }
             }
@@ -144,7 +149,7 @@ impl Sim {
                     leader + 1,
                     self.cfg.liveness_commit_us / MS,
                     probes.iter().map(|p| p.map(|h| self.history[h].complete.is_some())).collect::<Vec<_>>(),
-                    self.nodes.iter().map(|n| n.sm.applied).collect::<Vec<_>>()
+                    self.nodes.iter().map(|n| n.applied()).collect::<Vec<_>>()
                 ));
             }
             if self.queue.is_empty() {
@@ -158,14 +163,16 @@ impl Sim {
             .nodes
             .iter()
             .filter(|n| !n.spare)
-            .map(|n| (n.id, n.raw.as_ref().map_or(&n.disk, |r| r.storage())))
+            .map(|n| (n.id, n.log()))
             .collect();
         Invariants::check_logs_match(&logs)?;
         // Replicas that applied the same prefix hold the same state (catches snapshots whose data
         // does not match their index, and restore bugs, which per-entry checks cannot see).
         let members = self.members(leader);
         for &m in &members {
-            let (a, b) = (&self.nodes[m].sm, &self.nodes[members[0]].sm);
+            let a = self.nodes[m].sm.lock().unwrap().clone();
+            let b = self.nodes[members[0]].sm.lock().unwrap().clone();
+            let (a, b) = (&a, &b);
             if a.applied == b.applied && a != b {
                 return Err(format!(
                     "replicas {} and {} applied up to {} but differ: {a:?} vs {b:?}",
@@ -176,6 +183,16 @@ impl Sim {
             }
         }
         self.check_linearizable()?;
+        let sh = self.shared();
+        let (installed, without_self, compactions) = (
+            sh.snapshots_installed,
+            sh.snapshots_without_self,
+            sh.compactions,
+        );
+        drop(sh);
+        self.stats.snapshots_installed = installed;
+        self.stats.snapshots_without_self = without_self;
+        self.stats.compactions = compactions;
         self.stats.sim_us = self.now;
         Ok(())
     }
@@ -187,7 +204,7 @@ impl Sim {
             .iter()
             .position(|n| n.up() && n.role == Role::Leader)?;
         let (term, id) = (self.nodes[l].term, self.nodes[l].id);
-        let conf = self.nodes[l].raw.as_ref().unwrap().status().conf;
+        let conf = self.nodes[l].status()?.conf;
         let stable = conf
             .all()
             .map(|m| &self.nodes[m as usize - 1])
@@ -197,13 +214,17 @@ impl Sim {
 
     /// Members of the stable leader's configuration (the nodes liveness is demanded of).
     fn members(&self, leader: usize) -> Vec<usize> {
-        let conf = self.nodes[leader].raw.as_ref().unwrap().status().conf;
+        let conf = self.nodes[leader]
+            .status()
+            .map(|s| s.conf)
+            .unwrap_or_default();
         conf.all().map(|m| m as usize - 1).collect()
     }
 
     fn check_linearizable(&mut self) -> Result<(), String> {
         let mut ops = Vec::with_capacity(self.history.len());
-        for h in &self.history {
+        let effective = self.shared().effective.clone();
+        for h in self.history.iter().filter(|h| !h.refused) {
             match (h.complete, &h.output) {
                 (Some(t), Some(out)) => {
                     ops.push(Operation::completed(
@@ -222,7 +243,7 @@ impl Sim {
                     self.stats.ops_indeterminate += 1;
                     // An update that no replica ever applied (the run is over, so it never will)
                     // did not take effect; telling the checker so keeps its search small.
-                    if h.op.is_update() && self.effective.contains(&h.req) {
+                    if h.op.is_update() && effective.contains(&h.req) {
                         ops.push(Operation::indeterminate(h.client, h.invoke, h.op.spec()));
                     }
                 }

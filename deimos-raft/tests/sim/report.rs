@@ -48,6 +48,8 @@ pub struct Stats {
     pub crashes: u64,
     pub compactions: u64,
     pub snapshots_installed: u64,
+    /// Snapshots installed by a node not in the snapshot's configuration (a member joining).
+    pub snapshots_without_self: u64,
     pub ops_ok: u64,
     pub ops_indeterminate: u64,
     pub reads_ok: u64,
@@ -66,11 +68,10 @@ pub struct Stats {
     /// new leader's clock from becoming leader.
     pub leases_regained: u64,
     pub max_lease_regain_us: u64,
-    /// Crashes between sending a Ready's early messages and persisting it (also in `crashes`).
+    /// Crashes inside a persist, after the driver sent what it sends first (also in `crashes`).
     pub mid_ready_crashes: u64,
-    /// Entries a leader applied before its Ready's write (the driver's early apply), and the
-    /// mid-Ready crashes of a leader that had answered clients that way in the same Ready.
-    pub applied_before_write: u64,
+    /// Of those, crashes of a node that had answered clients in the same step (the driver's
+    /// early apply on a leader answers before its write).
     pub crashes_after_early_answers: u64,
     pub sim_us: u64,
 }
@@ -82,10 +83,10 @@ impl Stats {
         self.leaders += o.leaders;
         self.crashes += o.crashes;
         self.mid_ready_crashes += o.mid_ready_crashes;
-        self.applied_before_write += o.applied_before_write;
         self.crashes_after_early_answers += o.crashes_after_early_answers;
         self.compactions += o.compactions;
         self.snapshots_installed += o.snapshots_installed;
+        self.snapshots_without_self += o.snapshots_without_self;
         self.ops_ok += o.ops_ok;
         self.ops_indeterminate += o.ops_indeterminate;
         self.reads_ok += o.reads_ok;
