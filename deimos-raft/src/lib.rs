@@ -12,6 +12,7 @@ pub mod driver;
 pub mod error;
 pub mod lease;
 pub mod lincheck;
+pub mod reconfig;
 pub mod storage;
 pub mod types;
 
@@ -28,4 +29,4 @@ pub(crate) mod quorum;
 pub mod raw_node;
 pub(crate) mod tracker;
 
-pub use raw_node::{RawNode, Ready, Status};
+pub use raw_node::{PeerProgress, RawNode, Ready, ReplicationState, Status};

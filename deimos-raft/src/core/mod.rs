@@ -13,7 +13,7 @@ mod transfer;
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -21,9 +21,9 @@ use rand::{Rng, SeedableRng};
 use crate::config::{Config, UnsafeKnobs};
 use crate::error::RaftError;
 use crate::log::RaftLog;
-use crate::raw_node::{Ready, Status};
+use crate::raw_node::{PeerProgress, Ready, ReplicationState, Status};
 use crate::storage::LogStorage;
-use crate::tracker::ProgressTracker;
+use crate::tracker::{ProgressState, ProgressTracker};
 use crate::types::*;
 
 /// A linearizable read waiting for leadership confirmation.
@@ -314,6 +314,10 @@ impl<S: LogStorage> Raft<S> {
     fn tick_heartbeat(&mut self) {
         self.heartbeat_elapsed += 1;
         self.election_elapsed += 1;
+        let me = self.id;
+        for (_, p) in self.prs.progress.iter_mut().filter(|(id, _)| **id != me) {
+            p.idle_ticks = p.idle_ticks.saturating_add(1);
+        }
         self.tick_snapshot_retries();
         if self.election_elapsed >= self.election_tick {
             self.election_elapsed = 0;
@@ -414,6 +418,7 @@ impl<S: LogStorage> Raft<S> {
     fn step_leader(&mut self, from: NodeId, body: MessageBody) -> Result<(), RaftError> {
         if let Some(p) = self.prs.progress.get_mut(&from) {
             p.recent_active = true;
+            p.idle_ticks = 0;
         }
         match body {
             MessageBody::AppendResp {
@@ -636,7 +641,36 @@ impl<S: LogStorage> Raft<S> {
             applied: self.log.applied,
             last_index: self.log.last_index(),
             conf: self.prs.conf.clone(),
+            progress: self.progress_view(),
         }
+    }
+
+    /// The leader's per-member progress for `Status`; empty on other roles, whose progress
+    /// entries are stale leftovers or placeholders.
+    fn progress_view(&self) -> BTreeMap<NodeId, PeerProgress> {
+        if self.role != Role::Leader {
+            return BTreeMap::new();
+        }
+        self.prs
+            .progress
+            .iter()
+            .map(|(&id, p)| {
+                let state = match p.state {
+                    // The leader's own entry is never probed; its log is the reference.
+                    _ if id == self.id => ReplicationState::Replicate,
+                    ProgressState::Probe => ReplicationState::Probe,
+                    ProgressState::Replicate => ReplicationState::Replicate,
+                    ProgressState::Snapshot { .. } => ReplicationState::Snapshot,
+                };
+                let view = PeerProgress {
+                    matched: p.matched,
+                    next: p.next,
+                    state,
+                    active: id == self.id || p.idle_ticks < self.election_tick,
+                };
+                (id, view)
+            })
+            .collect()
     }
 }
 

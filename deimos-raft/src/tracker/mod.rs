@@ -37,6 +37,7 @@ impl ProgressTracker {
             if id == self_id {
                 p.matched = self_match;
                 p.recent_active = true;
+                p.idle_ticks = 0;
             }
             self.progress.insert(id, p);
         }
