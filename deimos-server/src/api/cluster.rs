@@ -113,6 +113,20 @@ pub fn raft_status(app: &App) -> Resp {
     let st = app.handle.status();
     let lease = app.handle.lease_reader();
     let ls = lease.state();
+    let progress: serde_json::Map<String, serde_json::Value> = st
+        .progress
+        .iter()
+        .map(|(&id, p)| {
+            let v = json!({
+                "matched": p.matched,
+                "next": p.next,
+                "state": p.state.as_str(),
+                "active": p.active,
+                "learner": st.conf.learners.contains(&id),
+            });
+            (hex(id), v)
+        })
+        .collect();
     response::json(
         200,
         &json!({
@@ -126,6 +140,10 @@ pub fn raft_status(app: &App) -> Resp {
             "lastIndex": st.last_index,
             "voters": st.conf.voters.iter().copied().map(hex).collect::<Vec<_>>(),
             "learners": st.conf.learners.iter().copied().map(hex).collect::<Vec<_>>(),
+            // The leader's view of each member (empty elsewhere): how far its log is, and
+            // whether it answered within an election timeout — what the reconfiguration
+            // checks go by, so an operator can see why one refused.
+            "progress": progress,
             "lease": {
                 "valid": lease.can_read_with_lease(),
                 "remainingMs": lease.remaining().as_millis() as u64,

@@ -1,10 +1,19 @@
 //! The etcd v2 members API: `GET /v2/members`, `GET /v2/members/leader`, `POST /v2/members`,
-//! `PUT|DELETE /v2/members/<id>`.
+//! `PUT|DELETE /v2/members/<id>`, plus etcd 3.4's learners: `"isLearner": true` in an add, and
+//! `POST /v2/members/<id>/promote`.
+//!
+//! Changes that could cost the cluster its quorum are refused with 409 unless `?force=true`
+//! (etcd's `--strict-reconfig-check`); the rules are `deimos_raft::reconfig`'s, judged on the
+//! leader's view of which members are active. 409 because the request conflicts with the
+//! cluster's current state and succeeds once that changes (members started, learner caught
+//! up), as the v2 members API already answers for a peer URL in use or a change in progress;
+//! etcd v3 reports the same conditions as `FailedPrecondition`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use deimos_raft::driver::DriverError;
+use deimos_raft::reconfig::Refusal;
 use deimos_raft::types::{ConfChange, ConfState, Role};
 use deimos_raft::RaftError;
 use deimos_store::machine::{Member, Proposal};
@@ -14,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::cluster::hex;
+use super::params::Params;
 use super::response::{self, message, Resp};
 use crate::config::member_id;
 use crate::node::App;
@@ -27,14 +37,17 @@ struct MemberJson<'a> {
     peer_urls: &'a [String],
     #[serde(rename = "clientURLs")]
     client_urls: &'a [String],
+    /// From the applied configuration, not the record: promotion changes only the former.
+    is_learner: bool,
 }
 
-fn member_json(m: &Member) -> MemberJson<'_> {
+fn member_json<'a>(m: &'a Member, conf: &ConfState) -> MemberJson<'a> {
     MemberJson {
         id: hex(m.id),
         name: &m.name,
         peer_urls: &m.peer_urls,
         client_urls: &m.client_urls,
+        is_learner: conf.learners.contains(&m.id),
     }
 }
 
@@ -44,6 +57,38 @@ struct MemberRequest {
     peer_urls: Vec<String>,
     #[serde(default)]
     name: Option<String>,
+    /// Add as a learner (etcd v3's member field). Ignored by `PUT`: promotion is its own call.
+    #[serde(default, rename = "isLearner")]
+    is_learner: bool,
+}
+
+/// A refused reconfiguration. `NotLeader` means leadership moved since the request was routed.
+fn refusal(r: Refusal) -> Resp {
+    match r {
+        Refusal::NotLeader => message(503, &format!("{r}; retry")),
+        _ => message(409, &r.to_string()),
+    }
+}
+
+/// `?force=true` skips the quorum rules (Go's `ParseBool` spellings, as etcd's flags).
+fn force(req: &Request<Incoming>) -> Result<bool, Resp> {
+    Params::parse(req.uri().query(), None, 0)
+        .and_then(|p| p.bool("force"))
+        .map_err(|_| message(400, "force must be true or false"))
+}
+
+/// Apply a quorum rule unless forced; a forced change past a refusal is logged, since it is
+/// the operator accepting an outage risk.
+fn quorum_rule(force: bool, rule: Result<(), Refusal>) -> Result<(), Resp> {
+    match rule {
+        Err(r @ Refusal::NotLeader) => Err(refusal(r)),
+        Err(r) if force => {
+            tracing::warn!(refusal = %r, "membership change forced past the quorum check");
+            Ok(())
+        }
+        Err(r) => Err(refusal(r)),
+        Ok(()) => Ok(()),
+    }
 }
 
 fn driver_failure(e: DriverError) -> Resp {
@@ -61,25 +106,34 @@ pub async fn members(app: Arc<App>, req: Request<Incoming>, id: Option<String>) 
     let method = req.method().clone();
     match (method, id) {
         (Method::GET, None) => {
+            let conf = app.handle.status().conf;
             let members = app
                 .members
                 .read()
                 .map(|m| m.values().cloned().collect::<Vec<_>>())
                 .unwrap_or_default();
-            response::json(
-                200,
-                &json!({ "members": members.iter().map(member_json).collect::<Vec<_>>() }),
-            )
+            let list: Vec<_> = members.iter().map(|m| member_json(m, &conf)).collect();
+            response::json(200, &json!({ "members": list }))
         }
         // etcd v2 clients (`etcdctl member list`) ask for the leader here before listing.
         (Method::GET, Some(id)) if id == "leader" => leader_member(&app),
-        (Method::POST, None) | (Method::DELETE, Some(_)) | (Method::PUT, Some(_))
+        (Method::POST, _) | (Method::DELETE, Some(_)) | (Method::PUT, Some(_))
             if app.handle.status().role != Role::Leader =>
         {
             redirect_to_leader(&app, &req)
         }
         (Method::POST, None) => add_member(app, req).await,
-        (Method::DELETE, Some(id)) => remove_member(app, &id).await,
+        (Method::POST, Some(path)) => match path.strip_suffix("/promote") {
+            Some(id) => match force(&req) {
+                Ok(f) => promote_member(app, id, f).await,
+                Err(r) => r,
+            },
+            None => response::text(405, "Method Not Allowed\n"),
+        },
+        (Method::DELETE, Some(id)) => match force(&req) {
+            Ok(f) => remove_member(app, &id, f).await,
+            Err(r) => r,
+        },
         (Method::PUT, Some(id)) => update_member(app, req, &id).await,
         _ => response::text(405, "Method Not Allowed\n"),
     }
@@ -120,7 +174,8 @@ fn redirect_to_leader(app: &App, req: &Request<Incoming>) -> Resp {
 
 /// `GET /v2/members/leader`: the current leader's member record, as etcd serves it.
 fn leader_member(app: &App) -> Resp {
-    let Some(leader) = app.handle.status().leader else {
+    let st = app.handle.status();
+    let Some(leader) = st.leader else {
         return message(503, "no leader: election in progress");
     };
     match app
@@ -129,7 +184,7 @@ fn leader_member(app: &App) -> Resp {
         .ok()
         .and_then(|ms| ms.get(&leader).cloned())
     {
-        Some(m) => response::json(200, &member_json(&m)),
+        Some(m) => response::json(200, &member_json(&m, &st.conf)),
         None => message(503, "leader is not a known member yet"),
     }
 }
@@ -152,27 +207,43 @@ async fn member_request(req: Request<Incoming>) -> Result<MemberRequest, Resp> {
     Ok(mr)
 }
 
+/// Add a voter or (`isLearner`) a learner. A voter must pass the quorum rule unless forced; a
+/// learner never needs to, since it does not count toward any majority.
 async fn add_member(app: Arc<App>, req: Request<Incoming>) -> Resp {
+    let force = match force(&req) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let mr = match member_request(req).await {
         Ok(m) => m,
         Err(r) => return r,
     };
     let id = member_id(&mr.peer_urls);
-    let conf = app.handle.status().conf;
+    let st = app.handle.status();
     let clash = app
         .members
         .read()
-        .map(|ms| add_clashes(&ms, &conf, id, &mr.peer_urls));
+        .map(|ms| add_clashes(&ms, &st.conf, id, &mr.peer_urls));
     if clash.unwrap_or(true) {
         return message(409, "membership: peerURL exists");
     }
+    if !mr.is_learner {
+        if let Err(r) = quorum_rule(force, st.check_add_voter()) {
+            return r;
+        }
+    }
+    let change = if mr.is_learner {
+        ConfChange::AddLearner(id)
+    } else {
+        ConfChange::AddVoter(id)
+    };
     let member = Member {
         id,
         name: mr.name.unwrap_or_default(),
         peer_urls: mr.peer_urls,
         client_urls: vec![],
     };
-    // Metadata first so that the transport knows where the new voter lives once it counts.
+    // Metadata first so that the transport knows where the new member lives once it is one.
     if let Err(e) = app
         .handle
         .propose(Proposal::PutMember(member.clone()).encode())
@@ -180,14 +251,11 @@ async fn add_member(app: Arc<App>, req: Request<Incoming>) -> Resp {
     {
         return driver_failure(e);
     }
-    if let Err(e) = app
-        .handle
-        .propose_conf_change(ConfChange::AddVoter(id))
-        .await
-    {
+    if let Err(e) = app.handle.propose_conf_change(change).await {
         return driver_failure(e);
     }
-    response::json(201, &member_json(&member))
+    tracing::info!(id = %hex(id), name = %member.name, learner = mr.is_learner, "member added");
+    response::json(201, &member_json(&member, &app.handle.status().conf))
 }
 
 /// Whether adding `id` at `peer_urls` conflicts with the recorded members. An add is two
@@ -216,11 +284,15 @@ fn parse_id(app: &App, id: &str) -> Result<Member, Resp> {
         .ok_or_else(|| message(404, &format!("membership: member {id:016x} not found")))
 }
 
-async fn remove_member(app: Arc<App>, id: &str) -> Resp {
+/// Remove a member. Removing a voter must leave a quorum of active voters unless forced.
+async fn remove_member(app: Arc<App>, id: &str, force: bool) -> Resp {
     let m = match parse_id(&app, id) {
         Ok(m) => m,
         Err(r) => return r,
     };
+    if let Err(r) = quorum_rule(force, app.handle.status().check_remove(m.id)) {
+        return r;
+    }
     // The configuration change removes the member's record as it applies (one entry, so no
     // failure can separate the two); answered once applied here. Removing the leader itself
     // works the same way: it applies its own removal, then steps down.
@@ -248,6 +320,32 @@ async fn remove_member(app: Arc<App>, id: &str) -> Resp {
         .status(204)
         .body(super::empty_body())
         .unwrap_or_else(|_| response::text(204, ""))
+}
+
+/// `POST /v2/members/<id>/promote`: make a learner a voter, once its log has caught up with
+/// the leader's (never overridable) and, unless forced, if the cluster keeps a quorum of active
+/// voters. Answers the member, now a voter.
+async fn promote_member(app: Arc<App>, id: &str, force: bool) -> Resp {
+    let m = match parse_id(&app, id) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let st = app.handle.status();
+    if let Err(r) = st.check_learner_ready(m.id) {
+        return refusal(r);
+    }
+    if let Err(r) = quorum_rule(force, st.check_promote_quorum(m.id)) {
+        return r;
+    }
+    if let Err(e) = app
+        .handle
+        .propose_conf_change(ConfChange::AddVoter(m.id))
+        .await
+    {
+        return driver_failure(e);
+    }
+    tracing::info!(id = %hex(m.id), name = %m.name, "learner promoted to voter");
+    response::json(200, &member_json(&m, &app.handle.status().conf))
 }
 
 async fn update_member(app: Arc<App>, req: Request<Incoming>, id: &str) -> Resp {
