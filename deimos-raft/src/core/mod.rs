@@ -21,9 +21,9 @@ use rand::{Rng, SeedableRng};
 use crate::config::{Config, UnsafeKnobs};
 use crate::error::RaftError;
 use crate::log::RaftLog;
-use crate::raw_node::{PeerProgress, Ready, ReplicationState, Status};
+use crate::raw_node::{Ready, Status};
 use crate::storage::LogStorage;
-use crate::tracker::{ProgressState, ProgressTracker};
+use crate::tracker::ProgressTracker;
 use crate::types::*;
 
 /// A linearizable read waiting for leadership confirmation.
@@ -641,36 +641,13 @@ impl<S: LogStorage> Raft<S> {
             applied: self.log.applied,
             last_index: self.log.last_index(),
             conf: self.prs.conf.clone(),
-            progress: self.progress_view(),
+            // Only the leader's progress means anything; elsewhere it is stale or placeholder.
+            progress: if self.role == Role::Leader {
+                self.prs.view(self.id, self.election_tick)
+            } else {
+                BTreeMap::new()
+            },
         }
-    }
-
-    /// The leader's per-member progress for `Status`; empty on other roles, whose progress
-    /// entries are stale leftovers or placeholders.
-    fn progress_view(&self) -> BTreeMap<NodeId, PeerProgress> {
-        if self.role != Role::Leader {
-            return BTreeMap::new();
-        }
-        self.prs
-            .progress
-            .iter()
-            .map(|(&id, p)| {
-                let state = match p.state {
-                    // The leader's own entry is never probed; its log is the reference.
-                    _ if id == self.id => ReplicationState::Replicate,
-                    ProgressState::Probe => ReplicationState::Probe,
-                    ProgressState::Replicate => ReplicationState::Replicate,
-                    ProgressState::Snapshot { .. } => ReplicationState::Snapshot,
-                };
-                let view = PeerProgress {
-                    matched: p.matched,
-                    next: p.next,
-                    state,
-                    active: id == self.id || p.idle_ticks < self.election_tick,
-                };
-                (id, view)
-            })
-            .collect()
     }
 }
 
