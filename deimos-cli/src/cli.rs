@@ -232,10 +232,37 @@ pub enum KeyCommand {
 pub enum MemberCommand {
     /// List members.
     List,
-    /// Add a member (POST /v2/members).
-    Add { name: String, peer_url: String },
+    /// Add a member (POST /v2/members). Adding a voter is refused while too few members are
+    /// active to keep a quorum should the new one never start; add it as a learner instead.
+    Add {
+        name: String,
+        /// Peer URL (the older positional form of --peer-urls).
+        #[arg(conflicts_with = "peer_urls")]
+        peer_url: Option<String>,
+        /// Comma-separated peer URLs of the new member.
+        #[arg(long = "peer-urls", value_delimiter = ',')]
+        peer_urls: Vec<String>,
+        /// Add a non-voting member that replicates the log; `member promote` makes it a voter.
+        #[arg(long)]
+        learner: bool,
+        /// Add a voter even if the cluster could lose its quorum should it never start.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Make a learner a voter, once its log has caught up with the leader's.
+    Promote {
+        id: String,
+        /// Promote even if too few voters are active to keep a quorum afterwards.
+        #[arg(long)]
+        force: bool,
+    },
     /// Remove a member by hex ID.
-    Remove { id: String },
+    Remove {
+        id: String,
+        /// Remove a voter even if too few active voters would remain for a quorum.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -410,6 +437,55 @@ mod tests {
                 .expect("ok")
                 .command,
             Command::Member(MemberCommand::Add { .. })
+        ));
+    }
+
+    #[test]
+    fn member_commands() {
+        match parse(&[
+            "member",
+            "add",
+            "n4",
+            "--peer-urls",
+            "http://a:1,http://b:2",
+            "--learner",
+        ])
+        .expect("ok")
+        .command
+        {
+            Command::Member(MemberCommand::Add {
+                name,
+                peer_url,
+                peer_urls,
+                learner,
+                force,
+            }) => {
+                assert_eq!(name, "n4");
+                assert_eq!(peer_url, None);
+                assert_eq!(peer_urls, ["http://a:1", "http://b:2"]);
+                assert!(learner && !force);
+            }
+            other => panic!("wrong command {other:?}"),
+        }
+        assert!(parse(&[
+            "member",
+            "add",
+            "n4",
+            "http://a:1",
+            "--peer-urls",
+            "http://b:2"
+        ])
+        .is_err());
+        assert!(matches!(
+            parse(&["member", "promote", "abc", "--force"])
+                .expect("ok")
+                .command,
+            Command::Member(MemberCommand::Promote { force: true, .. })
+        ));
+        assert!(parse(&["member", "promote"]).is_err());
+        assert!(matches!(
+            parse(&["member", "remove", "abc"]).expect("ok").command,
+            Command::Member(MemberCommand::Remove { force: false, .. })
         ));
     }
 

@@ -243,21 +243,26 @@ impl Client {
         timeout: Option<Duration>,
     ) -> Result<(Response, serde_json::Value), CliError> {
         let resp = self.request(method, path, body, timeout).await?;
-        if !resp.status.is_success() {
-            return Err(error_from_response(&resp));
-        }
-        if resp.body.iter().all(|b| b.is_ascii_whitespace()) {
-            return Ok((resp, serde_json::Value::Null));
-        }
-        let v = serde_json::from_slice(&resp.body).map_err(|e| {
-            CliError::Protocol(format!(
-                "HTTP {}: invalid JSON ({e}): {}",
-                resp.status,
-                String::from_utf8_lossy(&resp.body)
-            ))
-        })?;
-        Ok((resp, v))
+        json_response(resp)
     }
+}
+
+/// A response whose success body is JSON (or empty: `Null`); errors are decoded into [`CliError`].
+pub fn json_response(resp: Response) -> Result<(Response, serde_json::Value), CliError> {
+    if !resp.status.is_success() {
+        return Err(error_from_response(&resp));
+    }
+    if resp.body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok((resp, serde_json::Value::Null));
+    }
+    let v = serde_json::from_slice(&resp.body).map_err(|e| {
+        CliError::Protocol(format!(
+            "HTTP {}: invalid JSON ({e}): {}",
+            resp.status,
+            String::from_utf8_lossy(&resp.body)
+        ))
+    })?;
+    Ok((resp, v))
 }
 
 #[cfg(test)]

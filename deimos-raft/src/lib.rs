@@ -13,6 +13,7 @@ pub mod error;
 pub mod ids;
 pub mod lease;
 pub mod lincheck;
+pub mod reconfig;
 pub mod storage;
 pub mod types;
 
@@ -29,4 +30,4 @@ pub(crate) mod quorum;
 pub mod raw_node;
 pub(crate) mod tracker;
 
-pub use raw_node::{RawNode, Ready, Status};
+pub use raw_node::{PeerProgress, RawNode, Ready, ReplicationState, Status};

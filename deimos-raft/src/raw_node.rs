@@ -12,6 +12,8 @@
 //! does so on a leader, so clients are answered before its next fsync); entries that are only
 //! in this `Ready`'s `entries` may not.
 
+use std::collections::BTreeMap;
+
 use crate::core::Raft;
 use crate::error::RaftError;
 use crate::storage::LogStorage;
@@ -48,6 +50,44 @@ pub struct Status {
     pub applied: Index,
     pub last_index: Index,
     pub conf: ConfState,
+    /// The leader's view of every member, itself included (empty on any other role: only the
+    /// leader hears from everyone). What operators and the reconfiguration checks in
+    /// [`crate::reconfig`] need, without reaching into the core.
+    pub progress: BTreeMap<NodeId, PeerProgress>,
+}
+
+/// How the leader currently replicates to one member (etcd's progress states).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicationState {
+    /// Looking for where the member's log diverges: one append at a time.
+    Probe,
+    /// In sync: appends are pipelined.
+    Replicate,
+    /// A snapshot is on its way; nothing else is sent until it is acknowledged.
+    Snapshot,
+}
+
+impl ReplicationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicationState::Probe => "probe",
+            ReplicationState::Replicate => "replicate",
+            ReplicationState::Snapshot => "snapshot",
+        }
+    }
+}
+
+/// The leader's view of one member. Invariant: `matched < next`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerProgress {
+    /// Highest log index known to be stored on the member (the leader: its own last index).
+    pub matched: Index,
+    /// Next index the leader will send it.
+    pub next: Index,
+    pub state: ReplicationState,
+    /// Heard from within the last (minimum) election timeout; the leader always is. A member
+    /// that is down, partitioned or never started is not.
+    pub active: bool,
 }
 
 pub struct RawNode<S: LogStorage> {

@@ -14,6 +14,7 @@ pub mod harness;
 pub mod history;
 pub mod http;
 pub mod jepsen;
+pub mod joiner;
 pub mod nemesis;
 pub mod ports;
 pub mod proxy;
@@ -21,3 +22,4 @@ pub mod scenarios;
 
 pub use harness::{deimos_bin, free_port, Cluster, ClusterOptions, Node, RaftStatus};
 pub use http::{encode_form, metric_sum, Http, Reply};
+pub use joiner::Joiner;

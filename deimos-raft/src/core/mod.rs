@@ -13,7 +13,7 @@ mod transfer;
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -314,6 +314,10 @@ impl<S: LogStorage> Raft<S> {
     fn tick_heartbeat(&mut self) {
         self.heartbeat_elapsed += 1;
         self.election_elapsed += 1;
+        let me = self.id;
+        for (_, p) in self.prs.progress.iter_mut().filter(|(id, _)| **id != me) {
+            p.idle_ticks = p.idle_ticks.saturating_add(1);
+        }
         self.tick_snapshot_retries();
         if self.election_elapsed >= self.election_tick {
             self.election_elapsed = 0;
@@ -414,6 +418,7 @@ impl<S: LogStorage> Raft<S> {
     fn step_leader(&mut self, from: NodeId, body: MessageBody) -> Result<(), RaftError> {
         if let Some(p) = self.prs.progress.get_mut(&from) {
             p.recent_active = true;
+            p.idle_ticks = 0;
         }
         match body {
             MessageBody::AppendResp {
@@ -636,6 +641,12 @@ impl<S: LogStorage> Raft<S> {
             applied: self.log.applied,
             last_index: self.log.last_index(),
             conf: self.prs.conf.clone(),
+            // Only the leader's progress means anything; elsewhere it is stale or placeholder.
+            progress: if self.role == Role::Leader {
+                self.prs.view(self.id, self.election_tick)
+            } else {
+                BTreeMap::new()
+            },
         }
     }
 }

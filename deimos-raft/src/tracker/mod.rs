@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 pub use progress::{Progress, ProgressState};
 
 use crate::quorum;
+use crate::raw_node::{PeerProgress, ReplicationState};
 use crate::types::{ConfState, Index, NodeId};
 
 pub struct ProgressTracker {
@@ -37,6 +38,7 @@ impl ProgressTracker {
             if id == self_id {
                 p.matched = self_match;
                 p.recent_active = true;
+                p.idle_ticks = 0;
             }
             self.progress.insert(id, p);
         }
@@ -78,6 +80,29 @@ impl ProgressTracker {
 
     pub fn tally(&self) -> quorum::VoteResult {
         quorum::vote_result(&self.conf.voters, &self.votes)
+    }
+
+    /// Every member's progress as `Status` reports it; a member counts as active when heard from
+    /// within `active_window` ticks, and `leader` (whose entry is its own log) always does.
+    pub fn view(&self, leader: NodeId, active_window: usize) -> BTreeMap<NodeId, PeerProgress> {
+        self.progress
+            .iter()
+            .map(|(&id, p)| {
+                let state = match p.state {
+                    _ if id == leader => ReplicationState::Replicate,
+                    ProgressState::Probe => ReplicationState::Probe,
+                    ProgressState::Replicate => ReplicationState::Replicate,
+                    ProgressState::Snapshot { .. } => ReplicationState::Snapshot,
+                };
+                let view = PeerProgress {
+                    matched: p.matched,
+                    next: p.next,
+                    state,
+                    active: id == leader || p.idle_ticks < active_window,
+                };
+                (id, view)
+            })
+            .collect()
     }
 
     /// True when a majority of voters was heard from in the current check-quorum period.

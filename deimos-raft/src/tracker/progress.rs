@@ -26,6 +26,11 @@ pub struct Progress {
     pub inflights: Inflights,
     /// Heard from within the current check-quorum period.
     pub recent_active: bool,
+    /// Leader ticks since this peer was last heard from; `usize::MAX` until it answers this
+    /// leader at all. A sliding window, unlike `recent_active`, which check-quorum clears at
+    /// every election timeout: a reconfiguration check made just after that reset would see
+    /// every live peer as down.
+    pub idle_ticks: usize,
     /// Latest heartbeat round the follower acknowledged in this term.
     pub acked_round: u64,
     /// Leader ticks spent in `Snapshot` state; a snapshot lost on the way is retried after an
@@ -42,6 +47,7 @@ impl Progress {
             probe_sent: false,
             inflights: Inflights::new(max_inflight),
             recent_active: false,
+            idle_ticks: usize::MAX,
             acked_round: 0,
             snapshot_ticks: 0,
         }

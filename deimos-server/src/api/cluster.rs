@@ -1,21 +1,13 @@
-//! Cluster endpoints etcd v2 clients call (`members`, `machines`, `stats/*`), and Deimos's own
-//! `/raft/status`, `/health`, `/version`, `/metrics`.
+//! Cluster endpoints etcd v2 clients call (`machines`, `stats/*`), and Deimos's own
+//! `/raft/status`, `/health`, `/version`, `/metrics`. The members API is in `members.rs`.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
-use deimos_raft::driver::DriverError;
-use deimos_raft::types::{ConfChange, ConfState, Role};
-use deimos_raft::RaftError;
-use deimos_store::machine::{Member, Proposal};
-use hyper::body::Incoming;
-use hyper::{Method, Request};
+use deimos_raft::types::Role;
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::response::{self, Resp};
-use crate::config::member_id;
+use super::response::{self, message, Resp};
 use crate::node::App;
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -24,266 +16,8 @@ pub fn set_prometheus(h: PrometheusHandle) {
     let _ = PROMETHEUS.set(h);
 }
 
-fn hex(id: u64) -> String {
+pub(super) fn hex(id: u64) -> String {
     format!("{id:016x}")
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct MemberJson<'a> {
-    id: String,
-    name: &'a str,
-    #[serde(rename = "peerURLs")]
-    peer_urls: &'a [String],
-    #[serde(rename = "clientURLs")]
-    client_urls: &'a [String],
-}
-
-fn member_json(m: &Member) -> MemberJson<'_> {
-    MemberJson {
-        id: hex(m.id),
-        name: &m.name,
-        peer_urls: &m.peer_urls,
-        client_urls: &m.client_urls,
-    }
-}
-
-#[derive(Deserialize)]
-struct MemberRequest {
-    #[serde(rename = "peerURLs")]
-    peer_urls: Vec<String>,
-    #[serde(default)]
-    name: Option<String>,
-}
-
-fn message(status: u16, msg: &str) -> Resp {
-    response::json(status, &json!({ "message": msg }))
-}
-
-fn driver_failure(e: DriverError) -> Resp {
-    match e {
-        DriverError::Raft(RaftError::ConfChangePending) => {
-            message(409, "a membership change is in progress; retry")
-        }
-        DriverError::Raft(RaftError::InvalidConfChange(why)) => message(409, &why),
-        DriverError::Dropped => message(503, &format!("{}; retry", DriverError::Dropped)),
-        other => message(500, &other.to_string()),
-    }
-}
-
-pub async fn members(app: Arc<App>, req: Request<Incoming>, id: Option<String>) -> Resp {
-    let method = req.method().clone();
-    match (method, id) {
-        (Method::GET, None) => {
-            let members = app
-                .members
-                .read()
-                .map(|m| m.values().cloned().collect::<Vec<_>>())
-                .unwrap_or_default();
-            response::json(
-                200,
-                &json!({ "members": members.iter().map(member_json).collect::<Vec<_>>() }),
-            )
-        }
-        // etcd v2 clients (`etcdctl member list`) ask for the leader here before listing.
-        (Method::GET, Some(id)) if id == "leader" => leader_member(&app),
-        (Method::POST, None) | (Method::DELETE, Some(_)) | (Method::PUT, Some(_))
-            if app.handle.status().role != Role::Leader =>
-        {
-            redirect_to_leader(&app, &req)
-        }
-        (Method::POST, None) => add_member(app, req).await,
-        (Method::DELETE, Some(id)) => remove_member(app, &id).await,
-        (Method::PUT, Some(id)) => update_member(app, req, &id).await,
-        _ => response::text(405, "Method Not Allowed\n"),
-    }
-}
-
-/// Membership changes are proposed on the leader: the driver forwards ordinary proposals from a
-/// follower but not configuration changes, and a follower that recorded the member and then
-/// failed the change would leave a member that is not a voter. So a follower answers `307` to
-/// the same path on the leader's client URL, as etcd v2 did for writes; etcd's Go client and
-/// python-etcd follow it, repeating method and body.
-fn redirect_to_leader(app: &App, req: &Request<Incoming>) -> Resp {
-    let Some(leader) = app.handle.status().leader else {
-        return message(503, "no leader: election in progress");
-    };
-    let base = app
-        .members
-        .read()
-        .ok()
-        .and_then(|ms| ms.get(&leader).and_then(|m| m.client_urls.first().cloned()));
-    let Some(base) = base else {
-        return message(503, "the leader's client URL is not known yet; retry");
-    };
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/v2/members");
-    let location = format!("{}{path}", base.trim_end_matches('/'));
-    let mut r = message(307, "membership changes are made on the leader");
-    match http::HeaderValue::from_str(&location) {
-        Ok(v) => {
-            r.headers_mut().insert("location", v);
-            r
-        }
-        Err(_) => message(500, "cannot build the leader's URL"),
-    }
-}
-
-/// `GET /v2/members/leader`: the current leader's member record, as etcd serves it.
-fn leader_member(app: &App) -> Resp {
-    let Some(leader) = app.handle.status().leader else {
-        return message(503, "no leader: election in progress");
-    };
-    match app
-        .members
-        .read()
-        .ok()
-        .and_then(|ms| ms.get(&leader).cloned())
-    {
-        Some(m) => response::json(200, &member_json(&m)),
-        None => message(503, "leader is not a known member yet"),
-    }
-}
-
-async fn member_request(req: Request<Incoming>) -> Result<MemberRequest, Resp> {
-    let (_, body) = super::read_body(req, 64 * 1024).await?;
-    let mr: MemberRequest = serde_json::from_slice(&body)
-        .map_err(|e| message(400, &format!("invalid member JSON: {e}")))?;
-    if mr.peer_urls.is_empty()
-        || mr
-            .peer_urls
-            .iter()
-            .any(|u| !u.starts_with("http://") && !u.starts_with("https://"))
-    {
-        return Err(message(
-            400,
-            "peerURLs must be a non-empty list of http(s) URLs",
-        ));
-    }
-    Ok(mr)
-}
-
-async fn add_member(app: Arc<App>, req: Request<Incoming>) -> Resp {
-    let mr = match member_request(req).await {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
-    let id = member_id(&mr.peer_urls);
-    let conf = app.handle.status().conf;
-    let clash = app
-        .members
-        .read()
-        .map(|ms| add_clashes(&ms, &conf, id, &mr.peer_urls));
-    if clash.unwrap_or(true) {
-        return message(409, "membership: peerURL exists");
-    }
-    let member = Member {
-        id,
-        name: mr.name.unwrap_or_default(),
-        peer_urls: mr.peer_urls,
-        client_urls: vec![],
-    };
-    // Metadata first so that the transport knows where the new voter lives once it counts.
-    if let Err(e) = app
-        .handle
-        .propose(Proposal::PutMember(member.clone()).encode())
-        .await
-    {
-        return driver_failure(e);
-    }
-    if let Err(e) = app
-        .handle
-        .propose_conf_change(ConfChange::AddVoter(id))
-        .await
-    {
-        return driver_failure(e);
-    }
-    response::json(201, &member_json(&member))
-}
-
-/// Whether adding `id` at `peer_urls` conflicts with the recorded members. An add is two
-/// entries, the record and then the configuration change; a record with the same id and URLs
-/// whose node is not in the configuration is an add that stopped between them (a leader change
-/// or a timeout), and adding the member again completes it.
-fn add_clashes(
-    members: &BTreeMap<u64, Member>,
-    conf: &ConfState,
-    id: u64,
-    peer_urls: &[String],
-) -> bool {
-    members.values().any(|m| {
-        let unfinished_add = m.id == id && m.peer_urls == peer_urls && !conf.contains(id);
-        !unfinished_add && (m.id == id || m.peer_urls.iter().any(|u| peer_urls.contains(u)))
-    })
-}
-
-fn parse_id(app: &App, id: &str) -> Result<Member, Resp> {
-    let id = u64::from_str_radix(id, 16)
-        .map_err(|_| message(400, &format!("invalid member id {id:?}")))?;
-    app.members
-        .read()
-        .ok()
-        .and_then(|ms| ms.get(&id).cloned())
-        .ok_or_else(|| message(404, &format!("membership: member {id:016x} not found")))
-}
-
-async fn remove_member(app: Arc<App>, id: &str) -> Resp {
-    let m = match parse_id(&app, id) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
-    // The configuration change removes the member's record as it applies (one entry, so no
-    // failure can separate the two); answered once applied here. Removing the leader itself
-    // works the same way: it applies its own removal, then steps down.
-    match app
-        .handle
-        .propose_conf_change(ConfChange::RemoveNode(m.id))
-        .await
-    {
-        Ok(()) => {}
-        // Refused because it is not in the configuration: the record of an unfinished add.
-        Err(DriverError::Raft(RaftError::InvalidConfChange(_)))
-            if !app.handle.status().conf.contains(m.id) =>
-        {
-            if let Err(e) = app
-                .handle
-                .propose(Proposal::RemoveMember(m.id).encode())
-                .await
-            {
-                return driver_failure(e);
-            }
-        }
-        Err(e) => return driver_failure(e),
-    }
-    hyper::Response::builder()
-        .status(204)
-        .body(super::empty_body())
-        .unwrap_or_else(|_| response::text(204, ""))
-}
-
-async fn update_member(app: Arc<App>, req: Request<Incoming>, id: &str) -> Resp {
-    let mut m = match parse_id(&app, id) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
-    let mr = match member_request(req).await {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    m.peer_urls = mr.peer_urls;
-    if let Some(n) = mr.name {
-        m.name = n;
-    }
-    if let Err(e) = app.handle.propose(Proposal::PutMember(m).encode()).await {
-        return driver_failure(e);
-    }
-    hyper::Response::builder()
-        .status(204)
-        .body(super::empty_body())
-        .unwrap_or_else(|_| response::text(204, ""))
 }
 
 pub fn machines(app: &App) -> Resp {
@@ -370,6 +104,20 @@ pub fn raft_status(app: &App) -> Resp {
     let st = app.handle.status();
     let lease = app.handle.lease_reader();
     let ls = lease.state();
+    let progress: serde_json::Map<String, serde_json::Value> = st
+        .progress
+        .iter()
+        .map(|(&id, p)| {
+            let v = json!({
+                "matched": p.matched,
+                "next": p.next,
+                "state": p.state.as_str(),
+                "active": p.active,
+                "learner": st.conf.learners.contains(&id),
+            });
+            (hex(id), v)
+        })
+        .collect();
     response::json(
         200,
         &json!({
@@ -383,6 +131,10 @@ pub fn raft_status(app: &App) -> Resp {
             "lastIndex": st.last_index,
             "voters": st.conf.voters.iter().copied().map(hex).collect::<Vec<_>>(),
             "learners": st.conf.learners.iter().copied().map(hex).collect::<Vec<_>>(),
+            // The leader's view of each member (empty elsewhere): how far its log is, and
+            // whether it answered within an election timeout — what the reconfiguration
+            // checks go by, so an operator can see why one refused.
+            "progress": progress,
             "lease": {
                 "valid": lease.can_read_with_lease(),
                 "remainingMs": lease.remaining().as_millis() as u64,
@@ -431,54 +183,5 @@ pub fn metrics() -> Resp {
             r
         }
         None => response::text(503, "metrics recorder not installed\n"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn member(id: u64, url: &str) -> Member {
-        Member {
-            id,
-            name: String::new(),
-            peer_urls: vec![url.to_string()],
-            client_urls: vec![],
-        }
-    }
-
-    #[test]
-    fn adding_again_completes_an_unfinished_add_and_nothing_else() {
-        let a = "http://10.0.0.1:7001".to_string();
-        let b = "http://10.0.0.2:7001".to_string();
-        let members = BTreeMap::from([(1, member(1, &a)), (2, member(2, &b))]);
-        let only_1 = ConfState::new([1]);
-        let both = ConfState::new([1, 2]);
-        // Member 2's record without its node in the configuration: the add resumes.
-        assert!(!add_clashes(&members, &only_1, 2, std::slice::from_ref(&b)));
-        // Once it is a voter, the same add is a conflict.
-        assert!(add_clashes(&members, &both, 2, std::slice::from_ref(&b)));
-        // A different member reusing a recorded URL always conflicts.
-        assert!(add_clashes(&members, &only_1, 3, std::slice::from_ref(&b)));
-        assert!(add_clashes(
-            &members,
-            &only_1,
-            3,
-            &[b.clone(), "http://x:1".into()]
-        ));
-        // Same id but other URLs (the record was updated since): not a resumable add.
-        assert!(add_clashes(
-            &members,
-            &only_1,
-            2,
-            &["http://10.0.0.9:7001".into()]
-        ));
-        // A new member with new URLs is fine.
-        assert!(!add_clashes(
-            &members,
-            &both,
-            3,
-            &["http://10.0.0.3:7001".into()]
-        ));
     }
 }

@@ -8,6 +8,7 @@
 pub mod cluster;
 pub mod cors;
 pub mod keys;
+pub mod members;
 pub mod params;
 pub mod peer;
 pub mod response;
@@ -141,10 +142,10 @@ pub async fn route_client(app: Arc<App>, req: Request<Incoming>) -> Resp {
         return keys::handle(app, req, p["/keys".len()..].to_string()).await;
     }
     match (req.method(), p) {
-        (_, "/members") | (_, "/members/") => cluster::members(app, req, None).await,
+        (_, "/members") | (_, "/members/") => members::members(app, req, None).await,
         (_, m) if m.starts_with("/members/") => {
             let id = m["/members/".len()..].to_string();
-            cluster::members(app, req, Some(id)).await
+            members::members(app, req, Some(id)).await
         }
         (&Method::GET, "/machines") => cluster::machines(&app),
         (&Method::GET, "/stats/self") => cluster::stats_self(&app),

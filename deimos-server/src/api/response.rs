@@ -32,6 +32,11 @@ pub fn text(status: u16, s: &str) -> Resp {
         .unwrap_or_else(|_| hyper::Response::new(full("")))
 }
 
+/// The members API's (and other non-keys endpoints') error shape: `{"message": "..."}`.
+pub fn message(status: u16, msg: &str) -> Resp {
+    json(status, &serde_json::json!({ "message": msg }))
+}
+
 /// An etcd-shaped error without a store behind it (transport-level failures).
 pub fn plain_error(status: u16, code: u16, message: &str, cause: &str, index: u64) -> Resp {
     json(

@@ -1,0 +1,420 @@
+//! The etcd v2 members API: `GET /v2/members`, `GET /v2/members/leader`, `POST /v2/members`,
+//! `PUT|DELETE /v2/members/<id>`, plus etcd 3.4's learners: `"isLearner": true` in an add, and
+//! `POST /v2/members/<id>/promote`.
+//!
+//! Changes that could cost the cluster its quorum are refused with 409 unless `?force=true`
+//! (etcd's `--strict-reconfig-check`); the rules are `deimos_raft::reconfig`'s, judged on the
+//! leader's view of which members are active. 409 because the request conflicts with the
+//! cluster's current state and succeeds once that changes (members started, learner caught
+//! up), as the v2 members API already answers for a peer URL in use or a change in progress;
+//! etcd v3 reports the same conditions as `FailedPrecondition`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use deimos_raft::driver::DriverError;
+use deimos_raft::reconfig::Refusal;
+use deimos_raft::types::{ConfChange, ConfState, Role};
+use deimos_raft::RaftError;
+use deimos_store::machine::{Member, Proposal};
+use hyper::body::Incoming;
+use hyper::{Method, Request};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::cluster::hex;
+use super::params::Params;
+use super::response::{self, message, Resp};
+use crate::config::member_id;
+use crate::node::App;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MemberJson<'a> {
+    id: String,
+    name: &'a str,
+    #[serde(rename = "peerURLs")]
+    peer_urls: &'a [String],
+    #[serde(rename = "clientURLs")]
+    client_urls: &'a [String],
+    /// From the applied configuration, not the record: promotion changes only the former.
+    is_learner: bool,
+}
+
+fn member_json<'a>(m: &'a Member, conf: &ConfState) -> MemberJson<'a> {
+    MemberJson {
+        id: hex(m.id),
+        name: &m.name,
+        peer_urls: &m.peer_urls,
+        client_urls: &m.client_urls,
+        is_learner: conf.learners.contains(&m.id),
+    }
+}
+
+#[derive(Deserialize)]
+struct MemberRequest {
+    #[serde(rename = "peerURLs")]
+    peer_urls: Vec<String>,
+    #[serde(default)]
+    name: Option<String>,
+    /// Add as a learner (etcd v3's member field). Ignored by `PUT`: promotion is its own call.
+    #[serde(default, rename = "isLearner")]
+    is_learner: bool,
+}
+
+/// A refused reconfiguration. `NotLeader` means leadership moved since the request was routed.
+fn refusal(r: Refusal) -> Resp {
+    match r {
+        Refusal::NotLeader => message(503, &format!("{r}; retry")),
+        _ => message(409, &r.to_string()),
+    }
+}
+
+/// `?force=true` skips the quorum rules (Go's `ParseBool` spellings, as etcd's flags).
+fn force(req: &Request<Incoming>) -> Result<bool, Resp> {
+    Params::parse(req.uri().query(), None, 0)
+        .and_then(|p| p.bool("force"))
+        .map_err(|_| message(400, "force must be true or false"))
+}
+
+/// Apply a quorum rule unless forced; a forced change past a refusal is logged, since it is
+/// the operator accepting an outage risk.
+fn quorum_rule(force: bool, rule: Result<(), Refusal>) -> Result<(), Resp> {
+    match rule {
+        Err(r @ Refusal::NotLeader) => Err(refusal(r)),
+        Err(r) if force => {
+            tracing::warn!(refusal = %r, "membership change forced past the quorum check");
+            Ok(())
+        }
+        Err(r) => Err(refusal(r)),
+        Ok(()) => Ok(()),
+    }
+}
+
+fn driver_failure(e: DriverError) -> Resp {
+    match e {
+        DriverError::Raft(RaftError::ConfChangePending) => {
+            message(409, "a membership change is in progress; retry")
+        }
+        DriverError::Raft(RaftError::InvalidConfChange(why)) => message(409, &why),
+        DriverError::Dropped => message(503, &format!("{}; retry", DriverError::Dropped)),
+        other => message(500, &other.to_string()),
+    }
+}
+
+pub async fn members(app: Arc<App>, req: Request<Incoming>, id: Option<String>) -> Resp {
+    let method = req.method().clone();
+    match (method, id) {
+        (Method::GET, None) => {
+            let conf = app.handle.status().conf;
+            let members = app
+                .members
+                .read()
+                .map(|m| m.values().cloned().collect::<Vec<_>>())
+                .unwrap_or_default();
+            let list: Vec<_> = members.iter().map(|m| member_json(m, &conf)).collect();
+            response::json(200, &json!({ "members": list }))
+        }
+        // etcd v2 clients (`etcdctl member list`) ask for the leader here before listing.
+        (Method::GET, Some(id)) if id == "leader" => leader_member(&app),
+        (Method::POST, _) | (Method::DELETE, Some(_)) | (Method::PUT, Some(_))
+            if app.handle.status().role != Role::Leader =>
+        {
+            redirect_to_leader(&app, &req)
+        }
+        (Method::POST, None) => add_member(app, req).await,
+        (Method::POST, Some(path)) => match path.strip_suffix("/promote") {
+            Some(id) => match force(&req) {
+                Ok(f) => promote_member(app, id, f).await,
+                Err(r) => r,
+            },
+            None => response::text(405, "Method Not Allowed\n"),
+        },
+        (Method::DELETE, Some(id)) => match force(&req) {
+            Ok(f) => remove_member(app, &id, f).await,
+            Err(r) => r,
+        },
+        (Method::PUT, Some(id)) => update_member(app, req, &id).await,
+        _ => response::text(405, "Method Not Allowed\n"),
+    }
+}
+
+/// Membership changes are proposed on the leader: the driver forwards ordinary proposals from a
+/// follower but not configuration changes, and a follower that recorded the member and then
+/// failed the change would leave a member that is not a voter. So a follower answers `307` to
+/// the same path on the leader's client URL, as etcd v2 did for writes; etcd's Go client and
+/// python-etcd follow it, repeating method and body.
+fn redirect_to_leader(app: &App, req: &Request<Incoming>) -> Resp {
+    let Some(leader) = app.handle.status().leader else {
+        return message(503, "no leader: election in progress");
+    };
+    let base = app
+        .members
+        .read()
+        .ok()
+        .and_then(|ms| ms.get(&leader).and_then(|m| m.client_urls.first().cloned()));
+    let Some(base) = base else {
+        return message(503, "the leader's client URL is not known yet; retry");
+    };
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/v2/members");
+    let location = format!("{}{path}", base.trim_end_matches('/'));
+    let mut r = message(307, "membership changes are made on the leader");
+    match http::HeaderValue::from_str(&location) {
+        Ok(v) => {
+            r.headers_mut().insert("location", v);
+            r
+        }
+        Err(_) => message(500, "cannot build the leader's URL"),
+    }
+}
+
+/// `GET /v2/members/leader`: the current leader's member record, as etcd serves it.
+fn leader_member(app: &App) -> Resp {
+    let st = app.handle.status();
+    let Some(leader) = st.leader else {
+        return message(503, "no leader: election in progress");
+    };
+    match app
+        .members
+        .read()
+        .ok()
+        .and_then(|ms| ms.get(&leader).cloned())
+    {
+        Some(m) => response::json(200, &member_json(&m, &st.conf)),
+        None => message(503, "leader is not a known member yet"),
+    }
+}
+
+async fn member_request(req: Request<Incoming>) -> Result<MemberRequest, Resp> {
+    let (_, body) = super::read_body(req, 64 * 1024).await?;
+    let mr: MemberRequest = serde_json::from_slice(&body)
+        .map_err(|e| message(400, &format!("invalid member JSON: {e}")))?;
+    if mr.peer_urls.is_empty()
+        || mr
+            .peer_urls
+            .iter()
+            .any(|u| !u.starts_with("http://") && !u.starts_with("https://"))
+    {
+        return Err(message(
+            400,
+            "peerURLs must be a non-empty list of http(s) URLs",
+        ));
+    }
+    Ok(mr)
+}
+
+/// Add a voter or (`isLearner`) a learner. A voter must pass the quorum rule unless forced; a
+/// learner never needs to, since it does not count toward any majority.
+async fn add_member(app: Arc<App>, req: Request<Incoming>) -> Resp {
+    let force = match force(&req) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let mr = match member_request(req).await {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let id = member_id(&mr.peer_urls);
+    let st = app.handle.status();
+    let clash = app
+        .members
+        .read()
+        .map(|ms| add_clashes(&ms, &st.conf, id, &mr.peer_urls));
+    if clash.unwrap_or(true) {
+        return message(409, "membership: peerURL exists");
+    }
+    if !mr.is_learner {
+        if let Err(r) = quorum_rule(force, st.check_add_voter()) {
+            return r;
+        }
+    }
+    let change = if mr.is_learner {
+        ConfChange::AddLearner(id)
+    } else {
+        ConfChange::AddVoter(id)
+    };
+    let member = Member {
+        id,
+        name: mr.name.unwrap_or_default(),
+        peer_urls: mr.peer_urls,
+        client_urls: vec![],
+    };
+    // Metadata first so that the transport knows where the new member lives once it is one.
+    if let Err(e) = app
+        .handle
+        .propose(Proposal::PutMember(member.clone()).encode())
+        .await
+    {
+        return driver_failure(e);
+    }
+    if let Err(e) = app.handle.propose_conf_change(change).await {
+        return driver_failure(e);
+    }
+    tracing::info!(id = %hex(id), name = %member.name, learner = mr.is_learner, "member added");
+    response::json(201, &member_json(&member, &app.handle.status().conf))
+}
+
+/// Whether adding `id` at `peer_urls` conflicts with the recorded members. An add is two
+/// entries, the record and then the configuration change; a record with the same id and URLs
+/// whose node is not in the configuration is an add that stopped between them (a leader change
+/// or a timeout), and adding the member again completes it.
+fn add_clashes(
+    members: &BTreeMap<u64, Member>,
+    conf: &ConfState,
+    id: u64,
+    peer_urls: &[String],
+) -> bool {
+    members.values().any(|m| {
+        let unfinished_add = m.id == id && m.peer_urls == peer_urls && !conf.contains(id);
+        !unfinished_add && (m.id == id || m.peer_urls.iter().any(|u| peer_urls.contains(u)))
+    })
+}
+
+fn parse_id(app: &App, id: &str) -> Result<Member, Resp> {
+    let id = u64::from_str_radix(id, 16)
+        .map_err(|_| message(400, &format!("invalid member id {id:?}")))?;
+    app.members
+        .read()
+        .ok()
+        .and_then(|ms| ms.get(&id).cloned())
+        .ok_or_else(|| message(404, &format!("membership: member {id:016x} not found")))
+}
+
+/// Remove a member. Removing a voter must leave a quorum of active voters unless forced.
+async fn remove_member(app: Arc<App>, id: &str, force: bool) -> Resp {
+    let m = match parse_id(&app, id) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    if let Err(r) = quorum_rule(force, app.handle.status().check_remove(m.id)) {
+        return r;
+    }
+    // The configuration change removes the member's record as it applies (one entry, so no
+    // failure can separate the two); answered once applied here. Removing the leader itself
+    // works the same way: it applies its own removal, then steps down.
+    match app
+        .handle
+        .propose_conf_change(ConfChange::RemoveNode(m.id))
+        .await
+    {
+        Ok(()) => {}
+        // Refused because it is not in the configuration: the record of an unfinished add.
+        Err(DriverError::Raft(RaftError::InvalidConfChange(_)))
+            if !app.handle.status().conf.contains(m.id) =>
+        {
+            if let Err(e) = app
+                .handle
+                .propose(Proposal::RemoveMember(m.id).encode())
+                .await
+            {
+                return driver_failure(e);
+            }
+        }
+        Err(e) => return driver_failure(e),
+    }
+    hyper::Response::builder()
+        .status(204)
+        .body(super::empty_body())
+        .unwrap_or_else(|_| response::text(204, ""))
+}
+
+/// `POST /v2/members/<id>/promote`: make a learner a voter, once its log has caught up with
+/// the leader's (never overridable) and, unless forced, if the cluster keeps a quorum of active
+/// voters. Answers the member, now a voter.
+async fn promote_member(app: Arc<App>, id: &str, force: bool) -> Resp {
+    let m = match parse_id(&app, id) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let st = app.handle.status();
+    if let Err(r) = st.check_learner_ready(m.id) {
+        return refusal(r);
+    }
+    if let Err(r) = quorum_rule(force, st.check_promote_quorum(m.id)) {
+        return r;
+    }
+    if let Err(e) = app
+        .handle
+        .propose_conf_change(ConfChange::AddVoter(m.id))
+        .await
+    {
+        return driver_failure(e);
+    }
+    tracing::info!(id = %hex(m.id), name = %m.name, "learner promoted to voter");
+    response::json(200, &member_json(&m, &app.handle.status().conf))
+}
+
+async fn update_member(app: Arc<App>, req: Request<Incoming>, id: &str) -> Resp {
+    let mut m = match parse_id(&app, id) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let mr = match member_request(req).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    m.peer_urls = mr.peer_urls;
+    if let Some(n) = mr.name {
+        m.name = n;
+    }
+    if let Err(e) = app.handle.propose(Proposal::PutMember(m).encode()).await {
+        return driver_failure(e);
+    }
+    hyper::Response::builder()
+        .status(204)
+        .body(super::empty_body())
+        .unwrap_or_else(|_| response::text(204, ""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: u64, url: &str) -> Member {
+        Member {
+            id,
+            name: String::new(),
+            peer_urls: vec![url.to_string()],
+            client_urls: vec![],
+        }
+    }
+
+    #[test]
+    fn adding_again_completes_an_unfinished_add_and_nothing_else() {
+        let a = "http://10.0.0.1:7001".to_string();
+        let b = "http://10.0.0.2:7001".to_string();
+        let members = BTreeMap::from([(1, member(1, &a)), (2, member(2, &b))]);
+        let only_1 = ConfState::new([1]);
+        let both = ConfState::new([1, 2]);
+        // Member 2's record without its node in the configuration: the add resumes.
+        assert!(!add_clashes(&members, &only_1, 2, std::slice::from_ref(&b)));
+        // Once it is a voter, the same add is a conflict.
+        assert!(add_clashes(&members, &both, 2, std::slice::from_ref(&b)));
+        // A different member reusing a recorded URL always conflicts.
+        assert!(add_clashes(&members, &only_1, 3, std::slice::from_ref(&b)));
+        assert!(add_clashes(
+            &members,
+            &only_1,
+            3,
+            &[b.clone(), "http://x:1".into()]
+        ));
+        // Same id but other URLs (the record was updated since): not a resumable add.
+        assert!(add_clashes(
+            &members,
+            &only_1,
+            2,
+            &["http://10.0.0.9:7001".into()]
+        ));
+        // A new member with new URLs is fine.
+        assert!(!add_clashes(
+            &members,
+            &both,
+            3,
+            &["http://10.0.0.3:7001".into()]
+        ));
+    }
+}
