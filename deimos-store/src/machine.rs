@@ -19,6 +19,10 @@ use crate::persist::RedbStorage;
 /// Member records live beside the key space's records; the key space owns `/...` and its meta
 /// key, so a distinct prefix keeps the two apart.
 const MEMBER_PREFIX: &str = "\u{1}member/";
+/// Ids of removed members (etcd keeps the same list): a removed id is never added again and its
+/// peer traffic is refused, because a new server under an old id would inherit that id's place
+/// in logs, votes and acknowledgements it never held.
+const REMOVED_PREFIX: &str = "\u{1}removed/";
 
 /// How many applied entries stay in the log after a compaction, so a briefly lagging follower
 /// catches up from the log rather than by a full snapshot.
@@ -57,10 +61,12 @@ pub enum Output {
 
 pub type SharedStore = Arc<RwLock<Store>>;
 pub type SharedMembers = Arc<RwLock<BTreeMap<u64, Member>>>;
+pub type SharedRemoved = Arc<RwLock<std::collections::BTreeSet<u64>>>;
 
 pub struct KvStateMachine {
     store: SharedStore,
     members: SharedMembers,
+    removed: SharedRemoved,
 }
 
 impl KvStateMachine {
@@ -76,10 +82,11 @@ impl KvStateMachine {
         if fresh && !bootstrap.is_empty() {
             bootstrap_log(storage, bootstrap)?;
         }
-        let (store, members) = load(storage)?;
+        let (store, members, removed) = load(storage)?;
         Ok(KvStateMachine {
             store: Arc::new(RwLock::new(store)),
             members: Arc::new(RwLock::new(members)),
+            removed: Arc::new(RwLock::new(removed)),
         })
     }
 
@@ -89,6 +96,11 @@ impl KvStateMachine {
 
     pub fn members(&self) -> SharedMembers {
         self.members.clone()
+    }
+
+    /// Ids of members that were removed (never to be added again).
+    pub fn removed(&self) -> SharedRemoved {
+        self.removed.clone()
     }
 }
 
@@ -127,13 +139,17 @@ fn bootstrap_log(storage: &mut RedbStorage, members: &[Member]) -> Result<(), St
     storage.persist(Some(&hs), &entries).map_err(sm_err)
 }
 
+/// Remove a member's record and remember its id as removed, in the same batch.
 fn remove_member(
     members: &mut BTreeMap<u64, Member>,
+    removed: &mut std::collections::BTreeSet<u64>,
     mutations: &mut Vec<(String, Option<Vec<u8>>)>,
     id: u64,
 ) {
     mutations.push((member_key(id), None));
+    mutations.push((format!("{REMOVED_PREFIX}{id:016x}"), Some(Vec::new())));
     members.remove(&id);
+    removed.insert(id);
 }
 
 fn member_key(id: u64) -> String {
@@ -148,21 +164,32 @@ fn sm_err(e: impl std::fmt::Display) -> StateMachineError {
     StateMachineError(e.to_string())
 }
 
-fn load(storage: &RedbStorage) -> Result<(Store, BTreeMap<u64, Member>), StateMachineError> {
+type Loaded = (
+    Store,
+    BTreeMap<u64, Member>,
+    std::collections::BTreeSet<u64>,
+);
+
+fn load(storage: &RedbStorage) -> Result<Loaded, StateMachineError> {
     let mut keys = Vec::new();
     let mut members = BTreeMap::new();
+    let mut removed = std::collections::BTreeSet::new();
     for r in storage.records().map_err(sm_err)? {
         let (k, v) = r.map_err(sm_err)?;
         if k.starts_with(MEMBER_PREFIX) {
             let m: Member = serde_json::from_slice(&v)
                 .map_err(|e| sm_err(format!("member record {k}: {e}")))?;
             members.insert(m.id, m);
+        } else if let Some(hex) = k.strip_prefix(REMOVED_PREFIX) {
+            let id = u64::from_str_radix(hex, 16)
+                .map_err(|e| sm_err(format!("removed-member record {k:?}: {e}")))?;
+            removed.insert(id);
         } else {
             keys.push((k, v));
         }
     }
     let store = Store::from_records(keys).map_err(sm_err)?;
-    Ok((store, members))
+    Ok((store, members, removed))
 }
 
 impl StateMachine<RedbStorage> for KvStateMachine {
@@ -184,6 +211,10 @@ impl StateMachine<RedbStorage> for KvStateMachine {
                 .members
                 .write()
                 .map_err(|_| sm_err("members lock poisoned"))?;
+            let mut removed = self
+                .removed
+                .write()
+                .map_err(|_| sm_err("removed-members lock poisoned"))?;
             // A member's record leaves with it: the `RemoveNode` entry removes both, so no
             // failure between two proposals can leave the record of a node that is gone.
             let mut removals = batch
@@ -196,18 +227,23 @@ impl StateMachine<RedbStorage> for KvStateMachine {
             let mut next_removal = removals.next();
             for c in &batch.commands {
                 while let Some((_, id)) = next_removal.filter(|(i, _)| *i < c.index) {
-                    remove_member(&mut members, &mut mutations, id);
+                    remove_member(&mut members, &mut removed, &mut mutations, id);
                     next_removal = removals.next();
                 }
                 let out = match serde_json::from_slice::<Proposal>(c.data) {
                     Ok(Proposal::Keys(cmd)) => Output::Keys(store.apply(&cmd)),
+                    // A removed member's record never comes back (a removed node still running
+                    // may try to publish itself).
+                    Ok(Proposal::PutMember(m)) if removed.contains(&m.id) => {
+                        Output::Invalid(format!("member {:016x} was removed", m.id))
+                    }
                     Ok(Proposal::PutMember(m)) => {
                         mutations.push((member_key(m.id), Some(encode_member(&m))));
                         members.insert(m.id, m);
                         Output::Members
                     }
                     Ok(Proposal::RemoveMember(id)) => {
-                        remove_member(&mut members, &mut mutations, id);
+                        remove_member(&mut members, &mut removed, &mut mutations, id);
                         Output::Members
                     }
                     Err(e) => Output::Invalid(format!("entry {}: {e}", c.index)),
@@ -215,7 +251,7 @@ impl StateMachine<RedbStorage> for KvStateMachine {
                 outputs.push(out);
             }
             while let Some((_, id)) = next_removal {
-                remove_member(&mut members, &mut mutations, id);
+                remove_member(&mut members, &mut removed, &mut mutations, id);
                 next_removal = removals.next();
             }
             mutations.extend(store.take_dirty());
@@ -234,7 +270,7 @@ impl StateMachine<RedbStorage> for KvStateMachine {
         storage: &mut RedbStorage,
         _snapshot: &Snapshot,
     ) -> Result<(), StateMachineError> {
-        let (store, members) = load(storage)?;
+        let (store, members, removed) = load(storage)?;
         let mut cur = self
             .store
             .write()
@@ -246,6 +282,10 @@ impl StateMachine<RedbStorage> for KvStateMachine {
             .members
             .write()
             .map_err(|_| sm_err("members lock poisoned"))? = members;
+        *self
+            .removed
+            .write()
+            .map_err(|_| sm_err("removed-members lock poisoned"))? = removed;
         Ok(())
     }
 
@@ -364,7 +404,7 @@ mod tests {
     }
 
     #[test]
-    fn a_removed_node_takes_its_member_record_along_in_log_order() {
+    fn a_removed_node_takes_its_member_record_along_and_its_id_is_never_recorded_again() {
         use deimos_raft::types::ConfState;
         let dir = tempfile::tempdir().unwrap();
         let mut st = RedbStorage::open(dir.path()).unwrap();
@@ -379,58 +419,66 @@ mod tests {
             .collect();
         st.persist(None, &filler).unwrap();
         let put = |id| Proposal::PutMember(member(id)).encode();
-        let (put2, put3) = (put(2), put(3));
-        let conf = ConfState::new([1, 3]);
-        // 7: node 2 leaves; 8: its record is written again (an add of the same URLs starting
-        // over); 9: node 3 leaves; 10: node 3 is recorded again, then 11 adds it back.
-        let mut conf_after = conf.clone();
-        conf_after.apply(ConfChange::AddVoter(3));
-        sm.apply(
-            &mut st,
-            ApplyBatch {
-                commands: vec![
-                    Cmd {
-                        index: 8,
-                        term: 1,
-                        data: &put2,
-                    },
-                    Cmd {
-                        index: 10,
-                        term: 1,
-                        data: &put3,
-                    },
-                ],
-                conf_changes: vec![
-                    (7, ConfChange::RemoveNode(2)),
-                    (9, ConfChange::RemoveNode(3)),
-                    (11, ConfChange::AddVoter(3)),
-                ],
-                applied: 11,
-                applied_term: 1,
-                conf: &conf_after,
-            },
-        )
-        .unwrap();
+        let (put4, put3) = (put(4), put(3));
+        // 7: node 2 leaves; 8: its replacement (a new id) is recorded; 9: node 3 leaves;
+        // 10: node 3's record is written again (a removed node publishing itself): refused;
+        // 11: the replacement becomes a voter.
+        let mut conf_after = ConfState::new([1]);
+        conf_after.apply(ConfChange::AddVoter(4));
+        let out = sm
+            .apply(
+                &mut st,
+                ApplyBatch {
+                    commands: vec![
+                        Cmd {
+                            index: 8,
+                            term: 1,
+                            data: &put4,
+                        },
+                        Cmd {
+                            index: 10,
+                            term: 1,
+                            data: &put3,
+                        },
+                    ],
+                    conf_changes: vec![
+                        (7, ConfChange::RemoveNode(2)),
+                        (9, ConfChange::RemoveNode(3)),
+                        (11, ConfChange::AddVoter(4)),
+                    ],
+                    applied: 11,
+                    applied_term: 1,
+                    conf: &conf_after,
+                },
+            )
+            .unwrap();
+        assert!(matches!(out[1], Output::Invalid(_)), "{out:?}");
         let ids: Vec<u64> = sm.members().read().unwrap().keys().copied().collect();
         // (The bootstrap records are in the log, not applied here.)
-        assert_eq!(ids, [2, 3], "records written after the removals stay");
+        assert_eq!(ids, [4], "a removed id is never recorded again");
         let conf = ConfState::new([1]);
         sm.apply(
             &mut st,
             ApplyBatch {
                 commands: vec![],
-                conf_changes: vec![(12, ConfChange::RemoveNode(3))],
+                conf_changes: vec![(12, ConfChange::RemoveNode(4))],
                 applied: 12,
                 applied_term: 1,
                 conf: &conf,
             },
         )
         .unwrap();
-        let ids: Vec<u64> = sm.members().read().unwrap().keys().copied().collect();
-        assert_eq!(ids, [2], "node 3's record left with it");
-        // The same in the stored records (staged until written).
+        assert!(
+            sm.members().read().unwrap().is_empty(),
+            "node 4's record left with it"
+        );
+        let removed: Vec<u64> = sm.removed().read().unwrap().iter().copied().collect();
+        assert_eq!(removed, [2, 3, 4]);
+        // The same in the stored records (staged until written), so a restart and a snapshot
+        // carry the removed ids too.
         st.write_staged().unwrap();
-        let (_, members) = load(&st).unwrap();
-        assert_eq!(members.keys().copied().collect::<Vec<_>>(), [2]);
+        let (_, members, removed) = load(&st).unwrap();
+        assert!(members.is_empty());
+        assert_eq!(removed.into_iter().collect::<Vec<_>>(), [2, 3, 4]);
     }
 }

@@ -24,6 +24,7 @@
 
 mod codec;
 mod error;
+mod identity;
 mod install;
 mod read;
 mod schema;
