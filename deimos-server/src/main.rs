@@ -2,6 +2,7 @@
 
 mod api;
 mod config;
+mod identity;
 mod node;
 mod proxy;
 mod shutdown;
@@ -130,7 +131,7 @@ async fn run(flags: Flags) -> Result<(), String> {
     }
     // Peer TLS is always mutual: the peer CA verifies connecting members.
     let peer_listeners = bind_all(&cfg.flags.listen_peer_urls, &peer_tls, "peer listener").await?;
-    let (app, driver) = node::start(cfg)?;
+    let (app, driver) = node::start(cfg).await?;
     for (l, tls) in peer_listeners {
         tokio::spawn(api::serve(app.clone(), l, api::Listener::Peer, tls));
     }
@@ -138,7 +139,10 @@ async fn run(flags: Flags) -> Result<(), String> {
         tokio::spawn(api::serve(app.clone(), l, api::Listener::Client, tls));
     }
     tracing::info!(client = ?app.cfg.flags.listen_client_urls, peer = ?app.cfg.flags.listen_peer_urls, "serving");
-    shutdown::signal().await;
+    tokio::select! {
+        _ = shutdown::signal() => {}
+        _ = app.stop.notified() => {}
+    }
     tracing::info!(grace = ?shutdown::GRACE, "shutting down");
     shutdown::arm(shutdown::GRACE, shutdown::force_exit);
     node::step_down(&app).await;

@@ -9,7 +9,9 @@ use deimos_raft::lease::LeaseConfig;
 use deimos_raft::types::Role;
 use deimos_raft::{Config, ScaledClock};
 use deimos_store::keyspace::Command;
-use deimos_store::machine::{KvStateMachine, Output, Proposal, SharedMembers, SharedStore};
+use deimos_store::machine::{
+    KvStateMachine, Output, Proposal, SharedMembers, SharedRemoved, SharedStore,
+};
 use deimos_store::persist::RedbStorage;
 
 use crate::config::NodeConfig;
@@ -24,6 +26,10 @@ pub struct App {
     pub handle: NodeHandle,
     pub store: SharedStore,
     pub members: SharedMembers,
+    /// Ids of removed members: never added again, their peer traffic refused.
+    pub removed: SharedRemoved,
+    /// Notified when this member learns it was removed from the cluster: it stops.
+    pub stop: Arc<tokio::sync::Notify>,
     pub started: Instant,
     pub stats: Arc<ServerStats>,
 }
@@ -70,8 +76,9 @@ impl Drop for DriverThread {
     }
 }
 
-/// Open the data dir and start the Raft driver; returns the app and the driver's thread.
-pub fn start(cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), String> {
+/// Open the data dir, resolve this member's id, and start the Raft driver; returns the app and
+/// the driver's thread.
+pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), String> {
     let data_dir = &cfg.flags.data_dir;
     // One-phase commit with checksums: a crash mid-commit rolls back to the previous commit,
     // which was never acknowledged. Two-phase commit would add a second fsync per write to guard
@@ -84,9 +91,34 @@ pub fn start(cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), String> {
     };
     let mut storage = RedbStorage::open_with(data_dir, &opts)
         .map_err(|e| format!("cannot open data dir {}: {e}", data_dir.display()))?;
+    let peer_tls = crate::tls::TlsFiles {
+        cert: cfg.flags.peer_cert_file.clone(),
+        key: cfg.flags.peer_key_file.clone(),
+        ca: cfg.flags.peer_ca_file.clone(),
+    };
+    // Peers are reached with the peer certificate whenever a peer CA is configured, so a cluster
+    // mixing http and https URLs during a migration still works.
+    let peer_client_tls = match peer_tls.ca {
+        Some(_) => Some(peer_tls.client_config("peer client")?),
+        None => None,
+    };
+    let me = crate::identity::resolve(&cfg, &mut storage, peer_client_tls.clone()).await?;
+    if me.id != cfg.id {
+        cfg.id = me.id;
+    }
+    if !me.members.is_empty() {
+        cfg.peer_hints = me.members;
+    }
     let sm = KvStateMachine::open(&mut storage, &cfg.bootstrap).map_err(|e| e.to_string())?;
     let (applied, _, conf) = storage.applied_state();
-    let (store, members) = (sm.store(), sm.members());
+    let (store, members, removed) = (sm.store(), sm.members(), sm.removed());
+    if removed.read().is_ok_and(|r| r.contains(&cfg.id)) {
+        return Err(format!(
+            "member {} was removed from the cluster and cannot rejoin with this data: wipe {} and add it again (it gets a new id)",
+            Id(cfg.id),
+            data_dir.display()
+        ));
+    }
 
     let mut raft = Config::new(cfg.id);
     raft.election_tick = cfg.timing.election_tick;
@@ -125,17 +157,7 @@ pub fn start(cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), String> {
         .and_then(|u| crate::config::url_addr(u).ok())
         .map(|a| a.ip())
         .filter(|ip| !ip.is_unspecified());
-    let peer_tls = crate::tls::TlsFiles {
-        cert: cfg.flags.peer_cert_file.clone(),
-        key: cfg.flags.peer_key_file.clone(),
-        ca: cfg.flags.peer_ca_file.clone(),
-    };
-    // Peers are reached with the peer certificate whenever a peer CA is configured, so a cluster
-    // mixing http and https URLs during a migration still works.
-    let peer_client_tls = match peer_tls.ca {
-        Some(_) => Some(peer_tls.client_config("peer client")?),
-        None => None,
-    };
+    let removal = Arc::new(tokio::sync::Notify::new());
     let transport = HttpTransport::new(
         members.clone(),
         stats.clone(),
@@ -143,6 +165,7 @@ pub fn start(cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), String> {
         bind,
         peer_client_tls,
     )
+    .with_removal_notice(removal.clone())
     .with_hints(
         cfg.peer_hints
             .iter()
@@ -194,6 +217,8 @@ pub fn start(cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), String> {
         handle,
         store,
         members,
+        removed,
+        stop: removal,
         started: Instant::now(),
         stats,
     });
@@ -211,6 +236,7 @@ pub fn start(cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), String> {
     }
     tokio::spawn(expiry_loop(app.clone()));
     tokio::spawn(publish_self(app.clone()));
+    tokio::spawn(watch_removal(app.clone()));
     Ok((app, task))
 }
 
@@ -238,6 +264,25 @@ async fn expiry_loop(app: Arc<App>) {
     }
 }
 
+/// A member that applied its own removal stops (a removed member that kept running would
+/// campaign, unheard, for ever). One cut off while it was removed learns it from a peer's 410
+/// (the transport notifies `stop` itself).
+async fn watch_removal(app: Arc<App>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        if is_removed(&app) {
+            tracing::warn!(id = %Id(app.id()), "this member was removed from the cluster; stopping");
+            app.stop.notify_one();
+            return;
+        }
+    }
+}
+
+fn is_removed(app: &App) -> bool {
+    app.removed.read().is_ok_and(|r| r.contains(&app.id()))
+}
+
 /// Make this member's name and client URLs known to the cluster (a member added through the
 /// API is recorded with its peer URLs only), retrying until it sticks.
 async fn publish_self(app: Arc<App>) {
@@ -256,15 +301,16 @@ async fn publish_self(app: Arc<App>) {
                 .unwrap_or_else(|| app.cfg.peer_urls.clone()),
             client_urls: app.cfg.client_urls.clone(),
         };
-        if current.as_ref() == Some(&wanted) {
+        if current.as_ref() == Some(&wanted) || is_removed(&app) {
             return;
         }
         if app.handle.status().leader.is_some()
-            && app
-                .handle
-                .propose(Proposal::PutMember(wanted).encode())
-                .await
-                .is_ok()
+            && matches!(
+                app.handle
+                    .propose(Proposal::PutMember(wanted).encode())
+                    .await,
+                Ok(Output::Members)
+            )
         {
             continue;
         }

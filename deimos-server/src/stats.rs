@@ -10,6 +10,10 @@ pub const READ_SECONDS: &str = "deimos_server_read_duration_seconds";
 
 pub fn describe() {
     metrics::describe_counter!(
+        crate::api::peer::PEER_REFUSED,
+        "Peer requests refused before reaching Raft, by reason (removed_member: a removed member's traffic, answered 410)."
+    );
+    metrics::describe_counter!(
         READS,
         "Key reads served, by how they were made consistent (lease, read-index, quorum, local)."
     );

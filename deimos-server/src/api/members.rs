@@ -25,7 +25,7 @@ use serde_json::json;
 use super::cluster::hex;
 use super::params::Params;
 use super::response::{self, message, Resp};
-use crate::config::member_id;
+use crate::identity::new_member_id;
 use crate::node::App;
 
 #[derive(Serialize)]
@@ -105,16 +105,7 @@ fn driver_failure(e: DriverError) -> Resp {
 pub async fn members(app: Arc<App>, req: Request<Incoming>, id: Option<String>) -> Resp {
     let method = req.method().clone();
     match (method, id) {
-        (Method::GET, None) => {
-            let conf = app.handle.status().conf;
-            let members = app
-                .members
-                .read()
-                .map(|m| m.values().cloned().collect::<Vec<_>>())
-                .unwrap_or_default();
-            let list: Vec<_> = members.iter().map(|m| member_json(m, &conf)).collect();
-            response::json(200, &json!({ "members": list }))
-        }
+        (Method::GET, None) => member_list(&app),
         // etcd v2 clients (`etcdctl member list`) ask for the leader here before listing.
         (Method::GET, Some(id)) if id == "leader" => leader_member(&app),
         (Method::POST, _) | (Method::DELETE, Some(_)) | (Method::PUT, Some(_))
@@ -218,13 +209,14 @@ async fn add_member(app: Arc<App>, req: Request<Incoming>) -> Resp {
         Ok(m) => m,
         Err(r) => return r,
     };
-    let id = member_id(&mr.peer_urls);
     let st = app.handle.status();
-    let clash = app
-        .members
-        .read()
-        .map(|ms| add_clashes(&ms, &st.conf, id, &mr.peer_urls));
-    if clash.unwrap_or(true) {
+    let Some((id, clash, was_removed)) = pick_id(&app, &st.conf, &mr.peer_urls) else {
+        return message(500, "membership registry lock poisoned");
+    };
+    if was_removed {
+        return message(409, "membership: ID removed");
+    }
+    if clash {
         return message(409, "membership: peerURL exists");
     }
     if !mr.is_learner {
@@ -256,6 +248,42 @@ async fn add_member(app: Arc<App>, req: Request<Incoming>) -> Resp {
     }
     tracing::info!(id = %hex(id), name = %member.name, learner = mr.is_learner, "member added");
     response::json(201, &member_json(&member, &app.handle.status().conf))
+}
+
+/// `{"members": [...]}`: served to clients on `/v2/members` and to joining members on the
+/// peer listener's `/members` (where they learn their id).
+pub fn member_list(app: &App) -> Resp {
+    let conf = app.handle.status().conf;
+    let members = app
+        .members
+        .read()
+        .map(|m| m.values().cloned().collect::<Vec<_>>())
+        .unwrap_or_default();
+    let list: Vec<_> = members.iter().map(|m| member_json(m, &conf)).collect();
+    response::json(200, &json!({ "members": list }))
+}
+
+/// The id for a member added at `peer_urls`, whether it clashes with a recorded member, and
+/// whether it was removed. An add that stopped between its record and its configuration change
+/// (a leader change, a timeout) resumes under the id it was given; any other add gets a fresh
+/// id, never one a current or removed member had (see `identity`). `None`: a poisoned lock.
+fn pick_id(app: &App, conf: &ConfState, peer_urls: &[String]) -> Option<(u64, bool, bool)> {
+    let ms = app.members.read().ok()?;
+    let removed = app.removed.read().ok()?;
+    let resumed = ms
+        .values()
+        .find(|m| m.peer_urls == peer_urls && !conf.contains(m.id))
+        .map(|m| m.id);
+    let id = resumed.unwrap_or_else(|| {
+        new_member_id(peer_urls, |x| {
+            ms.contains_key(&x) || removed.contains(&x) || conf.contains(x)
+        })
+    });
+    Some((
+        id,
+        add_clashes(&ms, conf, id, peer_urls),
+        removed.contains(&id),
+    ))
 }
 
 /// Whether adding `id` at `peer_urls` conflicts with the recorded members. An add is two

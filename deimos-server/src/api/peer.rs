@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request};
 
 use super::response::{self, Resp};
+use crate::identity::MEMBERS_PATH;
 use crate::node::App;
 use crate::transport::frame::{Decoder, MAX_FRAME_BYTES};
 use crate::transport::{decode_batch, decode_snapshot, MESSAGES_PATH, SNAPSHOT_PATH, STREAM_PATH};
@@ -21,6 +22,9 @@ const STREAM_IDLE: Duration = Duration::from_secs(60);
 
 pub async fn route(app: Arc<App>, req: Request<Incoming>) -> Resp {
     let path = req.uri().path().to_string();
+    if req.method() == Method::GET && path == MEMBERS_PATH {
+        return super::members::member_list(&app);
+    }
     if req.method() != Method::POST {
         return response::text(405, "Method Not Allowed\n");
     }
@@ -32,10 +36,10 @@ pub async fn route(app: Arc<App>, req: Request<Incoming>) -> Resp {
                 Err(r) => return r,
             };
             match decode_batch(&body) {
-                Ok(msgs) => {
-                    deliver(&app, msgs);
-                    response::text(204, "")
-                }
+                Ok(msgs) => match deliver(&app, msgs) {
+                    Ok(()) => response::text(204, ""),
+                    Err(refused) => refused,
+                },
                 Err(e) => response::text(400, &e),
             }
         }
@@ -45,6 +49,7 @@ pub async fn route(app: Arc<App>, req: Request<Incoming>) -> Resp {
                 Err(r) => return r,
             };
             match decode_snapshot(&body) {
+                Ok(m) if is_removed(&app, m.from) => removed_sender(m.from),
                 Ok(m) if m.to == app.id() => {
                     app.handle.step(m);
                     response::text(204, "")
@@ -74,7 +79,11 @@ async fn stream(app: &App, mut body: Incoming) -> Resp {
         decoder.push(&data);
         loop {
             match decoder.next_batch() {
-                Ok(Some(msgs)) => deliver(app, msgs),
+                Ok(Some(msgs)) => {
+                    if let Err(refused) = deliver(app, msgs) {
+                        return refused;
+                    }
+                }
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "dropping a corrupt peer stream");
@@ -85,7 +94,28 @@ async fn stream(app: &App, mut body: Incoming) -> Resp {
     }
 }
 
-fn deliver(app: &App, msgs: Vec<Message>) {
+/// Counted refusals of peer traffic, by reason.
+pub const PEER_REFUSED: &str = "deimos_peer_messages_refused_total";
+
+fn is_removed(app: &App, id: u64) -> bool {
+    app.removed.read().is_ok_and(|r| r.contains(&id))
+}
+
+/// etcd's answer to a removed member: 410, on which the sender stops.
+fn removed_sender(from: u64) -> Resp {
+    metrics::counter!(PEER_REFUSED, "reason" => "removed_member").increment(1);
+    tracing::warn!(peer = %deimos_raft::ids::Id(from), "refused peer traffic from a removed member");
+    response::text(
+        410,
+        "the member has been permanently removed from the cluster\n",
+    )
+}
+
+/// Step a batch; refused whole (with the response to send) if a removed member sent it.
+fn deliver(app: &App, msgs: Vec<Message>) -> Result<(), Resp> {
+    if let Some(m) = msgs.iter().find(|m| is_removed(app, m.from)) {
+        return Err(removed_sender(m.from));
+    }
     app.stats.recv_batches.fetch_add(1, Ordering::Relaxed);
     app.stats
         .recv_messages
@@ -101,4 +131,5 @@ fn deliver(app: &App, msgs: Vec<Message>) {
         }
         app.handle.step(m);
     }
+    Ok(())
 }

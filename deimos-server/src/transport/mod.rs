@@ -61,6 +61,8 @@ pub struct HttpTransport {
     /// Peer URLs from the flags, for members whose replicated record this node has not applied
     /// yet (a node joining an existing cluster must answer the leader before it catches up).
     hints: HashMap<u64, String>,
+    /// Notified when a peer refuses us as a removed member (HTTP 410).
+    removed: Arc<tokio::sync::Notify>,
 }
 
 impl HttpTransport {
@@ -101,7 +103,15 @@ impl HttpTransport {
             queues: HashMap::new(),
             runtime: tokio::runtime::Handle::current(),
             hints: HashMap::new(),
+            removed: Arc::default(),
         }
+    }
+
+    /// Where to say that a peer refused this member as removed (HTTP 410): the server stops,
+    /// as etcd's removed members do.
+    pub fn with_removal_notice(mut self, removed: Arc<tokio::sync::Notify>) -> Self {
+        self.removed = removed;
+        self
     }
 
     /// Peer URLs to use until the replicated member records say otherwise.
@@ -121,6 +131,7 @@ impl HttpTransport {
                 handle: self.handle.clone(),
                 client: self.client.clone(),
                 legacy_since: Arc::default(),
+                removed: self.removed.clone(),
             };
             let label = format!("{to:016x}");
             metrics::counter!(PEER_SEND_FAILURES, "to" => label.clone()).increment(0);
@@ -152,6 +163,7 @@ struct Peer {
     client: Client<MaybeTlsConnector, Body>,
     /// When the peer last answered a stream with 404 (it predates streams), if it did.
     legacy_since: Arc<Mutex<Option<Instant>>>,
+    removed: Arc<tokio::sync::Notify>,
 }
 
 /// The sending end of one open stream. It is dead once its request has finished: closed by
@@ -280,6 +292,10 @@ impl Peer {
                 Err(e) => Err(format!("{to}: {e}")),
                 Ok(response) => match response.await {
                     Ok(resp) if resp.status().is_success() => Ok(()),
+                    Ok(resp) if resp.status() == hyper::StatusCode::GONE => {
+                        peer.refused_as_removed(&to);
+                        Ok(())
+                    }
                     Ok(resp) if resp.status() == hyper::StatusCode::NOT_FOUND => {
                         // Not a failure (it would keep the unreachable alert firing through
                         // a rolling upgrade): the peer is up and takes the old requests.
@@ -297,6 +313,13 @@ impl Peer {
             }
         });
         Stream { url, tx, done }
+    }
+
+    /// The peer refused us with 410: this member was removed from the cluster while it could
+    /// not hear of it. It stops rather than campaign, unheard, for ever.
+    fn refused_as_removed(&self, url: &str) {
+        tracing::error!(peer = %format!("{:016x}", self.to), %url, "a peer says this member was removed from the cluster; stopping");
+        self.removed.notify_one();
     }
 
     /// The peer does not know `/raft/stream`: a member from before streams, in a cluster being
@@ -360,6 +383,9 @@ impl Peer {
         let status = resp.status();
         // Drain so the connection returns to the pool.
         let _ = resp.into_body().collect().await;
+        if status == hyper::StatusCode::GONE {
+            self.refused_as_removed(&url);
+        }
         if status.is_success() {
             Ok(())
         } else {
