@@ -83,7 +83,9 @@ pub fn start(cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), String> {
     };
     let mut storage = RedbStorage::open_with(data_dir, &opts)
         .map_err(|e| format!("cannot open data dir {}: {e}", data_dir.display()))?;
-    let sm = KvStateMachine::open(&mut storage, &cfg.bootstrap).map_err(|e| e.to_string())?;
+    let sm = KvStateMachine::open(&mut storage, &cfg.bootstrap)
+        .map_err(|e| e.to_string())?
+        .with_catch_up_entries(cfg.flags.snapshot_catchup_entries);
     let (applied, _, conf) = storage.applied_state();
     let (store, members) = (sm.store(), sm.members());
 
