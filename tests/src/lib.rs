@@ -14,6 +14,8 @@ pub mod harness;
 pub mod history;
 pub mod http;
 pub mod jepsen;
+pub mod load;
+pub mod membership;
 pub mod nemesis;
 pub mod ports;
 pub mod proxy;
