@@ -332,6 +332,9 @@ fn client_loop(ctx: ClientCtx, client: u64, seed: u64) {
 
 /// Run one Jepsen test as configured and return its verdict.
 pub fn run(cfg: &JepsenConfig) -> Report {
+    // Resolve (and, the first time, build) the server before the clock starts: a build of a
+    // minute would otherwise eat the run, which then ends before any fault is injected.
+    crate::harness::deimos_bin();
     let started = Instant::now();
     let opts = ClusterOptions {
         extra_args: cfg.extra_args.clone(),
