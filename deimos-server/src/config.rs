@@ -104,6 +104,18 @@ pub struct Flags {
     /// Applied entries between log compactions.
     #[arg(long, env = "DEIMOS_SNAPSHOT_COUNT", default_value_t = 10_000)]
     pub snapshot_count: u64,
+    /// Applied entries a compaction leaves in the log, so a follower that fell behind by fewer
+    /// catches up from the log instead of receiving a whole snapshot. 0 is allowed: every
+    /// compaction then trims up to the applied index and any follower behind it gets a
+    /// snapshot (correct, but costly; useful to test the snapshot path). Also accepted under
+    /// etcd 3.5's name, --experimental-snapshot-catchup-entries.
+    #[arg(
+        long,
+        env = "DEIMOS_SNAPSHOT_CATCHUP_ENTRIES",
+        alias = "experimental-snapshot-catchup-entries",
+        default_value_t = deimos_store::machine::DEFAULT_CATCH_UP_ENTRIES
+    )]
+    pub snapshot_catchup_entries: u64,
     /// Largest request body accepted on the client API.
     #[arg(long, env = "DEIMOS_MAX_REQUEST_BYTES", default_value_t = 1536 * 1024)]
     pub max_request_bytes: usize,
@@ -578,6 +590,23 @@ mod tests {
         .unwrap();
         assert_eq!(p.flags.proxy, ProxyMode::Readonly);
         assert!(p.bootstrap.is_empty());
+    }
+
+    #[test]
+    fn snapshot_catchup_entries_has_a_default_an_etcd_alias_and_allows_zero() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["deimos"];
+            all.extend_from_slice(args);
+            Flags::try_parse_from(all).map(|f| f.snapshot_catchup_entries)
+        };
+        assert_eq!(parse(&[]).unwrap(), 5_000);
+        assert_eq!(parse(&["--snapshot-catchup-entries", "7"]).unwrap(), 7);
+        assert_eq!(
+            parse(&["--experimental-snapshot-catchup-entries", "9"]).unwrap(),
+            9
+        );
+        assert_eq!(parse(&["--snapshot-catchup-entries", "0"]).unwrap(), 0);
+        assert!(parse(&["--snapshot-catchup-entries", "-1"]).is_err());
     }
 
     /// Operators rely on `DEIMOS_<FLAG>` for every flag (issue 9); a flag added without `env`

@@ -109,7 +109,9 @@ pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), Stri
     if !me.members.is_empty() {
         cfg.peer_hints = me.members;
     }
-    let sm = KvStateMachine::open(&mut storage, &cfg.bootstrap).map_err(|e| e.to_string())?;
+    let sm = KvStateMachine::open(&mut storage, &cfg.bootstrap)
+        .map_err(|e| e.to_string())?
+        .with_catch_up_entries(cfg.flags.snapshot_catchup_entries);
     let (applied, _, conf) = storage.applied_state();
     let (store, members, removed) = (sm.store(), sm.members(), sm.removed());
     if removed.read().is_ok_and(|r| r.contains(&cfg.id)) {

@@ -24,9 +24,10 @@ const MEMBER_PREFIX: &str = "\u{1}member/";
 /// in logs, votes and acknowledgements it never held.
 const REMOVED_PREFIX: &str = "\u{1}removed/";
 
-/// How many applied entries stay in the log after a compaction, so a briefly lagging follower
-/// catches up from the log rather than by a full snapshot.
-pub const CATCH_UP_ENTRIES: u64 = 5_000;
+/// Default of how many applied entries stay in the log after a compaction (etcd's
+/// `--experimental-snapshot-catchup-entries`), so a briefly lagging follower catches up from the
+/// log rather than by a full snapshot. The server's `--snapshot-catchup-entries` overrides it.
+pub const DEFAULT_CATCH_UP_ENTRIES: u64 = 5_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -67,6 +68,8 @@ pub struct KvStateMachine {
     store: SharedStore,
     members: SharedMembers,
     removed: SharedRemoved,
+    /// Applied entries kept in the log by a compaction (see [`DEFAULT_CATCH_UP_ENTRIES`]).
+    catch_up_entries: u64,
 }
 
 impl KvStateMachine {
@@ -87,7 +90,18 @@ impl KvStateMachine {
             store: Arc::new(RwLock::new(store)),
             members: Arc::new(RwLock::new(members)),
             removed: Arc::new(RwLock::new(removed)),
+            catch_up_entries: DEFAULT_CATCH_UP_ENTRIES,
         })
+    }
+
+    /// Keep `n` applied entries in the log after each compaction. Fewer makes a follower that
+    /// fell behind by more than `n` entries need a whole snapshot; 0 is allowed (every
+    /// compaction trims the log up to the applied index, so any follower still behind it at
+    /// that moment is sent a snapshot: correct, only costly), which is what tests use to force
+    /// the snapshot path.
+    pub fn with_catch_up_entries(mut self, n: u64) -> Self {
+        self.catch_up_entries = n;
+        self
     }
 
     pub fn store(&self) -> SharedStore {
@@ -294,7 +308,7 @@ impl StateMachine<RedbStorage> for KvStateMachine {
         storage: &mut RedbStorage,
         applied: Index,
     ) -> Result<(), StateMachineError> {
-        let upto = applied.saturating_sub(CATCH_UP_ENTRIES);
+        let upto = applied.saturating_sub(self.catch_up_entries);
         let first = storage.first_index().map_err(sm_err)?;
         if upto < first {
             return Ok(());
@@ -401,6 +415,49 @@ mod tests {
         // Bootstrap happens only on a fresh data dir: member 2 was not added on reopen.
         assert_eq!(sm.members().read().unwrap().len(), 1);
         assert_eq!(st.last_index().unwrap(), 3);
+    }
+
+    /// A compaction keeps exactly the configured number of applied entries, and 0 keeps none
+    /// (the log then starts after the applied index; lagging followers get a snapshot).
+    #[test]
+    fn compaction_keeps_the_configured_catch_up_entries() {
+        use deimos_raft::storage::LogStorage;
+        use deimos_raft::types::{ConfState, Entry, EntryPayload, HardState};
+        for (keep, first_after) in [(5, 16), (0, 21), (100, 1)] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut st = RedbStorage::open(dir.path()).unwrap();
+            let sm = KvStateMachine::open(&mut st, &[member(1)]).unwrap();
+            let mut sm = sm.with_catch_up_entries(keep);
+            // The bootstrap wrote entries 1..=2.
+            let filler: Vec<_> = (3..=20)
+                .map(|index| Entry {
+                    term: 1,
+                    index,
+                    payload: EntryPayload::Empty,
+                })
+                .collect();
+            let hs = HardState {
+                term: 1,
+                vote: None,
+                commit: 20,
+            };
+            st.persist(Some(&hs), &filler).unwrap();
+            let conf = ConfState::new([1]);
+            sm.apply(
+                &mut st,
+                ApplyBatch {
+                    commands: vec![],
+                    conf_changes: vec![],
+                    applied: 20,
+                    applied_term: 1,
+                    conf: &conf,
+                },
+            )
+            .unwrap();
+            sm.compact(&mut st, 20).unwrap();
+            assert_eq!(st.first_index().unwrap(), first_after, "keep {keep}");
+            assert_eq!(st.last_index().unwrap(), 20, "keep {keep}");
+        }
     }
 
     #[test]

@@ -53,6 +53,7 @@ class Node:
                 "deimos_server_has_leader": 1, "deimos_server_is_leader": 1 if leader else 0,
                 "deimos_raft_term": 3, "deimos_raft_commit_index": self.commit,
                 "deimos_raft_applied_index": self.commit - random.randint(0, 3),
+                "deimos_raft_log_first_index": max(1, self.commit - 5000),
                 "deimos_server_proposals_pending": random.randint(0, 2),
             }
             out = []

@@ -155,6 +155,13 @@ pub struct Node {
     /// `(listen, advertise)` peer URLs when they are not both `127.0.0.1:peer_port` (the fault
     /// suite puts a link-cutting proxy in front of each node; see `proxy.rs`).
     pub peer_urls_override: Option<(String, String)>,
+    /// `--bootstrap-config` for this node when it is not the cluster's (a member added later
+    /// must find its own name in it).
+    pub bootstrap_override: Option<String>,
+    /// Start with `--initial-cluster-state existing`: the node was added through the API and
+    /// joins the running cluster instead of bootstrapping one (ignored by the server once the
+    /// data dir holds state, so restarts keep it).
+    pub join_existing: bool,
     child: Option<Child>,
     stopped: bool,
 }
@@ -239,6 +246,8 @@ pub struct RaftStatus {
     pub commit_index: u64,
     pub applied_index: u64,
     pub lease_valid: bool,
+    /// Voter ids (hex), sorted.
+    pub voters: Vec<String>,
     pub raw: Value,
 }
 
@@ -273,6 +282,8 @@ impl Cluster {
                     peer_port: free_port(),
                     extra_args,
                     peer_urls_override: opts.peer_urls.get(i).cloned(),
+                    bootstrap_override: None,
+                    join_existing: false,
                     child: None,
                     stopped: false,
                 }
@@ -322,12 +333,21 @@ impl Cluster {
             .arg("--advertise-peer-urls")
             .arg(node.peer_url())
             .arg("--bootstrap-config")
-            .arg(&self.bootstrap)
+            .arg(
+                node.bootstrap_override
+                    .as_deref()
+                    .unwrap_or(&self.bootstrap),
+            )
             .arg("--heartbeat-interval")
             .arg(format!("{}ms", self.opts.heartbeat.as_millis()))
             .arg("--election-timeout")
             .arg(format!("{}ms", self.opts.election.as_millis()))
             .args(&node.extra_args)
+            .args(if node.join_existing {
+                &["--initial-cluster-state", "existing"][..]
+            } else {
+                &[]
+            })
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log);
@@ -456,6 +476,18 @@ impl Cluster {
             commit_index: v["commitIndex"].as_u64().unwrap_or(0),
             applied_index: v["appliedIndex"].as_u64().unwrap_or(0),
             lease_valid: v["lease"]["valid"].as_bool().unwrap_or(false),
+            voters: {
+                let mut ids: Vec<String> = v["voters"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                ids.sort();
+                ids
+            },
             raw: v,
         })
     }
@@ -484,12 +516,27 @@ impl Cluster {
         timeout: Duration,
         accept: impl Fn(&RaftStatus) -> bool,
     ) -> usize {
+        self.wait_leader_in(&self.running(), timeout, accept)
+    }
+
+    /// [`Cluster::wait_leader`] among `nodes` only: a node that was removed from the cluster
+    /// but still runs (it does not hear about a new leader) must not hold the wait up.
+    pub fn wait_leader_among(&self, nodes: &[usize], timeout: Duration) -> usize {
+        self.wait_leader_in(nodes, timeout, |_| true)
+    }
+
+    fn wait_leader_in(
+        &self,
+        nodes: &[usize],
+        timeout: Duration,
+        accept: impl Fn(&RaftStatus) -> bool,
+    ) -> usize {
         let deadline = Instant::now() + timeout;
         loop {
-            let live: Vec<(usize, RaftStatus)> = self
-                .running()
-                .into_iter()
-                .filter(|&i| !self.nodes[i].stopped)
+            let live: Vec<(usize, RaftStatus)> = nodes
+                .iter()
+                .copied()
+                .filter(|&i| self.nodes[i].is_running() && !self.nodes[i].stopped)
                 .filter_map(|i| self.status(i).map(|s| (i, s)))
                 .collect();
             let leader = live
@@ -624,6 +671,57 @@ impl Cluster {
         self.spawn(i);
         let deadline = Instant::now() + self.opts.ready_timeout;
         self.wait_ready(i, deadline);
+    }
+
+    /// A node that is neither started nor a member yet: a fresh name, ports, data dir and log,
+    /// the cluster-wide flags, and a bootstrap config naming the founders and itself (what an
+    /// operator passes to a member added with `member add`). The cluster must add it (see
+    /// `Cluster::add_member` in `membership.rs`) before [`Cluster::start_joining`] starts it.
+    pub fn new_node(&mut self, name: &str) -> usize {
+        assert!(
+            self.nodes.iter().all(|n| n.name != name),
+            "a node named {name} exists already"
+        );
+        let dir = self.dir().to_path_buf();
+        let peer_port = free_port();
+        let bootstrap = format!("{},{name}=http://127.0.0.1:{peer_port}", self.bootstrap);
+        self.nodes.push(Node {
+            name: name.to_string(),
+            client_port: free_port(),
+            peer_port,
+            data_dir: dir.join(name),
+            log_path: dir.join(format!("{name}.log")),
+            extra_args: self.opts.extra_args.clone(),
+            peer_urls_override: None,
+            bootstrap_override: Some(bootstrap),
+            join_existing: true,
+            child: None,
+            stopped: false,
+        });
+        self.nodes.len() - 1
+    }
+
+    /// Start node `i` with `--initial-cluster-state existing` (a member the cluster already
+    /// added, with an empty data dir or its own); returns once its client port answers.
+    pub fn start_joining(&mut self, i: usize) {
+        self.nodes[i].join_existing = true;
+        self.restart(i);
+    }
+
+    /// Stop node `i` as an operator would (`SIGTERM`; it must exit cleanly within 10 s) and
+    /// delete its data dir, so that its next start is an empty member. The log file stays.
+    pub fn stop_and_wipe(&mut self, i: usize) {
+        if self.nodes[i].is_running() {
+            if self.nodes[i].stopped {
+                self.sigcont(i);
+            }
+            self.terminate(i, Duration::from_secs(10));
+        }
+        match std::fs::remove_dir_all(&self.nodes[i].data_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("cannot wipe {}: {e}", self.nodes[i].data_dir.display()),
+        }
     }
 
     /// Send a signal to node `i`'s process.

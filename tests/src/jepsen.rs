@@ -121,7 +121,7 @@ struct ClientCtx {
 }
 
 /// Result of sending one request.
-enum Outcome {
+pub(crate) enum Outcome {
     Reply(Reply),
     /// The request never left (connection refused): it cannot have taken effect.
     NeverLeft,
@@ -129,7 +129,13 @@ enum Outcome {
     Unknown,
 }
 
-fn send(http: &Http, method: &str, url: &str, form: Option<&str>, timeout: Duration) -> Outcome {
+pub(crate) fn send(
+    http: &Http,
+    method: &str,
+    url: &str,
+    form: Option<&str>,
+    timeout: Duration,
+) -> Outcome {
     let body = form.map(|f| ("application/x-www-form-urlencoded", f.as_bytes()));
     match http.request(method, url, body, timeout) {
         Ok(r) => Outcome::Reply(r),
@@ -138,7 +144,7 @@ fn send(http: &Http, method: &str, url: &str, form: Option<&str>, timeout: Durat
     }
 }
 
-fn meta(kind: Kind, node: usize, r: Option<&Reply>) -> Meta {
+pub(crate) fn meta(kind: Kind, node: usize, r: Option<&Reply>) -> Meta {
     Meta {
         kind,
         node,
@@ -148,7 +154,7 @@ fn meta(kind: Kind, node: usize, r: Option<&Reply>) -> Meta {
 }
 
 /// What a keys read says about the register: `Some(value)` or `None` for "not found".
-fn read_value(r: &Reply) -> Option<Option<String>> {
+pub(crate) fn read_value(r: &Reply) -> Option<Option<String>> {
     match (r.status, r.error_code()) {
         (200, _) => r.json()["node"]["value"]
             .as_str()
@@ -326,6 +332,9 @@ fn client_loop(ctx: ClientCtx, client: u64, seed: u64) {
 
 /// Run one Jepsen test as configured and return its verdict.
 pub fn run(cfg: &JepsenConfig) -> Report {
+    // Resolve (and, the first time, build) the server before the clock starts: a build of a
+    // minute would otherwise eat the run, which then ends before any fault is injected.
+    crate::harness::deimos_bin();
     let started = Instant::now();
     let opts = ClusterOptions {
         extra_args: cfg.extra_args.clone(),

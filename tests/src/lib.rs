@@ -15,6 +15,8 @@ pub mod history;
 pub mod http;
 pub mod jepsen;
 pub mod joiner;
+pub mod load;
+pub mod membership;
 pub mod nemesis;
 pub mod ports;
 pub mod proxy;

@@ -15,9 +15,16 @@ use deimos_tests::scenarios;
 #[derive(Debug, Args)]
 pub struct JepsenArgs {
     /// Faults, comma-separated: kill9, kill9-all, stop, partition (isolate the leader), split,
-    /// skew.
-    #[arg(long, default_value = "kill9,stop,partition,split,skew")]
+    /// skew, replace (remove a follower, wipe it, add it back empty under the same name and URL).
+    #[arg(long, default_value = "kill9,stop,partition,split,skew,replace")]
     faults: String,
+    /// Nodes' --snapshot-count: small values compact the log often, so a replaced member (and
+    /// any follower that falls behind) catches up by snapshot.
+    #[arg(long)]
+    snapshot_count: Option<u64>,
+    /// Nodes' --snapshot-catchup-entries (entries a compaction keeps for lagging followers).
+    #[arg(long)]
+    snapshot_catchup_entries: Option<u64>,
     /// Seconds of client traffic.
     #[arg(long, default_value_t = 60)]
     duration: u64,
@@ -89,6 +96,14 @@ pub fn run(a: JepsenArgs) -> Result<(), String> {
                     .iter()
                     .map(|s| s.to_string())
                     .collect();
+            }
+            if let Some(n) = a.snapshot_count {
+                cfg.extra_args
+                    .extend(["--snapshot-count".to_string(), n.to_string()]);
+            }
+            if let Some(n) = a.snapshot_catchup_entries {
+                cfg.extra_args
+                    .extend(["--snapshot-catchup-entries".to_string(), n.to_string()]);
             }
             jepsen::run(&cfg)
         }

@@ -55,6 +55,9 @@ impl<S: LogStorage> Raft<S> {
         }
         self.append_entries(vec![EntryPayload::ConfChange(cc)]);
         self.pending_conf_index = self.log.last_index();
+        if cc == ConfChange::RemoveNode(self.id) {
+            self.removing_self = true;
+        }
         Ok(())
     }
 
@@ -91,9 +94,28 @@ impl<S: LogStorage> Raft<S> {
                 reason: LeaseEndReason::Removed,
             });
             self.lease_forbidden = true;
+            // Left alone, the others would elect a successor only after an election timeout
+            // (leader stickiness refuses every candidate for that long after our last
+            // heartbeat), and writes would stop for one to two timeouts. So the remaining voter
+            // holding our whole log is told to campaign now (`TimeoutNow`, as in a transfer).
+            // Since the removal was proposed nothing was appended after it, so any voter that
+            // acknowledged it qualifies. The revocation above goes out first: the driver
+            // observes lease events before it sends such messages.
+            let last = self.log.last_index();
+            let successor = self
+                .prs
+                .conf
+                .voters
+                .iter()
+                .filter_map(|&v| self.prs.progress.get(&v).map(|p| (p.matched, v)))
+                .filter(|&(matched, v)| v != self.id && matched == last)
+                .max();
             let term = self.term;
             self.role = Role::Follower; // avoid a second revocation event in become_follower
             self.become_follower(term, None);
+            if let Some((_, to)) = successor {
+                self.send(to, MessageBody::TimeoutNow);
+            }
             return;
         }
         // Acknowledgements gathered under the old membership say nothing about a majority of the

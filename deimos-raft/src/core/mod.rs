@@ -67,6 +67,10 @@ pub struct Raft<S: LogStorage> {
     /// Index of the last conf change appended by this leader; no new one until it is applied.
     pending_conf_index: Index,
     lead_transferee: Option<NodeId>,
+    /// This leader proposed its own removal: it takes no more proposals, so that once the
+    /// removal applies a follower that acknowledged it holds the whole log and can take over at
+    /// once (see `apply_conf_change`).
+    removing_self: bool,
     /// Once a transfer started in this term, no lease may be (re)acquired in it: a `TimeoutNow`
     /// still in flight can start an election that ignores leader stickiness.
     lease_forbidden: bool,
@@ -127,6 +131,7 @@ impl<S: LogStorage> Raft<S> {
             startup_quiet: true,
             pending_conf_index: 0,
             lead_transferee: None,
+            removing_self: false,
             lease_forbidden: false,
             round: 0,
             quorum_round: 0,
@@ -229,6 +234,7 @@ impl<S: LogStorage> Raft<S> {
         self.heartbeat_elapsed = 0;
         self.reset_randomized_election_timeout();
         self.lead_transferee = None;
+        self.removing_self = false;
         self.lease_forbidden = false;
         self.prs.votes.clear();
         let last = self.log.last_index();
@@ -428,8 +434,11 @@ impl<S: LogStorage> Raft<S> {
                 hint_term,
             } => self.handle_append_response(from, reject, index, hint_index, hint_term),
             MessageBody::HeartbeatResp { round } => self.handle_heartbeat_response(from, round),
-            // Forwarded proposals are dropped during a transfer; the follower's client retries.
-            MessageBody::Propose { entries } if self.lead_transferee.is_none() => {
+            // Forwarded proposals are dropped during a transfer or while this leader removes
+            // itself; the follower's client retries.
+            MessageBody::Propose { entries }
+                if self.lead_transferee.is_none() && !self.removing_self =>
+            {
                 self.propose(entries)?
             }
             MessageBody::ReadIndex { ctx } => self.handle_read_index(ctx, from),
@@ -525,7 +534,7 @@ impl<S: LogStorage> Raft<S> {
     pub fn propose(&mut self, payloads: Vec<EntryPayload>) -> Result<(), RaftError> {
         match self.role {
             Role::Leader => {
-                if self.lead_transferee.is_some() {
+                if self.lead_transferee.is_some() || self.removing_self {
                     return Err(RaftError::TransferInProgress);
                 }
                 if !self.prs.progress.contains_key(&self.id) {

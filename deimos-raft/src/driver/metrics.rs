@@ -13,6 +13,9 @@ pub const PROPOSALS_FAILED: &str = "deimos_server_proposals_failed_total";
 pub const PROPOSALS_PENDING: &str = "deimos_server_proposals_pending";
 pub const PERSIST_SECONDS: &str = "deimos_storage_persist_duration_seconds";
 pub const APPLY_SECONDS: &str = "deimos_storage_apply_duration_seconds";
+pub const SNAPSHOTS_INSTALLED: &str = "deimos_raft_snapshots_installed_total";
+pub const LOG_COMPACTIONS: &str = "deimos_raft_log_compactions_total";
+pub const LOG_FIRST_INDEX: &str = "deimos_raft_log_first_index";
 
 pub fn describe() {
     metrics::describe_gauge!(HAS_LEADER, "1 if this node knows a leader, else 0.");
@@ -44,10 +47,24 @@ pub fn describe() {
         APPLY_SECONDS,
         "Time to apply and durably record a batch of committed entries."
     );
+    metrics::describe_counter!(
+        SNAPSHOTS_INSTALLED,
+        "Snapshots received from the leader and installed (this node was behind the leader's log)."
+    );
+    metrics::describe_counter!(
+        LOG_COMPACTIONS,
+        "Compactions that trimmed this node's Raft log."
+    );
+    metrics::describe_gauge!(
+        LOG_FIRST_INDEX,
+        "First index still in this node's Raft log; a follower behind it needs a snapshot."
+    );
     // Exist at 0 from the start, so rates and alerts see the first event.
     metrics::counter!(LEADER_CHANGES).increment(0);
     metrics::counter!(PROPOSALS_COMMITTED).increment(0);
     metrics::counter!(PROPOSALS_FAILED).increment(0);
+    metrics::counter!(SNAPSHOTS_INSTALLED).increment(0);
+    metrics::counter!(LOG_COMPACTIONS).increment(0);
 }
 
 pub fn persist(d: Duration) {

@@ -164,6 +164,7 @@ where
         let conf = storage.initial_state()?.conf_state;
         let node = RawNode::new(&cfg.raft, storage)?;
         metrics::describe();
+        ::metrics::gauge!(metrics::LOG_FIRST_INDEX).set(node.storage().first_index()? as f64);
         let status = node.status();
         let (applied, term) = (status.applied, status.term);
         let (status_tx, status_rx) = watch::channel(status);
@@ -429,6 +430,11 @@ where
             self.sm.restore(self.node.storage_mut(), snap)?;
             self.conf = snap.meta.conf.clone();
             self.last_compaction = snap.meta.index;
+            // Operators (and the membership tests) need to see that a member caught up by
+            // snapshot rather than from the log, and how long the install stalled it.
+            ::metrics::counter!(metrics::SNAPSHOTS_INSTALLED).increment(1);
+            let first = self.node.storage().first_index()?;
+            ::metrics::gauge!(metrics::LOG_FIRST_INDEX).set(first as f64);
             tracing::info!(
                 index = snap.meta.index,
                 term = snap.meta.term,
@@ -668,8 +674,17 @@ where
     fn maybe_compact(&mut self) -> Result<(), FatalError> {
         let applied = *self.applied_tx.borrow();
         if applied >= self.last_compaction + self.snapshot_count {
+            let before = self.node.storage().first_index()?;
             self.sm.compact(self.node.storage_mut(), applied)?;
             self.last_compaction = applied;
+            let after = self.node.storage().first_index()?;
+            // The state machine keeps its catch-up entries, so an early compaction may trim
+            // nothing; count only those that moved the log's start.
+            if after > before {
+                ::metrics::counter!(metrics::LOG_COMPACTIONS).increment(1);
+                ::metrics::gauge!(metrics::LOG_FIRST_INDEX).set(after as f64);
+                tracing::debug!(applied, first_index = after, "raft log compacted");
+            }
         }
         Ok(())
     }

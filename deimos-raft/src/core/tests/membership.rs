@@ -92,6 +92,33 @@ fn removed_leader_steps_down_and_revokes_lease() {
     assert_ne!(leaders[0], 1);
 }
 
+/// A leader that removes itself hands over at once: it takes no proposal after the removal, and
+/// when the removal applies it tells a voter holding its whole log to campaign, so nobody waits
+/// out an election timeout (the others' stickiness refuses other candidates that long).
+#[test]
+fn removed_leader_hands_over_without_waiting_for_an_election_timeout() {
+    let mut net = Net::new(&[1, 2, 3]);
+    net.elect(1);
+    net.node(1).propose(normal(b"a")).unwrap();
+    net.node(1)
+        .propose_conf_change(ConfChange::RemoveNode(1))
+        .unwrap();
+    assert_eq!(
+        net.node(1).propose(normal(b"late")),
+        Err(RaftError::TransferInProgress)
+    );
+    net.settle();
+    let leaders = net.leaders();
+    assert_eq!(leaders.len(), 1, "no successor without ticks: {leaders:?}");
+    let l = leaders[0];
+    assert_ne!(l, 1);
+    assert_eq!(net.nodes[&l].prs.conf.voters, [2, 3].into_iter().collect());
+    net.node(l).propose(normal(b"b")).unwrap();
+    net.settle();
+    let other = if l == 2 { 3 } else { 2 };
+    assert_eq!(net.applied_data(other), vec![b"a".to_vec(), b"b".to_vec()]);
+}
+
 #[test]
 fn membership_change_restarts_the_lease() {
     let mut net = Net::new(&[1, 2, 3]);
