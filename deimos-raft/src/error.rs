@@ -6,7 +6,7 @@ use crate::types::NodeId;
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum RaftError {
     /// This node cannot accept the request; `leader` is who can, when known.
-    #[error("not leader (leader hint: {leader:?})")]
+    #[error("not leader (leader hint: {})", crate::ids::MaybeId(*leader))]
     NotLeader { leader: Option<NodeId> },
     /// A membership change is already in flight or the new leader has not yet committed an entry
     /// of its term; retry later.

@@ -38,12 +38,14 @@ impl<S: LogStorage> Raft<S> {
             }
             ConfChange::AddLearner(id) if conf.voters.contains(&id) => {
                 return Err(RaftError::InvalidConfChange(format!(
-                    "{id} is a voter; remove it first"
+                    "{} is a voter; remove it first",
+                    crate::ids::Id(id)
                 )))
             }
             ConfChange::RemoveNode(id) if !conf.contains(id) => {
                 return Err(RaftError::InvalidConfChange(format!(
-                    "{id} is not a member"
+                    "{} is not a member",
+                    crate::ids::Id(id)
                 )))
             }
             ConfChange::RemoveNode(id) if conf.voters.len() == 1 && conf.voters.contains(&id) => {

@@ -19,7 +19,8 @@ impl<S: LogStorage> Raft<S> {
         }
         if !self.prs.is_voter(to) {
             return Err(RaftError::InvalidConfChange(format!(
-                "transfer target {to} is not a voter"
+                "transfer target {} is not a voter",
+                crate::ids::Id(to)
             )));
         }
         if !self.lease_forbidden {
