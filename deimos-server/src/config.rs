@@ -71,6 +71,15 @@ pub struct Flags {
         default_value = "new"
     )]
     pub initial_cluster_state: ClusterState,
+    /// A name for the cluster this bootstrap creates (etcd's flag): the cluster id is derived
+    /// from it and the founding members' ids, so two clusters bootstrapped from the same URLs
+    /// with different tokens refuse each other's peer traffic.
+    #[arg(
+        long,
+        env = "DEIMOS_INITIAL_CLUSTER_TOKEN",
+        default_value = "deimos-cluster"
+    )]
+    pub initial_cluster_token: String,
     /// Time between leader heartbeats (one Raft tick). Overridden by the tick flags (see
     /// --tick-interval).
     #[arg(long, env = "DEIMOS_HEARTBEAT_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
@@ -239,6 +248,19 @@ pub fn url_addr(url: &str) -> Result<SocketAddr, String> {
         hostport.to_string()
     };
     hostport.parse().map_err(|e| format!("{url}: {e}"))
+}
+
+/// The host of an `http(s)://host:port` URL (without brackets for an IPv6 address).
+pub fn url_host(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
+    let authority = rest.split('/').next()?;
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next().map(str::to_string);
+    }
+    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+    (!host.is_empty()).then(|| host.to_string())
 }
 
 pub fn is_https(url: &str) -> bool {
@@ -474,6 +496,22 @@ pub fn parse_bootstrap(spec: &str) -> Result<Vec<Member>, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn url_hosts_drop_scheme_port_path_and_brackets() {
+        assert_eq!(
+            url_host("http://10.0.0.1:7001").as_deref(),
+            Some("10.0.0.1")
+        );
+        assert_eq!(
+            url_host("https://n1.example:7001/").as_deref(),
+            Some("n1.example")
+        );
+        assert_eq!(url_host("https://[::1]:7001").as_deref(), Some("::1"));
+        assert_eq!(url_host("http://host").as_deref(), Some("host"));
+        assert_eq!(url_host("ftp://host:1"), None);
+        assert_eq!(url_host("http://:1"), None);
+    }
+
     use super::*;
 
     #[test]

@@ -29,11 +29,34 @@ pub const MEMBERS_PATH: &str = "/members";
 /// may be restarting.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The member this data directory belongs to, and the member list learned on the way (peer URLs
-/// to reach the others before the replicated records arrive).
+/// The member and cluster this data directory belongs to, and the member list learned on the way
+/// (peer URLs to reach the others before the replicated records arrive).
 pub struct Resolved {
     pub id: u64,
+    pub cluster_id: u64,
     pub members: Vec<Member>,
+}
+
+/// The header every peer request carries with the sender's cluster id, and the one with its
+/// member id (etcd's names), both as 16 hex digits.
+pub const CLUSTER_ID_HEADER: &str = "x-etcd-cluster-id";
+pub const SENDER_HEADER: &str = "x-server-from";
+
+/// A new cluster's id: its founding members' ids and its token, hashed (as etcd derives it), so
+/// every founder computes the same one and two clusters differ.
+pub fn derive_cluster_id(founders: &[Member], token: &str) -> u64 {
+    let mut ids: Vec<u64> = founders.iter().map(|m| m.id).collect();
+    ids.sort_unstable();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let bytes = ids
+        .iter()
+        .flat_map(|id| id.to_be_bytes())
+        .chain(token.bytes());
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h.max(1)
 }
 
 /// Resolve and record this node's member id (see the module docs). `fresh`: the data directory
@@ -43,26 +66,47 @@ pub async fn resolve(
     storage: &mut RedbStorage,
     peer_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 ) -> Result<Resolved, String> {
-    let recorded = storage
-        .member_id()
-        .map_err(|e| format!("cannot read the member id: {e}"))?;
+    let read = |what: &str, r: Result<Option<u64>, deimos_store::persist::PersistError>| {
+        r.map_err(|e| format!("cannot read the {what} id: {e}"))
+    };
+    let recorded = read("member", storage.member_id())?;
+    let recorded_cluster = read("cluster", storage.cluster_id())?;
     let fresh = storage.hard_state() == Default::default() && storage.applied_state().0 == 0;
-    let (id, members) = match recorded {
-        Some(id) => (id, Vec::new()),
-        // A data directory written before ids were recorded: its id is the one the flags give.
-        None if !fresh || cfg.flags.initial_cluster_state == ClusterState::New => {
-            (cfg.id, Vec::new())
+    let joining = cfg.flags.initial_cluster_state == ClusterState::Existing;
+    let founders_cluster = || derive_cluster_id(&cfg.peer_hints, &cfg.flags.initial_cluster_token);
+    let (id, cluster_id, members) = match (recorded, recorded_cluster) {
+        (Some(id), Some(cluster)) => (id, cluster, Vec::new()),
+        // A new cluster: the founders agree on their ids and the cluster id from the flags.
+        _ if fresh && !joining => (cfg.id, founders_cluster(), Vec::new()),
+        _ if fresh => {
+            let found = discover(cfg, peer_tls, DISCOVERY_TIMEOUT).await?;
+            tracing::info!(id = %Id(found.id), cluster = %Id(found.cluster_id), "learned this member's id from the cluster");
+            (found.id, found.cluster_id, found.members)
         }
-        None => {
-            let (id, members) = discover(cfg, peer_tls).await?;
-            tracing::info!(id = %Id(id), "learned this member's id from the cluster");
-            (id, members)
+        // A data directory written before ids were recorded: its member id is the one the
+        // flags give; its cluster id is asked of the peers (a member that joined has no
+        // founders in its flags), or, if none answers, derived from the flags as a founder's.
+        (member, _) => {
+            let id = member.unwrap_or(cfg.id);
+            let cluster = match discover(cfg, peer_tls, Duration::from_secs(5)).await {
+                Ok(found) if found.id == id => found.cluster_id,
+                _ => {
+                    tracing::warn!("no peer told this (upgraded) member its cluster id; deriving it from --bootstrap-config and --initial-cluster-token");
+                    founders_cluster()
+                }
+            };
+            (id, cluster, Vec::new())
         }
     };
     storage
         .set_member_id(id)
+        .and_then(|()| storage.set_cluster_id(cluster_id))
         .map_err(|e| format!("cannot record the member id: {e}"))?;
-    Ok(Resolved { id, members })
+    Ok(Resolved {
+        id,
+        cluster_id,
+        members,
+    })
 }
 
 #[derive(Deserialize)]
@@ -82,11 +126,12 @@ struct ListedMember {
 }
 
 /// Ask the peers named in `--bootstrap-config` for the member list until one lists a member
-/// with this node's peer URLs.
+/// with this node's peer URLs, for up to `patience`.
 async fn discover(
     cfg: &NodeConfig,
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
-) -> Result<(u64, Vec<Member>), String> {
+    patience: Duration,
+) -> Result<Resolved, String> {
     let mine = normalised(&cfg.peer_urls);
     let peers: Vec<String> = cfg
         .peer_hints
@@ -104,18 +149,22 @@ async fn discover(
     http.set_connect_timeout(Some(Duration::from_secs(3)));
     let client: Client<MaybeTlsConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build(MaybeTlsConnector::new(http, tls));
-    let deadline = tokio::time::Instant::now() + DISCOVERY_TIMEOUT;
+    let deadline = tokio::time::Instant::now() + patience;
     let mut last = String::new();
     loop {
         for peer in &peers {
             match fetch(&client, peer).await {
-                Ok(list) => {
-                    let found = list
+                Ok((cluster_id, members)) => {
+                    let found = members
                         .iter()
                         .find(|m| normalised(&m.peer_urls) == mine)
                         .map(|m| m.id);
                     if let Some(id) = found {
-                        return Ok((id, list));
+                        return Ok(Resolved {
+                            id,
+                            cluster_id,
+                            members,
+                        });
                     }
                     last = format!(
                         "{peer} lists no member with peer URLs {:?}: add this member (`deimosctl member add`) before starting it with --initial-cluster-state existing",
@@ -135,10 +184,11 @@ async fn discover(
     }
 }
 
+/// One peer's member list and the cluster id it answers with.
 async fn fetch(
     client: &Client<MaybeTlsConnector, Full<Bytes>>,
     peer: &str,
-) -> Result<Vec<Member>, String> {
+) -> Result<(u64, Vec<Member>), String> {
     let url = format!("{}{MEMBERS_PATH}", peer.trim_end_matches('/'));
     let req = hyper::Request::get(&url)
         .body(Full::new(Bytes::new()))
@@ -150,6 +200,12 @@ async fn fetch(
     if !resp.status().is_success() {
         return Err(format!("{url}: HTTP {}", resp.status()));
     }
+    let cluster_id = resp
+        .headers()
+        .get(CLUSTER_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| u64::from_str_radix(v, 16).ok())
+        .ok_or_else(|| format!("{url}: no {CLUSTER_ID_HEADER} header"))?;
     // A member list is small; a peer answering megabytes is not one.
     let body = http_body_util::Limited::new(resp.into_body(), 4 << 20)
         .collect()
@@ -158,7 +214,8 @@ async fn fetch(
         .to_bytes();
     let list: MemberList =
         serde_json::from_slice(&body).map_err(|e| format!("{url}: bad member list: {e}"))?;
-    list.members
+    let members = list
+        .members
         .into_iter()
         .map(|m| {
             let id = u64::from_str_radix(&m.id, 16)
@@ -170,7 +227,8 @@ async fn fetch(
                 client_urls: m.client_urls,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok((cluster_id, members))
 }
 
 fn normalise(url: &str) -> String {

@@ -28,6 +28,8 @@ pub struct App {
     pub members: SharedMembers,
     /// Ids of removed members: never added again, their peer traffic refused.
     pub removed: SharedRemoved,
+    /// The cluster this member belongs to; peer traffic from another cluster is refused.
+    pub cluster_id: u64,
     /// Notified when this member learns it was removed from the cluster: it stops.
     pub stop: Arc<tokio::sync::Notify>,
     pub started: Instant,
@@ -103,9 +105,8 @@ pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), Stri
         None => None,
     };
     let me = crate::identity::resolve(&cfg, &mut storage, peer_client_tls.clone()).await?;
-    if me.id != cfg.id {
-        cfg.id = me.id;
-    }
+    cfg.id = me.id;
+    let cluster_id = me.cluster_id;
     if !me.members.is_empty() {
         cfg.peer_hints = me.members;
     }
@@ -168,6 +169,7 @@ pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), Stri
         peer_client_tls,
     )
     .with_removal_notice(removal.clone())
+    .with_identity(cluster_id, cfg.id)
     .with_hints(
         cfg.peer_hints
             .iter()
@@ -195,15 +197,19 @@ pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), Stri
                     std::process::exit(70);
                 }
             };
-            let result = rt.block_on(async move {
-                tokio::select! {
-                    r = driver.run() => r,
-                    _ = stopped => Ok(()),
-                }
+            let outcome = fail_stop(|| {
+                rt.block_on(async move {
+                    tokio::select! {
+                        r = driver.run() => r.map_err(|e| e.to_string()),
+                        _ = stopped => Ok(()),
+                    }
+                })
             });
-            if let Err(e) = result {
-                // Continuing with unknown durable state could lose acknowledged writes: stop hard.
-                tracing::error!(error = %e, "raft driver failed; exiting");
+            if let Err(why) = outcome {
+                // Continuing with unknown durable state could lose acknowledged writes, and a
+                // process whose Raft loop is gone would answer clients as a zombie: stop hard,
+                // so that a supervisor restarts it.
+                tracing::error!(error = %why, "raft driver failed; exiting");
                 std::process::exit(70);
             }
         })
@@ -212,7 +218,7 @@ pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), Stri
         stop: Some(stop),
         thread: Some(thread),
     };
-    tracing::info!(id = %Id(cfg.id), name = %cfg.flags.name, applied, voters = %Ids(&conf.voters), learners = %Ids(&conf.learners), "node started");
+    tracing::info!(id = %Id(cfg.id), cluster = %Id(cluster_id), name = %cfg.flags.name, applied, voters = %Ids(&conf.voters), learners = %Ids(&conf.learners), "node started");
 
     let app = Arc::new(App {
         cfg,
@@ -220,6 +226,7 @@ pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), Stri
         store,
         members,
         removed,
+        cluster_id,
         stop: removal,
         started: Instant::now(),
         stats,
@@ -240,6 +247,22 @@ pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), Stri
     tokio::spawn(publish_self(app.clone()));
     tokio::spawn(watch_removal(app.clone()));
     Ok((app, task))
+}
+
+/// Run the Raft loop, turning a panic into an error like any other fatal one (the panic hook has
+/// already printed it): the thread must not end quietly while the process stays up.
+fn fail_stop(run: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        Ok(r) => r,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(format!("raft driver panicked: {msg}"))
+        }
+    }
 }
 
 /// TTL expiry is decided by the leader and replicated, so every replica expires identically.
@@ -342,5 +365,21 @@ pub async fn step_down(app: &App) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_raft_loop_is_a_fatal_error_not_a_quiet_end() {
+        let r = fail_stop(|| panic!("index out of bounds"));
+        assert_eq!(
+            r,
+            Err("raft driver panicked: index out of bounds".to_string())
+        );
+        assert_eq!(fail_stop(|| Err("storage".into())), Err("storage".into()));
+        assert_eq!(fail_stop(|| Ok(())), Ok(()));
     }
 }

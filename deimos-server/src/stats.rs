@@ -10,9 +10,12 @@ pub const READ_SECONDS: &str = "deimos_server_read_duration_seconds";
 
 pub fn describe() {
     metrics::describe_counter!(
-        crate::api::peer::PEER_REFUSED,
-        "Peer requests refused before reaching Raft, by reason (removed_member: a removed member's traffic, answered 410)."
+        crate::api::peer_auth::PEER_REFUSED,
+        "Peer requests refused before reaching Raft, by reason: cluster_mismatch, no_sender, unknown_sender, removed_member (answered 410), certificate_mismatch, forged_message."
     );
+    for r in crate::api::peer_auth::Refusal::ALL {
+        metrics::counter!(crate::api::peer_auth::PEER_REFUSED, "reason" => r.as_str()).increment(0);
+    }
     metrics::describe_counter!(
         READS,
         "Key reads served, by how they were made consistent (lease, read-index, quorum, local)."

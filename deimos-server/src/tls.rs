@@ -140,35 +140,70 @@ static REFUSALS: Mutex<Option<HashMap<String, (Instant, u64)>>> = Mutex::new(Non
 
 fn refused(remote: SocketAddr, what: &str, error: Option<&dyn std::fmt::Display>) {
     let error = error.map(|e| e.to_string()).unwrap_or_default();
-    let admit = match REFUSALS.lock() {
-        Ok(mut g) => {
-            let map = g.get_or_insert_with(HashMap::new);
-            if map.len() > 1024 {
-                map.clear();
-            }
-            let now = Instant::now();
-            let key = format!("{what}|{error}");
-            match map.get_mut(&key) {
-                Some((last, n)) if now.duration_since(*last) < Duration::from_secs(1) => {
-                    *n += 1;
-                    None
-                }
-                Some((last, n)) => {
-                    *last = now;
-                    Some(std::mem::take(n))
-                }
-                None => {
-                    map.insert(key, (now, 0));
-                    Some(0)
-                }
-            }
-        }
-        Err(_) => Some(0),
-    };
-    match (admit, error.is_empty()) {
+    match (admit(&format!("{what}|{error}")), error.is_empty()) {
         (Some(repeats), true) => tracing::warn!(%remote, repeats, "{what}"),
         (Some(repeats), false) => tracing::warn!(%remote, %error, repeats, "{what}"),
         (None, _) => tracing::debug!(%remote, %error, "{what}"),
+    }
+}
+
+/// A refused peer request (see `api::peer_auth`), logged like refused handshakes.
+pub fn log_refusal(reason: &str, detail: &str) {
+    match admit(&format!("{reason}|{detail}")) {
+        Some(repeats) => tracing::warn!(reason, repeats, "refused peer traffic: {detail}"),
+        None => tracing::debug!(reason, "refused peer traffic: {detail}"),
+    }
+}
+
+/// `Some(repeats folded in since the last warning)` when a refusal with this key may be logged
+/// at warn now; the map is bounded (cleared past 1024 keys), whatever remote parties send.
+fn admit(key: &str) -> Option<u64> {
+    let Ok(mut g) = REFUSALS.lock() else {
+        return Some(0);
+    };
+    let map = g.get_or_insert_with(HashMap::new);
+    if map.len() > 1024 {
+        map.clear();
+    }
+    let now = Instant::now();
+    match map.get_mut(key) {
+        Some((last, n)) if now.duration_since(*last) < Duration::from_secs(1) => {
+            *n += 1;
+            None
+        }
+        Some((last, n)) => {
+            *last = now;
+            Some(std::mem::take(n))
+        }
+        None => {
+            map.insert(key.to_string(), (now, 0));
+            Some(0)
+        }
+    }
+}
+
+/// The client certificate a TLS connection was accepted with, attached to each of its requests
+/// (the peer listener checks that it names the member the request claims to come from).
+#[derive(Clone)]
+pub struct PeerCert(pub Arc<rustls_pki_types::CertificateDer<'static>>);
+
+impl PeerCert {
+    /// The end-entity certificate of an accepted connection, if the client sent one.
+    pub fn of(s: &tokio_rustls::server::TlsStream<TcpStream>) -> Option<PeerCert> {
+        let cert = s.get_ref().1.peer_certificates()?.first()?;
+        Some(PeerCert(Arc::new(cert.clone().into_owned())))
+    }
+
+    /// Whether the certificate is valid for `name`: a DNS name or an IP address in its subject
+    /// alternative names (the names TLS clients check a server against).
+    pub fn names(&self, name: &str) -> bool {
+        let Ok(cert) = webpki::EndEntityCert::try_from(self.0.as_ref()) else {
+            return false;
+        };
+        match rustls_pki_types::ServerName::try_from(name) {
+            Ok(n) => cert.verify_is_valid_for_subject_name(&n).is_ok(),
+            Err(_) => false,
+        }
     }
 }
 

@@ -81,7 +81,22 @@ impl Http {
         body: Option<(&str, &[u8])>,
         timeout: Duration,
     ) -> Result<Reply, String> {
+        self.request_with(method, url, &[], body, timeout)
+    }
+
+    /// [`Http::request`] with extra request headers.
+    pub fn request_with(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, &[u8])>,
+        timeout: Duration,
+    ) -> Result<Reply, String> {
         let mut b = ureq::http::Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
         if let Some((ct, _)) = body {
             b = b.header("content-type", ct);
         }

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod members;
 pub mod params;
 pub mod peer;
+pub mod peer_auth;
 pub mod response;
 
 use std::convert::Infallible;
@@ -100,10 +101,16 @@ where
         let handler = handler.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let fut = handler(req, remote);
-                async move { Ok::<_, Infallible>(fut.await) }
-            });
+            // Each request of a TLS connection carries the client's certificate, if it sent one.
+            let svc = |cert: Option<crate::tls::PeerCert>| {
+                service_fn(move |mut req: Request<Incoming>| {
+                    if let Some(c) = &cert {
+                        req.extensions_mut().insert(c.clone());
+                    }
+                    let fut = handler(req, remote);
+                    async move { Ok::<_, Infallible>(fut.await) }
+                })
+            };
             let builder = {
                 let mut b = hyper::server::conn::http1::Builder::new();
                 b.timer(TokioTimer::new())
@@ -112,10 +119,15 @@ where
                 b
             };
             let res = match tls {
-                None => builder.serve_connection(TokioIo::new(stream), svc).await,
+                None => {
+                    builder
+                        .serve_connection(TokioIo::new(stream), svc(None))
+                        .await
+                }
                 Some(acceptor) => match crate::tls::accept(&acceptor, stream, remote).await {
                     crate::tls::Accepted::Tls(s) => {
-                        builder.serve_connection(TokioIo::new(*s), svc).await
+                        let cert = crate::tls::PeerCert::of(&s);
+                        builder.serve_connection(TokioIo::new(*s), svc(cert)).await
                     }
                     crate::tls::Accepted::Refused => return,
                 },

@@ -25,6 +25,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
 
+use crate::identity::{CLUSTER_ID_HEADER, SENDER_HEADER};
 use crate::node::NodeHandle;
 use crate::stats::ServerStats;
 use crate::tls::MaybeTlsConnector;
@@ -63,6 +64,22 @@ pub struct HttpTransport {
     hints: HashMap<u64, String>,
     /// Notified when a peer refuses us as a removed member (HTTP 410).
     removed: Arc<tokio::sync::Notify>,
+    /// Sent on every request: this member's cluster id and its own id (see `identity`).
+    identity: Identity,
+}
+
+/// The headers that tell a peer which cluster and member a request comes from.
+#[derive(Clone, Copy, Default)]
+struct Identity {
+    cluster: u64,
+    member: u64,
+}
+
+impl Identity {
+    fn stamp(&self, req: hyper::http::request::Builder) -> hyper::http::request::Builder {
+        req.header(CLUSTER_ID_HEADER, format!("{:016x}", self.cluster))
+            .header(SENDER_HEADER, format!("{:016x}", self.member))
+    }
 }
 
 impl HttpTransport {
@@ -104,7 +121,14 @@ impl HttpTransport {
             runtime: tokio::runtime::Handle::current(),
             hints: HashMap::new(),
             removed: Arc::default(),
+            identity: Identity::default(),
         }
+    }
+
+    /// Who we are, for the headers every peer request carries.
+    pub fn with_identity(mut self, cluster: u64, member: u64) -> Self {
+        self.identity = Identity { cluster, member };
+        self
     }
 
     /// Where to say that a peer refused this member as removed (HTTP 410): the server stops,
@@ -132,6 +156,7 @@ impl HttpTransport {
                 client: self.client.clone(),
                 legacy_since: Arc::default(),
                 removed: self.removed.clone(),
+                identity: self.identity,
             };
             let label = format!("{to:016x}");
             metrics::counter!(PEER_SEND_FAILURES, "to" => label.clone()).increment(0);
@@ -164,6 +189,7 @@ struct Peer {
     /// When the peer last answered a stream with 404 (it predates streams), if it did.
     legacy_since: Arc<Mutex<Option<Instant>>>,
     removed: Arc<tokio::sync::Notify>,
+    identity: Identity,
 }
 
 /// The sending end of one open stream. It is dead once its request has finished: closed by
@@ -280,7 +306,9 @@ impl Peer {
     fn open(&self, url: String) -> Stream {
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let done = Arc::new(AtomicBool::new(false));
-        let req = hyper::Request::post(&url)
+        let req = self
+            .identity
+            .stamp(hyper::Request::post(&url))
             .header("content-type", "application/octet-stream")
             .body(frame::ChannelBody(rx).boxed());
         let response = req.map(|req| self.client.request(req));
@@ -372,7 +400,9 @@ impl Peer {
 
     async fn post(&self, path: &str, body: Body) -> Result<(), String> {
         let url = self.url(path)?;
-        let req = hyper::Request::post(&url)
+        let req = self
+            .identity
+            .stamp(hyper::Request::post(&url))
             .header("content-type", "application/octet-stream")
             .body(body)
             .map_err(|e| e.to_string())?;

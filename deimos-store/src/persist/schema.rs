@@ -8,6 +8,7 @@
 //! | `meta`            | `magic`      | [`MAGIC`](super::codec::MAGIC)              |
 //! |                   | `format`     | [`FORMAT_VERSION`](super::codec::FORMAT_VERSION), u32 LE |
 //! |                   | `member_id`  | the member this data belongs to, u64 LE (absent until recorded) |
+//! |                   | `cluster_id` | the cluster this data belongs to, u64 LE (absent until recorded) |
 //! | `raft_log`        | index (u64)  | postcard `Entry`                            |
 //! | `raft_state`      | `hard_state` | postcard `HardState`                        |
 //! |                   | `log_base`   | postcard [`LogBase`] (the snapshot metadata of the log) |
@@ -30,6 +31,7 @@ pub(crate) const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("
 pub(crate) const KEY_MAGIC: &[u8] = b"magic";
 pub(crate) const KEY_FORMAT: &[u8] = b"format";
 pub(crate) const KEY_MEMBER_ID: &[u8] = b"member_id";
+pub(crate) const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
 pub(crate) const KEY_HARD_STATE: &[u8] = b"hard_state";
 pub(crate) const KEY_LOG_BASE: &[u8] = b"log_base";
 pub(crate) const KEY_APPLIED: &[u8] = b"applied";

@@ -1,0 +1,193 @@
+//! Issue 18, peer plane: every peer request must carry this cluster's id and a member's id, and
+//! every message in it must be from that member and to the receiver, before anything reaches
+//! Raft. Forged traffic (a write smuggled in as a forwarded proposal) is sent with each kind of
+//! bad identity; each is refused with its status and counted, and afterwards nothing was
+//! written, acknowledged keys are intact, membership is unchanged and the cluster still writes.
+//! A node of another cluster pointed at this one is refused, not merged.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use deimos_raft::driver::envelope;
+use deimos_raft::types::{EntryPayload, Message, MessageBody};
+use deimos_store::keyspace::Command as KeyCommand;
+use deimos_store::machine::Proposal;
+use deimos_tests::harness::{deimos_bin, free_port, Cluster};
+use deimos_tests::http::Reply;
+
+const CLUSTER: &str = "x-etcd-cluster-id";
+const FROM: &str = "x-server-from";
+
+/// A batch (as `/raft/messages` takes it) holding one forwarded proposal that would set `key`.
+fn forged_write(from: u64, to: u64, term: u64, key: &str) -> Vec<u8> {
+    let cmd = Proposal::Keys(KeyCommand::Set {
+        key: key.to_string(),
+        value: "forged".into(),
+        dir: false,
+        expire_at_ms: None,
+        refresh: false,
+        prev_exist: None,
+        prev_value: None,
+        prev_index: None,
+        now_ms: 0,
+    });
+    let data = envelope::wrap(from, 1, &cmd.encode());
+    let m = Message {
+        from,
+        to,
+        term,
+        body: MessageBody::Propose {
+            entries: vec![EntryPayload::Normal(data)],
+        },
+    };
+    postcard::to_stdvec(&vec![m]).expect("encode")
+}
+
+fn hex_id(s: &str) -> u64 {
+    u64::from_str_radix(s, 16).expect("hex id")
+}
+
+fn post(c: &Cluster, node: usize, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let url = format!("{}/raft/messages", c.node(node).peer_url());
+    c.http()
+        .request_with(
+            "POST",
+            &url,
+            headers,
+            Some(("application/octet-stream", body)),
+            Duration::from_secs(5),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn peer_traffic_without_this_clusters_identity_never_reaches_raft() {
+    let c = Cluster::start(3);
+    let l = c.wait_leader(Duration::from_secs(10));
+    assert!(c.set(l, "/acked", "before").status < 300);
+    let st = c.status(l).expect("leader status");
+    let (leader_id, term) = (hex_id(&st.id), st.term);
+    let members = c.members_of(l);
+
+    // Anyone can learn the cluster id (a joining member must), as from etcd.
+    let m = c
+        .http()
+        .must("GET", &format!("{}/members", c.node(l).peer_url()), None);
+    assert_eq!(m.status, 200, "{m:?}");
+    let cluster = m.header(CLUSTER).expect("cluster id header").to_string();
+    let other = (0..3).find(|&i| i != l).unwrap();
+    let member = c.status(other).unwrap().id;
+    let third = (0..3).find(|&i| i != l && i != other).unwrap();
+    let third_id = c.status(third).unwrap().id;
+
+    let forged = |from: u64, key: &str| forged_write(from, leader_id, term, key);
+    // (what, headers, batch, expected status)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<u8>, u16);
+    let cases: Vec<Case> = vec![
+        ("no identity", vec![], forged(hex_id(&member), "/f1"), 412),
+        (
+            "another cluster",
+            vec![(CLUSTER, "00000000deadbeef"), (FROM, member.as_str())],
+            forged(hex_id(&member), "/f2"),
+            412,
+        ),
+        (
+            "no sender",
+            vec![(CLUSTER, cluster.as_str())],
+            forged(7, "/f3"),
+            400,
+        ),
+        (
+            "a stranger",
+            vec![(CLUSTER, cluster.as_str()), (FROM, "0000000000000007")],
+            forged(7, "/f4"),
+            403,
+        ),
+        (
+            // A member's request carrying a message in another member's name.
+            "a message in another member's name",
+            vec![(CLUSTER, cluster.as_str()), (FROM, member.as_str())],
+            forged(hex_id(&third_id), "/f5"),
+            400,
+        ),
+    ];
+    for (what, headers, body, want) in &cases {
+        let r = post(&c, l, headers, body);
+        assert_eq!(r.status, *want, "{what}: {r:?}");
+    }
+    let refused = |reason: &str| {
+        c.metric(
+            l,
+            "deimos_peer_messages_refused_total",
+            &[("reason", reason)],
+        )
+    };
+    assert_eq!(refused("cluster_mismatch"), 2.0);
+    assert_eq!(refused("no_sender"), 1.0);
+    assert_eq!(refused("unknown_sender"), 1.0);
+    assert_eq!(refused("forged_message"), 1.0);
+
+    // Nothing of it took effect; the cluster is as it was and still writes.
+    std::thread::sleep(Duration::from_millis(300));
+    for key in ["/f1", "/f2", "/f3", "/f4", "/f5"] {
+        let r = c.get(l, key);
+        assert_eq!(r.status, 404, "forged {key} was written: {r:?}");
+    }
+    assert_eq!(c.get(l, "/acked").json()["node"]["value"], "before");
+    assert_eq!(c.members_of(l), members, "membership changed");
+    assert!(c.set(l, "/acked", "after").status < 300);
+}
+
+#[test]
+fn a_node_of_another_cluster_pointed_at_this_one_is_refused_not_merged() {
+    let c = Cluster::start(3);
+    let l = c.wait_leader(Duration::from_secs(10));
+    let members = c.members_of(l);
+    // A node bootstrapping its own cluster from itself and this cluster's n1 (same name and
+    // URL, so the same member id for n1), under another token: it campaigns and asks n1 for
+    // votes, with another cluster id.
+    let (client, peer) = (free_port(), free_port());
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let log = std::fs::File::create(c.dir().join("stranger.log")).unwrap();
+    let mut stranger = Command::new(deimos_bin())
+        .args(["--name", "x", "--initial-cluster-token", "another-cluster"])
+        .arg("--data-dir")
+        .arg(c.dir().join("stranger-data"))
+        .args([
+            "--listen-client-urls",
+            &format!("http://127.0.0.1:{client}"),
+        ])
+        .args(["--listen-peer-urls", &peer_url])
+        .args([
+            "--bootstrap-config",
+            &format!("x={peer_url},n1={}", c.node(0).peer_url()),
+        ])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = || {
+        c.metric(
+            0,
+            "deimos_peer_messages_refused_total",
+            &[("reason", "cluster_mismatch")],
+        )
+    };
+    while refused() < 1.0 {
+        if Instant::now() > deadline {
+            let _ = stranger.kill();
+            let tail = std::fs::read_to_string(c.dir().join("stranger.log")).unwrap_or_default();
+            panic!(
+                "n1 never refused the stranger:\n{tail}\n{}",
+                c.log_tails(20)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    assert_eq!(c.members_of(l), members, "membership changed");
+    assert!(c.set(l, "/still", "writes").status < 300);
+    assert_eq!(c.status(l).unwrap().voters.len(), 3);
+}
