@@ -39,16 +39,63 @@ fn frame(msgs: &[Message]) -> Bytes {
     Bytes::from(out)
 }
 
-/// Messages for a member that is not this node: counted on receipt, never stepped.
-fn elsewhere(n: u64) -> Vec<Message> {
+/// Who the test speaks as: the cluster id and the (never started) member `from`, sending to
+/// the running member `to`.
+#[derive(Clone, Copy)]
+struct Peer {
+    cluster: u64,
+    from: u64,
+    to: u64,
+}
+
+/// Heartbeats from a term below the node's: counted on receipt, then ignored by Raft.
+fn stale(p: Peer, n: u64) -> Vec<Message> {
     (0..n)
         .map(|round| Message {
-            from: 7,
-            to: 8,
-            term: 1,
+            from: p.from,
+            to: p.to,
+            term: 0,
             body: MessageBody::Heartbeat { commit: 0, round },
         })
         .collect()
+}
+
+/// Learn the cluster id (peer `GET /members`) and the two members' ids.
+async fn identify(spec: &ClusterSpec) -> Peer {
+    let url = |i: usize| format!("http://127.0.0.1:{}", spec.peer_ports[i]);
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", spec.peer_ports[0]))
+        .await
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = http::Request::get("/members")
+        .header("host", format!("127.0.0.1:{}", spec.peer_ports[0]))
+        .body(http_body_util::Empty::<Bytes>::new())
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("members");
+    let cluster = resp.headers()["x-etcd-cluster-id"]
+        .to_str()
+        .ok()
+        .and_then(|v| u64::from_str_radix(v, 16).ok())
+        .expect("cluster id");
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    let list: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let id_of = |u: String| {
+        list["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .find(|m| m["peerURLs"][0] == u.as_str())
+            .and_then(|m| u64::from_str_radix(m["id"].as_str()?, 16).ok())
+            .expect("member")
+    };
+    Peer {
+        cluster,
+        from: id_of(url(1)),
+        to: id_of(url(0)),
+    }
 }
 
 async fn received(port: u16) -> u64 {
@@ -59,7 +106,10 @@ async fn received(port: u16) -> u64 {
 }
 
 /// Open a stream to the peer port: the frame sender and the eventual response status.
-async fn open(peer_port: u16) -> (mpsc::Sender<Bytes>, tokio::task::JoinHandle<Option<u16>>) {
+async fn open(
+    peer_port: u16,
+    p: Peer,
+) -> (mpsc::Sender<Bytes>, tokio::task::JoinHandle<Option<u16>>) {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", peer_port))
         .await
         .expect("connect");
@@ -70,6 +120,8 @@ async fn open(peer_port: u16) -> (mpsc::Sender<Bytes>, tokio::task::JoinHandle<O
     let (tx, rx) = mpsc::channel(8);
     let req = http::Request::post("/raft/stream")
         .header("host", format!("127.0.0.1:{peer_port}"))
+        .header("x-etcd-cluster-id", format!("{:016x}", p.cluster))
+        .header("x-server-from", format!("{:016x}", p.from))
         .body(ChannelBody(rx))
         .expect("request");
     let answer = tokio::spawn(async move {
@@ -84,7 +136,8 @@ async fn open(peer_port: u16) -> (mpsc::Sender<Bytes>, tokio::task::JoinHandle<O
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_delivers_each_frame_while_it_stays_open_and_a_corrupt_one_is_cut() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spec = ClusterSpec::new(1, "http");
+    // n2 is named in the bootstrap but never started: the test speaks as n2.
+    let spec = ClusterSpec::new(2, "http");
     let _node = Proc::start(dir.path(), "n1", &spec.args(dir.path(), 0));
     let (client, peer) = (spec.client_ports[0], spec.peer_ports[0]);
     let base = eventually(
@@ -98,19 +151,20 @@ async fn a_stream_delivers_each_frame_while_it_stays_open_and_a_corrupt_one_is_c
         },
     )
     .await;
+    let p = identify(&spec).await;
 
-    let (tx, answer) = open(peer).await;
+    let (tx, answer) = open(peer, p).await;
     // One frame split across two body chunks, then two frames in one chunk: each is taken in
     // before the stream ends.
-    let f = frame(&elsewhere(3));
+    let f = frame(&stale(p, 3));
     tx.send(f.slice(..5)).await.expect("stream open");
     tx.send(f.slice(5..)).await.expect("stream open");
     eventually(Duration::from_secs(5), "the first frame", || async move {
         (received(client).await == base + 3).then_some(())
     })
     .await;
-    let mut two = frame(&elsewhere(2)).to_vec();
-    two.extend_from_slice(&frame(&elsewhere(4)));
+    let mut two = frame(&stale(p, 2)).to_vec();
+    two.extend_from_slice(&frame(&stale(p, 4)));
     tx.send(Bytes::from(two)).await.expect("stream open");
     eventually(
         Duration::from_secs(5),
@@ -130,8 +184,8 @@ async fn a_stream_delivers_each_frame_while_it_stays_open_and_a_corrupt_one_is_c
     assert_eq!(status, Some(204));
 
     // Garbage after a valid frame: the valid one counts, then the stream is refused.
-    let (tx, answer) = open(peer).await;
-    let mut bad = frame(&elsewhere(1)).to_vec();
+    let (tx, answer) = open(peer, p).await;
+    let mut bad = frame(&stale(p, 1)).to_vec();
     bad.extend_from_slice(&[0, 0, 0, 3, 0xff, 0xff, 0xff]);
     tx.send(Bytes::from(bad)).await.expect("stream open");
     let status = tokio::time::timeout(Duration::from_secs(5), answer)
@@ -142,7 +196,7 @@ async fn a_stream_delivers_each_frame_while_it_stays_open_and_a_corrupt_one_is_c
     assert_eq!(received(client).await, base + 10);
 
     // A length prefix beyond the limit is refused without waiting for that many bytes.
-    let (tx, answer) = open(peer).await;
+    let (tx, answer) = open(peer, p).await;
     tx.send(Bytes::from(u32::MAX.to_be_bytes().to_vec()))
         .await
         .expect("stream open");
