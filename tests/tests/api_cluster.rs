@@ -328,6 +328,43 @@ fn members_add_update_remove() {
         .unwrap();
     assert_eq!(m["peerURLs"], json!([url2]));
 
+    // Refused without recording anything (as etcd): another member's peer URL (409), a form
+    // body (415), a URL that is not scheme://host:port or not in the cluster's TLS mode (400).
+    let taken = c.node(l).peer_url();
+    let r = h.json_body(
+        "PUT",
+        &format!("{}/v2/members/{id}", c.client_url(l)),
+        &json!({"peerURLs": [taken]}),
+    );
+    assert_eq!(r.status, 409, "{r:?}");
+    let r = h.must(
+        "POST",
+        &format!("{}/v2/members", c.client_url(l)),
+        Some((
+            "application/x-www-form-urlencoded",
+            b"peerURLs=http://127.0.0.1:1",
+        )),
+    );
+    assert_eq!(r.status, 415, "{r:?}");
+    for bad in [
+        "http://127.0.0.1:1/x",
+        "https://127.0.0.1:1",
+        "http://127.0.0.1",
+    ] {
+        let r = h.json_body(
+            "POST",
+            &format!("{}/v2/members", c.client_url(l)),
+            &json!({"peerURLs": [bad]}),
+        );
+        assert_eq!(r.status, 400, "{bad}: {r:?}");
+    }
+    assert_eq!(members(l).len(), 4);
+    let m = members(l)
+        .into_iter()
+        .find(|m| m["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(m["peerURLs"], json!([url2]));
+
     // Remove it: 204, then 404 for it and for an id that never existed.
     let r = retry_in_progress(|| h.delete(&format!("{}/v2/members/{id}", c.client_url(l))));
     assert_eq!(r.status, 204, "{r:?}");

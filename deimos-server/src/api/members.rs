@@ -180,22 +180,51 @@ fn leader_member(app: &App) -> Resp {
     }
 }
 
-async fn member_request(req: Request<Incoming>) -> Result<MemberRequest, Resp> {
+async fn member_request(app: &App, req: Request<Incoming>) -> Result<MemberRequest, Resp> {
+    // etcd refuses anything but JSON here (a form body would otherwise be read as garbage).
+    let json = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().map(str::trim) == Some("application/json"));
+    if !json {
+        return Err(message(
+            415,
+            "membership requests need Content-Type: application/json",
+        ));
+    }
     let (_, body) = super::read_body(req, 64 * 1024).await?;
     let mr: MemberRequest = serde_json::from_slice(&body)
         .map_err(|e| message(400, &format!("invalid member JSON: {e}")))?;
-    if mr.peer_urls.is_empty()
-        || mr
-            .peer_urls
-            .iter()
-            .any(|u| !u.starts_with("http://") && !u.starts_with("https://"))
-    {
-        return Err(message(
-            400,
-            "peerURLs must be a non-empty list of http(s) URLs",
-        ));
-    }
+    let tls = app.cfg.flags.peer_ca_file.is_some();
+    check_peer_urls(&mr.peer_urls, tls).map_err(|why| message(400, &why))?;
     Ok(mr)
+}
+
+/// Peer URLs must be `scheme://host:port` (no path), and their scheme the cluster's peer TLS
+/// mode: with a peer CA every member talks TLS, so an `http://` URL would have the others send
+/// Raft traffic in plaintext to whoever listens there; without one, `https://` cannot work.
+fn check_peer_urls(urls: &[String], tls: bool) -> Result<(), String> {
+    if urls.is_empty() {
+        return Err("peerURLs must be a non-empty list".into());
+    }
+    let scheme = if tls { "https://" } else { "http://" };
+    for u in urls {
+        let Some(rest) = u.strip_prefix(scheme) else {
+            return Err(format!(
+                "peer URL {u:?} must start with {scheme} (peer TLS is {})",
+                if tls { "on" } else { "off" }
+            ));
+        };
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        let port_ok = authority
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        if authority.contains(['/', '?', '#', '@', ' ']) || !port_ok {
+            return Err(format!("peer URL {u:?} must be {scheme}host:port"));
+        }
+    }
+    Ok(())
 }
 
 /// Add a voter or (`isLearner`) a learner. A voter must pass the quorum rule unless forced; a
@@ -205,7 +234,7 @@ async fn add_member(app: Arc<App>, req: Request<Incoming>) -> Resp {
         Ok(f) => f,
         Err(r) => return r,
     };
-    let mr = match member_request(req).await {
+    let mr = match member_request(&app, req).await {
         Ok(m) => m,
         Err(r) => return r,
     };
@@ -381,10 +410,17 @@ async fn update_member(app: Arc<App>, req: Request<Incoming>, id: &str) -> Resp 
         Ok(m) => m,
         Err(r) => return r,
     };
-    let mr = match member_request(req).await {
+    let mr = match member_request(&app, req).await {
         Ok(r) => r,
         Err(r) => return r,
     };
+    let taken = app.members.read().map(|ms| {
+        ms.values()
+            .any(|o| o.id != m.id && o.peer_urls.iter().any(|u| mr.peer_urls.contains(u)))
+    });
+    if taken.unwrap_or(true) {
+        return message(409, "membership: peerURL exists");
+    }
     m.peer_urls = mr.peer_urls;
     if let Some(n) = mr.name {
         m.name = n;
@@ -409,6 +445,29 @@ mod tests {
             peer_urls: vec![url.to_string()],
             client_urls: vec![],
         }
+    }
+
+    #[test]
+    fn peer_urls_must_be_host_and_port_in_the_clusters_tls_mode() {
+        let ok = |u: &str, tls| check_peer_urls(&[u.to_string()], tls);
+        assert!(ok("http://10.0.0.1:7001", false).is_ok());
+        assert!(ok("http://n1.example:7001/", false).is_ok());
+        assert!(ok("https://10.0.0.1:7001", true).is_ok());
+        assert!(
+            ok("http://10.0.0.1:7001", true).is_err(),
+            "plaintext under peer TLS"
+        );
+        assert!(ok("https://10.0.0.1:7001", false).is_err());
+        for bad in [
+            "http://10.0.0.1",
+            "http://:7001",
+            "http://h:0",
+            "http://h:7001/x",
+            "http://u@h:1",
+        ] {
+            assert!(ok(bad, false).is_err(), "{bad}");
+        }
+        assert!(check_peer_urls(&[], false).is_err());
     }
 
     #[test]
