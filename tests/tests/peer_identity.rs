@@ -191,3 +191,62 @@ fn a_node_of_another_cluster_pointed_at_this_one_is_refused_not_merged() {
     assert!(c.set(l, "/still", "writes").status < 300);
     assert_eq!(c.status(l).unwrap().voters.len(), 3);
 }
+
+/// Resident set size of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
+}
+
+/// Messages from many made-up senders (with the right cluster id) leave no state behind: no
+/// per-sender map, queue or metric series grows with what a remote party sends.
+#[test]
+fn many_made_up_senders_leave_no_state_behind() {
+    let c = Cluster::start(3);
+    let l = c.wait_leader(Duration::from_secs(10));
+    let m = c
+        .http()
+        .must("GET", &format!("{}/members", c.node(l).peer_url()), None);
+    let cluster = m.header(CLUSTER).expect("cluster id header").to_string();
+    let pid = c.node(l).pid().expect("pid");
+    let metric_lines = |text: &str| text.lines().filter(|l| !l.starts_with('#')).count();
+    // Warm up allocator pools and connections with the same kind of traffic first.
+    let send = |n: u64, seed: u64| {
+        for k in 0..n {
+            let from = format!("{:016x}", seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ k);
+            let body = forged_write(u64::from_str_radix(&from, 16).unwrap(), 1, 1, "/x");
+            let r = post(
+                &c,
+                l,
+                &[(CLUSTER, cluster.as_str()), (FROM, from.as_str())],
+                &body,
+            );
+            assert_eq!(r.status, 403, "{r:?}");
+        }
+    };
+    send(2_000, 1);
+    let before = rss_kib(pid);
+    let series_before = metric_lines(&c.metrics(l));
+    send(20_000, 2);
+    let after = rss_kib(pid);
+    let series_after = metric_lines(&c.metrics(l));
+    eprintln!("RSS {before} KiB -> {after} KiB after 20,000 made-up senders");
+    assert!(
+        after <= before + before / 10,
+        "RSS grew from {before} to {after} KiB"
+    );
+    assert_eq!(series_before, series_after, "metric series grew");
+    assert_eq!(
+        c.metric(
+            l,
+            "deimos_peer_messages_refused_total",
+            &[("reason", "unknown_sender")]
+        ),
+        22_000.0
+    );
+    assert!(c.set(l, "/still", "writes").status < 300);
+}

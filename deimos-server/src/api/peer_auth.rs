@@ -75,7 +75,14 @@ pub fn refuse(reason: Refusal, detail: &str) -> Resp {
         Refusal::RemovedMember => "the member has been permanently removed from the cluster\n",
         _ => detail,
     };
-    response::text(reason.status(), body)
+    // Refused before its body is read: the connection cannot be reused (hyper would have to
+    // drain an untrusted body), so say so and let the client open a fresh one.
+    let mut resp = response::text(reason.status(), body);
+    resp.headers_mut().insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+    resp
 }
 
 fn header_id(req: &Request<Incoming>, name: &str) -> Option<u64> {
