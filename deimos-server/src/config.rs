@@ -125,6 +125,13 @@ pub struct Flags {
         default_value_t = deimos_store::machine::DEFAULT_CATCH_UP_ENTRIES
     )]
     pub snapshot_catchup_entries: u64,
+    /// UNSAFE: commit each write with one fsync instead of redb's two-phase commit. Faster, but
+    /// if the latest commit slot is damaged on disk (torn write, bad sector) the store silently
+    /// reopens at the previous commit, losing writes that were acknowledged; with the default
+    /// two-phase commit that damage is refused at start instead. Exists to measure the cost
+    /// (see `deimos-store/tests/persist_corrupt.rs`), like etcd's --unsafe-no-fsync.
+    #[arg(long, env = "DEIMOS_UNSAFE_ONE_PHASE_COMMIT")]
+    pub unsafe_one_phase_commit: bool,
     /// Largest request body accepted on the client API.
     #[arg(long, env = "DEIMOS_MAX_REQUEST_BYTES", default_value_t = 1536 * 1024)]
     pub max_request_bytes: usize,

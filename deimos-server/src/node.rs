@@ -82,15 +82,19 @@ impl Drop for DriverThread {
 /// the driver's thread.
 pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), String> {
     let data_dir = &cfg.flags.data_dir;
-    // One-phase commit with checksums: a crash mid-commit rolls back to the previous commit,
-    // which was never acknowledged. Two-phase commit would add a second fsync per write to guard
-    // against an attacker who controls page flush order and can crash the host at will — not
-    // the threat model of a store behind its own peer network, and etcd's WAL makes the same
-    // single-fdatasync trade.
+    // Two-phase commit (redb's default): a damaged latest commit slot is refused at open rather
+    // than silently rolled back to the previous commit, which would lose acknowledged writes
+    // (shown by `deimos-store/tests/persist_corrupt.rs`). It costs a second fsync per commit;
+    // --unsafe-one-phase-commit trades that guarantee back for speed.
     let opts = deimos_store::persist::StoreOptions {
-        two_phase_commit: false,
+        two_phase_commit: !cfg.flags.unsafe_one_phase_commit,
         ..Default::default()
     };
+    if cfg.flags.unsafe_one_phase_commit {
+        tracing::warn!(
+            "--unsafe-one-phase-commit: a damaged latest commit slot will silently lose acknowledged writes"
+        );
+    }
     let mut storage = RedbStorage::open_with(data_dir, &opts)
         .map_err(|e| format!("cannot open data dir {}: {e}", data_dir.display()))?;
     let peer_tls = crate::tls::TlsFiles {

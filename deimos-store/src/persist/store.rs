@@ -6,14 +6,14 @@
 //!   existing `deimos.redb` that is empty, truncated or foreign is never mistaken for "new" and
 //!   is never re-initialised: it is reported as corrupt.
 //! - redb is asked to verify the checksum of every committed page on every open
-//!   (`set_check_integrity_on_open`). With `StoreOptions::two_phase_commit` (the default here)
-//!   commits use redb's 2-phase commit, under which a primary commit slot that fails its
-//!   checksum is an error rather than a silent fall-back to the previous commit. The server
-//!   turns it off (one fsync per commit instead of two, see `deimos-server/src/node.rs`): a
-//!   crash during a one-phase commit falls back to the previous commit, and what it loses was
-//!   never acknowledged, since acknowledging waits for the fsync; only damage to a commit slot
-//!   that was already durable would go unnoticed. redb may panic on some damaged files in debug
-//!   builds; that panic is caught and reported as corruption.
+//!   (`set_check_integrity_on_open`). With `StoreOptions::two_phase_commit` (the default, and
+//!   what the server uses) commits use redb's 2-phase commit, under which a primary commit slot
+//!   that fails its checksum is an error rather than a silent fall-back to the previous commit.
+//!   Turning it off (the server's `--unsafe-one-phase-commit`) saves one fsync per commit, but
+//!   damage to a commit slot that was already durable then reopens the store at the previous
+//!   commit, losing acknowledged writes without a word (`tests/persist_corrupt.rs` shows both).
+//!   redb may panic on some damaged files in debug builds; that panic is caught and reported as
+//!   corruption.
 //! - After redb accepts the file, our own records are checked against each other (see
 //!   `check_consistency`).
 //!
