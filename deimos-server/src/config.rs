@@ -270,6 +270,19 @@ pub fn url_host(url: &str) -> Option<String> {
     (!host.is_empty()).then(|| host.to_string())
 }
 
+/// `scheme://host:port`, optionally with a trailing `/`, and nothing else: no path, query, user
+/// info or blanks. What a member record may hold, since other members and proxies connect to it.
+pub fn is_host_port_url(url: &str, scheme: &str) -> bool {
+    let Some(rest) = url.strip_prefix(scheme) else {
+        return false;
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    let port_ok = authority
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+    port_ok && !authority.contains(['/', '?', '#', '@', ' ', '\t', '\n', '\r'])
+}
+
 pub fn is_https(url: &str) -> bool {
     url.starts_with("https://")
 }
@@ -378,6 +391,7 @@ impl NodeConfig {
             flags.advertise_peer_urls.clone()
         };
         let timing = Timing::from_flags(&flags)?;
+        check_urls(&flags)?;
         check_tls(&flags)?;
         if flags.proxy != ProxyMode::Off {
             // A proxy is not a member: no id, no bootstrap, no data dir.
@@ -428,6 +442,26 @@ impl NodeConfig {
             timing,
         })
     }
+}
+
+/// Every URL this member listens on or publishes is `http(s)://host:port`: the advertised ones
+/// end up in member records that peers and proxies connect to.
+fn check_urls(f: &Flags) -> Result<(), String> {
+    let lists = [
+        ("--listen-client-urls", &f.listen_client_urls),
+        ("--advertise-client-urls", &f.advertise_client_urls),
+        ("--listen-peer-urls", &f.listen_peer_urls),
+        ("--advertise-peer-urls", &f.advertise_peer_urls),
+    ];
+    for (flag, urls) in lists {
+        if let Some(bad) = urls
+            .iter()
+            .find(|u| !is_host_port_url(u, "http://") && !is_host_port_url(u, "https://"))
+        {
+            return Err(format!("{flag}: {bad:?} is not http(s)://host:port"));
+        }
+    }
+    Ok(())
 }
 
 /// https URLs need the matching certificate flags; say which one is missing at start-up rather
@@ -604,6 +638,28 @@ mod tests {
         assert!(timing(&["--election-timeout", "1s", "--election-timeout-ticks", "5"]).is_err());
         assert!(timing(&["--heartbeat-timeout", "5", "--election-timeout-ticks", "5"]).is_err());
         assert!(timing(&["--heartbeat-timeout", "0"]).is_err());
+    }
+
+    #[test]
+    fn listen_and_advertise_urls_are_scheme_host_port() {
+        let cfg = |args: &[&str]| {
+            let mut all = vec!["deimos"];
+            all.extend_from_slice(args);
+            NodeConfig::from_flags(Flags::try_parse_from(all).unwrap())
+        };
+        for bad in [
+            "ftp://h:1",
+            "http://h",
+            "http://h:1/path",
+            "http://user@h:1",
+            "http://:1",
+            "http://h:0",
+        ] {
+            let e = cfg(&["--advertise-client-urls", bad]).unwrap_err();
+            assert!(e.contains("--advertise-client-urls"), "{bad}: {e}");
+        }
+        assert!(cfg(&["--advertise-peer-urls", "http://h:7001/"]).is_ok());
+        assert!(cfg(&["--listen-peer-urls", "http://[::1]:7001"]).is_ok());
     }
 
     #[test]

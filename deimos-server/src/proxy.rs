@@ -266,7 +266,15 @@ fn client_urls(body: &[u8]) -> (Vec<String>, bool) {
         let listed = m["clientURLs"].as_array().map_or(0, Vec::len);
         complete &= listed > 0;
         for u in m["clientURLs"].as_array().into_iter().flatten() {
-            if let Some(u) = u.as_str() {
+            // Only well-formed client URLs: whatever a member record says, the proxy never
+            // follows it to a path, user info or another scheme.
+            let Some(u) = u.as_str().filter(|u| {
+                crate::config::is_host_port_url(u, "http://")
+                    || crate::config::is_host_port_url(u, "https://")
+            }) else {
+                continue;
+            };
+            {
                 let u = u.trim_end_matches('/').to_string();
                 if !out.contains(&u) {
                     out.push(u);
@@ -315,7 +323,7 @@ mod tests {
 
     #[test]
     fn client_urls_from_members_answer() {
-        let body = br#"{"members":[{"id":"1","clientURLs":["http://a:1/","http://b:2"]},{"clientURLs":["http://b:2"]},{"clientURLs":[]}]}"#;
+        let body = br#"{"members":[{"id":"1","clientURLs":["http://a:1/","http://b:2","ftp://c:3","http://evil:4/x","http://u@d:5"]},{"clientURLs":["http://b:2"]},{"clientURLs":[]}]}"#;
         assert_eq!(
             client_urls(body),
             (

@@ -210,17 +210,13 @@ fn check_peer_urls(urls: &[String], tls: bool) -> Result<(), String> {
     }
     let scheme = if tls { "https://" } else { "http://" };
     for u in urls {
-        let Some(rest) = u.strip_prefix(scheme) else {
+        if !u.starts_with(scheme) {
             return Err(format!(
                 "peer URL {u:?} must start with {scheme} (peer TLS is {})",
                 if tls { "on" } else { "off" }
             ));
-        };
-        let authority = rest.strip_suffix('/').unwrap_or(rest);
-        let port_ok = authority
-            .rsplit_once(':')
-            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
-        if authority.contains(['/', '?', '#', '@', ' ']) || !port_ok {
+        }
+        if !crate::config::is_host_port_url(u, scheme) {
             return Err(format!("peer URL {u:?} must be {scheme}host:port"));
         }
     }
