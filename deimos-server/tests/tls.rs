@@ -350,3 +350,177 @@ async fn peer_with_certificate_from_another_ca_cannot_join() {
     );
     assert!(!(logs + &log3).contains("panicked"));
 }
+
+/// A batch for `/raft/messages` holding one forwarded proposal that would set `/forged`.
+fn forged_write(from: u64, to: u64) -> Vec<u8> {
+    use deimos_raft::driver::envelope;
+    use deimos_raft::types::{EntryPayload, Message, MessageBody};
+    use deimos_store::keyspace::Command;
+    use deimos_store::machine::Proposal;
+    let cmd = Proposal::Keys(Command::Set {
+        key: "/forged".into(),
+        value: "forged".into(),
+        dir: false,
+        expire_at_ms: None,
+        refresh: false,
+        prev_exist: None,
+        prev_value: None,
+        prev_index: None,
+        now_ms: 0,
+    });
+    let m = Message {
+        from,
+        to,
+        term: 0,
+        body: MessageBody::Propose {
+            entries: vec![EntryPayload::Normal(envelope::wrap(from, 1, &cmd.encode()))],
+        },
+    };
+    postcard::to_stdvec(&vec![m]).expect("encode")
+}
+
+/// Issue 18: with peer TLS on, a certificate from the cluster's own CA speaks only for the
+/// member it names (by its advertised peer host, or by its id). A certificate for another host
+/// claiming to be a member is refused (403) and counted before anything reaches Raft, and the
+/// write it carried is never made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_certificate_speaks_only_for_the_member_it_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let ca = Ca::new(d, "ca");
+    let spec = ClusterSpec::new(3, "https");
+    let mut procs = Vec::new();
+    for i in 0..3 {
+        let leaf = ca.leaf(d, &format!("n{}", i + 1), false);
+        let mut args = spec.args(d, i);
+        args.extend(tls_args(&ca, &leaf));
+        procs.push(Proc::start(d, &format!("n{}", i + 1), &args));
+    }
+    let good = client_tls(&ca.cert_path, Some(&ca.leaf(d, "client", false)));
+    let port = spec.client_ports[0];
+    {
+        let tls = good.clone();
+        eventually(Duration::from_secs(20), "an acknowledged write", || {
+            let tls = tls.clone();
+            async move {
+                let r = request(
+                    port,
+                    Some(tls),
+                    "PUT",
+                    "/v2/keys/acked",
+                    Some("value=1"),
+                    &[],
+                )
+                .await
+                .ok()?;
+                (r.status == 201).then_some(())
+            }
+        })
+        .await;
+    }
+    // Who is who: the cluster id and each member's id by peer port; the leader.
+    let r = request(
+        spec.peer_ports[0],
+        Some(good.clone()),
+        "GET",
+        "/members",
+        None,
+        &[],
+    )
+    .await
+    .expect("peer /members");
+    let cluster = r.headers["x-etcd-cluster-id"]
+        .to_str()
+        .expect("cluster id")
+        .to_string();
+    let ids: Vec<u64> = spec
+        .peer_ports
+        .iter()
+        .map(|p| {
+            let url = format!("https://127.0.0.1:{p}");
+            r.json()["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|m| m["peerURLs"][0] == url.as_str())
+                .and_then(|m| u64::from_str_radix(m["id"].as_str()?, 16).ok())
+                .unwrap_or_else(|| panic!("member at {url} in {}", r.body))
+        })
+        .collect();
+    let status = request(port, Some(good.clone()), "GET", "/raft/status", None, &[])
+        .await
+        .expect("status")
+        .json();
+    let leader = ids
+        .iter()
+        .position(|&id| status["leader"] == format!("{id:016x}").as_str())
+        .unwrap_or_else(|| panic!("leader among {ids:x?}: {status}"));
+    let follower = (leader + 1) % 3;
+
+    // Same CA, another host: it may not claim to be the follower.
+    let intruder = ca.leaf_for(d, "intruder", &["intruder.invalid"], false);
+    let intruder_tls = client_tls(&ca.cert_path, Some(&intruder));
+    let from = format!("{:016x}", ids[follower]);
+    let r = common::request_body(
+        spec.peer_ports[leader],
+        Some(intruder_tls),
+        "POST",
+        "/raft/messages",
+        Some((
+            "application/octet-stream",
+            forged_write(ids[follower], ids[leader]),
+        )),
+        &[("x-etcd-cluster-id", &cluster), ("x-server-from", &from)],
+    )
+    .await
+    .expect("intruder's request is answered");
+    assert_eq!(r.status, 403, "intruder accepted: {r:?}");
+    let metrics = request(
+        spec.client_ports[leader],
+        Some(good.clone()),
+        "GET",
+        "/metrics",
+        None,
+        &[],
+    )
+    .await
+    .expect("metrics")
+    .body;
+    assert!(
+        metrics.contains(r#"deimos_peer_messages_refused_total{reason="certificate_mismatch"} 1"#),
+        "refusal not counted:\n{metrics}"
+    );
+
+    // Nothing was written, what was acknowledged is intact, and the cluster still writes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (key, want) in [("forged", 404), ("acked", 200)] {
+        let r = request(
+            port,
+            Some(good.clone()),
+            "GET",
+            &format!("/v2/keys/{key}?quorum=true"),
+            None,
+            &[],
+        )
+        .await
+        .expect("read");
+        assert_eq!(r.status, want, "/{key}: {r:?}");
+    }
+    let r = request(
+        port,
+        Some(good.clone()),
+        "PUT",
+        "/v2/keys/after",
+        Some("value=1"),
+        &[],
+    )
+    .await
+    .expect("write after");
+    assert_eq!(r.status, 201, "{r:?}");
+    let log = procs[leader].log_text();
+    assert!(
+        log.contains("certificate_mismatch") || log.contains("names neither"),
+        "{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+}

@@ -59,9 +59,14 @@ impl Ca {
     /// A certificate for 127.0.0.1 (IP SAN) usable as server and client. `expired` puts its
     /// validity entirely in the past.
     pub fn leaf(&self, dir: &Path, name: &str, expired: bool) -> Leaf {
+        self.leaf_for(dir, name, &["127.0.0.1", "localhost"], expired)
+    }
+
+    /// A certificate naming exactly `names` (DNS or IP subject alternative names).
+    pub fn leaf_for(&self, dir: &Path, name: &str, names: &[&str], expired: bool) -> Leaf {
         let key = KeyPair::generate().expect("leaf key");
-        let mut p = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .expect("leaf params");
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut p = CertificateParams::new(names).expect("leaf params");
         p.distinguished_name.push(DnType::CommonName, name);
         p.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
@@ -131,6 +136,19 @@ pub async fn request(
     form: Option<&str>,
     headers: &[(&str, &str)],
 ) -> Result<Reply, String> {
+    let body = form.map(|f| ("application/x-www-form-urlencoded", f.as_bytes().to_vec()));
+    request_body(port, tls, method, path, body, headers).await
+}
+
+/// Like [`request`], with any body and its content type.
+pub async fn request_body(
+    port: u16,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    method: &str,
+    path: &str,
+    body: Option<(&str, Vec<u8>)>,
+    headers: &[(&str, &str)],
+) -> Result<Reply, String> {
     let tcp = tokio::time::timeout(
         Duration::from_secs(3),
         TcpStream::connect(("127.0.0.1", port)),
@@ -145,11 +163,15 @@ pub async fn request(
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    if form.is_some() {
-        b = b.header("content-type", "application/x-www-form-urlencoded");
-    }
+    let bytes = match body {
+        Some((content_type, bytes)) => {
+            b = b.header("content-type", content_type);
+            bytes
+        }
+        None => Vec::new(),
+    };
     let req = b
-        .body(Full::new(Bytes::from(form.unwrap_or("").to_string())))
+        .body(Full::new(Bytes::from(bytes)))
         .map_err(|e| e.to_string())?;
     let fut = async {
         match tls {
