@@ -58,11 +58,18 @@ pub struct Flags {
         value_delimiter = ','
     )]
     pub listen_peer_urls: Vec<String>,
-    /// Peer URLs this member advertises (default: the listen URLs).
-    #[arg(long, env = "DEIMOS_ADVERTISE_PEER_URLS", value_delimiter = ',')]
+    /// Peer URLs this member advertises (default: the listen URLs). etcd's name:
+    /// --initial-advertise-peer-urls.
+    #[arg(
+        long,
+        env = "DEIMOS_ADVERTISE_PEER_URLS",
+        alias = "initial-advertise-peer-urls",
+        value_delimiter = ','
+    )]
     pub advertise_peer_urls: Vec<String>,
-    /// Initial cluster: `name=peerURL,name=peerURL,...` (default: this node alone).
-    #[arg(long, env = "DEIMOS_BOOTSTRAP_CONFIG")]
+    /// Initial cluster: `name=peerURL,name=peerURL,...` (default: this node alone). etcd's
+    /// name: --initial-cluster.
+    #[arg(long, env = "DEIMOS_BOOTSTRAP_CONFIG", alias = "initial-cluster")]
     pub bootstrap_config: Option<String>,
     #[arg(
         long,
@@ -158,8 +165,8 @@ pub struct Flags {
     #[arg(long, env = "DEIMOS_KEY_FILE")]
     pub key_file: Option<PathBuf>,
     /// CA (PEM) for client certificates: when given, clients must present a certificate it
-    /// signed (mutual TLS).
-    #[arg(long, env = "DEIMOS_CA_FILE")]
+    /// signed (mutual TLS). etcd's name: --trusted-ca-file.
+    #[arg(long, env = "DEIMOS_CA_FILE", alias = "trusted-ca-file")]
     pub ca_file: Option<PathBuf>,
     /// Peer certificate (PEM): served on https peer listeners and presented to other members.
     #[arg(long, env = "DEIMOS_PEER_CERT_FILE")]
@@ -168,7 +175,8 @@ pub struct Flags {
     #[arg(long, env = "DEIMOS_PEER_KEY_FILE")]
     pub peer_key_file: Option<PathBuf>,
     /// CA (PEM) that signed every member's peer certificate; peer TLS is always mutual.
-    #[arg(long, env = "DEIMOS_PEER_CA_FILE")]
+    /// etcd's name: --peer-trusted-ca-file.
+    #[arg(long, env = "DEIMOS_PEER_CA_FILE", alias = "peer-trusted-ca-file")]
     pub peer_ca_file: Option<PathBuf>,
     /// Run as a proxy that joins no Raft group and forwards client requests to
     /// --proxy-endpoints (readonly: GET/HEAD only, other methods answer 501).
@@ -181,9 +189,16 @@ pub struct Flags {
     /// Origins allowed by CORS (comma-separated, `*` for any); none by default.
     #[arg(long, env = "DEIMOS_CORS", value_delimiter = ',')]
     pub cors: Vec<String>,
-    /// Log filter (tracing `EnvFilter` syntax).
-    #[arg(long, env = "DEIMOS_LOG", default_value = "info")]
+    /// Log filter (tracing `EnvFilter` syntax; etcd's --log-level values work too).
+    #[arg(long, env = "DEIMOS_LOG", alias = "log-level", default_value = "info")]
     pub log: String,
+    /// An etcd YAML configuration file. As with etcd, when given, every other flag and
+    /// environment variable is ignored.
+    #[arg(long, env = "DEIMOS_CONFIG_FILE")]
+    pub config_file: Option<PathBuf>,
+    /// What the etcd-only flags given (see `etcd_compat`) warrant saying once logging is up.
+    #[arg(skip)]
+    pub warnings: Vec<String>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -207,10 +222,12 @@ pub fn member_id(peer_urls: &[String]) -> u64 {
 }
 
 impl Flags {
-    /// Parse the command line and environment, remembering which duration flags were given
-    /// explicitly (clap's derive API alone cannot tell a default from a given value).
+    /// Parse the command line and environment (and an etcd config file, if one is given; see
+    /// `etcd_compat`), remembering which duration flags were given explicitly (clap's derive
+    /// API alone cannot tell a default from a given value). Exits with clap's message on error.
     pub fn parse_with_sources() -> Flags {
-        Self::from_matches(Self::command().get_matches())
+        let env = |k: &str| std::env::var_os(k);
+        Self::try_parse_with_sources_env(std::env::args_os(), &env).unwrap_or_else(|e| e.exit())
     }
 
     /// As [`Flags::parse_with_sources`], from explicit arguments (tests).
@@ -220,12 +237,72 @@ impl Flags {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        Ok(Self::from_matches(
-            Self::command().try_get_matches_from(args)?,
-        ))
+        Self::try_parse_with_sources_env(args, &|_| None)
     }
 
-    fn from_matches(m: clap::ArgMatches) -> Flags {
+    /// The command with etcd's extra flag names.
+    fn command_with_etcd() -> clap::Command {
+        Self::command().args(crate::etcd_compat::etcd_only_args())
+    }
+
+    /// Parse `args`, taking `ETCD_*` variables from `env` for flags given neither on the
+    /// command line nor as `DEIMOS_*`, or, with `--config-file`, the file alone.
+    pub fn try_parse_with_sources_env<I, T>(
+        args: I,
+        env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+    ) -> Result<Flags, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use crate::etcd_compat;
+        let invalid = |msg: String| {
+            clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{msg}\n"))
+        };
+        let mut args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let cmd = Self::command_with_etcd();
+        let m = cmd.clone().try_get_matches_from(&args)?;
+        let mut unknown_keys = Vec::new();
+        let config_file = m
+            .get_one::<PathBuf>(etcd_compat::CONFIG_FILE)
+            .cloned()
+            .or_else(|| env("ETCD_CONFIG_FILE").map(PathBuf::from));
+        let m = match config_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| invalid(format!("--config-file {}: {e}", path.display())))?;
+                let (file_args, unknown) = etcd_compat::args_from_config_file(&cmd, &text)
+                    .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+                unknown_keys = unknown;
+                let mut all = vec![args.first().cloned().unwrap_or_else(|| "deimos".into())];
+                all.extend(file_args);
+                // The file alone: no environment variable fills in what it leaves out.
+                cmd.mut_args(|a| a.env(None::<&str>))
+                    .try_get_matches_from(all)?
+            }
+            None => {
+                let extra = etcd_compat::args_from_etcd_env(&cmd, &m, env);
+                if extra.is_empty() {
+                    m
+                } else {
+                    args.extend(extra);
+                    cmd.try_get_matches_from(&args)?
+                }
+            }
+        };
+        let mut flags = Self::from_matches(&m)?;
+        flags.warnings =
+            etcd_compat::check(&m, flags.ca_file.is_some(), flags.peer_ca_file.is_some())
+                .map_err(invalid)?;
+        for k in unknown_keys {
+            flags.warnings.push(format!(
+                "config file: {k:?} is not a flag Deimos knows; ignored"
+            ));
+        }
+        Ok(flags)
+    }
+
+    fn from_matches(m: &clap::ArgMatches) -> Result<Flags, clap::Error> {
         let given = |id: &str| {
             matches!(
                 m.value_source(id),
@@ -233,12 +310,9 @@ impl Flags {
             )
         };
         let explicit = (given("heartbeat_interval"), given("election_timeout"));
-        let mut flags = match Flags::from_arg_matches(&m) {
-            Ok(f) => f,
-            Err(e) => e.exit(),
-        };
+        let mut flags = Flags::from_arg_matches(m)?;
         flags.explicit_durations = explicit;
-        flags
+        Ok(flags)
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod api;
 mod config;
+mod etcd_compat;
 mod identity;
 mod node;
 mod proxy;
@@ -62,6 +63,9 @@ async fn main() -> ExitCode {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
+    for w in &flags.warnings {
+        tracing::warn!("{w}");
+    }
     match run(flags).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
