@@ -3,6 +3,7 @@
 mod api;
 mod config;
 mod etcd_compat;
+mod etcd_metrics;
 mod identity;
 mod node;
 mod proxy;

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 pub const READS: &str = "deimos_server_reads_total";
 pub const READ_SECONDS: &str = "deimos_server_read_duration_seconds";
+pub const PEER_RTT_SECONDS: &str = "deimos_network_peer_round_trip_time_seconds";
+pub const DB_SIZE_BYTES: &str = "deimos_storage_db_size_bytes";
 
 pub fn describe() {
     metrics::describe_counter!(
@@ -21,6 +23,14 @@ pub fn describe() {
         "Key reads served, by how they were made consistent (lease, read-index, quorum, local)."
     );
     metrics::describe_histogram!(READ_SECONDS, "Latency of key reads, by mode.");
+    metrics::describe_histogram!(
+        PEER_RTT_SECONDS,
+        "Heartbeat round trip to each peer (label to: member id), measured on the leader."
+    );
+    metrics::describe_gauge!(
+        DB_SIZE_BYTES,
+        "Size of the redb file (Raft log and key space), read at each scrape."
+    );
     for mode in ReadMode::ALL {
         metrics::counter!(READS, "mode" => mode.as_str()).increment(0);
     }
@@ -176,7 +186,11 @@ impl ServerStats {
         match p.heartbeat {
             Some((t, r, sent)) if (t, r) == (term, round) => {
                 p.heartbeat = None;
-                p.record(true, sent.elapsed());
+                let took = sent.elapsed();
+                p.record(true, took);
+                // One series per member the leader sends to: bounded by the membership.
+                metrics::histogram!(PEER_RTT_SECONDS, "to" => format!("{from:016x}"))
+                    .record(took.as_secs_f64());
             }
             _ => {}
         }

@@ -269,6 +269,29 @@ fn stats_status_and_discovery_endpoints_by_role() {
             if is_leader { 1.0 } else { 0.0 }
         );
         assert!(m.contains("deimos_server_has_leader"));
+        // etcd's names for what etcd's dashboards query, with etcd's meaning.
+        assert_eq!(metric_sum(&m, "etcd_server_has_leader", &[]), 1.0);
+        assert_eq!(
+            metric_sum(&m, "etcd_server_is_leader", &[]),
+            if is_leader { 1.0 } else { 0.0 }
+        );
+        assert!(metric_sum(&m, "etcd_server_proposals_applied_total", &[]) > 0.0);
+        assert!(metric_sum(&m, "etcd_disk_wal_fsync_duration_seconds_count", &[]) > 0.0);
+        assert!(metric_sum(&m, "etcd_mvcc_db_total_size_in_bytes", &[]) > 0.0);
+        assert!(metric_sum(&m, "process_resident_memory_bytes", &[]) > 0.0);
+        if is_leader {
+            for f in followers(&c, l) {
+                let to = c.status(f).expect("follower status").id;
+                assert!(
+                    metric_sum(
+                        &m,
+                        "etcd_network_peer_round_trip_time_seconds_count",
+                        &[("To", to.as_str())]
+                    ) > 0.0,
+                    "no round trip to {to}"
+                );
+            }
+        }
     }
 }
 

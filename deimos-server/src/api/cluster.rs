@@ -172,10 +172,28 @@ pub fn version() -> Resp {
     )
 }
 
-pub fn metrics() -> Resp {
+/// Process metrics (memory, CPU, descriptors), as etcd and every Go service export them.
+fn process_collector() -> &'static metrics_process::Collector {
+    static C: OnceLock<metrics_process::Collector> = OnceLock::new();
+    C.get_or_init(|| {
+        let c = metrics_process::Collector::default();
+        c.describe();
+        c
+    })
+}
+
+/// `/metrics`: what was recorded, plus what is read at scrape time (process, file size), plus
+/// etcd's names for what etcd's dashboards query (see `etcd_metrics`).
+pub fn metrics(app: &App) -> Resp {
     match PROMETHEUS.get() {
         Some(h) => {
-            let mut r = response::text(200, &h.render());
+            process_collector().collect();
+            let file = app.cfg.flags.data_dir.join(deimos_store::persist::DB_FILE);
+            if let Ok(meta) = std::fs::metadata(file) {
+                metrics::gauge!(crate::stats::DB_SIZE_BYTES).set(meta.len() as f64);
+            }
+            let text = crate::etcd_metrics::with_etcd_names(&h.render());
+            let mut r = response::text(200, &text);
             r.headers_mut().insert(
                 "content-type",
                 http::HeaderValue::from_static("text/plain; version=0.0.4"),

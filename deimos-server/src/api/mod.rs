@@ -166,7 +166,7 @@ pub async fn route_client(app: Arc<App>, req: Request<Incoming>) -> Resp {
         (&Method::GET, "/raft/status") => cluster::raft_status(&app),
         (&Method::GET, "/health") => cluster::health(&app).await,
         (&Method::GET, "/version") => cluster::version(),
-        (&Method::GET, "/metrics") => cluster::metrics(),
+        (&Method::GET, "/metrics") => cluster::metrics(&app),
         _ => response::text(404, "404 page not found\n"),
     }
 }
