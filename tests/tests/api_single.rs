@@ -152,13 +152,9 @@ fn set_create_update_and_compare_and_swap() {
 
     // The root is read-only.
     let r = h.put_form(&c.keys_url(0, "/"), &[("value", "x")]);
-    assert_eq!(
-        r.json()["errorCode"].as_u64().map(|c| c == 107 || c == 102),
-        Some(true),
-        "{r:?}"
-    );
+    assert_etcd_error(&r, 400, 107);
     let r = h.delete(&c.keys_url(0, "/?recursive=true&dir=true"));
-    assert_eq!(r.status, 403, "{r:?}");
+    assert_etcd_error(&r, 400, 107);
     assert_keys_headers(&r);
 }
 
@@ -193,7 +189,7 @@ fn directories_in_order_keys_hidden_and_sorted_listing() {
     }
     // A key below a file: 104.
     let r = h.put_form(&c.keys_url(0, "/dir/a/x"), &[("value", "x")]);
-    assert_etcd_error(&r, 403, 104);
+    assert_etcd_error(&r, 400, 104);
 
     // Sorted, non-recursive listing: hidden key left out, sub-dir listed without children.
     let r = h.get(&format!("{d}?sorted=true"));
@@ -529,6 +525,17 @@ fn cluster_and_status_endpoints() {
     let r = h.delete(&format!("{base}/v2/members/00000000000000ab"));
     assert_eq!(r.status, 404, "{r:?}");
     assert!(r.json()["message"].is_string());
+    // etcd serves no single member: 404 with its JSON body.
+    let r = h.get(&format!("{base}/v2/members/00000000000000ab"));
+    assert_eq!(
+        (r.status, r.json()["message"].clone()),
+        (404, "Not found".into())
+    );
+    // Every client answer names the cluster, as etcd's do.
+    let cluster = r.header("x-etcd-cluster-id").map(str::to_string);
+    assert!(cluster.as_ref().is_some_and(|c| c.len() == 16), "{r:?}");
+    let r = h.get(&format!("{base}/v2/keys/"));
+    assert_eq!(r.header("x-etcd-cluster-id").map(str::to_string), cluster);
     let r = h.delete(&format!("{base}/v2/members/not-hex"));
     assert_eq!(r.status, 400, "{r:?}");
     let r = h.must(

@@ -108,6 +108,8 @@ pub async fn members(app: Arc<App>, req: Request<Incoming>, id: Option<String>) 
         (Method::GET, None) => member_list(&app),
         // etcd v2 clients (`etcdctl member list`) ask for the leader here before listing.
         (Method::GET, Some(id)) if id == "leader" => leader_member(&app),
+        // etcd serves no single member here: 404 with its JSON body, not 405.
+        (Method::GET, Some(_)) => message(404, "Not found"),
         (Method::POST, _) | (Method::DELETE, Some(_)) | (Method::PUT, Some(_))
             if app.handle.status().role != Role::Leader =>
         {

@@ -147,7 +147,23 @@ fn strip_v2(path: &str) -> &str {
     }
 }
 
+/// Every client answer names the cluster (`X-Etcd-Cluster-Id`), as etcd's do: a client or
+/// proxy pointed at the wrong cluster can tell.
 pub async fn route_client(app: Arc<App>, req: Request<Incoming>) -> Resp {
+    static CLUSTER_ID: std::sync::OnceLock<http::HeaderValue> = std::sync::OnceLock::new();
+    let id = CLUSTER_ID
+        .get_or_init(|| {
+            http::HeaderValue::from_str(&format!("{:016x}", app.cluster_id))
+                .unwrap_or_else(|_| http::HeaderValue::from_static("0"))
+        })
+        .clone();
+    let mut r = route_client_inner(app, req).await;
+    r.headers_mut()
+        .insert(crate::identity::CLUSTER_ID_HEADER, id);
+    r
+}
+
+async fn route_client_inner(app: Arc<App>, req: Request<Incoming>) -> Resp {
     let path = req.uri().path().to_string();
     let p = strip_v2(&path);
     if p == "/keys" || p.starts_with("/keys/") {

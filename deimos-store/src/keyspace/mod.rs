@@ -26,7 +26,8 @@
 //! * expiry order is (expiry time, path) rather than heap order; a node past its expiry stays
 //!   readable, with `ttl <= 0`, until the leader's `ExpireUpTo` removes it;
 //! * `ttl` is rendered whenever `expiration` is, even when it is 0 (etcd's omitempty drops 0);
-//! * HTTP statuses of 104 and 107 are 403 as the Deimos API reference asks (etcd sends 400).
+//! * HTTP statuses are etcd's, also where the Deimos API reference says otherwise: 104 and 107
+//!   answer 400 as etcd 3.4 does (the reference lists 403).
 
 mod apply;
 mod command;
