@@ -34,6 +34,9 @@ pub struct App {
     pub stop: Arc<tokio::sync::Notify>,
     pub started: Instant,
     pub stats: Arc<ServerStats>,
+    /// HTTP client for requests this member forwards to the leader's client URL (membership
+    /// changes); presents the peer certificate when the client URLs are https.
+    pub leader_client: crate::api::members::LeaderClient,
 }
 
 impl App {
@@ -108,6 +111,7 @@ pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), Stri
         Some(_) => Some(peer_tls.client_config("peer client")?),
         None => None,
     };
+    let peer_client_tls_for_leader = peer_client_tls.clone();
     let me = crate::identity::resolve(&cfg, &mut storage, peer_client_tls.clone()).await?;
     cfg.id = me.id;
     let cluster_id = me.cluster_id;
@@ -234,6 +238,7 @@ pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), Stri
         stop: removal,
         started: Instant::now(),
         stats,
+        leader_client: crate::api::members::leader_client(peer_client_tls_for_leader),
     });
     // Alone in the cluster (a fresh single-node bootstrap, or a restart of one): no one to
     // wait for. The driver applies the bootstrap entries before it serves this request.

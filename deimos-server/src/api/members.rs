@@ -113,7 +113,7 @@ pub async fn members(app: Arc<App>, req: Request<Incoming>, id: Option<String>) 
         (Method::POST, _) | (Method::DELETE, Some(_)) | (Method::PUT, Some(_))
             if app.handle.status().role != Role::Leader =>
         {
-            redirect_to_leader(&app, &req)
+            forward_to_leader(&app, req).await
         }
         (Method::POST, None) => add_member(app, req).await,
         (Method::POST, Some(path)) => match path.strip_suffix("/promote") {
@@ -132,12 +132,42 @@ pub async fn members(app: Arc<App>, req: Request<Incoming>, id: Option<String>) 
     }
 }
 
+/// The client a member forwards membership changes to the leader with.
+pub type LeaderClient = hyper_util::client::legacy::Client<
+    crate::tls::MaybeTlsConnector,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+pub fn leader_client(tls: Option<Arc<rustls::ClientConfig>>) -> LeaderClient {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(std::time::Duration::from_secs(1)));
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(30))
+        .build(crate::tls::MaybeTlsConnector::new(http, tls))
+}
+
+/// Marks a request one member forwarded to the leader, so that it is forwarded at most once.
+const FORWARDED: &str = "x-deimos-forwarded";
+/// Largest membership request body forwarded (a member record is a few hundred bytes).
+const MAX_FORWARD_BODY: usize = 64 * 1024;
+/// Largest answer taken back from the leader.
+const MAX_FORWARD_ANSWER: usize = 1 << 20;
+
 /// Membership changes are proposed on the leader: the driver forwards ordinary proposals from a
 /// follower but not configuration changes, and a follower that recorded the member and then
-/// failed the change would leave a member that is not a voter. So a follower answers `307` to
-/// the same path on the leader's client URL, as etcd v2 did for writes; etcd's Go client and
-/// python-etcd follow it, repeating method and body.
-fn redirect_to_leader(app: &App, req: &Request<Incoming>) -> Resp {
+/// failed the change would leave a member that is not a voter. So a follower forwards the
+/// request to the leader's client URL and relays its answer, as etcd does, so that a client
+/// (or `etcdctl`) talking to any member gets the leader's answer without following a redirect.
+/// A request that was already forwarded once and meets a non-leader (the leadership moved
+/// meanwhile) is answered 503: forwarding again could loop.
+async fn forward_to_leader(app: &App, req: Request<Incoming>) -> Resp {
+    if req.headers().contains_key(FORWARDED) {
+        return message(
+            503,
+            "leadership changed while the request was forwarded; retry",
+        );
+    }
     let Some(leader) = app.handle.status().leader else {
         return message(503, "no leader: election in progress");
     };
@@ -152,17 +182,51 @@ fn redirect_to_leader(app: &App, req: &Request<Incoming>) -> Resp {
     let path = req
         .uri()
         .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/v2/members");
-    let location = format!("{}{path}", base.trim_end_matches('/'));
-    let mut r = message(307, "membership changes are made on the leader");
-    match http::HeaderValue::from_str(&location) {
-        Ok(v) => {
-            r.headers_mut().insert("location", v);
-            r
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/v2/members".into());
+    let (parts, body) = match super::read_body(req, MAX_FORWARD_BODY).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let mut upstream = Request::builder()
+        .method(parts.method.clone())
+        .uri(format!("{}{path}", base.trim_end_matches('/')))
+        .header(FORWARDED, "1");
+    for name in [hyper::header::CONTENT_TYPE, hyper::header::AUTHORIZATION] {
+        if let Some(v) = parts.headers.get(&name) {
+            upstream = upstream.header(name, v.clone());
         }
-        Err(_) => message(500, "cannot build the leader's URL"),
     }
+    let upstream = match upstream.body(http_body_util::Full::new(body)) {
+        Ok(r) => r,
+        Err(e) => return message(500, &format!("cannot forward to the leader: {e}")),
+    };
+    let timeout = app.cfg.flags.request_timeout + std::time::Duration::from_secs(1);
+    let answer = match tokio::time::timeout(timeout, app.leader_client.request(upstream)).await {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => {
+            return message(
+                503,
+                &format!("cannot reach the leader at {base}: {e}; retry"),
+            )
+        }
+        Err(_) => return message(503, &format!("the leader at {base} did not answer; retry")),
+    };
+    let (aparts, abody) = answer.into_parts();
+    let limited = http_body_util::Limited::new(abody, MAX_FORWARD_ANSWER);
+    let bytes = match tokio::time::timeout(timeout, http_body_util::BodyExt::collect(limited)).await
+    {
+        Ok(Ok(b)) => b.to_bytes(),
+        _ => return message(502, "the leader's answer could not be read"),
+    };
+    let mut r = hyper::Response::new(response::full(bytes));
+    *r.status_mut() = aparts.status;
+    for name in [hyper::header::CONTENT_TYPE, hyper::header::LOCATION] {
+        if let Some(v) = aparts.headers.get(&name) {
+            r.headers_mut().insert(name, v.clone());
+        }
+    }
+    r
 }
 
 /// `GET /v2/members/leader`: the current leader's member record, as etcd serves it.
