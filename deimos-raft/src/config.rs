@@ -16,6 +16,10 @@ pub struct UnsafeKnobs {
     /// acknowledgements included (violates persist-before-send; a crash then loses what a
     /// quorum was told is durable).
     pub send_all_before_persist: bool,
+    /// The driver publishes a Ready's commit index to lease readers only after its messages
+    /// (which carry that index to followers) have left — the old order: a follower can then
+    /// apply and acknowledge a write that a lease read on the leader does not yet see.
+    pub publish_commit_after_send: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -332,6 +332,38 @@ fn acknowledging_before_persisting_is_caught() {
     eprintln!("acknowledging before persisting caught:\n{f}");
 }
 
+/// The commit index must reach lease readers no later than the first message that carries it
+/// (issue 19): in the old order the driver sent a Ready's appends and heartbeats, which tell
+/// followers the new commit index, before publishing that index, so a follower could apply and
+/// answer a write that a lease read on the leader would not see. Every seam transport checks
+/// each message it is handed; with the old order put back the sweep must report it.
+#[test]
+fn publishing_the_commit_index_after_sending_it_is_caught() {
+    let seeds = seeds("DEIMOS_SIM_WEAK_SEEDS", 2000);
+    let (failures, _) = sweep(
+        &seeds,
+        |s| {
+            let mut cfg = SimConfig::new(s, 3);
+            cfg.publish_commit_after_send = true;
+            cfg.rerun =
+                "cargo test -p deimos-raft --release --test simulation publishing_the_commit_index";
+            cfg
+        },
+        1,
+    );
+    let f = failures.first().unwrap_or_else(|| {
+        panic!(
+            "no violation in {} seeds with the commit index published after sending it",
+            seeds.len()
+        )
+    });
+    assert!(
+        f.to_string().contains("lease readers still see commit"),
+        "{f}"
+    );
+    eprintln!("commit index published after sending it caught:\n{f}");
+}
+
 /// Faults that depose leaders without crashing them (a crash ends the lease with the process):
 /// what an unsafe lease needs to show itself. Explicit, so other changes to the default mix do
 /// not quietly weaken the negative lease tests.

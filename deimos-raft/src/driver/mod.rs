@@ -136,6 +136,8 @@ pub struct Driver<S: LogStorage, T: Transport, M: StateMachine<S>, C: Clock + Cl
     last_term: Term,
     /// `UnsafeKnobs::send_all_before_persist`: only for the test that shows it is caught.
     send_all_before_persist: bool,
+    /// `UnsafeKnobs::publish_commit_after_send`: only for the tests that show it is caught.
+    publish_commit_after_send: bool,
 }
 
 impl<S, T, M, C> Driver<S, T, M, C>
@@ -194,6 +196,7 @@ where
                 rand::rngs::StdRng::seed_from_u64(cfg.raft.seed ^ 0x5eed).gen::<u32>(),
             ) << 32,
             send_all_before_persist: cfg.raft.unsafe_knobs.send_all_before_persist,
+            publish_commit_after_send: cfg.raft.unsafe_knobs.publish_commit_after_send,
             proposals: HashMap::new(),
             reads: HashMap::new(),
             queued: Vec::new(),
@@ -452,6 +455,13 @@ where
             .messages
             .into_iter()
             .partition(|m| self.send_all_before_persist || m.body.may_precede_persist());
+        // Lease readers read at the published commit index. A message leaving now carries this
+        // Ready's commit index to followers, which may apply an entry and answer its writer
+        // before our own fsync ends; a lease read here after that answer must see the entry.
+        // So the index is published before the first message that carries it leaves.
+        if !self.publish_commit_after_send {
+            self.publish_status();
+        }
         if !early.is_empty() {
             self.transport.send(early);
         }

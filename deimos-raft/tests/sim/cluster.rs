@@ -225,6 +225,7 @@ impl Sim {
         c.forward_proposals = true;
         c.seed = self.rng.gen();
         c.unsafe_knobs.send_all_before_persist = self.cfg.send_all_before_persist;
+        c.unsafe_knobs.publish_commit_after_send = self.cfg.publish_commit_after_send;
         (self.cfg.configure)(&mut c);
         c
     }

@@ -108,6 +108,10 @@ pub struct SimConfig {
     /// (`UnsafeKnobs::send_all_before_persist`). Only for the test that shows a mid-Ready crash
     /// then loses committed entries and is caught.
     pub send_all_before_persist: bool,
+    /// The driver publishes its commit index to lease readers after sending the messages that
+    /// carry it (`UnsafeKnobs::publish_commit_after_send`). Only for the test that shows the
+    /// transport's check catches the old order.
+    pub publish_commit_after_send: bool,
     /// Core settings under test (the rest of `Config` keeps its defaults).
     pub pre_vote: bool,
     pub check_quorum: bool,
@@ -150,6 +154,7 @@ impl SimConfig {
             probes: 3,
             mid_ready_crash_per_mille: 5,
             send_all_before_persist: false,
+            publish_commit_after_send: false,
             pre_vote: true,
             check_quorum: true,
             max_size_per_msg: 1024 * 1024,

@@ -190,8 +190,16 @@ impl Sim {
         let outbox = Arc::new(Mutex::new(Vec::new()));
         let clock = self.nodes[i].clock.clock.clone();
         self.nodes[i].clock.sync(self.now);
-        let (driver, handle) = Driver::new(dcfg, storage, SimTransport(outbox.clone()), sm, clock)
+        let published: super::seams::PublishedCommit = Arc::default();
+        let transport = SimTransport {
+            outbox: outbox.clone(),
+            published: published.clone(),
+            shared: self.shared.clone(),
+        };
+        let (driver, handle) = Driver::new(dcfg, storage, transport, sm, clock)
             .map_err(|e| format!("node {id} failed to start: {e}"))?;
+        let reader = handle.clone();
+        let _ = published.set(Box::new(move || reader.status().commit));
         let n = &mut self.nodes[i];
         n.sm = kv;
         n.outbox = outbox;

@@ -12,12 +12,12 @@
 //! checks.
 
 use std::collections::{BTreeSet, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use deimos_raft::driver::{ApplyBatch, StateMachine, StateMachineError, Transport};
 use deimos_raft::{
     ConfChange, ConfState, Entry, EntryPayload, HardState, Index, InitialState, LogStorage,
-    MemStorage, Message, NodeId, Snapshot, StorageError, StorageResult, Term,
+    MemStorage, Message, MessageBody, NodeId, Snapshot, StorageError, StorageResult, Term,
 };
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -181,12 +181,44 @@ impl LogStorage for SimStorage {
     }
 }
 
+/// Reads the commit index a node has published to its lease readers (its handle's status).
+pub type PublishedCommit = Arc<OnceLock<Box<dyn Fn() -> Index + Send + Sync>>>;
+
 /// Messages the driver sent, for the simulator to route.
-pub struct SimTransport(pub Arc<Mutex<Vec<Message>>>);
+///
+/// It also checks that no message carries a commit index the sender has not yet published to
+/// its lease readers: a follower told of a commit can apply the entry and answer its writer,
+/// and a lease read on the leader after that answer must see the entry.
+pub struct SimTransport {
+    pub outbox: Arc<Mutex<Vec<Message>>>,
+    /// Set once the node's handle exists.
+    pub published: PublishedCommit,
+    pub shared: Arc<Mutex<Shared>>,
+}
 
 impl Transport for SimTransport {
     fn send(&mut self, msgs: Vec<Message>) {
-        self.0
+        if let Some(published) = self.published.get() {
+            let seen = published();
+            let ahead = msgs.iter().find_map(|m| match m.body {
+                MessageBody::Append { commit, .. } | MessageBody::Heartbeat { commit, .. }
+                    if commit > seen =>
+                {
+                    Some((m.to, commit))
+                }
+                _ => None,
+            });
+            if let Some((to, commit)) = ahead {
+                let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+                s.violation.get_or_insert_with(|| {
+                    format!(
+                        "a message to node {to} carries commit {commit} while the sender's lease \
+                         readers still see commit {seen}"
+                    )
+                });
+            }
+        }
+        self.outbox
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .extend(msgs);
