@@ -12,7 +12,6 @@ pub mod driver;
 pub mod error;
 pub mod ids;
 pub mod lease;
-pub mod lincheck;
 pub mod reconfig;
 pub mod storage;
 pub mod types;

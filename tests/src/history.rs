@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use deimos_raft::lincheck::{self, KvInput, KvOutput, Operation, Outcome};
+use deimos_lincheck::{self as lincheck, KvInput, KvOutput, Operation, Outcome};
 
 pub type Key = String;
 pub type Value = String;

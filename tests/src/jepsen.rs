@@ -1,6 +1,6 @@
 //! Jepsen-style runs against real `deimos` processes: concurrent clients record a history of
 //! reads, writes and compare-and-swaps on a few keys while the [`Nemesis`] injects faults; at the
-//! end the cluster is healed and the history is checked by `deimos_raft::lincheck`.
+//! end the cluster is healed and the history is checked by `deimos_lincheck`.
 //!
 //! Why real processes: the simulator proves the algorithm, but the lease is only as good as the
 //! code around it — the read path's choice between lease and ReadIndex, the clock the server
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use deimos_raft::lincheck::{KvInput, KvOutput};
+use deimos_lincheck::{KvInput, KvOutput};
 
 use crate::harness::{free_port, Cluster, ClusterOptions};
 use crate::history::{History, Kind, Meta, Verdict};

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use deimos_raft::lincheck::{KvInput, KvOutput};
+use deimos_lincheck::{KvInput, KvOutput};
 
 use crate::history::{History, Kind};
 use crate::http::{encode_form, Http};

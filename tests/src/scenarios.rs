@@ -83,7 +83,7 @@ pub fn isolated_leader_scenario(broken_lease: bool, quorum_reads: bool, seed: u6
     let write = |client: u64, node: usize, value: &str| -> bool {
         let url = format!("{}/v2/keys{key}", urls[node]);
         let invoke = history.now();
-        let input = deimos_raft::lincheck::KvInput::Write {
+        let input = deimos_lincheck::KvInput::Write {
             key: key.into(),
             value: value.into(),
         };
@@ -108,7 +108,7 @@ pub fn isolated_leader_scenario(broken_lease: bool, quorum_reads: bool, seed: u6
                     client,
                     invoke,
                     input,
-                    deimos_raft::lincheck::KvOutput::Write,
+                    deimos_lincheck::KvOutput::Write,
                     meta(Some(&r)),
                 );
                 true
@@ -152,8 +152,8 @@ pub fn isolated_leader_scenario(broken_lease: bool, quorum_reads: bool, seed: u6
                         history.completed(
                             1,
                             invoke,
-                            deimos_raft::lincheck::KvInput::Read { key: key.into() },
-                            deimos_raft::lincheck::KvOutput::Read(Some(v.to_string())),
+                            deimos_lincheck::KvInput::Read { key: key.into() },
+                            deimos_lincheck::KvOutput::Read(Some(v.to_string())),
                             crate::history::Meta {
                                 kind,
                                 node: leader,

@@ -16,7 +16,7 @@
 //! - `network.rs`: partitions, loss, duplication, delay/reordering.
 //! - `register.rs`: the replicated key-value register, client commands, `ClientOp`.
 //! - `invariants.rs`: Raft's safety properties, checked as the run goes.
-//! - the linearizability checker is `deimos_raft::lincheck`.
+//! - the linearizability checker is the `deimos-lincheck` crate.
 //!
 //! Using it: `run(SimConfig::new(seed, nodes))` (or `SimConfig::for_seed(seed)`, the sweep's
 //! rotation of profiles) returns `Stats` or a `Failure` with the violation and, when
@@ -50,7 +50,7 @@ pub mod report;
 pub mod seams;
 
 // The checker lives in the library so that other crates' tests (cluster-level) can use it too.
-pub use deimos_raft::lincheck;
+pub use deimos_lincheck as lincheck;
 
 pub use cluster::run;
 pub use config::SimConfig;

@@ -4,7 +4,7 @@
 //! Why it exists: the safety invariants the simulator checks inside Raft (election safety, log
 //! matching, ...) say nothing about what clients observe. A read path bug (a stale leader answering
 //! a read, a lease used past its expiry) keeps every Raft invariant intact and is only visible in the
-//! history of client operations. This module decides whether such a history is linearizable.
+//! history of client operations. This crate decides whether such a history is linearizable.
 //!
 //! The algorithm is Wing & Gong's search for a linearization, with Lowe's memoisation: a
 //! configuration (set of operations already linearized, model state) that was explored once can
