@@ -1,6 +1,6 @@
 //! Building a running node: storage, state machine, Raft driver, peer transport, TTL sweeper.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use deimos_raft::driver::{Driver, DriverConfig, Handle};
@@ -159,7 +159,6 @@ pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), Stri
     }
     dcfg.lease = Some(lease);
 
-    let handle_cell = Arc::new(OnceLock::new());
     let stats = Arc::new(ServerStats::default());
     let bind = cfg
         .flags
@@ -169,24 +168,17 @@ pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), Stri
         .map(|a| a.ip())
         .filter(|ip| !ip.is_unspecified());
     let removal = Arc::new(tokio::sync::Notify::new());
-    let transport = HttpTransport::new(
-        members.clone(),
-        stats.clone(),
-        handle_cell.clone(),
-        bind,
-        peer_client_tls,
-    )
-    .with_removal_notice(removal.clone())
-    .with_identity(cluster_id, cfg.id)
-    .with_hints(
-        cfg.peer_hints
-            .iter()
-            .filter_map(|m| Some((m.id, m.peer_urls.first()?.clone())))
-            .collect(),
-    );
+    let transport = HttpTransport::new(members.clone(), stats.clone(), bind, peer_client_tls)
+        .with_removal_notice(removal.clone())
+        .with_identity(cluster_id, cfg.id)
+        .with_hints(
+            cfg.peer_hints
+                .iter()
+                .filter_map(|m| Some((m.id, m.peer_urls.first()?.clone())))
+                .collect(),
+        );
     let (driver, handle) = Driver::new(dcfg, storage, transport, sm, ScaledClock::new(rate))
         .map_err(|e| e.to_string())?;
-    let _ = handle_cell.set(handle.clone());
     // The driver blocks its thread for each fsync. On a runtime worker that stalled whatever
     // it had just woken and queued there (a follower's append, a client's answer) until the
     // fsync ended — a worker's most recently woken task cannot be stolen by another worker.

@@ -51,11 +51,6 @@ pub enum Request<O> {
     },
     Campaign,
     Step(Message),
-    ReportUnreachable(NodeId),
-    ReportSnapshot {
-        to: NodeId,
-        ok: bool,
-    },
 }
 
 /// How a linearizable read was (or will be) confirmed.
@@ -189,14 +184,6 @@ impl<O: Send + 'static, C: Clock + Clone> Handle<O, C> {
     /// Deliver a message from a peer. Drops it when the node is overloaded (Raft recovers).
     pub fn step(&self, m: Message) {
         let _ = self.tx.try_send(Request::Step(m));
-    }
-
-    pub fn report_unreachable(&self, to: NodeId) {
-        let _ = self.tx.try_send(Request::ReportUnreachable(to));
-    }
-
-    pub fn report_snapshot(&self, to: NodeId, ok: bool) {
-        let _ = self.tx.try_send(Request::ReportSnapshot { to, ok });
     }
 
     pub fn status(&self) -> Status {

@@ -26,7 +26,9 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use handle::{DriverError, Handle, ReadPath, Request};
-pub use traits::{ApplyBatch, Command, StateMachine, StateMachineError, Transport};
+pub use traits::{
+    ApplyBatch, Command, Report, Reporter, StateMachine, StateMachineError, Transport,
+};
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -109,6 +111,8 @@ pub struct Driver<S: LogStorage, T: Transport, M: StateMachine<S>, C: Clock + Cl
     sm: M,
     lease: LeaseTracker<C>,
     rx: mpsc::Receiver<Request<M::Output>>,
+    /// What the transport reports about deliveries (see [`Transport::bind`]).
+    reports: mpsc::Receiver<Report>,
     status_tx: watch::Sender<crate::raw_node::Status>,
     applied_tx: watch::Sender<Index>,
     conf: ConfState,
@@ -152,7 +156,7 @@ where
     pub fn new(
         cfg: DriverConfig,
         storage: S,
-        transport: T,
+        mut transport: T,
         sm: M,
         clock: C,
     ) -> Result<(Self, Handle<M::Output, C>), StartError> {
@@ -172,6 +176,8 @@ where
         let (status_tx, status_rx) = watch::channel(status);
         let (applied_tx, applied_rx) = watch::channel(applied);
         let (tx, rx) = mpsc::channel(4096);
+        let (report_tx, reports) = mpsc::channel(1024);
+        transport.bind(Reporter { tx: report_tx });
         let handle = Handle {
             tx,
             status: status_rx,
@@ -186,6 +192,7 @@ where
             sm,
             lease,
             rx,
+            reports,
             status_tx,
             applied_tx,
             conf,
@@ -235,6 +242,7 @@ where
                     self.input(req);
                     self.take_queued();
                 }
+                Some(r) = self.reports.recv() => self.report(r),
             }
             self.flush_proposals();
             if self.node.acks_pending_behind_new_entries() {
@@ -249,6 +257,15 @@ where
     /// handles send; a deterministic simulator calls this directly.
     pub fn input(&mut self, req: Request<M::Output>) {
         self.on_request(req);
+    }
+
+    /// Take a delivery report (what `run` reads from the transport's reporter; a deterministic
+    /// simulator calls this directly).
+    pub fn report(&mut self, r: Report) {
+        match r {
+            Report::Unreachable(to) => self.node.report_unreachable(to),
+            Report::Snapshot { to, ok } => self.node.report_snapshot(to, ok),
+        }
     }
 
     /// One tick of logical time (elections, heartbeats, lease refresh, dropping abandoned
@@ -411,8 +428,6 @@ where
             Request::Campaign => {
                 let _ = self.node.campaign();
             }
-            Request::ReportUnreachable(to) => self.node.report_unreachable(to),
-            Request::ReportSnapshot { to, ok } => self.node.report_snapshot(to, ok),
         }
     }
 

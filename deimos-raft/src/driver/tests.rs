@@ -23,6 +23,9 @@ struct Net {
 struct ChanTransport(Net);
 
 impl Transport for ChanTransport {
+    /// Channels never fail to deliver, so there is nothing to report.
+    fn bind(&mut self, _: Reporter) {}
+
     fn send(&mut self, msgs: Vec<Message>) {
         let down = self.0.down.lock().unwrap().clone();
         let handles = self.0.handles.lock().unwrap();

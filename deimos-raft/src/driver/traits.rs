@@ -1,14 +1,46 @@
 //! The edges the driver runs the core against.
 
 use thiserror::Error;
+use tokio::sync::mpsc;
 
 use crate::storage::LogStorage;
-use crate::types::{ConfChange, ConfState, Index, Message, Snapshot, Term};
+use crate::types::{ConfChange, ConfState, Index, Message, NodeId, Snapshot, Term};
 
 /// Hands messages to the network. `send` must not block the Raft loop: queue and return.
 /// Delivery is best effort (Raft tolerates loss and duplication), ordered per peer when possible.
 pub trait Transport: Send + 'static {
+    /// Called once, by `Driver::new`, before the first `send`: where to report what became of
+    /// deliveries (a peer unreachable, a snapshot delivered or not). The driver owns the
+    /// channel, so no report can arrive before there is a driver to take it.
+    fn bind(&mut self, reporter: Reporter);
+
     fn send(&mut self, msgs: Vec<Message>);
+}
+
+/// What the transport learned about a delivery; Raft slows down probing an unreachable peer
+/// and retries (or resumes after) a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    Unreachable(NodeId),
+    Snapshot { to: NodeId, ok: bool },
+}
+
+/// The transport's end of the driver's report channel. Cheap to clone (one per peer sender).
+/// Reports are dropped only when the driver is overloaded or gone; Raft recovers from a lost
+/// report (it probes again, or times the snapshot out).
+#[derive(Debug, Clone)]
+pub struct Reporter {
+    pub(crate) tx: mpsc::Sender<Report>,
+}
+
+impl Reporter {
+    pub fn unreachable(&self, to: NodeId) {
+        let _ = self.tx.try_send(Report::Unreachable(to));
+    }
+
+    pub fn snapshot(&self, to: NodeId, ok: bool) {
+        let _ = self.tx.try_send(Report::Snapshot { to, ok });
+    }
 }
 
 #[derive(Debug, Error)]

@@ -18,7 +18,7 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use deimos_raft::driver::Request;
+use deimos_raft::driver::{Report, Request};
 use deimos_raft::{Config, MemStorage, Message, NodeId, Role};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -264,11 +264,11 @@ impl Sim {
                 let ok = delivered && self.nodes[to].up() && self.net.connected(node, to);
                 self.log(|| format!("node {} snapshot to {} reported ok={ok}", node + 1, to + 1));
                 let to = to as NodeId + 1;
-                self.feed(node, |d| d.input(Request::ReportSnapshot { to, ok }))?;
+                self.feed(node, |d| d.report(Report::Snapshot { to, ok }))?;
             }
             Event::ReportUnreachable { node, to } => {
                 let to = to as NodeId + 1;
-                self.feed(node, |d| d.input(Request::ReportUnreachable(to)))?;
+                self.feed(node, |d| d.report(Report::Unreachable(to)))?;
             }
             Event::ClientWake(c) => self.client_wake(c)?,
             Event::ClientTimeout { client, req } => self.client_timeout(client, req),

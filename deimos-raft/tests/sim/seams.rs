@@ -14,7 +14,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use deimos_raft::driver::{ApplyBatch, StateMachine, StateMachineError, Transport};
+use deimos_raft::driver::{ApplyBatch, Reporter, StateMachine, StateMachineError, Transport};
 use deimos_raft::{
     ConfChange, ConfState, Entry, EntryPayload, HardState, Index, InitialState, LogStorage,
     MemStorage, Message, MessageBody, NodeId, Snapshot, StorageError, StorageResult, Term,
@@ -197,6 +197,10 @@ pub struct SimTransport {
 }
 
 impl Transport for SimTransport {
+    /// The simulator decides deliveries and reports them itself (`Driver::report`), at
+    /// simulated times.
+    fn bind(&mut self, _: Reporter) {}
+
     fn send(&mut self, msgs: Vec<Message>) {
         if let Some(published) = self.published.get() {
             let seen = published();

@@ -12,11 +12,11 @@ pub mod frame;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use deimos_raft::driver::Transport;
+use deimos_raft::driver::{Reporter, Transport};
 use deimos_raft::types::{Message, MessageBody};
 use deimos_store::machine::SharedMembers;
 use http_body_util::{BodyExt, Full};
@@ -26,7 +26,6 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
 
 use crate::identity::{CLUSTER_ID_HEADER, SENDER_HEADER};
-use crate::node::NodeHandle;
 use crate::stats::ServerStats;
 use crate::tls::MaybeTlsConnector;
 
@@ -53,7 +52,8 @@ type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 pub struct HttpTransport {
     members: SharedMembers,
     stats: Arc<ServerStats>,
-    handle: Arc<OnceLock<NodeHandle>>,
+    /// Set by the driver when it takes this transport (`Transport::bind`), before any send.
+    reporter: Option<Reporter>,
     client: Client<MaybeTlsConnector, Body>,
     queues: HashMap<u64, mpsc::UnboundedSender<Message>>,
     /// The server's runtime, where each peer's sender runs: the driver calling `send` runs on
@@ -90,7 +90,6 @@ impl HttpTransport {
     pub fn new(
         members: SharedMembers,
         stats: Arc<ServerStats>,
-        handle: Arc<OnceLock<NodeHandle>>,
         bind: Option<std::net::IpAddr>,
         tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Self {
@@ -115,7 +114,7 @@ impl HttpTransport {
         HttpTransport {
             members,
             stats,
-            handle,
+            reporter: None,
             client,
             queues: HashMap::new(),
             runtime: tokio::runtime::Handle::current(),
@@ -144,15 +143,21 @@ impl HttpTransport {
         self
     }
 
-    fn queue(&mut self, to: u64) -> &mpsc::UnboundedSender<Message> {
-        self.queues.entry(to).or_insert_with(|| {
+    /// The queue of `to`'s sender, started on first use. `None` only if the transport is used
+    /// without a driver (a bug: `Driver::new` binds it before anything is sent).
+    fn queue(&mut self, to: u64) -> Option<&mpsc::UnboundedSender<Message>> {
+        let Some(reporter) = self.reporter.clone() else {
+            tracing::error!("peer transport used before a driver bound it; message dropped");
+            return None;
+        };
+        Some(self.queues.entry(to).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             let peer = Peer {
                 to,
                 hint: self.hints.get(&to).cloned(),
                 members: self.members.clone(),
                 stats: self.stats.clone(),
-                handle: self.handle.clone(),
+                reporter,
                 client: self.client.clone(),
                 legacy_since: Arc::default(),
                 removed: self.removed.clone(),
@@ -163,15 +168,20 @@ impl HttpTransport {
             metrics::counter!(PEER_SENT_MESSAGES, "to" => label).increment(0);
             self.runtime.spawn(peer.run(rx));
             tx
-        })
+        }))
     }
 }
 
 impl Transport for HttpTransport {
+    fn bind(&mut self, reporter: Reporter) {
+        self.reporter = Some(reporter);
+    }
+
     fn send(&mut self, msgs: Vec<Message>) {
         for m in msgs {
             let to = m.to;
-            if self.queue(to).send(m).is_err() {
+            let Some(q) = self.queue(to) else { return };
+            if q.send(m).is_err() {
                 self.queues.remove(&to);
             }
         }
@@ -184,7 +194,7 @@ struct Peer {
     hint: Option<String>,
     members: SharedMembers,
     stats: Arc<ServerStats>,
-    handle: Arc<OnceLock<NodeHandle>>,
+    reporter: Reporter,
     client: Client<MaybeTlsConnector, Body>,
     /// When the peer last answered a stream with 404 (it predates streams), if it did.
     legacy_since: Arc<Mutex<Option<Instant>>>,
@@ -252,9 +262,7 @@ impl Peer {
                         metrics::counter!(PEER_SEND_FAILURES, "to" => label.clone()).increment(1);
                     }
                 }
-                if let Some(h) = self.handle.get() {
-                    h.report_snapshot(self.to, ok.is_ok());
-                }
+                self.reporter.snapshot(self.to, ok.is_ok());
             }
         }
     }
@@ -380,9 +388,7 @@ impl Peer {
             tracing::debug!(peer = %label, error = %e, "peer send failed");
         }
         metrics::counter!(PEER_SEND_FAILURES, "to" => label.to_string()).increment(1);
-        if let Some(h) = self.handle.get() {
-            h.report_unreachable(self.to);
-        }
+        self.reporter.unreachable(self.to);
     }
 
     fn url(&self, path: &str) -> Result<String, String> {
