@@ -187,6 +187,11 @@ impl<S: LogStorage> RawNode<S> {
         self.raft.status()
     }
 
+    /// This node's role now (cheaper than a whole [`status`](Self::status)).
+    pub fn role(&self) -> Role {
+        self.raft.role
+    }
+
     pub fn storage(&self) -> &S {
         self.raft.log.storage()
     }

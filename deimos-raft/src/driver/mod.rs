@@ -489,7 +489,7 @@ where
         // our own unwritten copy (a single-voter cluster) wait for the write. A follower applies
         // after persisting, so its acknowledgement does not wait for its apply.
         let committed = rd.committed_entries;
-        let split = if self.node.raft.role == Role::Leader {
+        let split = if self.node.role() == Role::Leader {
             let stored = self.node.storage().last_index()?;
             committed.partition_point(|e| e.index <= stored)
         } else {
