@@ -29,4 +29,5 @@ pub(crate) mod quorum;
 pub mod raw_node;
 pub(crate) mod tracker;
 
+pub use core::{Refusal, RefusalCounts, MAX_INDEX, MAX_READ_CTX, MAX_TERM};
 pub use raw_node::{PeerProgress, RawNode, Ready, ReplicationState, Status};

@@ -187,6 +187,11 @@ impl<S: LogStorage> RawNode<S> {
         self.raft.status()
     }
 
+    /// Peer messages dropped as impossible so far, by reason (see `Refusal`).
+    pub fn refused(&self) -> crate::core::RefusalCounts {
+        self.raft.refused()
+    }
+
     /// This node's role now (cheaper than a whole [`status`](Self::status)).
     pub fn role(&self) -> Role {
         self.raft.role

@@ -571,17 +571,22 @@ fn reusing_a_removed_members_id_is_caught() {
             cfg.rerun = "cargo test -p deimos-raft --release --test simulation reusing_a_removed";
             cfg
         },
-        1,
+        // A stale configuration can also stall the run (liveness) before a seed shows the
+        // safety violation; look a little further.
+        5,
     );
-    let f = failures.first().unwrap_or_else(|| {
-        panic!(
-            "no violation in {} seeds that re-add removed members under their old ids",
-            seeds.len()
-        )
-    });
-    assert!(
-        !f.violation.starts_with("liveness") && !f.violation.contains("wall-clock"),
-        "{f}"
-    );
+    for f in &failures {
+        eprintln!("failure: {}", f.violation);
+    }
+    let f = failures
+        .iter()
+        .find(|f| !f.violation.starts_with("liveness") && !f.violation.contains("wall-clock"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no safety violation in {} seeds that re-add removed members under their old ids ({} liveness failures)",
+                seeds.len(),
+                failures.len()
+            )
+        });
     eprintln!("reusing a removed member's id caught:\n{f}");
 }

@@ -9,6 +9,9 @@ mod heartbeat;
 mod membership;
 mod replication;
 mod transfer;
+mod validate;
+
+pub use validate::{Refusal, RefusalCounts, MAX_INDEX, MAX_READ_CTX, MAX_TERM};
 
 #[cfg(test)]
 mod tests;
@@ -93,6 +96,8 @@ pub struct Raft<S: LogStorage> {
     prev_hard: HardState,
     /// What the outstanding `Ready` handed out, applied at `advance()`.
     in_ready: Option<InReady>,
+    /// Peer messages dropped by `validate`, by reason.
+    refused: RefusalCounts,
 }
 
 struct InReady {
@@ -147,6 +152,7 @@ impl<S: LogStorage> Raft<S> {
             },
             prev_hard: hs,
             in_ready: None,
+            refused: RefusalCounts::default(),
         };
         let term = r.term;
         r.become_follower(term, None);
@@ -272,7 +278,9 @@ impl<S: LogStorage> Raft<S> {
 
     pub(crate) fn become_candidate(&mut self) {
         assert_ne!(self.role, Role::Leader, "leader cannot become candidate");
-        let term = self.term + 1;
+        // Peers' terms are capped far below u64::MAX (`validate`), so this never saturates in
+        // practice; if it did, the term would stick rather than wrap to 0.
+        let term = self.term.saturating_add(1);
         self.reset(term);
         self.vote = Some(self.id);
         self.role = Role::Candidate;
@@ -350,6 +358,10 @@ impl<S: LogStorage> Raft<S> {
 
     /// Term rules common to every message, then dispatch by kind and role.
     pub fn step(&mut self, m: Message) -> Result<(), RaftError> {
+        if let Err(why) = self.check_message(&m) {
+            self.refuse(why, m.from, m.term);
+            return Ok(());
+        }
         if m.term > self.term {
             // A follower inside its stickiness window takes a higher term only from a leader or a
             // transfer campaign. A stray higher-term *response* (say, a late answer to an append

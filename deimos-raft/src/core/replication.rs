@@ -33,7 +33,10 @@ impl<S: LogStorage> Raft<S> {
         if entries.is_empty() && !send_if_empty {
             return false;
         }
-        let pr = self.prs.progress.get_mut(&to).expect("checked above");
+        let Some(pr) = self.prs.progress.get_mut(&to) else {
+            return false;
+        };
+        pr.sent = pr.sent.max(next - 1 + entries.len() as u64);
         if let Some(last) = entries.last().map(|e| e.index) {
             match pr.state {
                 ProgressState::Replicate => {
@@ -71,6 +74,7 @@ impl<S: LogStorage> Raft<S> {
         };
         if let Some(pr) = self.prs.progress.get_mut(&to) {
             pr.become_snapshot(snapshot.meta.index);
+            pr.sent = pr.sent.max(snapshot.meta.index);
         }
         self.send(to, MessageBody::InstallSnapshot { snapshot });
         true
@@ -129,7 +133,9 @@ impl<S: LogStorage> Raft<S> {
             } else {
                 hint_index
             };
-            let pr = self.prs.progress.get_mut(&from).expect("checked");
+            let Some(pr) = self.prs.progress.get_mut(&from) else {
+                return;
+            };
             if pr.maybe_decr_to(index, next_probe) {
                 if pr.state == ProgressState::Replicate {
                     pr.become_probe();
@@ -139,7 +145,13 @@ impl<S: LogStorage> Raft<S> {
             return;
         }
         let was_paused = pr.is_paused();
-        let pr = self.prs.progress.get_mut(&from).expect("checked");
+        let Some(pr) = self.prs.progress.get_mut(&from) else {
+            return;
+        };
+        // An honest follower acknowledges at most what we offered it this term, or its own
+        // commit index when that is higher (then it holds our entries up to what we offered:
+        // committed entries are the same everywhere). Never more: see `Progress::sent`.
+        let index = index.min(pr.sent);
         if !pr.maybe_update(index) {
             return;
         }
@@ -187,6 +199,13 @@ impl<S: LogStorage> Raft<S> {
         if prev_index < self.log.committed {
             // Already committed here; tell the leader where we are.
             self.ack_append(from, self.log.committed);
+            return;
+        }
+        // `validate` made the entries contiguous from `prev_index + 1 > committed`, so none can
+        // overwrite a committed entry; kept as a check, since the log asserts it.
+        let conflict = self.log.find_conflict(&entries);
+        if conflict != 0 && conflict <= self.log.committed {
+            self.refuse(super::Refusal::ConflictsWithCommitted, from, self.term);
             return;
         }
         match self

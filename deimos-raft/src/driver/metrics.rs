@@ -16,6 +16,7 @@ pub const APPLY_SECONDS: &str = "deimos_storage_apply_duration_seconds";
 pub const SNAPSHOTS_INSTALLED: &str = "deimos_raft_snapshots_installed_total";
 pub const LOG_COMPACTIONS: &str = "deimos_raft_log_compactions_total";
 pub const LOG_FIRST_INDEX: &str = "deimos_raft_log_first_index";
+pub const MESSAGES_REFUSED: &str = "deimos_raft_messages_refused_total";
 
 pub fn describe() {
     metrics::describe_gauge!(HAS_LEADER, "1 if this node knows a leader, else 0.");
@@ -59,6 +60,13 @@ pub fn describe() {
         LOG_FIRST_INDEX,
         "First index still in this node's Raft log; a follower behind it needs a snapshot."
     );
+    metrics::describe_counter!(
+        MESSAGES_REFUSED,
+        "Peer messages the Raft core dropped as impossible (by reason: term_too_high, malformed_append, ack_beyond_log, round_not_sent, ...)."
+    );
+    for r in crate::core::Refusal::ALL {
+        metrics::counter!(MESSAGES_REFUSED, "reason" => r.as_str()).absolute(0);
+    }
     // Exist at 0 from the start, so rates and alerts see the first event.
     metrics::counter!(LEADER_CHANGES).increment(0);
     metrics::counter!(PROPOSALS_COMMITTED).increment(0);

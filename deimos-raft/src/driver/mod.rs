@@ -142,6 +142,8 @@ pub struct Driver<S: LogStorage, T: Transport, M: StateMachine<S>, C: Clock + Cl
     send_all_before_persist: bool,
     /// `UnsafeKnobs::publish_commit_after_send`: only for the tests that show it is caught.
     publish_commit_after_send: bool,
+    /// The refused-message total last exported as metrics.
+    refused_exported: u64,
 }
 
 impl<S, T, M, C> Driver<S, T, M, C>
@@ -204,6 +206,7 @@ where
             ) << 32,
             send_all_before_persist: cfg.raft.unsafe_knobs.send_all_before_persist,
             publish_commit_after_send: cfg.raft.unsafe_knobs.publish_commit_after_send,
+            refused_exported: 0,
             proposals: HashMap::new(),
             reads: HashMap::new(),
             queued: Vec::new(),
@@ -715,6 +718,13 @@ where
     }
 
     fn publish_status(&mut self) {
+        let refused = self.node.refused();
+        if refused.total() != self.refused_exported {
+            self.refused_exported = refused.total();
+            for (r, n) in refused.iter() {
+                ::metrics::counter!(metrics::MESSAGES_REFUSED, "reason" => r.as_str()).absolute(n);
+            }
+        }
         let mut st = self.node.status();
         st.applied = st.applied.max(*self.applied_tx.borrow());
         ::metrics::gauge!(metrics::TERM).set(st.term as f64);

@@ -36,6 +36,10 @@ pub struct Progress {
     /// Leader ticks spent in `Snapshot` state; a snapshot lost on the way is retried after an
     /// election timeout.
     pub snapshot_ticks: usize,
+    /// Highest log index this leader has offered the follower in this term (the end of an
+    /// append, or a snapshot's index). No acknowledgement may move `matched` past it: the
+    /// follower cannot hold entries it was never sent. (A fresh `Progress` per leader term.)
+    pub sent: Index,
 }
 
 impl Progress {
@@ -50,6 +54,7 @@ impl Progress {
             idle_ticks: usize::MAX,
             acked_round: 0,
             snapshot_ticks: 0,
+            sent: 0,
         }
     }
 

@@ -6,6 +6,7 @@
 //! and `reads` (ReadIndex and the lease facts lease reads rely on).
 
 mod election;
+mod hostile;
 mod membership;
 mod reads;
 mod replication;
