@@ -122,6 +122,13 @@ async fn stream(app: &App, sender: u64, mut body: Incoming) -> Resp {
 fn deliver(app: &App, sender: u64, msgs: Vec<Message>) -> Result<(), Resp> {
     for m in &msgs {
         check_message(app, sender, m.from, m.to)?;
+        // Snapshots go to /raft/snapshot, where their data is checked before Raft sees them.
+        if matches!(m.body, MessageBody::InstallSnapshot { .. }) {
+            return Err(response::text(
+                400,
+                "snapshots are accepted only at /raft/snapshot\n",
+            ));
+        }
     }
     app.stats.recv_batches.fetch_add(1, Ordering::Relaxed);
     app.stats

@@ -480,11 +480,22 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Message>, String> {
     postcard::from_bytes(bytes).map_err(|e| format!("bad message batch: {e}"))
 }
 
+/// A snapshot message, checked whole before Raft sees it: its data must be a complete, intact
+/// snapshot stream whose own metadata is the message's (a damaged or mismatched one would fail
+/// the install, and a failed install stops the node).
 pub fn decode_snapshot(bytes: &[u8]) -> Result<Message, String> {
     let m: Message =
         postcard::from_bytes(bytes).map_err(|e| format!("bad snapshot message: {e}"))?;
-    if !matches!(m.body, MessageBody::InstallSnapshot { .. }) {
+    let MessageBody::InstallSnapshot { snapshot } = &m.body else {
         return Err("snapshot endpoint got a non-snapshot message".into());
+    };
+    let meta = deimos_store::persist::check_snapshot_data(&snapshot.data)
+        .map_err(|e| format!("bad snapshot data: {e}"))?;
+    if meta != snapshot.meta {
+        return Err(format!(
+            "snapshot data is for index {} term {}, the message says index {} term {}",
+            meta.index, meta.term, snapshot.meta.index, snapshot.meta.term
+        ));
     }
     Ok(m)
 }

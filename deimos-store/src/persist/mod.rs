@@ -39,8 +39,8 @@ pub use install::SnapshotInstaller;
 pub use read::RecordIter;
 pub use schema::{AppliedState, LogBase};
 pub use snapshot::{
-    decode_snapshot_data, encode_snapshot_data, Records, SnapshotDecoder, SnapshotEncoder,
-    DEFAULT_CHUNK, MAX_FRAME,
+    check_snapshot_data, decode_snapshot_data, encode_snapshot_data, Records, SnapshotDecoder,
+    SnapshotEncoder, DEFAULT_CHUNK, MAX_FRAME,
 };
 pub use store::{RedbStorage, StoreOptions, DB_FILE};
 pub use write::{AppliedBatch, WriteBatch};

@@ -362,6 +362,16 @@ impl SnapshotDecoder {
 /// Applied records as `(key, value)` pairs in key order.
 pub type Records = Vec<(String, Vec<u8>)>;
 
+/// Check a whole snapshot stream held in memory — framing, key order, record count, checksum,
+/// trailer — without keeping its records, and return the metadata it carries. What a receiver
+/// does before it lets Raft install a snapshot: a damaged one is refused there instead of
+/// failing the install, which would stop the node.
+pub fn check_snapshot_data(data: &[u8]) -> Result<SnapshotMeta, PersistError> {
+    let mut d = SnapshotDecoder::new();
+    d.push(data, |_, _| Ok(()))?;
+    d.finish()
+}
+
 /// Decode a whole snapshot stream held in memory (e.g. `Snapshot::data`).
 pub fn decode_snapshot_data(data: &[u8]) -> Result<(SnapshotMeta, Records), PersistError> {
     let mut out = Vec::new();
