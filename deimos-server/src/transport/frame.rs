@@ -142,4 +142,157 @@ mod tests {
         d.push(&[0, 0, 0, 3, 0xff, 0xff, 0xff]);
         assert!(d.next_batch().unwrap_err().contains("bad message batch"));
     }
+
+    mod fuzz {
+        //! The decoder against arbitrary bytes: whatever a peer sends, it answers a batch,
+        //! "need more" or an error, never panics, and never allocates on a length it was only
+        //! told about. Valid frames survive any chunking; mutated ones are refused or decode.
+        use super::*;
+        use deimos_raft::types::{ConfChange, ConfState, Entry, EntryPayload, Snapshot};
+        use deimos_raft::types::{Message, MessageBody, SnapshotMeta};
+        use proptest::prelude::*;
+
+        fn message() -> impl Strategy<Value = Message> {
+            let body = prop_oneof![
+                (any::<u64>(), any::<u64>())
+                    .prop_map(|(commit, round)| MessageBody::Heartbeat { commit, round }),
+                any::<u64>().prop_map(|round| MessageBody::HeartbeatResp { round }),
+                (
+                    any::<u64>(),
+                    any::<u64>(),
+                    prop::collection::vec(
+                        (
+                            any::<u64>(),
+                            any::<u64>(),
+                            prop::collection::vec(any::<u8>(), 0..32)
+                        ),
+                        0..4
+                    ),
+                    any::<u64>()
+                )
+                    .prop_map(|(prev_index, prev_term, es, commit)| {
+                        MessageBody::Append {
+                            prev_index,
+                            prev_term,
+                            entries: es
+                                .into_iter()
+                                .map(|(index, term, data)| Entry {
+                                    index,
+                                    term,
+                                    payload: EntryPayload::Normal(data),
+                                })
+                                .collect(),
+                            commit,
+                        }
+                    }),
+                (any::<bool>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+                    |(reject, index, hint_index, hint_term)| MessageBody::AppendResp {
+                        reject,
+                        index,
+                        hint_index,
+                        hint_term
+                    }
+                ),
+                (
+                    any::<u64>(),
+                    any::<u64>(),
+                    prop::collection::vec(any::<u8>(), 0..64)
+                )
+                    .prop_map(|(index, term, data)| MessageBody::InstallSnapshot {
+                        snapshot: Snapshot {
+                            meta: SnapshotMeta {
+                                index,
+                                term,
+                                conf: ConfState::new([1, 2, 3]),
+                            },
+                            data,
+                        },
+                    }),
+                any::<u64>().prop_map(|id| MessageBody::Propose {
+                    entries: vec![EntryPayload::ConfChange(ConfChange::RemoveNode(id))],
+                }),
+                prop::collection::vec(any::<u8>(), 0..80)
+                    .prop_map(|ctx| MessageBody::ReadIndex { ctx }),
+                Just(MessageBody::TimeoutNow),
+            ];
+            (any::<u64>(), any::<u64>(), any::<u64>(), body).prop_map(|(from, to, term, body)| {
+                Message {
+                    from,
+                    to,
+                    term,
+                    body,
+                }
+            })
+        }
+
+        /// Feed `wire` in `chunk`-byte pieces; every outcome but a panic is acceptable.
+        fn drain(wire: &[u8], chunk: usize) -> Result<Vec<Vec<Message>>, String> {
+            let mut d = Decoder::default();
+            let mut got = Vec::new();
+            for piece in wire.chunks(chunk.max(1)) {
+                d.push(piece);
+                while let Some(b) = d.next_batch()? {
+                    got.push(b);
+                }
+            }
+            Ok(got)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(wire in prop::collection::vec(any::<u8>(), 0..512),
+                                           chunk in 1usize..64) {
+                let _ = drain(&wire, chunk);
+            }
+
+            #[test]
+            fn valid_frames_round_trip_in_any_chunking(
+                batches in prop::collection::vec(prop::collection::vec(message(), 0..4), 1..4),
+                chunk in 1usize..128,
+            ) {
+                let wire: Vec<u8> = batches
+                    .iter()
+                    .flat_map(|b| encode(b).expect("encodes").to_vec())
+                    .collect();
+                prop_assert_eq!(drain(&wire, chunk), Ok(batches));
+            }
+
+            #[test]
+            fn mutated_frames_are_refused_or_decoded_never_panic(
+                batch in prop::collection::vec(message(), 1..4),
+                flips in prop::collection::vec((any::<usize>(), any::<u8>()), 1..6),
+                cut in any::<usize>(),
+                chunk in 1usize..64,
+            ) {
+                let mut wire = encode(&batch).expect("encodes").to_vec();
+                for (at, x) in flips {
+                    let n = wire.len();
+                    wire[at % n] ^= x;
+                }
+                wire.truncate(cut % (wire.len() + 1));
+                let _ = drain(&wire, chunk);
+            }
+
+            #[test]
+            fn a_length_prefix_is_never_trusted(len in (MAX_FRAME_BYTES as u32 + 1)..=u32::MAX,
+                                                tail in prop::collection::vec(any::<u8>(), 0..16)) {
+                let mut wire = len.to_be_bytes().to_vec();
+                wire.extend(tail);
+                let mut d = Decoder::default();
+                d.push(&wire);
+                prop_assert!(d.next_batch().is_err());
+                // Nothing was reserved for the claimed length.
+                prop_assert!(d.buf.capacity() < 1 << 16);
+            }
+
+            #[test]
+            fn snapshot_bodies_of_arbitrary_bytes_are_refused(
+                body in prop::collection::vec(any::<u8>(), 0..512),
+            ) {
+                prop_assert!(super::super::super::decode_snapshot(&body).is_err());
+            }
+        }
+    }
 }
