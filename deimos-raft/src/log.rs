@@ -8,6 +8,16 @@
 use crate::storage::{LogStorage, StorageError, StorageResult};
 use crate::types::{Entry, Index, Snapshot, Term};
 
+/// An append the log refuses rather than corrupt itself. The core validates messages first
+/// (`core/validate.rs`), so these are a second line of defence, not a normal outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendRefused {
+    /// An entry differs from one already committed here.
+    ConflictsWithCommitted,
+    /// The entries are not `prev_index + 1, + 2, ...`.
+    NotContiguous,
+}
+
 pub struct RaftLog<S: LogStorage> {
     storage: S,
     /// A snapshot received from the leader and not yet persisted.
@@ -197,22 +207,31 @@ impl<S: LogStorage> RaftLog<S> {
         prev_term: Term,
         commit: Index,
         entries: &[Entry],
-    ) -> Option<Index> {
+    ) -> Result<Option<Index>, AppendRefused> {
         if !self.match_term(prev_index, prev_term) {
-            return None;
+            return Ok(None);
         }
-        let last_new = prev_index + entries.len() as u64;
+        if entries
+            .iter()
+            .zip(prev_index.saturating_add(1)..)
+            .any(|(e, want)| e.index != want)
+        {
+            return Err(AppendRefused::NotContiguous);
+        }
+        let last_new = prev_index
+            .checked_add(entries.len() as u64)
+            .ok_or(AppendRefused::NotContiguous)?;
         let ci = self.find_conflict(entries);
         if ci != 0 {
-            assert!(
-                ci > self.committed,
-                "entry {ci} conflicts with committed entry"
-            );
+            if ci <= self.committed {
+                return Err(AppendRefused::ConflictsWithCommitted);
+            }
+            // `ci` is one of the entries' indexes, all in `prev_index + 1..=last_new`.
             let start = (ci - prev_index - 1) as usize;
             self.append(&entries[start..]);
         }
         self.commit_to(commit.min(last_new));
-        Some(last_new)
+        Ok(Some(last_new))
     }
 
     pub fn commit_to(&mut self, idx: Index) {
@@ -342,10 +361,34 @@ mod tests {
     #[test]
     fn maybe_append_truncates_conflict_and_commits_up_to_last_new() {
         let mut l = log_with(&[1, 1, 2]);
-        assert_eq!(l.maybe_append(1, 1, 5, &[ent(2, 1), ent(3, 3)]), Some(3));
+        assert_eq!(
+            l.maybe_append(1, 1, 5, &[ent(2, 1), ent(3, 3)]),
+            Ok(Some(3))
+        );
         assert_eq!(l.term(3).unwrap(), 3);
         assert_eq!(l.committed, 3);
-        assert_eq!(l.maybe_append(3, 2, 5, &[]), None);
+        assert_eq!(l.maybe_append(3, 2, 5, &[]), Ok(None));
+    }
+
+    #[test]
+    fn maybe_append_refuses_what_would_corrupt_the_log() {
+        let mut l = log_with(&[1, 1, 2]);
+        l.commit_to(2);
+        assert_eq!(
+            l.maybe_append(1, 1, 3, &[ent(2, 3)]),
+            Err(AppendRefused::ConflictsWithCommitted)
+        );
+        assert_eq!(l.term(2).unwrap(), 1, "the committed entry is intact");
+        assert_eq!(
+            l.maybe_append(1, 1, 3, &[ent(5, 3)]),
+            Err(AppendRefused::NotContiguous)
+        );
+        assert_eq!(
+            l.maybe_append(u64::MAX, 1, 3, &[ent(0, 1)]),
+            Ok(None),
+            "an index we lack never matches"
+        );
+        assert_eq!(l.last_index(), 3);
     }
 
     #[test]

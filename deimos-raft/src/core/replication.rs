@@ -2,6 +2,7 @@
 //! rejection, the commit rule, and install-snapshot for followers whose next entry is compacted.
 
 use super::Raft;
+use crate::log::AppendRefused;
 use crate::storage::{LogStorage, StorageError};
 use crate::tracker::ProgressState;
 use crate::types::*;
@@ -201,19 +202,20 @@ impl<S: LogStorage> Raft<S> {
             self.ack_append(from, self.log.committed);
             return;
         }
-        // `validate` made the entries contiguous from `prev_index + 1 > committed`, so none can
-        // overwrite a committed entry; kept as a check, since the log asserts it.
-        let conflict = self.log.find_conflict(&entries);
-        if conflict != 0 && conflict <= self.log.committed {
-            self.refuse(super::Refusal::ConflictsWithCommitted, from, self.term);
-            return;
-        }
+        // `validate` made the entries contiguous from `prev_index + 1 > committed`, so the log
+        // refuses nothing here; if it did, the message is dropped like any impossible one.
         match self
             .log
             .maybe_append(prev_index, prev_term, commit, &entries)
         {
-            Some(last) => self.ack_append(from, last),
-            None => {
+            Err(AppendRefused::ConflictsWithCommitted) => {
+                self.refuse(super::Refusal::ConflictsWithCommitted, from, self.term)
+            }
+            Err(AppendRefused::NotContiguous) => {
+                self.refuse(super::Refusal::MalformedAppend, from, self.term)
+            }
+            Ok(Some(last)) => self.ack_append(from, last),
+            Ok(None) => {
                 let hint = prev_index.min(self.log.last_index());
                 let (hint_index, hint_term) = self.log.find_conflict_by_term(hint, prev_term);
                 self.send(
