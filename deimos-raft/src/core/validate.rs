@@ -10,7 +10,11 @@
 //!   start no lower than `prev_term` and end no higher than the message's term;
 //! - acknowledgements of entries this leader does not have, and of heartbeat rounds it never
 //!   sent (a forged round acknowledgement would extend the lease);
-//! - snapshots from a future term or without voters;
+//! - messages not addressed to this node, or from id 0;
+//! - leader traffic (append, heartbeat, snapshot) at our term from anyone but the leader we
+//!   follow, or reaching us while we lead: a term has one leader (election safety);
+//! - votes asked for with a last log term above the term campaigned for;
+//! - snapshots from a future term, without voters, or with a node both voter and learner;
 //! - `TimeoutNow` from anyone but the leader of the current term (it forces an election);
 //! - forwarded proposals carrying membership changes: those are proposed on the leader only,
 //!   through [`Raft::propose_conf_change`] and its rules;
@@ -42,6 +46,9 @@ pub enum Refusal {
     TermTooHigh,
     IndexTooHigh,
     FromSelf,
+    Misaddressed,
+    NotFromLeader,
+    MalformedVote,
     UnknownSender,
     MalformedAppend,
     ConflictsWithCommitted,
@@ -55,10 +62,13 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 13] = [
+    pub const ALL: [Refusal; 16] = [
         Refusal::TermTooHigh,
         Refusal::IndexTooHigh,
         Refusal::FromSelf,
+        Refusal::Misaddressed,
+        Refusal::NotFromLeader,
+        Refusal::MalformedVote,
         Refusal::UnknownSender,
         Refusal::MalformedAppend,
         Refusal::ConflictsWithCommitted,
@@ -77,6 +87,9 @@ impl Refusal {
             Refusal::TermTooHigh => "term_too_high",
             Refusal::IndexTooHigh => "index_too_high",
             Refusal::FromSelf => "from_self",
+            Refusal::Misaddressed => "misaddressed",
+            Refusal::NotFromLeader => "not_from_leader",
+            Refusal::MalformedVote => "malformed_vote",
             Refusal::UnknownSender => "unknown_sender",
             Refusal::MalformedAppend => "malformed_append",
             Refusal::ConflictsWithCommitted => "conflicts_with_committed",
@@ -144,6 +157,21 @@ impl<S: LogStorage> Raft<S> {
         if m.from == self.id {
             return Err(Refusal::FromSelf);
         }
+        if m.to != self.id || m.from == 0 {
+            return Err(Refusal::Misaddressed);
+        }
+        let leads = matches!(
+            m.body,
+            MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. }
+        );
+        if leads
+            && m.term == self.term
+            && (self.role == Role::Leader || self.leader.is_some_and(|l| l != m.from))
+        {
+            return Err(Refusal::NotFromLeader);
+        }
         let conf = &self.prs.conf;
         let knows_conf = !conf.voters.is_empty() || !conf.learners.is_empty();
         let asks_for_something = matches!(
@@ -158,10 +186,22 @@ impl<S: LogStorage> Raft<S> {
         }
         let index_ok = |i: Index| i <= MAX_INDEX;
         match &m.body {
-            MessageBody::PreVote { last_index, .. } | MessageBody::Vote { last_index, .. }
-                if !index_ok(*last_index) =>
-            {
-                Err(Refusal::IndexTooHigh)
+            MessageBody::PreVote {
+                last_index,
+                last_term,
+            }
+            | MessageBody::Vote {
+                last_index,
+                last_term,
+                ..
+            } => {
+                if !index_ok(*last_index) {
+                    Err(Refusal::IndexTooHigh)
+                } else if *last_term > m.term {
+                    Err(Refusal::MalformedVote)
+                } else {
+                    Ok(())
+                }
             }
             MessageBody::Append {
                 prev_index,
@@ -211,7 +251,14 @@ impl<S: LogStorage> Raft<S> {
                     Err(Refusal::IndexTooHigh)
                 } else if meta.term > m.term {
                     Err(Refusal::SnapshotTermAhead)
-                } else if meta.conf.voters.is_empty() {
+                } else if meta.conf.voters.is_empty()
+                    || meta.conf.voters.contains(&0)
+                    || meta
+                        .conf
+                        .learners
+                        .iter()
+                        .any(|l| meta.conf.voters.contains(l))
+                {
                     Err(Refusal::SnapshotWithoutVoters)
                 } else {
                     Ok(())

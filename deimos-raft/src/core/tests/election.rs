@@ -61,7 +61,7 @@ fn sticky_follower_ignores_votes_while_leader_is_live() {
     let vote = |transfer| {
         let body = MessageBody::Vote {
             last_index: 100,
-            last_term: 100,
+            last_term: term + 5,
             transfer,
         };
         msg(3, 2, term + 5, body)
@@ -88,7 +88,7 @@ fn restarted_node_grants_no_vote_within_an_election_timeout() {
             t,
             MessageBody::Vote {
                 last_index: 5,
-                last_term: 5,
+                last_term: t,
                 transfer: false,
             },
         )

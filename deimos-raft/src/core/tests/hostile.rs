@@ -260,3 +260,39 @@ fn messages_from_outside_the_configuration_are_refused() {
     assert_eq!(joiner.leader, Some(1));
     assert_eq!(joiner.refused().total(), 0);
 }
+
+#[test]
+fn a_second_leader_of_the_term_misaddressed_and_impossible_votes_are_refused() {
+    let (mut net, before) = settled();
+    // Node 3 "leads" node 2 in the term node 1 leads; and the leader hears an append itself.
+    let append = |commit| MessageBody::Append {
+        prev_index: before.last_index,
+        prev_term: before.term,
+        entries: vec![],
+        commit,
+    };
+    deliver(&mut net, msg(3, 2, before.term, append(0)));
+    deliver(&mut net, msg(3, 1, before.term, append(0)));
+    assert_eq!(refused(&net, 2, Refusal::NotFromLeader), 1);
+    assert_eq!(refused(&net, 1, Refusal::NotFromLeader), 1);
+    assert_eq!(net.nodes[&2].leader, Some(1));
+    assert_eq!(net.nodes[&1].role, Role::Leader);
+    // Addressed to someone else, or from id 0.
+    let mut m = msg(3, 1, before.term, MessageBody::HeartbeatResp { round: 0 });
+    m.to = 2;
+    net.node(1).step(m).unwrap();
+    deliver(
+        &mut net,
+        msg(0, 1, before.term, MessageBody::HeartbeatResp { round: 0 }),
+    );
+    assert_eq!(refused(&net, 1, Refusal::Misaddressed), 2);
+    // A candidate whose last log term is above the term it campaigns in.
+    let vote = MessageBody::Vote {
+        last_index: 1,
+        last_term: before.term + 9,
+        transfer: true,
+    };
+    deliver(&mut net, msg(3, 2, before.term + 1, vote));
+    assert_eq!(refused(&net, 2, Refusal::MalformedVote), 1);
+    assert_eq!(net.nodes[&2].term, before.term);
+}
