@@ -147,9 +147,11 @@ fn refused(remote: SocketAddr, what: &str, error: Option<&dyn std::fmt::Display>
     }
 }
 
-/// A refused peer request (see `api::peer_auth`), logged like refused handshakes.
+/// A refused peer request (see `api::peer_auth`), logged like refused handshakes: at most one
+/// warning per reason a second, whatever the detail (a made-up sender id per request must not
+/// turn into a log line per request), with the number folded in.
 pub fn log_refusal(reason: &str, detail: &str) {
-    match admit(&format!("{reason}|{detail}")) {
+    match admit(reason) {
         Some(repeats) => tracing::warn!(reason, repeats, "refused peer traffic: {detail}"),
         None => tracing::debug!(reason, "refused peer traffic: {detail}"),
     }

@@ -377,7 +377,7 @@ fn root_is_read_only() {
     ] {
         fail_code(&mut s, c, ErrorCode::RootReadOnly, "/");
     }
-    assert_eq!(ErrorCode::RootReadOnly.http_status(), 403);
+    assert_eq!(ErrorCode::RootReadOnly.http_status(), 400);
     // etcd's compare-and-delete has no read-only check: the root is a directory, so 102.
     fail_code(&mut s, cad("/", Some("x"), None), ErrorCode::NotFile, "/");
     // The root reads as etcd renders it: no key, no indexes.

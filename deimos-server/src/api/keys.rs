@@ -200,11 +200,19 @@ async fn watch(app: &Arc<App>, key: &str, p: &Params) -> Result<Resp, StoreError
     }
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     tokio::spawn(async move {
-        while let Some(ev) = watcher.recv().await {
+        // Ends when the client goes away (hyper drops the body, closing the channel) even if
+        // the key never changes: a watcher waiting only for events would be kept for good.
+        // Dropping the watcher unregisters it.
+        loop {
+            let ev = tokio::select! {
+                ev = watcher.recv() => ev,
+                _ = tx.closed() => break,
+            };
+            let Some(ev) = ev else { break };
             let mut line = serde_json::to_vec(&ev).unwrap_or_default();
             line.push(b'\n');
             if tx.send(Bytes::from(line)).await.is_err() {
-                break; // client gone: dropping the watcher unregisters it
+                break;
             }
         }
     });

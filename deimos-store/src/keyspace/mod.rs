@@ -43,7 +43,7 @@ pub use command::Command;
 pub use error::{ErrorCode, StoreError, MAX_VALUE_BYTES};
 pub use event::{Action, Event};
 pub use node::{format_rfc3339_ms, ttl_secs, NodeExtern};
-pub use path::{normalize as normalize_key, MAX_KEY_BYTES};
+pub use path::{normalize as normalize_key, MAX_KEY_BYTES, MAX_KEY_DEPTH};
 pub use record::META_KEY;
 pub use stats::StoreStats;
 pub use watch::{Watcher, DEFAULT_HISTORY_CAPACITY};

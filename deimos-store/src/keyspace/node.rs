@@ -297,13 +297,31 @@ impl Tree {
         sorted: bool,
         now_ms: u64,
     ) -> NodeExtern {
+        self.render_at(p, node, list, recursive, sorted, now_ms, 0)
+    }
+
+    /// [`render`](Self::render) `depth` levels below where the listing started. The recursion
+    /// (and the nesting of the JSON it becomes) is bounded by [`path::MAX_KEY_DEPTH`]: keys
+    /// are refused deeper than that, and a data dir written before the limit existed is listed
+    /// no deeper, so no stored tree can overflow the stack.
+    #[allow(clippy::too_many_arguments)]
+    fn render_at(
+        &self,
+        p: &str,
+        node: &Node,
+        list: bool,
+        recursive: bool,
+        sorted: bool,
+        now_ms: u64,
+        depth: usize,
+    ) -> NodeExtern {
         let mut ext = extern_of(p, node, now_ms);
-        if node.dir && list {
+        if node.dir && list && depth < path::MAX_KEY_DEPTH {
             let mut kids: Vec<NodeExtern> = self
                 .children(p)
                 .into_iter()
                 .filter(|(k, _)| !path::is_hidden_name(path::base_name(k)))
-                .map(|(k, n)| self.render(k, n, recursive, recursive, sorted, now_ms))
+                .map(|(k, n)| self.render_at(k, n, recursive, recursive, sorted, now_ms, depth + 1))
                 .collect();
             if sorted {
                 kids.sort_by(|a, b| a.key.cmp(&b.key));

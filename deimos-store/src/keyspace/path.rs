@@ -5,13 +5,21 @@
 //! so two spellings of one key always hit the same node and produce the same record key.
 //!
 //! Invariants of a normalised path: it starts with `/`; it is `/` or has no trailing `/`; it has no
-//! empty, `.` or `..` component; it contains no NUL; it is at most [`MAX_KEY_BYTES`] bytes.
+//! empty, `.` or `..` component; it contains no NUL; it is at most [`MAX_KEY_BYTES`] bytes and
+//! [`MAX_KEY_DEPTH`] components deep.
 //! Because NUL is refused, a node path can never collide with the reserved meta record key.
 
 use super::error::StoreError;
 
 /// Longest key path accepted, in bytes (before and after cleaning).
 pub const MAX_KEY_BYTES: usize = 4096;
+
+/// Deepest key accepted, in path components (`/a/b/c` is 3). etcd sets no limit; Deimos does,
+/// because every ancestor of a key is a directory node holding its own path (so a key's memory
+/// grows with depth x length) and listings walk the tree level by level: a key 2,048 levels
+/// deep made a recursive GET overflow the stack. 64 is far beyond any key layout seen in
+/// practice (etcd's own registry paths are under 10 levels).
+pub const MAX_KEY_DEPTH: usize = 64;
 
 /// The root directory.
 pub const ROOT: &str = "/";
@@ -40,6 +48,15 @@ pub fn normalize(raw: &str, index: u64) -> Result<String, StoreError> {
             }
             c => parts.push(c),
         }
+    }
+    if parts.len() > MAX_KEY_DEPTH {
+        return Err(StoreError::invalid_key(
+            format!(
+                "key is {} levels deep; the limit is {MAX_KEY_DEPTH} levels",
+                parts.len()
+            ),
+            index,
+        ));
     }
     let mut out = String::with_capacity(raw.len() + 1);
     for p in &parts {
@@ -176,6 +193,18 @@ mod tests {
         assert!(normalize(&"x".repeat(MAX_KEY_BYTES - 1), 0).is_ok());
         // 4096 bytes without a leading slash become 4097 after cleaning.
         assert!(normalize(&"x".repeat(MAX_KEY_BYTES), 0).is_err());
+    }
+
+    #[test]
+    fn refuses_keys_deeper_than_the_limit() {
+        let at = |d: usize| "/a".repeat(d);
+        assert!(normalize(&at(MAX_KEY_DEPTH), 0).is_ok());
+        let e = normalize(&at(MAX_KEY_DEPTH + 1), 4).unwrap_err();
+        assert_eq!(e.code, super::super::error::ErrorCode::InvalidField);
+        assert!(e.cause.contains("65 levels"), "{}", e.cause);
+        // Depth counts after cleaning: `..` takes a level back.
+        assert!(normalize(&format!("{}/x/..", at(MAX_KEY_DEPTH)), 0).is_ok());
+        assert!(normalize(&at(2048), 0).is_err());
     }
 
     #[test]
