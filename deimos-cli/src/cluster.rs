@@ -1,4 +1,4 @@
-//! `member list|add|promote|remove`, `cluster status` and `lease status`.
+//! `member list|add|promote|update|remove`, `cluster status` and `lease status`.
 
 use std::time::Duration;
 
@@ -224,6 +224,24 @@ pub async fn member(client: &mut Client, cmd: MemberCommand, out: Output) -> Res
                 println!("{v}");
             } else {
                 println!("Promoted member {id} to voter");
+            }
+        }
+        MemberCommand::Update { id, peer_urls } => {
+            hex_id(&id)?;
+            for u in &peer_urls {
+                Endpoint::parse(u).map_err(CliError::Usage)?;
+            }
+            let body = serde_json::json!({ "peerURLs": peer_urls }).to_string();
+            let path = format!("/v2/members/{}", encode(&id, false));
+            let body = Some(("application/json", Bytes::from(body)));
+            change(client, Method::PUT, &path, body).await?;
+            if out == Output::Json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "updated": id, "peerURLs": peer_urls })
+                );
+            } else {
+                println!("Updated member with ID {id} in cluster");
             }
         }
         MemberCommand::Remove { id, force } => {

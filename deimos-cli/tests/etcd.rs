@@ -166,9 +166,9 @@ fn key_commands_against_etcd() {
     assert_eq!(v["node"]["value"], "one");
     assert_eq!(ok(&e, &["get", &a, "--consistency", "local"]), "one\n");
 
-    // Compare-and-swap: the failing one is error 101 with exit 1, the message like etcdctl's.
+    // Compare-and-swap: the failing one is error 101 with exit 4, the message like etcdctl's.
     let (code, out, err) = run(&e, &["set", &a, "two", "--swap-with-value", "nope"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 4);
     assert_eq!(out, "");
     let err = err.trim();
     assert!(
@@ -187,7 +187,7 @@ fn key_commands_against_etcd() {
             "999999",
         ],
     );
-    assert_eq!(code, 1);
+    assert_eq!(code, 4);
     let body: serde_json::Value = serde_json::from_str(out.trim()).expect("error JSON");
     assert_eq!(body["errorCode"], 101);
     let v = json(&e, &["set", &a, "two", "--swap-with-value", "one"]);
@@ -204,14 +204,14 @@ fn key_commands_against_etcd() {
 
     // mk / update.
     let (code, _, err) = run(&e, &["mk", &a, "x"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 4);
     assert!(
         err.starts_with(&format!("Error: 105: Key already exists ({a})")),
         "{err}"
     );
     assert_eq!(ok(&e, &["mk", &b, "bee", "--ttl", "100"]), "bee\n");
     let (code, _, err) = run(&e, &["update", &k("missing"), "x"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 4);
     assert!(
         err.starts_with(&format!("Error: 100: Key not found ({p}/missing)")),
         "{err}"
@@ -238,13 +238,13 @@ fn key_commands_against_etcd() {
         .lines()
         .any(|l| l.starts_with(&b) && l.contains(" bee2 ")));
     let (code, _, err) = run(&e, &["rmdir", &d]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 4);
     assert!(err.starts_with("Error: 108: Directory not empty"), "{err}");
     let (code, _, err) = run(&e, &["get", &d]);
-    assert_eq!(code, 2, "get on a directory is a usage error");
+    assert_eq!(code, 1, "get on a directory is a usage error (as etcdctl)");
     assert!(err.contains("is a directory"), "{err}");
     let (code, _, err) = run(&e, &["rm", &a, "--with-value", "wrong"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 4);
     assert!(err.starts_with("Error: 101: Compare failed"), "{err}");
     assert_eq!(
         ok(&e, &["rm", &a, "--with-value", "three"]),
@@ -254,7 +254,7 @@ fn key_commands_against_etcd() {
     ok(&e, &["mkdir", &k("empty")]);
     ok(&e, &["rmdir", &k("empty")]);
     let (code, _, err) = run(&e, &["get", &a]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 4);
     assert!(
         err.starts_with(&format!("Error: 100: Key not found ({a})")),
         "{err}"
@@ -283,13 +283,13 @@ fn key_commands_against_etcd() {
     let o = ctl(&format!("{dead},{}", e.url), &["get", &w]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "later\n");
 
-    // Only dead endpoints: exit 4.
+    // Only dead endpoints: exit 2.
     let o = ctl(&dead, &["get", &w]);
-    assert_eq!(o.status.code(), Some(4));
+    assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).starts_with("Error: cluster unreachable"));
 
-    // Bad arguments: exit 2.
-    assert_eq!(run(&e, &["set", &k("x")]).0, 2);
+    // Bad arguments: exit 1.
+    assert_eq!(run(&e, &["set", &k("x")]).0, 1);
 }
 
 #[test]
@@ -355,12 +355,12 @@ fn member_status_and_bench_against_etcd() {
         "{list}"
     );
 
-    // Removing an unknown member: the members API's own error shape, exit 1. (Adding a member to
+    // Removing an unknown member: the members API's own error shape, exit 4. (Adding a member to
     // a 1-node cluster would cost it its quorum, so add is covered by parsing tests only.)
     let (code, _, err) = run(&e, &["member", "remove", "1234abcd"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 4);
     assert_eq!(err.trim(), "Error: 404: No such member: 1234abcd");
-    assert_eq!(run(&e, &["member", "remove", "xyz"]).0, 2);
+    assert_eq!(run(&e, &["member", "remove", "xyz"]).0, 1);
 
     // etcd has no /raft/status: role comes from /v2/stats/self, the rest is "-".
     let v = json(&e, &["cluster", "status"]);

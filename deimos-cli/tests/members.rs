@@ -87,16 +87,16 @@ fn member_add_learner_promote_and_the_quorum_check() {
         .clone();
     assert_eq!(n4["isLearner"], true, "{v}");
 
-    // Not started: not in sync, exit 1 with the server's message.
+    // Not started: not in sync, exit 4 with the server's message.
     let (code, _, err) = run(&eps, &["member", "promote", &id]);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 4, "{err}");
     assert!(
         err.starts_with(
             "Error: 409: membership: can only promote a learner member which is in sync with leader"
         ),
         "{err}"
     );
-    assert_eq!(run(&eps, &["member", "promote", "not-hex"]).0, 2);
+    assert_eq!(run(&eps, &["member", "promote", "not-hex"]).0, 1);
 
     // Started, it catches up; promotion then succeeds.
     j.start(&c);
@@ -120,7 +120,7 @@ fn member_add_learner_promote_and_the_quorum_check() {
     }
     assert!(list(&eps).iter().all(|(_, _, learner)| learner == "false"));
     let (code, _, err) = run(&eps, &["member", "promote", &id]);
-    assert_eq!((code, err.contains("is not one")), (1, true), "{err}");
+    assert_eq!((code, err.contains("is not one")), (4, true), "{err}");
 
     // Back to three voters, then one of them down: adding a voter is refused, unless forced.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -151,7 +151,7 @@ fn member_add_learner_promote_and_the_quorum_check() {
     let leader = c.client_url(l);
     let n5 = format!("http://127.0.0.1:{}", free_port());
     let (code, _, err) = run(&leader, &["member", "add", "n5", "--peer-urls", &n5]);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 4, "{err}");
     assert!(
         err.starts_with(
             "Error: 409: membership: too many unavailable members to add a voter safely"
