@@ -339,14 +339,14 @@ pub fn format_event(r: &KeysResponse) -> String {
     )
 }
 
-/// etcdctl's simple watch output: the new value, or the old one of a deleted/expired key.
+/// etcdctl's simple watch output: the new value; for a delete, the value the key had.
 fn simple_event(r: &KeysResponse) -> String {
-    match r.node.as_ref().and_then(|n| n.value.clone()) {
-        Some(v) if !matches!(r.action.as_str(), "delete" | "expire" | "compareAndDelete") => v,
-        _ => {
-            let prev = r.prev_node.as_ref().and_then(|p| p.value.clone());
-            format!("PrevNode.Value: {}", prev.unwrap_or_default())
-        }
+    if r.action == "delete" {
+        let prev = r.prev_node.as_ref().and_then(|p| p.value.clone());
+        format!("PrevNode.Value: {}", prev.unwrap_or_default())
+    } else {
+        let node = r.node.as_ref().and_then(|n| n.value.clone());
+        node.unwrap_or_default()
     }
 }
 

@@ -8,16 +8,13 @@
 //! and watch tests against an already running server instead (e.g. a Deimos leader), under a
 //! fresh key prefix, so the same expectations check Deimos against etcd's behaviour.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-/// Kills and reaps etcd and removes its data dir however the test ends.
-struct Etcd {
-    child: Child,
-    dir: PathBuf,
-    url: String,
-}
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{ctl, etcd_on_path, start_etcd, Etcd};
+use deimos_tests::ports::free_port;
 
 /// The server under test: a throw-away etcd, or an external endpoint (key tests only).
 struct Target {
@@ -54,77 +51,6 @@ fn target(test: &str, external_ok: bool) -> Option<Target> {
         p,
         _etcd: Some(etcd),
     })
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-use deimos_tests::ports::free_port;
-
-fn etcd_on_path() -> bool {
-    Command::new("etcd")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-fn start_etcd() -> Etcd {
-    let (cport, pport) = (free_port(), free_port());
-    let dir = std::env::temp_dir().join(format!("deimosctl-it-{}-{cport}", std::process::id()));
-    let url = format!("http://127.0.0.1:{cport}");
-    let peer = format!("http://127.0.0.1:{pport}");
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    // The log sits in the temp dir, so it is removed with it.
-    let log = std::fs::File::create(dir.join("etcd.log")).expect("log file");
-    let child = Command::new("etcd")
-        .args(["--enable-v2=true", "--name", "it"])
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .args([
-            "--listen-client-urls",
-            &url,
-            "--advertise-client-urls",
-            &url,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-        ])
-        .args(["--initial-cluster", &format!("it={peer}")])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn etcd");
-    let etcd = Etcd { child, dir, url };
-    // Ready once a write goes through (the single member has elected itself).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let o = ctl(&etcd.url, &["set", "/ready", "1"]);
-        if o.status.success() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "etcd did not become ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    etcd
-}
-
-fn ctl(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_deimosctl"))
-        .args(["--endpoints", url, "--timeout", "3s"])
-        .args(args)
-        .output()
-        .expect("run deimosctl")
 }
 
 /// Runs deimosctl and returns (exit code, stdout, stderr).
