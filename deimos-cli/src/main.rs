@@ -23,6 +23,7 @@ mod exec_watch;
 mod health;
 mod http;
 mod keys;
+mod members;
 mod output;
 mod tls;
 
@@ -48,7 +49,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Member(cmd) => {
             let mut c = Client::new(endpoints, cli.timeout);
-            cluster::member(&mut c, cmd, cli.output).await
+            members::member(&mut c, cmd, cli.output).await
         }
         Command::Cluster(cmd) => {
             let mut c = Client::new(endpoints, cli.timeout);
