@@ -134,6 +134,31 @@ fn exit_codes(url: &str) {
     assert_eq!(code, 2, "{err}");
     assert!(err.starts_with("Error: cluster unreachable"), "{err}");
     assert_eq!(run_at(&dead, &["cluster-health"]).0, 2);
+
+    // etcdctl's endpoint variables, below --endpoints and DEIMOSCTL_ENDPOINTS.
+    let key = format!("{p}/env");
+    ok(url, &["set", &key, "from-env"]);
+    let with_env = |vars: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_deimosctl"));
+        cmd.env_remove("DEIMOSCTL_ENDPOINTS")
+            .env_remove("ETCDCTL_ENDPOINTS")
+            .env_remove("ETCDCTL_ENDPOINT")
+            .envs(vars.iter().copied())
+            .args(["get", &key]);
+        let o = cmd.output().expect("run deimosctl");
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let found = (Some(0), "from-env\n".to_string());
+    assert_eq!(with_env(&[("ETCDCTL_ENDPOINTS", url)]), found);
+    assert_eq!(with_env(&[("ETCDCTL_ENDPOINT", url)]), found);
+    let both = [
+        ("DEIMOSCTL_ENDPOINTS", dead.as_str()),
+        ("ETCDCTL_ENDPOINTS", url),
+    ];
+    assert_eq!(with_env(&both).0, Some(2));
 }
 
 fn single_member_health_and_update(url: &str) {
