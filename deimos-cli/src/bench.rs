@@ -526,7 +526,7 @@ pub fn print(s: &Summary, out: Output) {
             Ok(j) => println!("{j}"),
             Err(e) => eprintln!("Error: cannot encode summary: {e}"),
         },
-        Output::Table => print!("{}", render(s)),
+        Output::Table | Output::Simple => print!("{}", render(s)),
     }
 }
 

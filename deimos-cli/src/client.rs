@@ -9,16 +9,23 @@ use serde::{Deserialize, Serialize};
 
 use crate::http::{Conn, Endpoint, Response, TransportError};
 
+// Exit statuses, the same as `etcdctl` v2's so operators' scripts keep branching correctly.
 /// Exit status: success.
 pub const EXIT_OK: u8 = 0;
-/// Exit status: the server answered with an error (etcd error code in the message).
-pub const EXIT_SERVER_ERROR: u8 = 1;
-/// Exit status: bad arguments (also what clap uses).
-pub const EXIT_USAGE: u8 = 2;
-/// Exit status: the server answered something this tool does not understand.
-pub const EXIT_PROTOCOL: u8 = 3;
+/// Exit status: bad arguments (clap's usage errors included).
+pub const EXIT_USAGE: u8 = 1;
 /// Exit status: no endpoint could be reached, or the request timed out.
-pub const EXIT_UNREACHABLE: u8 = 4;
+pub const EXIT_UNREACHABLE: u8 = 2;
+/// Exit status: the server refused the credentials (HTTP 401 or etcd error 110).
+pub const EXIT_AUTH: u8 = 3;
+/// Exit status: the server answered with an error, or with something this tool does not
+/// understand.
+pub const EXIT_SERVER_ERROR: u8 = 4;
+/// Exit status: `cluster-health` found a member that is not healthy.
+pub const EXIT_UNHEALTHY: u8 = 5;
+
+/// etcd's "The request requires user authentication" (answered with HTTP 401).
+const ETCD_ERROR_UNAUTHORIZED: u64 = 110;
 
 /// An etcd v2 error body: `{"errorCode": n, "message": "...", "cause": "...", "index": i}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,15 +68,21 @@ pub enum CliError {
     Protocol(String),
     /// No endpoint answered, or the request timed out.
     Unreachable(String),
+    /// `cluster-health` found the cluster degraded or down (its report is already printed).
+    Unhealthy(String),
 }
 
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Etcd(..) | CliError::Server { .. } => EXIT_SERVER_ERROR,
+            CliError::Etcd(e, _) if e.error_code == ETCD_ERROR_UNAUTHORIZED => EXIT_AUTH,
+            CliError::Server { status: 401, .. } => EXIT_AUTH,
+            CliError::Etcd(..) | CliError::Server { .. } | CliError::Protocol(_) => {
+                EXIT_SERVER_ERROR
+            }
             CliError::Usage(_) => EXIT_USAGE,
-            CliError::Protocol(_) => EXIT_PROTOCOL,
             CliError::Unreachable(_) => EXIT_UNREACHABLE,
+            CliError::Unhealthy(_) => EXIT_UNHEALTHY,
         }
     }
 }
@@ -82,6 +95,7 @@ impl fmt::Display for CliError {
             CliError::Usage(m) => write!(f, "Error: bad arguments: {m}"),
             CliError::Protocol(m) => write!(f, "Error: unexpected response: {m}"),
             CliError::Unreachable(m) => write!(f, "Error: cluster unreachable: {m}"),
+            CliError::Unhealthy(m) => write!(f, "Error: {m}"),
         }
     }
 }
@@ -354,17 +368,32 @@ mod tests {
     }
 
     #[test]
-    fn exit_codes_are_distinct() {
+    fn exit_codes_like_etcdctl_v2() {
+        let server = |status: u16| CliError::Server {
+            status,
+            message: String::new(),
+        };
+        let etcd = |code: u64| {
+            CliError::Etcd(
+                EtcdError {
+                    error_code: code,
+                    message: String::new(),
+                    cause: None,
+                    index: None,
+                },
+                Bytes::new(),
+            )
+        };
         let codes = [
-            CliError::Server {
-                status: 500,
-                message: String::new(),
-            }
-            .exit_code(),
             CliError::Usage(String::new()).exit_code(),
-            CliError::Protocol(String::new()).exit_code(),
             CliError::Unreachable(String::new()).exit_code(),
+            server(401).exit_code(),
+            etcd(110).exit_code(),
+            etcd(100).exit_code(),
+            server(500).exit_code(),
+            CliError::Protocol(String::new()).exit_code(),
+            CliError::Unhealthy(String::new()).exit_code(),
         ];
-        assert_eq!(codes, [1, 2, 3, 4]);
+        assert_eq!(codes, [1, 2, 3, 3, 4, 4, 4, 5]);
     }
 }

@@ -86,7 +86,6 @@ async fn exchange(
 
 /// Runs one key command, printing its result; errors are returned for `main` to print.
 pub async fn run(client: &mut Client, cmd: KeyCommand, out: Output) -> Result<(), CliError> {
-    let t = Some(client.timeout());
     match cmd {
         KeyCommand::Get {
             key,
@@ -148,20 +147,13 @@ pub async fn run(client: &mut Client, cmd: KeyCommand, out: Output) -> Result<()
             put_and_print(client, &key, &p, out).await?;
         }
         KeyCommand::Mkdir { key, ttl } => {
-            let mut p = vec![
-                ("dir", "true".to_string()),
-                ("prevExist", "false".to_string()),
-            ];
-            if let Some(t) = ttl {
-                p.push(("ttl", t.to_string()));
-            }
-            let body = Bytes::from(form(&p));
-            let (_, v) = client
-                .json(Method::PUT, &key_path(&key), Some((FORM, body)), t)
-                .await?;
-            if out == Output::Json {
-                print_json(&v);
-            }
+            put_dir(client, &key, Some("false"), ttl, out).await?;
+        }
+        // etcdctl v2's setdir: no prevExist, so a key becomes a directory and an existing
+        // directory is refused by the server (102 "Not a file").
+        KeyCommand::Setdir { key, ttl } => put_dir(client, &key, None, ttl, out).await?,
+        KeyCommand::Updatedir { key, ttl } => {
+            put_dir(client, &key, Some("true"), ttl, out).await?;
         }
         KeyCommand::Rm {
             key,
@@ -193,6 +185,7 @@ pub async fn run(client: &mut Client, cmd: KeyCommand, out: Output) -> Result<()
             key,
             recursive,
             sort,
+            slash,
         } => {
             let mut q = Vec::new();
             if recursive {
@@ -206,15 +199,15 @@ pub async fn run(client: &mut Client, cmd: KeyCommand, out: Output) -> Result<()
             let Some(r) = exchange(client, Method::GET, &path, None, out).await? else {
                 return Ok(());
             };
-            let mut table = Table::new(&["KEY", "TYPE", "VALUE", "TTL", "MODIFIED"]);
-            if let Some(node) = r.node {
-                if node.dir {
-                    ls_rows(&node.nodes, &mut table);
-                } else {
-                    ls_rows(std::slice::from_ref(&node), &mut table);
-                }
+            let node = r.node.unwrap_or_default();
+            let nodes = if node.dir { node.nodes } else { vec![node] };
+            if out == Output::Simple {
+                print!("{}", ls_simple(&nodes, slash));
+            } else {
+                let mut table = Table::new(&["KEY", "TYPE", "VALUE", "TTL", "MODIFIED"]);
+                ls_rows(&nodes, &mut table);
+                print!("{}", table.render());
             }
-            print!("{}", table.render());
         }
         KeyCommand::Watch {
             key,
@@ -222,6 +215,55 @@ pub async fn run(client: &mut Client, cmd: KeyCommand, out: Output) -> Result<()
             recursive,
             after_index,
         } => watch(client, &key, forever, recursive, after_index, out).await?,
+        KeyCommand::ExecWatch {
+            key,
+            recursive,
+            after_index,
+            command,
+        } => crate::exec_watch::run(client, &key, recursive, after_index, &command, out).await?,
+    }
+    Ok(())
+}
+
+/// etcdctl's `ls`: one key per line, depth-first; `-p` marks directories with a trailing `/`.
+fn ls_simple(nodes: &[Node], slash: bool) -> String {
+    let mut s = String::new();
+    for n in nodes {
+        s.push_str(n.key.as_deref().unwrap_or_default());
+        if n.dir && slash {
+            s.push('/');
+        }
+        s.push('\n');
+        if n.dir {
+            s.push_str(&ls_simple(&n.nodes, slash));
+        }
+    }
+    s
+}
+
+/// PUT a directory: `prev_exist` `false` for mkdir, `true` for updatedir, none for setdir.
+/// Nothing is printed on success (as etcdctl), the answer itself with `-o json`.
+async fn put_dir(
+    client: &mut Client,
+    key: &str,
+    prev_exist: Option<&str>,
+    ttl: Option<u64>,
+    out: Output,
+) -> Result<(), CliError> {
+    let mut p = vec![("dir", "true".to_string())];
+    if let Some(e) = prev_exist {
+        p.push(("prevExist", e.to_string()));
+    }
+    if let Some(t) = ttl {
+        p.push(("ttl", t.to_string()));
+    }
+    let body = Bytes::from(form(&p));
+    let t = Some(client.timeout());
+    let (_, v) = client
+        .json(Method::PUT, &key_path(key), Some((FORM, body)), t)
+        .await?;
+    if out == Output::Json {
+        print_json(&v);
     }
     Ok(())
 }
@@ -297,9 +339,71 @@ pub fn format_event(r: &KeysResponse) -> String {
     )
 }
 
-/// Long-poll watch. `--after-index N` asks for events with index > N (`waitIndex = N + 1`);
-/// with `--forever` each next poll starts at the last event's `modifiedIndex + 1`, so no event is
-/// missed or repeated between polls. No timeout applies: a watch may legitimately wait for hours.
+/// etcdctl's simple watch output: the new value; for a delete, the value the key had.
+fn simple_event(r: &KeysResponse) -> String {
+    if r.action == "delete" {
+        let prev = r.prev_node.as_ref().and_then(|p| p.value.clone());
+        format!("PrevNode.Value: {}", prev.unwrap_or_default())
+    } else {
+        let node = r.node.as_ref().and_then(|n| n.value.clone());
+        node.unwrap_or_default()
+    }
+}
+
+/// A long-poll watch. `after_index: Some(N)` asks for events with index > N (`waitIndex =
+/// N + 1`); each next poll starts at the last event's `modifiedIndex + 1`, so no event is missed
+/// or repeated between polls. No timeout applies: a watch may legitimately wait for hours.
+pub struct Watcher {
+    key: String,
+    recursive: bool,
+    wait_index: Option<u64>,
+}
+
+impl Watcher {
+    pub fn new(key: &str, recursive: bool, after_index: Option<u64>) -> Watcher {
+        Watcher {
+            key: key.to_string(),
+            recursive,
+            wait_index: after_index.map(|i| i.saturating_add(1)),
+        }
+    }
+
+    /// Waits for the next event: the parsed event and the server's JSON for it.
+    pub async fn next(
+        &mut self,
+        client: &mut Client,
+    ) -> Result<(KeysResponse, serde_json::Value), CliError> {
+        loop {
+            let mut q = vec![("wait", "true".to_string())];
+            if self.recursive {
+                q.push(("recursive", "true".to_string()));
+            }
+            if let Some(i) = self.wait_index {
+                q.push(("waitIndex", i.to_string()));
+            }
+            let path = with_query(key_path(&self.key), &q);
+            let (resp, v) = client.json(Method::GET, &path, None, None).await?;
+            if v.is_null() {
+                // The server ended the poll without an event: poll again from where we were, or
+                // from the store index it reported so nothing after this point is skipped.
+                if self.wait_index.is_none() {
+                    self.wait_index = resp
+                        .headers
+                        .get("x-etcd-index")
+                        .and_then(|h| h.to_str().ok())
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .map(|i| i + 1);
+                }
+                continue;
+            }
+            let r = parse(&v)?;
+            let idx = r.node.as_ref().map(|n| n.modified_index).unwrap_or(0);
+            self.wait_index = Some(idx + 1);
+            return Ok((r, v));
+        }
+    }
+}
+
 async fn watch(
     client: &mut Client,
     key: &str,
@@ -308,43 +412,18 @@ async fn watch(
     after_index: Option<u64>,
     out: Output,
 ) -> Result<(), CliError> {
-    let mut wait_index = after_index.map(|i| i.saturating_add(1));
+    let mut w = Watcher::new(key, recursive, after_index);
     loop {
-        let mut q = vec![("wait", "true".to_string())];
-        if recursive {
-            q.push(("recursive", "true".to_string()));
-        }
-        if let Some(i) = wait_index {
-            q.push(("waitIndex", i.to_string()));
-        }
-        let (resp, v) = client
-            .json(Method::GET, &with_query(key_path(key), &q), None, None)
-            .await?;
-        if v.is_null() {
-            // The server ended the poll without an event: poll again from where we were, or from
-            // the store index it reported so nothing after this point is skipped.
-            if wait_index.is_none() {
-                wait_index = resp
-                    .headers
-                    .get("x-etcd-index")
-                    .and_then(|h| h.to_str().ok())
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .map(|i| i + 1);
-            }
-            continue;
-        }
-        let r = parse(&v)?;
-        if out == Output::Json {
-            print_json(&v);
-        } else {
-            println!("{}", format_event(&r));
+        let (r, v) = w.next(client).await?;
+        match out {
+            Output::Json => print_json(&v),
+            Output::Table => println!("{}", format_event(&r)),
+            Output::Simple => println!("{}", simple_event(&r)),
         }
         let _ = std::io::stdout().flush();
         if !forever {
             return Ok(());
         }
-        let idx = r.node.as_ref().map(|n| n.modified_index).unwrap_or(0);
-        wait_index = Some(idx + 1);
     }
 }
 
@@ -374,6 +453,26 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(format_event(&r), "[delete] /a old (index 9)");
+    }
+
+    #[test]
+    fn simple_output_like_etcdctl() {
+        let n: Node = serde_json::from_str(
+            r#"{"key":"/","dir":true,"nodes":[{"key":"/d","dir":true,
+                "nodes":[{"key":"/d/x","value":"1"}]},{"key":"/k","value":"v"}]}"#,
+        )
+        .expect("valid");
+        assert_eq!(ls_simple(&n.nodes, true), "/d/\n/d/x\n/k\n");
+        assert_eq!(ls_simple(&n.nodes, false), "/d\n/d/x\n/k\n");
+        let r: KeysResponse = serde_json::from_str(
+            r#"{"action":"delete","node":{"key":"/a"},"prevNode":{"key":"/a","value":"old"}}"#,
+        )
+        .expect("valid");
+        assert_eq!(simple_event(&r), "PrevNode.Value: old");
+        let r: KeysResponse =
+            serde_json::from_str(r#"{"action":"set","node":{"key":"/a","value":"new"}}"#)
+                .expect("valid");
+        assert_eq!(simple_event(&r), "new");
     }
 
     #[test]

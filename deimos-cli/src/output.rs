@@ -2,13 +2,16 @@
 
 use clap::ValueEnum;
 
-/// `-o table|json`.
+/// `-o table|json|simple`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     /// Human-readable text and aligned tables.
     Table,
     /// One JSON document per result (one per line for `watch`).
     Json,
+    /// etcdctl v2's default: bare values and key names, one per line (`ls` prints keys only,
+    /// `watch` the new value). Commands without such a form print their table.
+    Simple,
 }
 
 /// A plain column-aligned table. Hand-written because the needs are tiny (no borders, no wrapping)

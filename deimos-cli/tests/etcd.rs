@@ -8,16 +8,13 @@
 //! and watch tests against an already running server instead (e.g. a Deimos leader), under a
 //! fresh key prefix, so the same expectations check Deimos against etcd's behaviour.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-/// Kills and reaps etcd and removes its data dir however the test ends.
-struct Etcd {
-    child: Child,
-    dir: PathBuf,
-    url: String,
-}
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{ctl, etcd_on_path, start_etcd, Etcd};
+use deimos_tests::ports::free_port;
 
 /// The server under test: a throw-away etcd, or an external endpoint (key tests only).
 struct Target {
@@ -54,77 +51,6 @@ fn target(test: &str, external_ok: bool) -> Option<Target> {
         p,
         _etcd: Some(etcd),
     })
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-use deimos_tests::ports::free_port;
-
-fn etcd_on_path() -> bool {
-    Command::new("etcd")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-fn start_etcd() -> Etcd {
-    let (cport, pport) = (free_port(), free_port());
-    let dir = std::env::temp_dir().join(format!("deimosctl-it-{}-{cport}", std::process::id()));
-    let url = format!("http://127.0.0.1:{cport}");
-    let peer = format!("http://127.0.0.1:{pport}");
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    // The log sits in the temp dir, so it is removed with it.
-    let log = std::fs::File::create(dir.join("etcd.log")).expect("log file");
-    let child = Command::new("etcd")
-        .args(["--enable-v2=true", "--name", "it"])
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .args([
-            "--listen-client-urls",
-            &url,
-            "--advertise-client-urls",
-            &url,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-        ])
-        .args(["--initial-cluster", &format!("it={peer}")])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn etcd");
-    let etcd = Etcd { child, dir, url };
-    // Ready once a write goes through (the single member has elected itself).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let o = ctl(&etcd.url, &["set", "/ready", "1"]);
-        if o.status.success() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "etcd did not become ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    etcd
-}
-
-fn ctl(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_deimosctl"))
-        .args(["--endpoints", url, "--timeout", "3s"])
-        .args(args)
-        .output()
-        .expect("run deimosctl")
 }
 
 /// Runs deimosctl and returns (exit code, stdout, stderr).
@@ -166,9 +92,9 @@ fn key_commands_against_etcd() {
     assert_eq!(v["node"]["value"], "one");
     assert_eq!(ok(&e, &["get", &a, "--consistency", "local"]), "one\n");
 
-    // Compare-and-swap: the failing one is error 101 with exit 1, the message like etcdctl's.
+    // Compare-and-swap: the failing one is error 101 with exit 4, the message like etcdctl's.
     let (code, out, err) = run(&e, &["set", &a, "two", "--swap-with-value", "nope"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 4);
     assert_eq!(out, "");
     let err = err.trim();
     assert!(
@@ -187,7 +113,7 @@ fn key_commands_against_etcd() {
             "999999",
         ],
     );
-    assert_eq!(code, 1);
+    assert_eq!(code, 4);
     let body: serde_json::Value = serde_json::from_str(out.trim()).expect("error JSON");
     assert_eq!(body["errorCode"], 101);
     let v = json(&e, &["set", &a, "two", "--swap-with-value", "one"]);
@@ -204,14 +130,14 @@ fn key_commands_against_etcd() {
 
     // mk / update.
     let (code, _, err) = run(&e, &["mk", &a, "x"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 4);
     assert!(
         err.starts_with(&format!("Error: 105: Key already exists ({a})")),
         "{err}"
     );
     assert_eq!(ok(&e, &["mk", &b, "bee", "--ttl", "100"]), "bee\n");
     let (code, _, err) = run(&e, &["update", &k("missing"), "x"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 4);
     assert!(
         err.starts_with(&format!("Error: 100: Key not found ({p}/missing)")),
         "{err}"
@@ -238,13 +164,13 @@ fn key_commands_against_etcd() {
         .lines()
         .any(|l| l.starts_with(&b) && l.contains(" bee2 ")));
     let (code, _, err) = run(&e, &["rmdir", &d]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 4);
     assert!(err.starts_with("Error: 108: Directory not empty"), "{err}");
     let (code, _, err) = run(&e, &["get", &d]);
-    assert_eq!(code, 2, "get on a directory is a usage error");
+    assert_eq!(code, 1, "get on a directory is a usage error (as etcdctl)");
     assert!(err.contains("is a directory"), "{err}");
     let (code, _, err) = run(&e, &["rm", &a, "--with-value", "wrong"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 4);
     assert!(err.starts_with("Error: 101: Compare failed"), "{err}");
     assert_eq!(
         ok(&e, &["rm", &a, "--with-value", "three"]),
@@ -254,7 +180,7 @@ fn key_commands_against_etcd() {
     ok(&e, &["mkdir", &k("empty")]);
     ok(&e, &["rmdir", &k("empty")]);
     let (code, _, err) = run(&e, &["get", &a]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 4);
     assert!(
         err.starts_with(&format!("Error: 100: Key not found ({a})")),
         "{err}"
@@ -283,13 +209,13 @@ fn key_commands_against_etcd() {
     let o = ctl(&format!("{dead},{}", e.url), &["get", &w]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "later\n");
 
-    // Only dead endpoints: exit 4.
+    // Only dead endpoints: exit 2.
     let o = ctl(&dead, &["get", &w]);
-    assert_eq!(o.status.code(), Some(4));
+    assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).starts_with("Error: cluster unreachable"));
 
-    // Bad arguments: exit 2.
-    assert_eq!(run(&e, &["set", &k("x")]).0, 2);
+    // Bad arguments: exit 1.
+    assert_eq!(run(&e, &["set", &k("x")]).0, 1);
 }
 
 #[test]
@@ -355,12 +281,12 @@ fn member_status_and_bench_against_etcd() {
         "{list}"
     );
 
-    // Removing an unknown member: the members API's own error shape, exit 1. (Adding a member to
+    // Removing an unknown member: the members API's own error shape, exit 4. (Adding a member to
     // a 1-node cluster would cost it its quorum, so add is covered by parsing tests only.)
     let (code, _, err) = run(&e, &["member", "remove", "1234abcd"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 4);
     assert_eq!(err.trim(), "Error: 404: No such member: 1234abcd");
-    assert_eq!(run(&e, &["member", "remove", "xyz"]).0, 2);
+    assert_eq!(run(&e, &["member", "remove", "xyz"]).0, 1);
 
     // etcd has no /raft/status: role comes from /v2/stats/self, the rest is "-".
     let v = json(&e, &["cluster", "status"]);

@@ -1,5 +1,6 @@
-//! `deimosctl member add --learner`, `member promote`, `member list` and the reconfiguration
-//! checks, end to end against a real 3-node Deimos cluster (etcd's v2 API has no learners).
+//! `deimosctl member add --learner`, `member promote`, `member list`, `member update`,
+//! `cluster-health` and the reconfiguration checks, end to end against a real 3-node Deimos
+//! cluster (etcd's v2 API has no learners).
 //! The endpoint list starts with every node, so some commands land on a follower and exercise
 //! the CLI following its 307 to the leader.
 
@@ -87,16 +88,16 @@ fn member_add_learner_promote_and_the_quorum_check() {
         .clone();
     assert_eq!(n4["isLearner"], true, "{v}");
 
-    // Not started: not in sync, exit 1 with the server's message.
+    // Not started: not in sync, exit 4 with the server's message.
     let (code, _, err) = run(&eps, &["member", "promote", &id]);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 4, "{err}");
     assert!(
         err.starts_with(
             "Error: 409: membership: can only promote a learner member which is in sync with leader"
         ),
         "{err}"
     );
-    assert_eq!(run(&eps, &["member", "promote", "not-hex"]).0, 2);
+    assert_eq!(run(&eps, &["member", "promote", "not-hex"]).0, 1);
 
     // Started, it catches up; promotion then succeeds.
     j.start(&c);
@@ -120,7 +121,7 @@ fn member_add_learner_promote_and_the_quorum_check() {
     }
     assert!(list(&eps).iter().all(|(_, _, learner)| learner == "false"));
     let (code, _, err) = run(&eps, &["member", "promote", &id]);
-    assert_eq!((code, err.contains("is not one")), (1, true), "{err}");
+    assert_eq!((code, err.contains("is not one")), (4, true), "{err}");
 
     // Back to three voters, then one of them down: adding a voter is refused, unless forced.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -151,7 +152,7 @@ fn member_add_learner_promote_and_the_quorum_check() {
     let leader = c.client_url(l);
     let n5 = format!("http://127.0.0.1:{}", free_port());
     let (code, _, err) = run(&leader, &["member", "add", "n5", "--peer-urls", &n5]);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 4, "{err}");
     assert!(
         err.starts_with(
             "Error: 409: membership: too many unavailable members to add a voter safely"
@@ -174,4 +175,79 @@ fn member_add_learner_promote_and_the_quorum_check() {
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
     assert_eq!(v["name"], "n5", "{v}");
     assert_eq!(v["isLearner"], false, "{v}");
+}
+
+/// `member update` sent to a follower reaches the leader; `cluster-health` reports every member
+/// healthy, then exits 5 with etcdctl's "unreachable" line once one is killed.
+#[test]
+fn member_update_and_cluster_health() {
+    let mut c = Cluster::start(3);
+    let l = c.wait_leader(LEADER);
+    c.wait_members_published(LEADER);
+    let f = (0..3).find(|&i| i != l).unwrap();
+    let follower = c.client_url(f);
+    let all = (0..3)
+        .map(|i| c.client_url(i))
+        .collect::<Vec<_>>()
+        .join(",");
+
+    // Each member's peer URLs set to what they are (changing them would cut the member off).
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&all, &["-o", "json", "member", "list"])).expect("JSON");
+    let members = v["members"].as_array().expect("members").clone();
+    assert_eq!(members.len(), 3, "{v}");
+    for m in &members {
+        let id = m["id"].as_str().expect("id");
+        let peers: Vec<&str> = m["peerURLs"]
+            .as_array()
+            .expect("peer URLs")
+            .iter()
+            .filter_map(|u| u.as_str())
+            .collect();
+        let out = ok(&follower, &["member", "update", id, &peers.join(",")]);
+        assert_eq!(out, format!("Updated member with ID {id} in cluster\n"));
+    }
+    let after: serde_json::Value =
+        serde_json::from_str(&ok(&all, &["-o", "json", "member", "list"])).expect("JSON");
+    assert_eq!(after["members"], v["members"]);
+    let (code, _, err) = run(
+        &follower,
+        &["member", "update", "1234abcd", "http://127.0.0.1:1"],
+    );
+    assert_eq!(code, 4, "{err}");
+
+    let out = ok(&all, &["cluster-health"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(
+        lines[..3]
+            .iter()
+            .all(|l| l.contains(" is healthy: got healthy result from http://")),
+        "{out}"
+    );
+    assert_eq!(lines[3], "cluster is healthy");
+
+    let down = f;
+    let down_id = c.status(down).expect("status").id;
+    let down_url = c.client_url(down);
+    c.kill9(down);
+    let (code, out, err) = run(&all, &["cluster-health"]);
+    assert_eq!(code, 5, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "member {down_id} is unreachable: [{down_url}] are all unreachable\n"
+        )),
+        "{out}"
+    );
+    assert!(out.ends_with("cluster is unhealthy\n"), "{out}");
+    let (code, out, _) = run(&all, &["-o", "json", "cluster-health"]);
+    assert_eq!(code, 5);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+    assert_eq!(v["healthy"], false, "{v}");
+    let dead = v["members"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["id"] == down_id.as_str()))
+        .expect("killed member listed")
+        .clone();
+    assert_eq!(dead["health"], "unreachable", "{v}");
 }
