@@ -1,8 +1,8 @@
 //! `deimosctl member add --learner`, `member promote`, `member list`, `member update`,
 //! `cluster-health` and the reconfiguration checks, end to end against a real 3-node Deimos
 //! cluster (etcd's v2 API has no learners).
-//! The endpoint list starts with every node, so some commands land on a follower and exercise
-//! the CLI following its 307 to the leader.
+//! The endpoint list starts with every node, so some commands land on a follower, which
+//! forwards them to the leader.
 
 use std::process::Command;
 use std::thread;

@@ -98,11 +98,14 @@ fn a_learner_joins_catches_up_without_counting_and_is_promoted_once_in_sync() {
     assert!(message(&r).contains("is not one"), "{r:?}");
     assert_eq!(promote(&leader_url, "00000000deadbeef").status, 404);
     let f = (0..3).find(|&i| i != l).unwrap();
+    // Through a follower: forwarded to the leader, whose answer comes back.
     let r = promote(&c.client_url(f), &id);
-    assert_eq!(r.status, 307, "{r:?}");
-    assert_eq!(
-        r.header("location"),
-        Some(format!("{leader_url}/v2/members/{id}/promote").as_str())
+    assert_eq!(r.status, 409, "{r:?}");
+    assert!(
+        message(&r).starts_with(
+            "membership: can only promote a learner member which is in sync with leader"
+        ),
+        "{r:?}"
     );
 
     // Started, it catches up from the leader and never campaigns.
