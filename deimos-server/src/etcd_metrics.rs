@@ -6,8 +6,10 @@
 //! path records each value once and the two names can never disagree. Where etcd's meaning
 //! differs from the Deimos metric it is mapped from, the nearest Deimos quantity is used and
 //! said here:
-//! - `etcd_server_proposals_committed_total` / `_applied_total` are gauges in etcd holding the
-//!   committed / applied Raft index; they come from `deimos_raft_commit_index` / `_applied_index`.
+//! - `etcd_server_proposals_committed_total` / `_applied_total` hold the committed / applied
+//!   Raft index, from `deimos_raft_commit_index` / `_applied_index`. etcd types them as gauges
+//!   with a `_total` name, which Prometheus' own lint refuses; they only grow, so they are typed
+//!   as counters here (what dashboards do with them, `rate`/`increase`, is unchanged).
 //! - `etcd_disk_wal_fsync_duration_seconds` is the durable redb commit of new entries and hard
 //!   state (Deimos's log lives in redb), `etcd_disk_backend_commit_duration_seconds` the commit
 //!   that applies entries to the key space.
@@ -92,6 +94,12 @@ fn of_family<'a>(name: &'a str, family: &str) -> Option<&'a str> {
     matches!(suffix, "" | "_bucket" | "_sum" | "_count").then_some(suffix)
 }
 
+/// etcd families typed as counters although their Deimos source is a gauge (see above).
+const AS_COUNTER: &[&str] = &[
+    "etcd_server_proposals_committed_total",
+    "etcd_server_proposals_applied_total",
+];
+
 /// `rendered` followed by the etcd-named copies of the aliased families.
 pub fn with_etcd_names(rendered: &str) -> String {
     let mut out = String::with_capacity(rendered.len() * 3 / 2);
@@ -114,6 +122,12 @@ pub fn with_etcd_names(rendered: &str) -> String {
                     .replace(",to=\"", ",To=\"")
             } else {
                 renamed
+            };
+            let renamed = match renamed.strip_suffix(" gauge") {
+                Some(head) if AS_COUNTER.contains(to) && head.starts_with("# TYPE ") => {
+                    format!("{head} counter")
+                }
+                _ => renamed,
             };
             out.push_str(&renamed);
             out.push('\n');
@@ -140,6 +154,9 @@ deimos_storage_persist_duration_seconds_count 4
 # TYPE deimos_network_peer_send_failures_total counter
 deimos_network_peer_send_failures_total{to=\"00000000000000ab\"} 2
 
+# TYPE deimos_raft_commit_index gauge
+deimos_raft_commit_index 42
+
 # TYPE deimos_server_has_leader_elsewhere gauge
 deimos_server_has_leader_elsewhere 7
 ";
@@ -155,6 +172,8 @@ deimos_server_has_leader_elsewhere 7
 # HELP etcd_server_has_leader 1 if this node knows a leader, else 0.
 # TYPE etcd_server_has_leader gauge
 etcd_server_has_leader 1
+# TYPE etcd_server_proposals_committed_total counter
+etcd_server_proposals_committed_total 42
 # TYPE etcd_disk_wal_fsync_duration_seconds histogram
 etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.001\"} 3
 etcd_disk_wal_fsync_duration_seconds_bucket{le=\"+Inf\"} 4
