@@ -99,6 +99,15 @@ fn impossible_peer_messages_are_refused_and_the_node_carries_on() {
         target: f,
         target_id: hex_id(&c.status(f).unwrap().id),
     };
+    // Baseline at the working level: the same writes, reads and scrapes the checks below make.
+    for i in 0..20 {
+        assert!(c.set(l, &format!("/warm/{i}"), "v").status < 300);
+        assert!(c.set(f, &format!("/warm-f/{i}"), "v").status < 300);
+    }
+    for node in [l, f] {
+        let _ = c.metrics(node);
+        let _ = c.status(node);
+    }
     std::thread::sleep(Duration::from_millis(500));
     let rss_before = rss_kib(pid);
     let term = st.term;
