@@ -351,34 +351,6 @@ async fn peer_with_certificate_from_another_ca_cannot_join() {
     assert!(!(logs + &log3).contains("panicked"));
 }
 
-/// A batch for `/raft/messages` holding one forwarded proposal that would set `/forged`.
-fn forged_write(from: u64, to: u64) -> Vec<u8> {
-    use deimos_raft::driver::envelope;
-    use deimos_raft::types::{EntryPayload, Message, MessageBody};
-    use deimos_store::keyspace::Command;
-    use deimos_store::machine::Proposal;
-    let cmd = Proposal::Keys(Command::Set {
-        key: "/forged".into(),
-        value: "forged".into(),
-        dir: false,
-        expire_at_ms: None,
-        refresh: false,
-        prev_exist: None,
-        prev_value: None,
-        prev_index: None,
-        now_ms: 0,
-    });
-    let m = Message {
-        from,
-        to,
-        term: 0,
-        body: MessageBody::Propose {
-            entries: vec![EntryPayload::Normal(envelope::wrap(from, 1, &cmd.encode()))],
-        },
-    };
-    postcard::to_stdvec(&vec![m]).expect("encode")
-}
-
 /// Issue 18: with peer TLS on, a certificate from the cluster's own CA speaks only for the
 /// member it names (by its advertised peer host, or by its id). A certificate for another host
 /// claiming to be a member is refused (403) and counted before anything reaches Raft, and the
@@ -468,7 +440,7 @@ async fn a_peer_certificate_speaks_only_for_the_member_it_names() {
         "/raft/messages",
         Some((
             "application/octet-stream",
-            forged_write(ids[follower], ids[leader]),
+            deimos_tests::forge::forged_write(ids[follower], ids[leader], 0, "/forged"),
         )),
         &[("x-etcd-cluster-id", &cluster), ("x-server-from", &from)],
     )

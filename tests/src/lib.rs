@@ -10,6 +10,7 @@
 //! without them those two tests print `SKIP` and pass.
 
 pub mod checks;
+pub mod forge;
 pub mod harness;
 pub mod history;
 pub mod http;

@@ -12,16 +12,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use deimos_tests::harness::Cluster;
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS")
-}
+use deimos_tests::harness::{rss_kib, Cluster};
 
 #[test]
 fn keys_deeper_than_the_limit_are_refused_and_listings_stay_bounded() {

@@ -8,40 +8,12 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use deimos_raft::driver::envelope;
-use deimos_raft::types::{EntryPayload, Message, MessageBody};
-use deimos_store::keyspace::Command as KeyCommand;
-use deimos_store::machine::Proposal;
-use deimos_tests::harness::{deimos_bin, free_port, Cluster};
+use deimos_tests::forge::forged_write;
+use deimos_tests::harness::{deimos_bin, free_port, rss_kib, Cluster};
 use deimos_tests::http::Reply;
 
 const CLUSTER: &str = "x-etcd-cluster-id";
 const FROM: &str = "x-server-from";
-
-/// A batch (as `/raft/messages` takes it) holding one forwarded proposal that would set `key`.
-fn forged_write(from: u64, to: u64, term: u64, key: &str) -> Vec<u8> {
-    let cmd = Proposal::Keys(KeyCommand::Set {
-        key: key.to_string(),
-        value: "forged".into(),
-        dir: false,
-        expire_at_ms: None,
-        refresh: false,
-        prev_exist: None,
-        prev_value: None,
-        prev_index: None,
-        now_ms: 0,
-    });
-    let data = envelope::wrap(from, 1, &cmd.encode());
-    let m = Message {
-        from,
-        to,
-        term,
-        body: MessageBody::Propose {
-            entries: vec![EntryPayload::Normal(data)],
-        },
-    };
-    postcard::to_stdvec(&vec![m]).expect("encode")
-}
 
 fn hex_id(s: &str) -> u64 {
     u64::from_str_radix(s, 16).expect("hex id")
@@ -190,16 +162,6 @@ fn a_node_of_another_cluster_pointed_at_this_one_is_refused_not_merged() {
     assert_eq!(c.members_of(l), members, "membership changed");
     assert!(c.set(l, "/still", "writes").status < 300);
     assert_eq!(c.status(l).unwrap().voters.len(), 3);
-}
-
-/// Resident set size of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS")
 }
 
 /// Messages from many made-up senders (with the right cluster id) leave no state behind: no

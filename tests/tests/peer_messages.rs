@@ -11,7 +11,7 @@ use std::time::Duration;
 use deimos_raft::types::{
     ConfChange, ConfState, Entry, EntryPayload, Message, MessageBody, Snapshot, SnapshotMeta,
 };
-use deimos_tests::harness::Cluster;
+use deimos_tests::harness::{rss_kib, Cluster};
 use deimos_tests::http::Reply;
 
 const CLUSTER: &str = "x-etcd-cluster-id";
@@ -19,15 +19,6 @@ const FROM: &str = "x-server-from";
 
 fn hex_id(s: &str) -> u64 {
     u64::from_str_radix(s, 16).expect("hex id")
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS")
 }
 
 struct Attacker<'a> {
