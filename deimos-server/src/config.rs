@@ -142,6 +142,15 @@ pub struct Flags {
     /// Largest request body accepted on the client API.
     #[arg(long, env = "DEIMOS_MAX_REQUEST_BYTES", default_value_t = 1536 * 1024)]
     pub max_request_bytes: usize,
+    /// Most client connections held at once (0: every descriptor not reserved for the store and
+    /// the peer listener). Connections over it are closed on accept with a 503 and counted, so
+    /// client load can never take the descriptors the peer port and the store need.
+    #[arg(long, env = "DEIMOS_MAX_CLIENT_CONNECTIONS", default_value_t = 0)]
+    pub max_client_connections: usize,
+    /// Most peer connections held at once; members need a few each, the rest of the budget goes
+    /// to clients.
+    #[arg(long, env = "DEIMOS_MAX_PEER_CONNECTIONS", default_value_t = 256)]
+    pub max_peer_connections: usize,
     /// How long a write or linearizable read may wait for consensus.
     #[arg(long, env = "DEIMOS_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub request_timeout: Duration,

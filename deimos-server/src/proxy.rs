@@ -301,12 +301,17 @@ fn json_error(status: u16, message: &str) -> Response<ProxyBody> {
     r
 }
 
-pub async fn serve(p: Proxy, listener: TcpListener, tls: Option<TlsAcceptor>) {
+pub async fn serve(
+    p: Proxy,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    limit: crate::limits::ConnLimit,
+) {
     let handler = move |req: Request<Incoming>, remote: SocketAddr| {
         let p = p.clone();
         async move { p.handle(req, remote).await }
     };
-    crate::api::serve_with(listener, tls, handler).await
+    crate::api::serve_with(listener, tls, limit, handler).await
 }
 
 pub async fn refresh_loop(p: Proxy) {

@@ -29,6 +29,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::limits::ConnLimit;
 use crate::node::App;
 use response::{Body, Resp};
 
@@ -43,7 +44,13 @@ pub enum Listener {
     Peer,
 }
 
-pub async fn serve(app: Arc<App>, listener: TcpListener, kind: Listener, tls: Option<TlsAcceptor>) {
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    kind: Listener,
+    tls: Option<TlsAcceptor>,
+    limit: ConnLimit,
+) {
     let cors = Arc::new(cors::Cors::new(&app.cfg.flags.cors));
     let handler = move |req: Request<Incoming>, remote: SocketAddr| {
         let app = app.clone();
@@ -58,7 +65,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, kind: Listener, tls: Op
             }
         }
     };
-    serve_with(listener, tls, handler).await
+    serve_with(listener, tls, limit, handler).await
 }
 
 /// Apply `--cors` around a client handler: preflights end here, other answers get the headers.
@@ -81,8 +88,16 @@ where
 
 /// The accept loop shared by the member's listeners and the proxy. Each connection (its TLS
 /// handshake included) runs in its own task, so a slow or hostile client never holds up accepts.
-pub async fn serve_with<H, F, B>(listener: TcpListener, tls: Option<TlsAcceptor>, handler: H)
-where
+/// A connection holds a place under `limit` until it closes; one over the cap is closed at once
+/// (plaintext ones are told so with a 503). A connection that sends no complete request head
+/// within `HEADER_TIMEOUT` (new or idle keep-alive alike) is closed, so silent or trickling
+/// connections give their place back.
+pub async fn serve_with<H, F, B>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    limit: ConnLimit,
+    handler: H,
+) where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = hyper::Response<B>> + Send + 'static,
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -97,10 +112,19 @@ where
                 continue;
             }
         };
+        let Some(admitted) = limit.admit() else {
+            if tls.is_none() {
+                // Best effort and never waiting: a full socket buffer just gets the close.
+                let _ = stream.try_write(crate::limits::REFUSAL);
+            }
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _admitted = admitted;
             // Each request of a TLS connection carries the client's certificate, if it sent one.
             let svc = |cert: Option<crate::tls::PeerCert>| {
                 service_fn(move |mut req: Request<Incoming>| {

@@ -1,0 +1,336 @@
+//! Client connections cannot take what the peer port and the store need (issue 18): the
+//! client listener is capped within the descriptor budget, a connection over the cap is closed
+//! at once with a 503 and counted, and a connection that never sends a request is dropped after
+//! the header timeout.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use deimos_tests::harness::{rss_kib, Cluster, ClusterOptions};
+
+const LEADER: Duration = Duration::from_secs(15);
+/// How long one write may take to be acknowledged across a leader change.
+const WRITE: Duration = Duration::from_secs(20);
+
+/// PUT `key` on node `i`, retrying an answer that says "not now" (no leader yet, timed out in
+/// an election) until `within` has passed; returns the last answer.
+fn write_within(c: &Cluster, i: usize, key: &str, within: Duration) -> deimos_tests::http::Reply {
+    let deadline = Instant::now() + within;
+    loop {
+        let r = c.set(i, key, "v");
+        if r.status < 500 || Instant::now() >= deadline {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A `conn_holder` process holding `n` connections to `addr`, and what it reported.
+struct Holder {
+    child: Child,
+    held: usize,
+    refused: usize,
+}
+
+fn spawn_holder(addr: &str, n: usize, mode: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_conn_holder"))
+        .args([addr, &n.to_string(), mode])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start conn_holder")
+}
+
+/// Wait for a holder's report (it comes once every connection was tried).
+fn report(mut child: Child) -> Holder {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("holder report");
+    let num = |w: &str| -> usize {
+        let mut it = line.split_whitespace();
+        while let Some(k) = it.next() {
+            if k == w {
+                return it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            }
+        }
+        panic!("no {w} in holder report {line:?}")
+    };
+    assert_eq!(num("failed"), 0, "holder could not connect: {line}");
+    Holder {
+        held: num("held"),
+        refused: num("refused"),
+        child,
+    }
+}
+
+fn hold(addr: &str, n: usize) -> Holder {
+    report(spawn_holder(addr, n, "silent"))
+}
+
+/// What a new connection to `addr` is told, if anything, within 5 s.
+fn first_words(addr: &str) -> String {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return "connect failed".into();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = s.write_all(b"GET /version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.chars().take(12).collect()
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        // Closing stdin ends the holder; its exit closes every connection.
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+fn host_port(url: &str) -> String {
+    url.trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// A peer-port request made on a fresh connection: the members list every member serves.
+fn peer_port_answers(url: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect(host_port(url)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let req = "GET /members HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.starts_with("HTTP/1.1 200")
+}
+
+/// 20,000 connections held on the leader's client port, each a long-poll watch (which no idle
+/// timeout closes), re-opened when closed as a persistent attacker would: more than its default
+/// cap here (the budget is the descriptor limit, 20,000 on this machine, less the peer share and
+/// the reserve). Meanwhile its peer port accepts new connections, the cluster commits writes
+/// that need its vote and its store, and a member killed and restarted catches up through fresh
+/// peer connections. Afterwards it serves clients again and its memory is back.
+#[test]
+fn held_client_connections_starve_neither_the_peer_port_nor_the_store() {
+    let mut c = Cluster::start(3);
+    // The leader is attacked: it has the most to lose.
+    let target = c.wait_leader(LEADER);
+    let warm = (target + 1) % 3;
+    let pid = c.node(target).pid().expect("target pid");
+    // The working level: after the same writes and scrapes the test makes later.
+    for i in 0..50 {
+        assert_eq!(c.set(warm, &format!("/warm/{i}"), "v").status, 201);
+        c.metrics(target);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_before = rss_kib(pid);
+    let cap = c.metric(
+        target,
+        "deimos_connections_limit",
+        &[("listener", "client")],
+    ) as usize;
+    assert!(cap > 1000, "client cap {cap}");
+    let peer_cap = c.metric(target, "deimos_connections_limit", &[("listener", "peer")]) as usize;
+    let nofile = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    eprintln!("attacked node: client cap {cap}, peer cap {peer_cap}");
+    assert!(nofile.contains("Max open files"), "{nofile}");
+
+    let addr = host_port(&c.client_url(target));
+    let started = Instant::now();
+    let (a, b) = (
+        spawn_holder(&addr, 10_000, "watch"),
+        spawn_holder(&addr, 10_000, "watch"),
+    );
+    let (a, b) = (report(a), report(b));
+    eprintln!(
+        "first pass: held {} refused {} in {:?}",
+        a.held + b.held,
+        a.refused + b.refused,
+        started.elapsed()
+    );
+    // (The holders' first count is only a hint: connections still queued for accept look held.)
+    // The holders keep re-opening what the server closes; once every place is taken a new
+    // client is refused at once, with a reason.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let w = first_words(&addr);
+        if w == "HTTP/1.1 503" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "client listener never full: {w:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("client listener full after {:?}", started.elapsed());
+
+    // The peer port still accepts, the store still commits, a restarted member catches up.
+    // The flood costs the attacked node CPU, so leadership may move meanwhile: whoever leads,
+    // one member is killed such that every commit needs the attacked node's vote, its peer
+    // port and its store.
+    assert!(
+        peer_port_answers(&c.node(target).listen_peer_url()),
+        "peer port while attacked"
+    );
+    let others: Vec<usize> = (0..3).filter(|&i| i != target).collect();
+    for i in 0..20 {
+        let r = write_within(&c, others[0], &format!("/during/{i}"), WRITE);
+        assert_eq!(r.status, 201, "write during the attack: {r:?}");
+    }
+    let now_leader = c.wait_leader(LEADER);
+    let victim = if now_leader == others[0] {
+        others[1]
+    } else {
+        others[0]
+    };
+    let writer = if victim == others[0] {
+        others[1]
+    } else {
+        others[0]
+    };
+    c.kill9(victim);
+    for i in 0..20 {
+        let r = write_within(&c, writer, &format!("/while-down/{i}"), WRITE);
+        assert_eq!(r.status, 201, "write with {victim} down: {r:?}");
+    }
+    c.restart(victim);
+    let commit = c.status(writer).expect("status").commit_index;
+    c.wait_applied(victim, commit, Duration::from_secs(15));
+    assert!(
+        peer_port_answers(&c.node(target).listen_peer_url()),
+        "peer port after restart"
+    );
+    assert_eq!(
+        first_words(&addr),
+        "HTTP/1.1 503",
+        "all of that happened under attack"
+    );
+    let attacked_for = started.elapsed();
+    drop(a);
+    drop(b);
+    eprintln!("attack held for {attacked_for:?}");
+
+    // Released: the leader serves clients again and its places are back.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let open = c.metric(target, "deimos_connections_open", &[("listener", "client")]);
+        if open <= 2.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{open} client connections still open"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let refused = c.metric(
+        target,
+        "deimos_connections_refused_total",
+        &[("listener", "client")],
+    );
+    assert!(
+        refused >= (20_000 - cap) as f64,
+        "refusals counted: {refused}"
+    );
+    for i in 0..50 {
+        assert_eq!(c.set(target, &format!("/after/{i}"), "v").status, 201);
+        c.metrics(target);
+    }
+    assert_eq!(c.get(victim, "/during/19").status, 200);
+    assert_eq!(c.get(target, "/while-down/19").status, 200);
+    // Freed memory goes back to the OS at the node's next collection (every 5 s).
+    let bound = rss_before + rss_before / 10;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let rss_after = loop {
+        let rss = rss_kib(pid);
+        if rss <= bound || Instant::now() >= deadline {
+            break rss;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    eprintln!("attacked node RSS {rss_before} KiB -> {rss_after} KiB");
+    assert!(
+        rss_after <= bound,
+        "RSS grew from {rss_before} to {rss_after} KiB"
+    );
+    let log = c.log_tails(400);
+    assert!(log.contains("connection limit reached"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// `--max-client-connections` is the cap: the next connection is told 503 and counted, and a
+/// place frees as soon as a connection closes.
+#[test]
+fn the_configured_client_cap_is_kept() {
+    let c = Cluster::start_with(
+        1,
+        ClusterOptions {
+            extra_args: vec!["--max-client-connections=100".into()],
+            ..ClusterOptions::default()
+        },
+    );
+    c.wait_leader(LEADER);
+    assert_eq!(
+        c.metric(0, "deimos_connections_limit", &[("listener", "client")]),
+        100.0
+    );
+    let addr = host_port(&c.client_url(0));
+    let h = hold(&addr, 150);
+    // The harness's own keep-alive connection may hold one of the 100 places.
+    assert_eq!(h.held + h.refused, 150);
+    assert!((98..=100).contains(&h.held), "held {} of 100", h.held);
+    drop(h);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.http().get(&c.keys_url(0, "/")).status != 200 {
+        assert!(Instant::now() < deadline, "places not given back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        c.metric(
+            0,
+            "deimos_connections_refused_total",
+            &[("listener", "client")]
+        ) >= 50.0
+    );
+}
+
+/// A client that trickles its request head (slow-loris) or sends nothing is cut off after the
+/// header timeout (10 s), so held-but-idle connections give their places back.
+#[test]
+fn a_connection_trickling_its_request_head_is_cut_off() {
+    let c = Cluster::start(1);
+    c.wait_leader(LEADER);
+    let addr = host_port(&c.client_url(0));
+    let mut silent = TcpStream::connect(&addr).expect("connect");
+    let mut slow = TcpStream::connect(&addr).expect("connect");
+    slow.write_all(b"GET /v2/keys/ HTTP/1.1\r\n")
+        .expect("write");
+    let started = Instant::now();
+    let mut slow_closed = None;
+    while started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_secs(1));
+        if slow.write_all(b"X-Slow: 1\r\n").is_err() {
+            slow_closed = Some(started.elapsed());
+            break;
+        }
+    }
+    let slow_closed = slow_closed.expect("trickling connection still open after 20 s");
+    assert!(
+        slow_closed < Duration::from_secs(13),
+        "cut after {slow_closed:?}"
+    );
+    let _ = silent.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut buf = [0u8; 16];
+    assert!(
+        matches!(silent.read(&mut buf), Ok(0) | Err(_)),
+        "a silent connection is closed too"
+    );
+}
