@@ -209,6 +209,9 @@ pub struct ClusterOptions {
     pub ready_timeout: Duration,
     /// Per node `(listen, advertise)` peer URLs; empty: `127.0.0.1:<free port>` for both.
     pub peer_urls: Vec<(String, String)>,
+    /// `RLIMIT_NOFILE` (soft and hard) to start every node with, so a test of descriptor
+    /// exhaustion behaves the same whatever the machine's limit; `None`: inherited.
+    pub nofile: Option<u64>,
 }
 
 impl Default for ClusterOptions {
@@ -221,6 +224,7 @@ impl Default for ClusterOptions {
             node_args: Vec::new(),
             ready_timeout: Duration::from_secs(20),
             peer_urls: Vec::new(),
+            nofile: None,
         }
     }
 }
@@ -362,10 +366,21 @@ impl Cluster {
         // spawned the child exits, so start and restart nodes from the thread that owns the
         // cluster (as every test does), not from a short-lived helper thread.
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        // setrlimit is async-signal-safe too.
+        let nofile = self.opts.nofile;
         unsafe {
             use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if let Some(n) = nofile {
+                    let lim = libc::rlimit {
+                        rlim_cur: n as libc::rlim_t,
+                        rlim_max: n as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 Ok(())
             });
         }
