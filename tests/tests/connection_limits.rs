@@ -25,7 +25,7 @@ fn hard_nofile() -> u64 {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return 1024;
     }
-    lim.rlim_max as u64
+    lim.rlim_max
 }
 
 fn is_root() -> bool {
