@@ -241,3 +241,133 @@ fn impossible_peer_messages_are_refused_and_the_node_carries_on() {
     let log = c.log_tails(400);
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// Snapshot bodies are held in memory to be checked whole, so they are bounded in size (1 GiB,
+/// refused from the declared length before anything is read) and in number (one at a time, the
+/// others answered 503 at once). Four 200 MB junk snapshots posted at once in a member's name
+/// (plaintext peers: the name is only claimed) used to cost 4 x 200 MB and more.
+#[test]
+fn concurrent_and_oversized_snapshot_posts_are_bounded() {
+    const JUNK: usize = 200 << 20;
+    let c = Cluster::start(3);
+    let l = c.wait_leader(Duration::from_secs(10));
+    let f = (0..3).find(|&i| i != l).unwrap();
+    let m = c
+        .http()
+        .must("GET", &format!("{}/members", c.node(l).peer_url()), None);
+    let cluster = m.header(CLUSTER).expect("cluster id").to_string();
+    let leader_id = hex_id(&c.status(l).unwrap().id);
+    let follower_id = hex_id(&c.status(f).unwrap().id);
+    let term = c.status(l).unwrap().term;
+    let pid = c.node(f).pid().expect("pid");
+    // The working level: the same writes and scrapes as after the attack, and a memory
+    // collection (every 5 s) since.
+    for i in 0..20 {
+        assert!(c.set(l, &format!("/warm/{i}"), "v").status < 300);
+        assert!(c.set(f, &format!("/warm-f/{i}"), "v").status < 300);
+        let _ = c.metrics(f);
+    }
+    std::thread::sleep(Duration::from_millis(5500));
+    let rss_before = rss_kib(pid);
+    let body = {
+        let m = Message {
+            from: leader_id,
+            to: follower_id,
+            term,
+            body: MessageBody::InstallSnapshot {
+                snapshot: Snapshot {
+                    meta: SnapshotMeta {
+                        index: 1 << 20,
+                        term,
+                        conf: ConfState::new([leader_id]),
+                    },
+                    data: vec![0xAB; JUNK],
+                },
+            },
+        };
+        postcard::to_stdvec(&m).expect("encode")
+    };
+    let url = format!("{}/raft/snapshot", c.node(f).peer_url());
+    let from = format!("{leader_id:016x}");
+    let peak = std::sync::atomic::AtomicU64::new(rss_before);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                peak.fetch_max(rss_kib(pid), std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let posts: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    c.http()
+                        .request_with(
+                            "POST",
+                            &url,
+                            &[(CLUSTER, cluster.as_str()), (FROM, from.as_str())],
+                            Some(("application/octet-stream", &body)),
+                            Duration::from_secs(60),
+                        )
+                        .map(|r| r.status)
+                        // A refusal sent before the body was read may reset the upload.
+                        .unwrap_or(0)
+                })
+            })
+            .collect();
+        let out = posts.into_iter().map(|p| p.join().unwrap()).collect();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        out
+    });
+    let peak = peak.into_inner();
+    eprintln!("statuses {statuses:?}; follower RSS {rss_before} KiB, peak {peak} KiB");
+    assert!(
+        statuses.iter().all(|s| [400, 503, 0].contains(s)),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&400),
+        "one was read and refused: {statuses:?}"
+    );
+    // One body and its decoded copy at most; four at once would be 800 MB and more.
+    let one = (JUNK as u64 / 1024) * 5 / 2;
+    assert!(
+        peak < rss_before + one,
+        "peak RSS {peak} KiB for one {JUNK}-byte body (before {rss_before} KiB)"
+    );
+
+    // A declared length over the limit is refused before a byte is read.
+    let mut s = std::net::TcpStream::connect(c.node(f).peer_url().trim_start_matches("http://"))
+        .expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let head = format!(
+        "POST /raft/snapshot HTTP/1.1\r\nHost: x\r\n{CLUSTER}: {cluster}\r\n{FROM}: {from}\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        2u64 << 30
+    );
+    use std::io::{Read, Write};
+    s.write_all(head.as_bytes()).unwrap();
+    let mut out = [0u8; 64];
+    let n = s.read(&mut out).unwrap_or(0);
+    let out = String::from_utf8_lossy(&out[..n]);
+    assert!(out.starts_with("HTTP/1.1 413"), "2 GiB declared: {out:?}");
+
+    // The follower carries on, and gives the memory back.
+    for i in 0..20 {
+        assert!(c.set(l, &format!("/after/{i}"), "v").status < 300);
+        assert!(c.set(f, &format!("/after-f/{i}"), "v").status < 300);
+        let _ = c.metrics(f);
+    }
+    let bound = rss_before + rss_before / 10;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let rss_after = loop {
+        let rss = rss_kib(pid);
+        if rss <= bound || std::time::Instant::now() >= deadline {
+            break rss;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    eprintln!("follower RSS {rss_before} KiB -> {rss_after} KiB");
+    assert!(rss_after <= bound, "RSS {rss_before} -> {rss_after} KiB");
+    assert_eq!(c.get(f, "/warm-f/19").status, 200);
+}

@@ -226,22 +226,39 @@ pub async fn read_body_at(
     index: u64,
 ) -> Result<(http::request::Parts, Bytes), Resp> {
     let (parts, body) = req.into_parts();
-    let limited = http_body_util::Limited::new(body, limit);
-    match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
-        Ok(Ok(b)) => Ok((parts, b.to_bytes())),
-        Ok(Err(e)) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                Err(response::plain_error(
-                    413,
+    // Collected into one buffer sized from the declared length, each frame copied in and
+    // freed as it arrives: a large body (a snapshot) is held once, not as frames plus a copy.
+    let too_large = || {
+        response::plain_error(
+            413,
+            210,
+            "Invalid POST form",
+            &format!("request body larger than {limit} bytes"),
+            index,
+        )
+    };
+    let hint = hyper::body::Body::size_hint(&body).lower();
+    // A declared length over the limit is refused before a byte of it is read or held.
+    if hint > limit as u64 {
+        return Err(too_large());
+    }
+    let mut buf = bytes::BytesMut::with_capacity(usize::try_from(hint).unwrap_or(limit).min(limit));
+    let mut body = body;
+    let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
+    loop {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => {
+                return Err(response::plain_error(
+                    408,
                     210,
                     "Invalid POST form",
-                    &format!("request body larger than {limit} bytes"),
+                    "request body not received in time",
                     index,
                 ))
-            } else {
-                Err(response::plain_error(
+            }
+            Ok(None) => return Ok((parts, buf.freeze())),
+            Ok(Some(Err(e))) => {
+                return Err(response::plain_error(
                     400,
                     210,
                     "Invalid POST form",
@@ -249,14 +266,15 @@ pub async fn read_body_at(
                     index,
                 ))
             }
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    if buf.len() + data.len() > limit {
+                        return Err(too_large());
+                    }
+                    buf.extend_from_slice(&data);
+                }
+            }
         }
-        Err(_) => Err(response::plain_error(
-            408,
-            210,
-            "Invalid POST form",
-            "request body not received in time",
-            index,
-        )),
     }
 }
 

@@ -73,7 +73,7 @@ async fn snapshot(app: &App, sender: u64, req: Request<Incoming>) -> Resp {
         Ok(b) => b,
         Err(r) => return r,
     };
-    match decode_snapshot(&body) {
+    match decode_snapshot(body) {
         Ok(m) => match check_message(app, sender, m.from, m.to) {
             Ok(()) => {
                 app.handle.step(m);

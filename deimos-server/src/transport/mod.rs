@@ -483,9 +483,12 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Message>, String> {
 /// A snapshot message, checked whole before Raft sees it: its data must be a complete, intact
 /// snapshot stream whose own metadata is the message's (a damaged or mismatched one would fail
 /// the install, and a failed install stops the node).
-pub fn decode_snapshot(bytes: &[u8]) -> Result<Message, String> {
+/// Takes the body by value: it is dropped once decoded, so a large snapshot is not held twice
+/// while its data is checked.
+pub fn decode_snapshot(bytes: Bytes) -> Result<Message, String> {
     let m: Message =
-        postcard::from_bytes(bytes).map_err(|e| format!("bad snapshot message: {e}"))?;
+        postcard::from_bytes(&bytes).map_err(|e| format!("bad snapshot message: {e}"))?;
+    drop(bytes);
     let MessageBody::InstallSnapshot { snapshot } = &m.body else {
         return Err("snapshot endpoint got a non-snapshot message".into());
     };
