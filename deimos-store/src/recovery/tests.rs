@@ -51,7 +51,11 @@ fn a_restored_member_holds_every_key_with_the_new_membership_only() {
     let s = restore(&data[..], &path, &new, new[1].id, 0x77).unwrap();
     assert_eq!((s.meta.index, s.meta.term, s.keys), (500, 7, 20));
     assert_eq!(s.store_index, 20);
-    assert_eq!(s, inspect(&data[..]).unwrap(), "restore reads what inspect reads");
+    assert_eq!(
+        s,
+        inspect(&data[..]).unwrap(),
+        "restore reads what inspect reads"
+    );
 
     let mut st = RedbStorage::open(&path).unwrap();
     let (applied, term, conf) = st.applied_state();
@@ -59,14 +63,21 @@ fn a_restored_member_holds_every_key_with_the_new_membership_only() {
     assert_eq!(conf, ConfState::new(new.iter().map(|m| m.id)));
     let hs = st.hard_state();
     assert_eq!((hs.term, hs.commit, hs.vote), (7, 500, None));
-    assert_eq!(st.first_index().unwrap(), 501, "the log starts after the snapshot");
+    assert_eq!(
+        st.first_index().unwrap(),
+        501,
+        "the log starts after the snapshot"
+    );
     assert_eq!(st.member_id().unwrap(), Some(new[1].id));
     assert_eq!(st.cluster_id().unwrap(), Some(0x77));
     let sm = KvStateMachine::open(&mut st, &[]).unwrap();
     let members: Vec<Member> = sm.members().read().unwrap().values().cloned().collect();
     let mut want = new.to_vec();
     want.sort_by_key(|m| m.id);
-    assert_eq!(members, want, "the old members are gone, the new ones recorded");
+    assert_eq!(
+        members, want,
+        "the old members are gone, the new ones recorded"
+    );
     assert!(sm.removed().read().unwrap().is_empty());
     let store = sm.store();
     let got = store.read().unwrap().get("/k013", false, false, 0).unwrap();
@@ -98,7 +109,10 @@ fn a_corrupt_or_truncated_file_is_refused_and_nothing_is_restored() {
             continue;
         }
         let path = dir.path().join(format!("d{i}"));
-        assert!(restore(&case[..], &path, &new, new[0].id, 1).is_err(), "case {i}");
+        assert!(
+            restore(&case[..], &path, &new, new[0].id, 1).is_err(),
+            "case {i}"
+        );
         if path.join(DB_FILE).exists() {
             let st = RedbStorage::open(&path).unwrap();
             assert_eq!(st.applied_state().0, 0, "case {i}: nothing was committed");
@@ -136,7 +150,11 @@ fn force_new_cluster_removes_every_other_member_after_the_whole_log() {
     others.sort();
     assert_eq!(f.removed, others);
     assert_eq!(f.commit, 9);
-    assert_eq!(st.hard_state().commit, 9, "every entry of the log is committed");
+    assert_eq!(
+        st.hard_state().commit,
+        9,
+        "every entry of the log is committed"
+    );
     let tail = st.entries(8, 10, None).unwrap();
     let removed: Vec<_> = tail
         .iter()
