@@ -25,6 +25,7 @@ mod http;
 mod keys;
 mod members;
 mod output;
+mod snapshot;
 mod tls;
 
 use std::process::ExitCode;
@@ -62,6 +63,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Lease(cmd) => {
             let mut c = Client::new(endpoints, cli.timeout);
             cluster::lease(&mut c, cmd, cli.output).await
+        }
+        Command::Snapshot(cmd) => {
+            let mut c = Client::new(endpoints, cli.timeout);
+            snapshot::run(&mut c, cmd, cli.output).await
         }
     }
 }
