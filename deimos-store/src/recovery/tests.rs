@@ -21,7 +21,7 @@ fn old_snapshot(n: usize) -> Vec<u8> {
     let mut store = Store::new();
     for i in 0..n {
         store
-            .apply(&Command::set(&format!("/k{i:03}"), &format!("v{i}")))
+            .apply(&Command::set(format!("/k{i:03}"), format!("v{i}")))
             .unwrap();
     }
     let mut records: Vec<(String, Vec<u8>)> = store
