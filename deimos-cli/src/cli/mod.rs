@@ -14,7 +14,7 @@ use crate::output::Output;
 pub const EXIT_CODES_HELP: &str = "\
 Exit status (the same as etcdctl v2's):
   0  success
-  1  bad arguments
+  1  bad arguments, or an unusable file (a corrupt or truncated snapshot)
   2  cluster unreachable: no endpoint accepted a connection, or the request timed out
   3  authentication refused (HTTP 401, etcd error 110)
   4  the server answered with an error, or with something unexpected; etcd errors print as
