@@ -70,6 +70,8 @@ pub enum CliError {
     Unreachable(String),
     /// `cluster-health` found the cluster degraded or down (its report is already printed).
     Unhealthy(String),
+    /// A local file that cannot be used: a corrupt or truncated snapshot, an unwritable path.
+    File(String),
 }
 
 impl CliError {
@@ -80,7 +82,7 @@ impl CliError {
             CliError::Etcd(..) | CliError::Server { .. } | CliError::Protocol(_) => {
                 EXIT_SERVER_ERROR
             }
-            CliError::Usage(_) => EXIT_USAGE,
+            CliError::Usage(_) | CliError::File(_) => EXIT_USAGE,
             CliError::Unreachable(_) => EXIT_UNREACHABLE,
             CliError::Unhealthy(_) => EXIT_UNHEALTHY,
         }
@@ -96,6 +98,7 @@ impl fmt::Display for CliError {
             CliError::Protocol(m) => write!(f, "Error: unexpected response: {m}"),
             CliError::Unreachable(m) => write!(f, "Error: cluster unreachable: {m}"),
             CliError::Unhealthy(m) => write!(f, "Error: {m}"),
+            CliError::File(m) => write!(f, "Error: {m}"),
         }
     }
 }
@@ -246,6 +249,43 @@ impl Client {
                 }
             }
         })
+    }
+
+    /// A GET whose body is streamed: the response head within the timeout, then the body to
+    /// read by the caller. An answer other than 200 is read whole and decoded as an error.
+    pub async fn get_stream(
+        &mut self,
+        path: &str,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, CliError> {
+        let timeout = self.timeout;
+        let conn = self.connection().await?;
+        let resp = match tokio::time::timeout(timeout, conn.open(Method::GET, path, None)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(TransportError::Connect(m) | TransportError::Request(m))) => {
+                self.conn = None;
+                return Err(CliError::Unreachable(m));
+            }
+            Err(_) => {
+                self.conn = None;
+                return Err(CliError::Unreachable(format!(
+                    "request timed out after {timeout:?}"
+                )));
+            }
+        };
+        if resp.status() == hyper::StatusCode::OK {
+            return Ok(resp);
+        }
+        let (parts, body) = resp.into_parts();
+        use http_body_util::BodyExt;
+        let body = match tokio::time::timeout(timeout, body.collect()).await {
+            Ok(Ok(b)) => b.to_bytes(),
+            _ => Bytes::new(),
+        };
+        Err(error_from_response(&Response {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }))
     }
 
     /// A request whose success body is JSON; errors are decoded into [`CliError`].

@@ -150,6 +150,28 @@ impl Conn {
         path_and_query: &str,
         body: Option<(&'static str, Bytes)>,
     ) -> Result<Response, TransportError> {
+        let resp = self.open(method, path_and_query, body).await?;
+        let (parts, body) = resp.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| TransportError::Request(format!("reading body: {e}")))?
+            .to_bytes();
+        Ok(Response {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    /// Sends one request and returns as soon as the response head arrives, with the body still
+    /// to read (a snapshot download streams it to a file).
+    pub async fn open(
+        &mut self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<(&'static str, Bytes)>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, TransportError> {
         let mut req = Request::builder()
             .method(method)
             .uri(path_and_query)
@@ -167,21 +189,10 @@ impl Conn {
         if let Err(e) = self.sender.ready().await {
             return Err(self.failed(e).await);
         }
-        let resp = match self.sender.send_request(req).await {
-            Ok(r) => r,
-            Err(e) => return Err(self.failed(e).await),
-        };
-        let (parts, body) = resp.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| TransportError::Request(format!("reading body: {e}")))?
-            .to_bytes();
-        Ok(Response {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
+        match self.sender.send_request(req).await {
+            Ok(r) => Ok(r),
+            Err(e) => Err(self.failed(e).await),
+        }
     }
 }
 

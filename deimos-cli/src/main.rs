@@ -8,7 +8,7 @@
 //!
 //! Exit status (also in `--help`), the same as etcdctl v2's, so scripts can branch on it:
 //! - 0: success (also `--help` and `--version`)
-//! - 1: bad arguments
+//! - 1: bad arguments, or an unusable file (a corrupt or truncated snapshot)
 //! - 2: cluster unreachable: no endpoint accepted a connection, or the request timed out
 //! - 3: authentication refused (HTTP 401, or etcd error 110)
 //! - 4: the server answered with an error or with something unexpected; etcd errors print as
@@ -25,6 +25,7 @@ mod http;
 mod keys;
 mod members;
 mod output;
+mod snapshot;
 mod tls;
 
 use std::process::ExitCode;
@@ -62,6 +63,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Lease(cmd) => {
             let mut c = Client::new(endpoints, cli.timeout);
             cluster::lease(&mut c, cmd, cli.output).await
+        }
+        Command::Snapshot(cmd) => {
+            let mut c = Client::new(endpoints, cli.timeout);
+            snapshot::run(&mut c, cmd, cli.output).await
         }
     }
 }

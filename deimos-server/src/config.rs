@@ -139,6 +139,11 @@ pub struct Flags {
     /// (see `deimos-store/tests/persist_corrupt.rs`), like etcd's --unsafe-no-fsync.
     #[arg(long, env = "DEIMOS_UNSAFE_ONE_PHASE_COMMIT")]
     pub unsafe_one_phase_commit: bool,
+    /// etcd's --force-new-cluster (read in `etcd_compat`, with etcd's boolean forms): on a
+    /// member whose data dir holds state, make it the only member of its cluster, keeping its
+    /// data. For recovering from a lost quorum; remove it from the unit file afterwards.
+    #[arg(skip)]
+    pub force_new_cluster: bool,
     /// Largest request body accepted on the client API.
     #[arg(long, env = "DEIMOS_MAX_REQUEST_BYTES", default_value_t = 1536 * 1024)]
     pub max_request_bytes: usize,
@@ -218,18 +223,6 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
-/// Member ids are derived from the peer URLs (stable, the same on every node), as etcd does.
-pub fn member_id(peer_urls: &[String]) -> u64 {
-    let mut urls: Vec<&str> = peer_urls.iter().map(|s| s.trim_end_matches('/')).collect();
-    urls.sort_unstable();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in urls.join(",").bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h.max(1)
-}
-
 impl Flags {
     /// Parse the command line and environment (and an etcd config file, if one is given; see
     /// `etcd_compat`), remembering which duration flags were given explicitly (clap's derive
@@ -303,6 +296,7 @@ impl Flags {
         flags.warnings =
             etcd_compat::check(&m, flags.ca_file.is_some(), flags.peer_ca_file.is_some())
                 .map_err(invalid)?;
+        flags.force_new_cluster = etcd_compat::force_new_cluster(&m).map_err(invalid)?;
         for k in unknown_keys {
             flags.warnings.push(format!(
                 "config file: {k:?} is not a flag Deimos knows; ignored"
@@ -581,41 +575,10 @@ fn check_tls(f: &Flags) -> Result<(), String> {
     Ok(())
 }
 
-/// `n1=http://a:7001,n2=http://b:7002` (a name may repeat to list several URLs).
+/// `n1=http://a:7001,n2=http://b:7002` (a name may repeat to list several URLs); shared with
+/// `deimosctl snapshot restore`, which must derive the same ids.
 pub fn parse_bootstrap(spec: &str) -> Result<Vec<Member>, String> {
-    let mut out: Vec<Member> = Vec::new();
-    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (name, url) = part
-            .split_once('=')
-            .ok_or_else(|| format!("bootstrap entry {part:?} is not name=url"))?;
-        if !url.starts_with("http://") && !url.starts_with("https://") {
-            return Err(format!(
-                "bootstrap entry {part:?}: URL must start with http:// or https://"
-            ));
-        }
-        match out.iter_mut().find(|m| m.name == name) {
-            Some(m) => m.peer_urls.push(url.to_string()),
-            None => out.push(Member {
-                id: 0,
-                name: name.to_string(),
-                peer_urls: vec![url.to_string()],
-                client_urls: vec![],
-            }),
-        }
-    }
-    if out.is_empty() {
-        return Err("empty --bootstrap-config".into());
-    }
-    for m in &mut out {
-        m.id = member_id(&m.peer_urls);
-    }
-    let mut ids: Vec<u64> = out.iter().map(|m| m.id).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    if ids.len() != out.len() {
-        return Err("two bootstrap members share peer URLs".into());
-    }
-    Ok(out)
+    deimos_store::recovery::parse_members(spec)
 }
 
 #[cfg(test)]

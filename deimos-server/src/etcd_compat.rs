@@ -91,10 +91,6 @@ const REFUSED_IF_TRUE: &[(&str, &str)] = &[
         "self-signed peer certificates are not generated; give the --peer-* TLS files",
     ),
     (
-        "force-new-cluster",
-        "not supported yet; restore from a snapshot into a new cluster instead",
-    ),
-    (
         "unsafe-no-fsync",
         "Deimos never acknowledges a write before it is on disk",
     ),
@@ -112,6 +108,19 @@ const FIXED_BOOLS: &[&str] = &[
     ENABLE_V2,
 ];
 
+/// etcd's `--force-new-cluster` (Deimos's too): start as a one-member cluster keeping the data
+/// (see `deimos_store::recovery::force_new_cluster`). An etcd-style boolean, so it takes the
+/// forms of the others and `ETCD_FORCE_NEW_CLUSTER`.
+const FORCE_NEW_CLUSTER: &str = "force-new-cluster";
+
+/// Whether `--force-new-cluster` was given true.
+pub fn force_new_cluster(m: &ArgMatches) -> Result<bool, String> {
+    match given(m, FORCE_NEW_CLUSTER) {
+        Some(v) => truthy(&v).map_err(|e| format!("--{FORCE_NEW_CLUSTER}: {e}")),
+        None => Ok(false),
+    }
+}
+
 /// The id of the `--config-file` flag in `config::Flags`.
 pub const CONFIG_FILE: &str = "config_file";
 
@@ -127,12 +136,19 @@ pub fn etcd_only_args() -> Vec<Arg> {
         .copied()
         .chain(REFUSED_IF_SET.iter().map(|(n, _)| *n))
         .chain(REFUSED_IF_TRUE.iter().map(|(n, _)| *n))
-        .chain(FIXED_BOOLS.iter().copied());
+        .chain(FIXED_BOOLS.iter().copied())
+        .chain([FORCE_NEW_CLUSTER]);
     names
         .map(|name| {
+            // A flag Deimos has too reads `DEIMOS_<FLAG>`, and `ETCD_<FLAG>` through
+            // `args_from_etcd_env` like Deimos's other flags.
+            let env = match name {
+                FORCE_NEW_CLUSTER => "DEIMOS_FORCE_NEW_CLUSTER".to_string(),
+                _ => etcd_env(name),
+            };
             Arg::new(name)
                 .long(name)
-                .env(etcd_env(name))
+                .env(env)
                 .hide(true)
                 .num_args(0..=1)
                 .default_missing_value("true")
@@ -443,6 +459,22 @@ mod tests {
     }
 
     #[test]
+    fn force_new_cluster_takes_etcds_boolean_forms() {
+        for (args, env, want) in [
+            (&[][..], &[][..], false),
+            (&["--force-new-cluster"][..], &[][..], true),
+            (&["--force-new-cluster=true"][..], &[][..], true),
+            (&["--force-new-cluster=false"][..], &[][..], false),
+            (&[][..], &[("ETCD_FORCE_NEW_CLUSTER", "true")][..], true),
+            (&[][..], &[("ETCD_FORCE_NEW_CLUSTER", "false")][..], false),
+        ] {
+            let f = parse(args, env).unwrap();
+            assert_eq!(f.force_new_cluster, want, "{args:?} {env:?}");
+        }
+        assert!(parse(&["--force-new-cluster=maybe"], &[]).is_err());
+    }
+
+    #[test]
     fn what_deimos_does_not_do_is_refused_with_the_reason() {
         for (args, why) in [
             (&["--wal-dir=/var/lib/etcd/wal"][..], "no separate WAL"),
@@ -451,7 +483,6 @@ mod tests {
                 "discovery",
             ),
             (&["--auto-tls"][..], "self-signed"),
-            (&["--force-new-cluster=true"][..], "not supported yet"),
             (&["--enable-v2=false"][..], "v2 API only"),
             (&["--client-cert-auth"][..], "--trusted-ca-file"),
             (&["--unsafe-no-fsync"][..], "on disk"),

@@ -45,18 +45,7 @@ pub const SENDER_HEADER: &str = "x-server-from";
 /// A new cluster's id: its founding members' ids and its token, hashed (as etcd derives it), so
 /// every founder computes the same one and two clusters differ.
 pub fn derive_cluster_id(founders: &[Member], token: &str) -> u64 {
-    let mut ids: Vec<u64> = founders.iter().map(|m| m.id).collect();
-    ids.sort_unstable();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let bytes = ids
-        .iter()
-        .flat_map(|id| id.to_be_bytes())
-        .chain(token.bytes());
-    for b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h.max(1)
+    deimos_store::recovery::cluster_id(founders, token)
 }
 
 /// Resolve and record this node's member id (see the module docs). `fresh`: the data directory

@@ -118,6 +118,7 @@ pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), Stri
     if !me.members.is_empty() {
         cfg.peer_hints = me.members;
     }
+    let forced = cfg.flags.force_new_cluster && force_new_cluster(&cfg, cluster_id, &mut storage)?;
     let sm = KvStateMachine::open(&mut storage, &cfg.bootstrap)
         .map_err(|e| e.to_string())?
         .with_catch_up_entries(cfg.flags.snapshot_catchup_entries);
@@ -234,10 +235,12 @@ pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), Stri
     });
     // Alone in the cluster (a fresh single-node bootstrap, or a restart of one): no one to
     // wait for. The driver applies the bootstrap entries before it serves this request.
-    let alone = match conf.voters.len() {
-        0 => app.cfg.bootstrap.len() == 1 && app.cfg.bootstrap[0].id == app.id(),
-        _ => conf.voters.len() == 1 && conf.voters.contains(&app.id()),
-    };
+    // (A forced new cluster applies its own removals before this request is served.)
+    let alone = forced
+        || match conf.voters.len() {
+            0 => app.cfg.bootstrap.len() == 1 && app.cfg.bootstrap[0].id == app.id(),
+            _ => conf.voters.len() == 1 && conf.voters.contains(&app.id()),
+        };
     if alone {
         let h = app.handle.clone();
         tokio::spawn(async move {
@@ -248,6 +251,43 @@ pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), Stri
     tokio::spawn(publish_self(app.clone()));
     tokio::spawn(watch_removal(app.clone()));
     Ok((app, task))
+}
+
+/// `--force-new-cluster`: make this member the only one of its cluster, keeping its data (see
+/// `deimos_store::recovery::force_new_cluster`). Returns whether the membership was rewritten;
+/// on a data dir without state there is nothing to keep and the flag is ignored.
+fn force_new_cluster(
+    cfg: &NodeConfig,
+    cluster_id: u64,
+    storage: &mut RedbStorage,
+) -> Result<bool, String> {
+    use deimos_raft::storage::LogStorage;
+    let last = storage
+        .last_index()
+        .map_err(|e| format!("--force-new-cluster: {e}"))?;
+    if last == 0 {
+        tracing::warn!("--force-new-cluster: the data dir holds no state; starting normally");
+        return Ok(false);
+    }
+    let forced = deimos_store::recovery::force_new_cluster(storage, cfg.id)
+        .map_err(|e| format!("--force-new-cluster: {e}"))?;
+    if forced.removed.is_empty() {
+        tracing::warn!(id = %Id(cfg.id), "--force-new-cluster: this member is already the only one; nothing to change (remove the flag)");
+        return Ok(false);
+    }
+    let removed: Vec<String> = forced
+        .removed
+        .iter()
+        .map(|&id| Id(id).to_string())
+        .collect();
+    tracing::warn!(
+        id = %Id(cfg.id),
+        cluster = %Id(cluster_id),
+        removed = %removed.join(","),
+        commit = forced.commit,
+        "--force-new-cluster: this member is now the only member of its cluster, keeping its data; the other members were removed from the membership and cannot rejoin with their data. Add new members with `member add`, and remove the flag from this member's configuration"
+    );
+    Ok(true)
 }
 
 /// Run the Raft loop, turning a panic into an error like any other fatal one (the panic hook has

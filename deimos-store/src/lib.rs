@@ -7,3 +7,4 @@
 pub mod keyspace;
 pub mod machine;
 pub mod persist;
+pub mod recovery;

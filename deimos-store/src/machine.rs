@@ -18,11 +18,11 @@ use crate::persist::RedbStorage;
 
 /// Member records live beside the key space's records; the key space owns `/...` and its meta
 /// key, so a distinct prefix keeps the two apart.
-const MEMBER_PREFIX: &str = "\u{1}member/";
+pub(crate) const MEMBER_PREFIX: &str = "\u{1}member/";
 /// Ids of removed members (etcd keeps the same list): a removed id is never added again and its
 /// peer traffic is refused, because a new server under an old id would inherit that id's place
 /// in logs, votes and acknowledgements it never held.
-const REMOVED_PREFIX: &str = "\u{1}removed/";
+pub(crate) const REMOVED_PREFIX: &str = "\u{1}removed/";
 
 /// Default of how many applied entries stay in the log after a compaction (etcd's
 /// `--experimental-snapshot-catchup-entries`), so a briefly lagging follower catches up from the
@@ -166,11 +166,11 @@ fn remove_member(
     removed.insert(id);
 }
 
-fn member_key(id: u64) -> String {
+pub(crate) fn member_key(id: u64) -> String {
     format!("{MEMBER_PREFIX}{id:016x}")
 }
 
-fn encode_member(m: &Member) -> Vec<u8> {
+pub(crate) fn encode_member(m: &Member) -> Vec<u8> {
     serde_json::to_vec(m).expect("a Member always serialises")
 }
 

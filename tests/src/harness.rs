@@ -79,10 +79,14 @@ fn newest_existing() -> Option<PathBuf> {
 }
 
 fn cargo_build() -> Result<PathBuf, String> {
+    cargo_build_bin("deimos-server", "deimos")
+}
+
+fn cargo_build_bin(package: &str, name: &str) -> Result<PathBuf, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace_root())
-        .args(["build", "-p", "deimos-server", "--bin", "deimos"]);
+        .args(["build", "-p", package, "--bin", name]);
     if test_profile() == "release" {
         cmd.arg("--release");
     }
@@ -94,12 +98,12 @@ fn cargo_build() -> Result<PathBuf, String> {
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !out.status.success() {
         return Err(format!(
-            "cargo build -p deimos-server failed ({}):\n{}",
+            "cargo build -p {package} failed ({}):\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let bin = target_dir().join(test_profile()).join("deimos");
+    let bin = target_dir().join(test_profile()).join(name);
     if bin.is_file() {
         Ok(bin)
     } else {
@@ -130,6 +134,26 @@ pub fn deimos_bin() -> PathBuf {
                 target_dir().display()
             )
         })
+    })
+    .clone()
+}
+
+/// Path to the `deimosctl` binary: `DEIMOSCTL_BIN`, else built as the server is (unless
+/// `DEIMOS_NO_BUILD`), else the one beside the server binary.
+pub fn deimosctl_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(b) = std::env::var_os("DEIMOSCTL_BIN").filter(|b| !b.is_empty()) {
+            return PathBuf::from(b);
+        }
+        let no_build = std::env::var_os("DEIMOS_NO_BUILD").is_some_and(|v| v != "0");
+        if !no_build {
+            match cargo_build_bin("deimos-cli", "deimosctl") {
+                Ok(b) => return b,
+                Err(e) => eprintln!("harness: {e}; falling back to an existing binary"),
+            }
+        }
+        deimos_bin().with_file_name("deimosctl")
     })
     .clone()
 }
@@ -263,6 +287,15 @@ impl Cluster {
     }
 
     pub fn start_with(n: usize, opts: ClusterOptions) -> Cluster {
+        let mut c = Cluster::create(n, opts);
+        c.start_all();
+        c
+    }
+
+    /// The nodes of [`Cluster::start_with`] — names, ports, data dirs, bootstrap config — with
+    /// none started, so a test can prepare their data dirs first (a restore from a backup);
+    /// [`Cluster::start_all`] starts them.
+    pub fn create(n: usize, opts: ClusterOptions) -> Cluster {
         assert!(n > 0, "a cluster needs a node");
         let bin = deimos_bin();
         let dir = tempfile::Builder::new()
@@ -298,22 +331,28 @@ impl Cluster {
             .map(|n| format!("{}={}", n.name, n.peer_url()))
             .collect::<Vec<_>>()
             .join(",");
-        let mut c = Cluster {
+        Cluster {
             nodes,
             bootstrap,
             opts,
             bin,
             http: Http::new(),
             dir: Some(dir),
-        };
-        for i in 0..n {
-            c.spawn(i);
         }
-        let deadline = Instant::now() + c.opts.ready_timeout;
-        for i in 0..n {
-            c.wait_ready(i, deadline);
+    }
+
+    /// Start every node that is not running; returns once every client port answers.
+    pub fn start_all(&mut self) {
+        let idle: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| !self.nodes[i].is_running())
+            .collect();
+        for &i in &idle {
+            self.spawn(i);
         }
-        c
+        let deadline = Instant::now() + self.opts.ready_timeout;
+        for &i in &idle {
+            self.wait_ready(i, deadline);
+        }
     }
 
     fn spawn(&mut self, i: usize) {

@@ -14,7 +14,7 @@ use crate::output::Output;
 pub const EXIT_CODES_HELP: &str = "\
 Exit status (the same as etcdctl v2's):
   0  success
-  1  bad arguments
+  1  bad arguments, or an unusable file (a corrupt or truncated snapshot)
   2  cluster unreachable: no endpoint accepted a connection, or the request timed out
   3  authentication refused (HTTP 401, etcd error 110)
   4  the server answered with an error, or with something unexpected; etcd errors print as
@@ -150,6 +150,44 @@ pub enum Command {
     /// Load generator: many concurrent HTTP/1.1 keep-alive clients.
     #[command(subcommand)]
     Bench(Workload),
+    /// Backups: save a consistent snapshot of a running member, check one, restore a new
+    /// cluster from one (as etcdctl v3's `snapshot`).
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Stream a consistent snapshot from the first reachable endpoint (GET /v2/snapshot) into
+    /// FILE. It holds every write acknowledged before the request. The file is written as
+    /// FILE.part and renamed only once it has been checked whole.
+    Save { file: std::path::PathBuf },
+    /// Check a snapshot file whole and print its hash, index, term, keys and size; a corrupt
+    /// or truncated file is refused (exit status 1).
+    Status { file: std::path::PathBuf },
+    /// Create a new member's data directory from a snapshot: the member starts as part of a
+    /// new cluster (new cluster id, the --initial-cluster membership) holding every key of the
+    /// snapshot. Restore every member of the new cluster from the same file with the same
+    /// --initial-cluster and --initial-cluster-token, each with its own --name and --data-dir,
+    /// then start them with those flags.
+    Restore {
+        file: std::path::PathBuf,
+        /// The data directory to create (must not exist, or be empty).
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// This member's name in --initial-cluster.
+        #[arg(long)]
+        name: String,
+        /// The new cluster's members: `name=peerURL,...` (Deimos's --bootstrap-config).
+        #[arg(long, alias = "bootstrap-config")]
+        initial_cluster: String,
+        /// The new cluster's token (the server's default too); the cluster id derives from it.
+        #[arg(long, default_value = "deimos-cluster")]
+        initial_cluster_token: String,
+        /// This member's peer URLs; when given, they must be its URLs in --initial-cluster.
+        #[arg(long, value_delimiter = ',')]
+        initial_advertise_peer_urls: Vec<String>,
+    },
 }
 
 /// `--consistency` values.

@@ -51,7 +51,14 @@ pub enum Request<O> {
     },
     Campaign,
     Step(Message),
+    /// Run a closure on the driver's thread with the log storage (as `&mut dyn Any`, so this
+    /// type need not name the storage type), between two Readies: what it sees is a state the
+    /// driver has finished writing and applying.
+    WithStorage(StorageFn),
 }
+
+/// See [`Request::WithStorage`].
+pub type StorageFn = Box<dyn FnOnce(&mut dyn std::any::Any) + Send>;
 
 /// How a linearizable read was (or will be) confirmed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,6 +186,16 @@ impl<O: Send + 'static, C: Clock + Clone> Handle<O, C> {
             Ok(Err(_)) => Err(DriverError::Stopped),
             Err(_) => Err(DriverError::Timeout),
         }
+    }
+
+    /// Run `f` on the driver's thread with the storage, between two Readies (see
+    /// [`Request::WithStorage`]); it should be quick, as the Raft loop waits for it. What `f`
+    /// produces goes back through a channel `f` captures. Errs only if the driver has stopped.
+    pub async fn with_storage(&self, f: StorageFn) -> Result<(), DriverError> {
+        self.tx
+            .send(Request::WithStorage(f))
+            .await
+            .map_err(|_| DriverError::Stopped)
     }
 
     /// Deliver a message from a peer. Drops it when the node is overloaded (Raft recovers).

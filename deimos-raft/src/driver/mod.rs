@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use handle::{DriverError, Handle, ReadPath, Request};
+pub use handle::{DriverError, Handle, ReadPath, Request, StorageFn};
 pub use traits::{
     ApplyBatch, Command, Report, Reporter, StateMachine, StateMachineError, Transport,
 };
@@ -431,6 +431,7 @@ where
             Request::Campaign => {
                 let _ = self.node.campaign();
             }
+            Request::WithStorage(f) => f(self.node.storage_mut()),
         }
     }
 

@@ -237,7 +237,8 @@ impl hyper::body::Body for ChannelBody {
     }
 }
 
-fn channel_body(rx: mpsc::Receiver<Bytes>) -> Body {
+/// A body fed chunk by chunk through a channel; it ends when the sender is dropped.
+pub(crate) fn channel_body(rx: mpsc::Receiver<Bytes>) -> Body {
     use http_body_util::BodyExt;
     ChannelBody(rx).boxed()
 }

@@ -13,6 +13,7 @@ pub mod params;
 pub mod peer;
 pub mod peer_auth;
 pub mod response;
+pub mod snapshot;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -207,6 +208,7 @@ async fn route_client_inner(app: Arc<App>, req: Request<Incoming>) -> Resp {
         (&Method::GET, "/health") => cluster::health(&app).await,
         (&Method::GET, "/version") => cluster::version(),
         (&Method::GET, "/metrics") => cluster::metrics(&app),
+        (&Method::GET, "/snapshot") => snapshot::snapshot(app).await,
         _ => response::text(404, "404 page not found\n"),
     }
 }

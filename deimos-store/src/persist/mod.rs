@@ -40,7 +40,7 @@ pub use read::RecordIter;
 pub use schema::{AppliedState, LogBase};
 pub use snapshot::{
     check_snapshot_data, decode_snapshot_data, encode_snapshot_data, Records, SnapshotDecoder,
-    SnapshotEncoder, DEFAULT_CHUNK, MAX_FRAME,
+    SnapshotEncoder, SnapshotWriter, DEFAULT_CHUNK, MAX_FRAME,
 };
 pub use store::{RedbStorage, StoreOptions, DB_FILE};
 pub use write::{AppliedBatch, WriteBatch};

@@ -344,6 +344,17 @@ impl SnapshotDecoder {
         Ok(())
     }
 
+    /// The stream's checksum (FNV-1a 64, see the module docs) over what has been received so
+    /// far; once [`is_complete`](Self::is_complete), the verified checksum of the whole stream.
+    pub fn checksum(&self) -> u64 {
+        self.hasher.finish()
+    }
+
+    /// Records received so far.
+    pub fn records(&self) -> u64 {
+        self.count
+    }
+
     /// True once the trailer has been received and verified.
     pub fn is_complete(&self) -> bool {
         self.stage == DStage::Done
@@ -399,6 +410,48 @@ pub fn encode_snapshot_data(
     }
     w.trailer()?;
     Ok(w.buf)
+}
+
+/// Builds a snapshot stream record by record, handing out its bytes as they are produced, so
+/// a stream can be rewritten (a backup restored with a new membership) without holding it.
+pub struct SnapshotWriter {
+    w: FrameWriter,
+    last_key: Option<String>,
+}
+
+impl SnapshotWriter {
+    /// Start a stream for `meta` (its header is the first bytes [`take`](Self::take) returns).
+    pub fn new(meta: &SnapshotMeta) -> Result<Self, PersistError> {
+        let mut w = FrameWriter::new();
+        w.header(meta)?;
+        Ok(SnapshotWriter { w, last_key: None })
+    }
+
+    /// Append a record; keys must come in strictly increasing order, as the decoder demands.
+    pub fn record(&mut self, key: &str, value: &[u8]) -> Result<(), PersistError> {
+        if self.last_key.as_deref().is_some_and(|last| last >= key) {
+            return Err(bad("records must be in strictly increasing key order"));
+        }
+        self.w.record(key.as_bytes(), value)?;
+        self.last_key = Some(key.to_string());
+        Ok(())
+    }
+
+    /// Bytes produced and not yet taken.
+    pub fn pending(&self) -> usize {
+        self.w.buf.len()
+    }
+
+    /// Take the bytes produced so far.
+    pub fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.w.buf)
+    }
+
+    /// End the stream: the remaining bytes, trailer included.
+    pub fn finish(mut self) -> Result<Vec<u8>, PersistError> {
+        self.w.trailer()?;
+        Ok(self.w.buf)
+    }
 }
 
 /// Appends frames to a buffer, keeping the running checksum and record count.
