@@ -74,10 +74,6 @@ impl Params {
         self.values.get(k).map(String::as_str)
     }
 
-    pub fn has(&self, k: &str) -> bool {
-        self.values.contains_key(k)
-    }
-
     fn invalid(&self, field: &str) -> StoreError {
         StoreError::new(
             ErrorCode::InvalidField,
