@@ -56,6 +56,18 @@ pub(crate) struct History {
     capacity: usize,
     /// Index of the oldest event kept; when empty, the next index to be produced.
     start_index: u64,
+    /// Persistence bookkeeping (see [`History::take_dirty`]): every stored event record has an
+    /// index in `disk_low ..= disk_high`, and every kept event up to `disk_high` is stored.
+    disk_low: u64,
+    disk_high: u64,
+}
+
+/// What changed in the history since the last [`History::take_dirty`].
+pub(crate) struct HistoryDirty<'a> {
+    /// Indexes whose stored event fell out of the history.
+    pub removed: std::ops::Range<u64>,
+    /// Events to store.
+    pub added: Vec<&'a Event>,
 }
 
 impl History {
@@ -66,7 +78,59 @@ impl History {
             events: VecDeque::new(),
             capacity: capacity.max(1),
             start_index: next_index,
+            disk_low: next_index,
+            disk_high: next_index.saturating_sub(1),
         }
+    }
+
+    /// The history as stored: the contiguous run of `stored` events that ends at the store
+    /// index, trimmed to `capacity`. Anything else stored (a gap left by damage, or more events
+    /// than the capacity) is not served and is deleted by the next `take_dirty`. With no such
+    /// run (a database written before the history was stored, or an empty store) the history
+    /// starts empty after `store_index`, so older `waitIndex`es get 401.
+    pub fn restore(capacity: usize, store_index: u64, stored: BTreeMap<u64, Event>) -> History {
+        let next = store_index.saturating_add(1);
+        let mut h = History::new(capacity, next);
+        let lowest = stored.keys().next().copied();
+        let mut want = store_index;
+        let mut run = VecDeque::new();
+        for (i, e) in stored.into_iter().rev() {
+            if i != want || i == 0 || run.len() >= h.capacity {
+                break;
+            }
+            run.push_front(e);
+            want -= 1;
+        }
+        if let Some(front) = run.front() {
+            h.start_index = front.event_index();
+        }
+        h.events = run;
+        h.disk_low = lowest.unwrap_or(next).min(h.start_index);
+        h.disk_high = store_index;
+        h
+    }
+
+    /// The changes to store since the previous call, so the stored history stays equal to the
+    /// kept one (bounded by the capacity) when written in the same transaction as the apply.
+    pub fn take_dirty(&mut self) -> HistoryDirty<'_> {
+        let removed = self.disk_low..self.start_index.min(self.disk_high.saturating_add(1));
+        let removed = removed.start..removed.end.max(removed.start);
+        let high = self.disk_high;
+        self.disk_low = self.start_index;
+        if let Some(last) = self.events.back() {
+            self.disk_high = self.disk_high.max(last.event_index());
+        }
+        let added = self
+            .events
+            .iter()
+            .filter(|e| e.event_index() > high)
+            .collect();
+        HistoryDirty { removed, added }
+    }
+
+    /// The kept events, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Event> {
+        self.events.iter()
     }
 
     pub fn set_capacity(&mut self, capacity: usize) {
