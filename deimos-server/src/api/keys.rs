@@ -59,6 +59,9 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, raw_key: String) -> R
         Ok(p) => p,
         Err(e) => return error(&app, &e),
     };
+    if let Err(e) = params.check_as_etcd(method == Method::GET) {
+        return error(&app, &e);
+    }
     let result = match method {
         Method::GET | Method::HEAD => get(&app, &key, &params).await,
         Method::PUT => put(&app, &key, &params).await,
@@ -250,24 +253,17 @@ fn prev_value(p: &Params, index: u64) -> Result<Option<String>, StoreError> {
     match p.get("prevValue") {
         Some("") => Err(StoreError::new(
             ErrorCode::PrevValueRequired,
-            "prevValue",
+            "\"prevValue\" cannot be empty",
             index,
         )),
         other => Ok(other.map(str::to_string)),
     }
 }
 
-/// `noValueOnSuccess`: etcd parses it on every write and, when true, answers a successful
-/// set/create/update/compareAndSwap with the action alone (a delete keeps its body). The cause
-/// text is etcd's, which quotes this one field's name.
+/// `noValueOnSuccess`: when true, etcd answers a successful set/create/update/compareAndSwap
+/// with the action alone (a delete keeps its body).
 fn no_value_on_success(p: &Params) -> Result<bool, StoreError> {
-    p.bool("noValueOnSuccess").map_err(|e| {
-        StoreError::new(
-            ErrorCode::InvalidField,
-            "invalid value for \"noValueOnSuccess\"",
-            e.index,
-        )
-    })
+    p.bool("noValueOnSuccess")
 }
 
 fn write_response(app: &App, status: u16, ev: &Event, no_value: bool) -> Resp {
@@ -291,24 +287,7 @@ async fn put(app: &Arc<App>, key: &str, p: &Params) -> Result<Resp, StoreError> 
     let refresh = p.bool("refresh")?;
     let ttl = p.ttl()?;
     let no_value = no_value_on_success(p)?;
-    if refresh {
-        // The Go v2 client sends `value=` with every refresh: only a non-empty value is refused,
-        // as etcd does, and before the TTL check (etcd's order).
-        if p.get("value").is_some_and(|v| !v.is_empty()) {
-            return Err(StoreError::new(
-                ErrorCode::RefreshValue,
-                "A value was provided on a refresh",
-                index,
-            ));
-        }
-        if !matches!(ttl, Some(Some(_))) {
-            return Err(StoreError::new(
-                ErrorCode::RefreshTtlRequired,
-                "No TTL value set",
-                index,
-            ));
-        }
-    }
+    // Refresh's own rules (no value, a TTL) were checked with the other fields.
     let dir = p.bool("dir")?;
     // etcd ignores a value sent with `dir=true` (a directory has none), so Deimos does too.
     let value = if dir {
@@ -360,8 +339,7 @@ async fn post(app: &Arc<App>, key: &str, p: &Params) -> Result<Resp, StoreError>
 
 async fn delete(app: &Arc<App>, key: &str, p: &Params) -> Result<Resp, StoreError> {
     let index = store_index(app);
-    // Parsed for etcd's 209 on a bad value; a delete's body is never trimmed (as etcd).
-    no_value_on_success(p)?;
+    // A delete's body is never trimmed by noValueOnSuccess (as etcd).
     let cmd = Command::Delete {
         key: key.to_string(),
         dir: p.bool("dir")?,
