@@ -193,6 +193,64 @@ mod tests {
         assert!(Params::parse(None, Some(b"value=%ff%fe"), 0).is_err());
     }
 
+    /// etcd's checks, order and cause texts (seen on etcd 3.4.23), whatever the method.
+    #[test]
+    fn checks_run_as_etcd_runs_them() {
+        let check = |q: &str, is_get: bool| {
+            Params::parse(Some(q), None, 3)
+                .unwrap()
+                .check_as_etcd(is_get)
+                .map_err(|e| (e.code, e.cause))
+        };
+        let err = |code, cause: &str| Err((code, cause.to_string()));
+        assert_eq!(check("value=x&ttl=5", false), Ok(()));
+        // Refresh: an empty value is what the Go client sends.
+        assert_eq!(check("refresh=true&value=&ttl=5", false), Ok(()));
+        assert_eq!(
+            check("refresh=true&value=x", false),
+            err(ErrorCode::RefreshValue, "A value was provided on a refresh")
+        );
+        assert_eq!(
+            check("refresh=true&value=&ttl=", false),
+            err(ErrorCode::RefreshTtlRequired, "No TTL value set")
+        );
+        // The first bad field in etcd's order wins; only prevExist and refresh are unquoted.
+        assert_eq!(
+            check("sorted=2&waitIndex=x", true),
+            err(ErrorCode::IndexNaN, "invalid value for \"waitIndex\"")
+        );
+        assert_eq!(
+            check("ttl=abc", true),
+            err(ErrorCode::TtlNaN, "invalid value for \"ttl\"")
+        );
+        assert_eq!(
+            check("prevExist=maybe&refresh=maybe", false),
+            err(ErrorCode::InvalidField, "invalid value for prevExist")
+        );
+        assert_eq!(
+            check("noValueOnSuccess=", false),
+            err(
+                ErrorCode::InvalidField,
+                "invalid value for \"noValueOnSuccess\""
+            )
+        );
+        assert_eq!(
+            check("wait=true", false),
+            err(
+                ErrorCode::InvalidField,
+                "\"wait\" can only be used with GET requests"
+            )
+        );
+        assert_eq!(check("wait=true", true), Ok(()));
+        assert_eq!(
+            check("prevValue=", false),
+            err(
+                ErrorCode::PrevValueRequired,
+                "\"prevValue\" cannot be empty"
+            )
+        );
+    }
+
     #[test]
     fn typed_fields_give_etcd_errors() {
         let p = Params::parse(
