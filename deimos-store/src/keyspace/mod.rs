@@ -17,7 +17,8 @@
 //!   is bounded, so the last 1,000 events survive a restart as etcd's do.
 //!
 //! Deliberate differences from etcd v2's store (each makes behaviour deterministic or removes
-//! an etcd inconsistency; none changes a successful write's result):
+//! an etcd inconsistency; none changes a successful write's result; the README's compatibility
+//! table and `tests/tests/etcd_compare.rs` list them with the server's own):
 //! * a stream watch with a past `waitIndex` replays every matching history event and then stays
 //!   live (etcd sends only the first and then goes silent);
 //! * history replay applies the hidden-key rule exactly like live delivery, and removal of a
