@@ -178,6 +178,10 @@ impl Side {
             Value::Object(m) => {
                 let mut out = serde_json::Map::new();
                 for (k, x) in m {
+                    // A spent TTL: etcd omits a 0, Deimos renders it (an intentional difference).
+                    if k == "ttl" && x.as_i64().is_some_and(|t| t <= 0) {
+                        continue;
+                    }
                     let y = match k.as_str() {
                         "modifiedIndex" | "createdIndex" => self.rel(x),
                         "index" => self.rel_now(x),
