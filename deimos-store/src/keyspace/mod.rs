@@ -324,6 +324,7 @@ impl Store {
         let dirty = self.history.take_dirty();
         let mut out: Vec<_> = dirty
             .removed
+            .into_iter()
             .map(|i| (record::event_key(i), None))
             .collect();
         out.extend(dirty.added.into_iter().map(|e| {
