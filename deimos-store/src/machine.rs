@@ -269,6 +269,9 @@ impl StateMachine<RedbStorage> for KvStateMachine {
                 next_removal = removals.next();
             }
             mutations.extend(store.take_dirty());
+            // The bounded event history rides in the same batch, so `waitIndex` works across
+            // a restart exactly up to what was applied.
+            mutations.extend(store.take_history_dirty());
         }
         // No fsync and no transaction here: the Raft log already holds these entries durably,
         // so the records are staged and ride with the next persist. A crash in between rolls

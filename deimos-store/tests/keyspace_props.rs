@@ -109,8 +109,9 @@ fn drain(w: &mut Watcher) -> Vec<(Action, String, u64)> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
-    /// What a persistence layer accumulates from `take_dirty` (flushed at arbitrary points)
-    /// rebuilds a store identical to the live one.
+    /// What a persistence layer accumulates from `take_dirty` and `take_history_dirty`
+    /// (flushed at arbitrary points) rebuilds a store identical to the live one, event history
+    /// included.
     #[test]
     fn dirty_records_rebuild_the_live_store(
         cmds in prop::collection::vec(cmd(), 0..60),
@@ -119,7 +120,7 @@ proptest! {
         let mut live = Store::new();
         let mut disk: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         let flush = |s: &mut Store, disk: &mut BTreeMap<String, Vec<u8>>| {
-            for (k, v) in s.take_dirty() {
+            for (k, v) in s.take_dirty().into_iter().chain(s.take_history_dirty()) {
                 match v {
                     Some(b) => { disk.insert(k, b); }
                     None => { disk.remove(&k); }
@@ -135,7 +136,14 @@ proptest! {
         flush(&mut live, &mut disk);
         let back = Store::from_records(disk.clone()).unwrap();
         prop_assert_eq!(records(&back), records(&live));
-        prop_assert_eq!(disk.into_iter().collect::<Vec<_>>(), records(&live));
+        let mut all = records(&live);
+        all.extend(live.history_records());
+        all.sort();
+        prop_assert_eq!(disk.into_iter().collect::<Vec<_>>(), all);
+        prop_assert_eq!(
+            back.history_records().collect::<Vec<_>>(),
+            live.history_records().collect::<Vec<_>>()
+        );
         prop_assert_eq!(back.index(), live.index());
         prop_assert_eq!(back.next_expiration_ms(), live.next_expiration_ms());
         prop_assert_eq!(

@@ -113,6 +113,71 @@ fn restart_clears_history() {
     none_yet(&mut w);
 }
 
+/// With the history records written beside the nodes (as the state machine does, in the same
+/// batch), `waitIndex` works after a restart over exactly the last 1,000 events, a refresh is
+/// still never delivered, and the stored history stays bounded.
+#[test]
+fn history_records_survive_a_restart() {
+    use std::collections::BTreeMap;
+    let mut s = Store::new();
+    let mut disk: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let flush = |s: &mut Store, disk: &mut BTreeMap<String, Vec<u8>>| {
+        for (k, v) in s.take_dirty().into_iter().chain(s.take_history_dirty()) {
+            match v {
+                Some(b) => disk.insert(k, b),
+                None => disk.remove(&k),
+            };
+        }
+    };
+    let ttl = Opts {
+        expire_at_ms: Some(u64::MAX / 2),
+        ..Opts::default()
+    };
+    ok(&mut s, put("/t", "v", ttl.clone()));
+    for i in 2..=1005u64 {
+        if i == 1003 {
+            let refresh = Opts {
+                refresh: true,
+                ..ttl.clone()
+            };
+            assert!(ok(&mut s, put("/t", "", refresh)).refresh);
+        } else {
+            ok(&mut s, put("/k", &i.to_string(), Opts::default()));
+        }
+        if i % 7 == 0 {
+            flush(&mut s, &mut disk);
+        }
+    }
+    flush(&mut s, &mut disk);
+    let events = disk
+        .keys()
+        .filter(|k| k.starts_with(deimos_store::keyspace::EVENT_PREFIX))
+        .count();
+    assert_eq!(events, 1000, "the stored history is bounded");
+    let mut r = Store::from_records(disk.clone()).unwrap();
+    let e = r.watch("/k", false, false, Some(5)).unwrap_err();
+    assert_eq!(e.code, ErrorCode::EventIndexCleared);
+    assert_eq!(e.cause, "the requested history has been cleared [6/5]");
+    let mut w = r.watch("/k", false, false, Some(6)).unwrap();
+    let got = w.try_recv().unwrap();
+    assert_eq!(
+        (got.node.modified_index, got.node.value.as_deref()),
+        (6, Some("6"))
+    );
+    // The refresh at 1003 is in the history but not delivered: a watch from there sees 1004.
+    let mut w = r.watch("/", true, false, Some(1003)).unwrap();
+    assert_eq!(w.try_recv().unwrap().node.modified_index, 1004);
+    // The restarted store keeps its stored history in step as it moves on.
+    ok(&mut r, put("/k", "x", Opts::default()));
+    flush(&mut r, &mut disk);
+    let back = Store::from_records(disk).unwrap();
+    assert!(back.watch("/k", false, false, Some(6)).is_err());
+    assert_eq!(
+        back.history_records().collect::<Vec<_>>(),
+        r.history_records().collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn recursive_and_non_recursive() {
     let mut s = Store::new();

@@ -7,9 +7,11 @@
 //! runs `cargo build -p deimos-server` once per test process in the tests' profile; set
 //! `DEIMOS_BIN` to use a given binary instead. `tests/etcd_clients.rs` also needs
 //! `pip install python-etcd` and `apt-get install etcd-client` (etcdctl 3.4, `ETCDCTL_API=2`);
-//! without them those two tests print `SKIP` and pass.
+//! without them those two tests print `SKIP` and pass. `tests/etcd_compare.rs` needs `etcd` 3.4
+//! (`apt-get install etcd-server`) and prints `SKIP` without it.
 
 pub mod checks;
+pub mod etcd_compare;
 pub mod forge;
 pub mod harness;
 pub mod history;

@@ -137,3 +137,72 @@ fn abandoned_stream_watchers_are_freed_within_seconds() {
     assert_eq!(c.get(0, "/acked").json()["node"]["value"], "v");
     assert!(c.set(0, "/after", "v").status < 300);
 }
+
+/// A long poll (`wait=true` without `stream`) sends its 200 and index headers at once, as etcd
+/// does, and is freed when its client goes away before any event: the headers going out first
+/// must not leave the watcher behind.
+#[test]
+fn long_polls_send_headers_at_once_and_are_freed_when_abandoned() {
+    let c = Cluster::start(1);
+    c.wait_leader(Duration::from_secs(10));
+    let addr = c.client_url(0).trim_start_matches("http://").to_string();
+    let mut polls: Vec<TcpStream> = (0..200)
+        .map(|i| {
+            let mut s = TcpStream::connect(&addr).expect("connect");
+            let req = format!("GET /v2/keys/quiet/{i}?wait=true HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+            s.write_all(req.as_bytes()).expect("send");
+            s
+        })
+        .collect();
+    // Nothing is ever written under /quiet: whatever arrives was sent before any event.
+    for s in polls.iter_mut() {
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = s.read(&mut byte).expect("headers before any event");
+            assert_eq!(n, 1, "closed after {:?}", String::from_utf8_lossy(&head));
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        for h in ["x-etcd-index:", "x-raft-index:", "x-raft-term:"] {
+            assert!(head.contains(h), "{h} missing: {head}");
+        }
+        assert!(head.contains("content-type: application/json"), "{head}");
+    }
+    let until = Instant::now() + Duration::from_secs(10);
+    while watchers(&c) < 200 {
+        assert!(Instant::now() < until, "watchers never registered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let gone = Instant::now();
+    drop(polls);
+    loop {
+        let n = watchers(&c);
+        if n == 0 {
+            break;
+        }
+        assert!(
+            gone.elapsed() < Duration::from_secs(5),
+            "{n} long polls still registered 5 s after their clients went away"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A long poll that does get its event still answers it.
+    let mut s = TcpStream::connect(&addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    let req = format!("GET /v2/keys/quiet/x?wait=true HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    s.write_all(req.as_bytes()).expect("send");
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).expect("headers");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    assert!(c.set(0, "/quiet/x", "woken").status < 300);
+    let mut got = String::from_utf8_lossy(&buf[..n]).to_string();
+    while !got.contains("woken") {
+        let n = s.read(&mut buf).expect("event");
+        assert!(n > 0, "closed before the event: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(got.contains("\"action\":\"set\""), "{got}");
+}

@@ -59,6 +59,9 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, raw_key: String) -> R
         Ok(p) => p,
         Err(e) => return error(&app, &e),
     };
+    if let Err(e) = params.check_as_etcd(method == Method::GET) {
+        return error(&app, &e);
+    }
     let result = match method {
         Method::GET | Method::HEAD => get(&app, &key, &params).await,
         Method::PUT => put(&app, &key, &params).await,
@@ -187,18 +190,11 @@ async fn watch(app: &Arc<App>, key: &str, p: &Params) -> Result<Resp, StoreError
         )
     };
     let hdrs = headers(app, index, None);
-    if !stream {
-        // The future is dropped (and the watcher unregistered) if the client goes away.
-        return match watcher.recv().await {
-            Some(ev) => Ok(response::with_headers(response::json(200, &ev), &hdrs)),
-            None => Err(StoreError::new(
-                ErrorCode::WatcherCleared,
-                "watcher is cleared due to recovery",
-                store_index(app),
-            )),
-        };
-    }
-    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    // The body is a channel fed by a task, so the 200 and the index headers go out at once and
+    // the event follows when it happens, as etcd (which flushes its headers before waiting).
+    // With the headers sent, a watcher closed under us (store replaced by a snapshot, stream too
+    // slow) can only end the body, which is also what etcd does.
+    let (tx, rx) = mpsc::channel::<Bytes>(if stream { 64 } else { 1 });
     tokio::spawn(async move {
         // Ends when the client goes away (hyper drops the body, closing the channel) even if
         // the key never changes: a watcher waiting only for events would be kept for good.
@@ -211,7 +207,7 @@ async fn watch(app: &Arc<App>, key: &str, p: &Params) -> Result<Resp, StoreError
             let Some(ev) = ev else { break };
             let mut line = serde_json::to_vec(&ev).unwrap_or_default();
             line.push(b'\n');
-            if tx.send(Bytes::from(line)).await.is_err() {
+            if tx.send(Bytes::from(line)).await.is_err() || !stream {
                 break;
             }
         }
@@ -258,42 +254,48 @@ fn prev_value(p: &Params, index: u64) -> Result<Option<String>, StoreError> {
     match p.get("prevValue") {
         Some("") => Err(StoreError::new(
             ErrorCode::PrevValueRequired,
-            "prevValue",
+            "\"prevValue\" cannot be empty",
             index,
         )),
         other => Ok(other.map(str::to_string)),
     }
 }
 
+/// `noValueOnSuccess`: when true, etcd answers a successful set/create/update/compareAndSwap
+/// with the action alone (a delete keeps its body).
+fn no_value_on_success(p: &Params) -> Result<bool, StoreError> {
+    p.bool("noValueOnSuccess")
+}
+
+fn write_response(app: &App, status: u16, ev: &Event, no_value: bool) -> Resp {
+    use deimos_store::keyspace::Action;
+    let trimmed = no_value
+        && matches!(
+            ev.action,
+            Action::Set | Action::Create | Action::Update | Action::CompareAndSwap
+        );
+    if !trimmed {
+        return event_response(app, status, ev, None);
+    }
+    response::with_headers(
+        response::json(status, &serde_json::json!({ "action": ev.action.as_str() })),
+        &headers(app, ev.index, None),
+    )
+}
+
 async fn put(app: &Arc<App>, key: &str, p: &Params) -> Result<Resp, StoreError> {
     let index = store_index(app);
     let refresh = p.bool("refresh")?;
     let ttl = p.ttl()?;
-    if refresh {
-        if p.has("value") {
-            return Err(StoreError::new(
-                ErrorCode::RefreshValue,
-                "value provided on refresh",
-                index,
-            ));
-        }
-        if !matches!(ttl, Some(Some(_))) {
-            return Err(StoreError::new(
-                ErrorCode::RefreshTtlRequired,
-                "ttl required on refresh",
-                index,
-            ));
-        }
-    }
+    let no_value = no_value_on_success(p)?;
+    // Refresh's own rules (no value, a TTL) were checked with the other fields.
     let dir = p.bool("dir")?;
-    let value = p.get("value").unwrap_or("").to_string();
-    if dir && !value.is_empty() {
-        return Err(StoreError::new(
-            ErrorCode::InvalidField,
-            "a directory cannot have a value",
-            index,
-        ));
-    }
+    // etcd ignores a value sent with `dir=true` (a directory has none), so Deimos does too.
+    let value = if dir {
+        String::new()
+    } else {
+        p.get("value").unwrap_or("").to_string()
+    };
     let now = now_ms();
     let cmd = Command::Set {
         key: key.to_string(),
@@ -307,30 +309,38 @@ async fn put(app: &Arc<App>, key: &str, p: &Params) -> Result<Resp, StoreError> 
         now_ms: now,
     };
     let ev = propose(app, cmd).await?;
-    Ok(event_response(
+    Ok(write_response(
         app,
         if ev.created { 201 } else { 200 },
         &ev,
-        None,
+        no_value,
     ))
 }
 
 async fn post(app: &Arc<App>, key: &str, p: &Params) -> Result<Resp, StoreError> {
     let index = store_index(app);
     let now = now_ms();
+    let dir = p.bool("dir")?;
+    let no_value = no_value_on_success(p)?;
     let cmd = Command::CreateInOrder {
         key: key.to_string(),
-        value: p.get("value").unwrap_or("").to_string(),
-        dir: p.bool("dir")?,
+        // As for PUT: a directory's value is ignored.
+        value: if dir {
+            String::new()
+        } else {
+            p.get("value").unwrap_or("").to_string()
+        },
+        dir,
         expire_at_ms: expire_at(p.ttl()?, now, index)?,
         now_ms: now,
     };
     let ev = propose(app, cmd).await?;
-    Ok(event_response(app, 201, &ev, None))
+    Ok(write_response(app, 201, &ev, no_value))
 }
 
 async fn delete(app: &Arc<App>, key: &str, p: &Params) -> Result<Resp, StoreError> {
     let index = store_index(app);
+    // A delete's body is never trimmed by noValueOnSuccess (as etcd).
     let cmd = Command::Delete {
         key: key.to_string(),
         dir: p.bool("dir")?,

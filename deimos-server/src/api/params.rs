@@ -74,16 +74,61 @@ impl Params {
         self.values.get(k).map(String::as_str)
     }
 
-    pub fn has(&self, k: &str) -> bool {
-        self.values.contains_key(k)
+    /// etcd's cause text: the field name quoted, except for `prevExist` and `refresh`, which
+    /// etcd happens to write unquoted (clients and tests match on these strings).
+    fn invalid(&self, field: &str) -> StoreError {
+        let cause = match field {
+            "prevExist" | "refresh" => format!("invalid value for {field}"),
+            _ => format!("invalid value for \"{field}\""),
+        };
+        StoreError::new(ErrorCode::InvalidField, cause, self.index)
     }
 
-    fn invalid(&self, field: &str) -> StoreError {
-        StoreError::new(
-            ErrorCode::InvalidField,
-            format!("invalid value for {field}"),
-            self.index,
-        )
+    /// Every field etcd 3.4 parses before it looks at the method, in its order, with its
+    /// errors: a request etcd refuses is refused here with the same code and cause, whatever
+    /// the method (a GET with `ttl=abc` is a 202 there too), and the first bad field wins.
+    pub fn check_as_etcd(&self, is_get: bool) -> Result<(), StoreError> {
+        self.index("prevIndex")?;
+        self.index("waitIndex")?;
+        for field in ["recursive", "sorted", "wait", "dir", "quorum", "stream"] {
+            self.bool(field)?;
+        }
+        if self.bool("wait")? && !is_get {
+            return Err(StoreError::new(
+                ErrorCode::InvalidField,
+                "\"wait\" can only be used with GET requests",
+                self.index,
+            ));
+        }
+        if self.get("prevValue") == Some("") {
+            return Err(StoreError::new(
+                ErrorCode::PrevValueRequired,
+                "\"prevValue\" cannot be empty",
+                self.index,
+            ));
+        }
+        self.bool("noValueOnSuccess")?;
+        let ttl = self.ttl()?;
+        self.opt_bool("prevExist")?;
+        if self.opt_bool("refresh")? == Some(true) {
+            // The Go v2 client sends `value=` with every refresh: only a non-empty value is
+            // refused, and before the TTL check.
+            if self.get("value").is_some_and(|v| !v.is_empty()) {
+                return Err(StoreError::new(
+                    ErrorCode::RefreshValue,
+                    "A value was provided on a refresh",
+                    self.index,
+                ));
+            }
+            if !matches!(ttl, Some(Some(_))) {
+                return Err(StoreError::new(
+                    ErrorCode::RefreshTtlRequired,
+                    "No TTL value set",
+                    self.index,
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Go's `strconv.ParseBool`, as etcd uses; absent is `false`.
@@ -105,10 +150,13 @@ impl Params {
     pub fn index(&self, k: &str) -> Result<Option<u64>, StoreError> {
         match self.get(k) {
             None => Ok(None),
-            Some(v) => v
-                .parse::<u64>()
-                .map(Some)
-                .map_err(|_| StoreError::new(ErrorCode::IndexNaN, k.to_string(), self.index)),
+            Some(v) => v.parse::<u64>().map(Some).map_err(|_| {
+                StoreError::new(
+                    ErrorCode::IndexNaN,
+                    format!("invalid value for \"{k}\""),
+                    self.index,
+                )
+            }),
         }
     }
 
@@ -118,10 +166,9 @@ impl Params {
         match self.get("ttl") {
             None => Ok(None),
             Some("") => Ok(Some(None)),
-            Some(v) => v
-                .parse::<u64>()
-                .map(|n| Some(Some(n)))
-                .map_err(|_| StoreError::new(ErrorCode::TtlNaN, "ttl", self.index)),
+            Some(v) => v.parse::<u64>().map(|n| Some(Some(n))).map_err(|_| {
+                StoreError::new(ErrorCode::TtlNaN, "invalid value for \"ttl\"", self.index)
+            }),
         }
     }
 }
@@ -144,6 +191,64 @@ mod tests {
         assert_eq!(p.get("value"), Some("b c!"));
         assert_eq!(p.ttl().unwrap(), Some(Some(5)));
         assert!(Params::parse(None, Some(b"value=%ff%fe"), 0).is_err());
+    }
+
+    /// etcd's checks, order and cause texts (seen on etcd 3.4.23), whatever the method.
+    #[test]
+    fn checks_run_as_etcd_runs_them() {
+        let check = |q: &str, is_get: bool| {
+            Params::parse(Some(q), None, 3)
+                .unwrap()
+                .check_as_etcd(is_get)
+                .map_err(|e| (e.code, e.cause))
+        };
+        let err = |code, cause: &str| Err((code, cause.to_string()));
+        assert_eq!(check("value=x&ttl=5", false), Ok(()));
+        // Refresh: an empty value is what the Go client sends.
+        assert_eq!(check("refresh=true&value=&ttl=5", false), Ok(()));
+        assert_eq!(
+            check("refresh=true&value=x", false),
+            err(ErrorCode::RefreshValue, "A value was provided on a refresh")
+        );
+        assert_eq!(
+            check("refresh=true&value=&ttl=", false),
+            err(ErrorCode::RefreshTtlRequired, "No TTL value set")
+        );
+        // The first bad field in etcd's order wins; only prevExist and refresh are unquoted.
+        assert_eq!(
+            check("sorted=2&waitIndex=x", true),
+            err(ErrorCode::IndexNaN, "invalid value for \"waitIndex\"")
+        );
+        assert_eq!(
+            check("ttl=abc", true),
+            err(ErrorCode::TtlNaN, "invalid value for \"ttl\"")
+        );
+        assert_eq!(
+            check("prevExist=maybe&refresh=maybe", false),
+            err(ErrorCode::InvalidField, "invalid value for prevExist")
+        );
+        assert_eq!(
+            check("noValueOnSuccess=", false),
+            err(
+                ErrorCode::InvalidField,
+                "invalid value for \"noValueOnSuccess\""
+            )
+        );
+        assert_eq!(
+            check("wait=true", false),
+            err(
+                ErrorCode::InvalidField,
+                "\"wait\" can only be used with GET requests"
+            )
+        );
+        assert_eq!(check("wait=true", true), Ok(()));
+        assert_eq!(
+            check("prevValue=", false),
+            err(
+                ErrorCode::PrevValueRequired,
+                "\"prevValue\" cannot be empty"
+            )
+        );
     }
 
     #[test]

@@ -13,9 +13,12 @@
 //!   and, unless it is a refresh, offered to watchers.
 //! * `take_dirty` reports every record changed since the previous call, so a persistence layer
 //!   that writes exactly those records always holds what `records()` would return.
+//!   `take_history_dirty` does the same for the event history (`history_records()`), which
+//!   is bounded, so the last 1,000 events survive a restart as etcd's do.
 //!
 //! Deliberate differences from etcd v2's store (each makes behaviour deterministic or removes
-//! an etcd inconsistency; none changes a successful write's result):
+//! an etcd inconsistency; none changes a successful write's result; the README's compatibility
+//! table and `tests/tests/etcd_compare.rs` list them with the server's own):
 //! * a stream watch with a past `waitIndex` replays every matching history event and then stays
 //!   live (etcd sends only the first and then goes silent);
 //! * history replay applies the hidden-key rule exactly like live delivery, and removal of a
@@ -44,7 +47,7 @@ pub use error::{ErrorCode, StoreError, MAX_VALUE_BYTES};
 pub use event::{Action, Event};
 pub use node::{format_rfc3339_ms, ttl_secs, NodeExtern};
 pub use path::{normalize as normalize_key, MAX_KEY_BYTES, MAX_KEY_DEPTH};
-pub use record::META_KEY;
+pub use record::{EVENT_PREFIX, META_KEY};
 pub use stats::StoreStats;
 pub use watch::{Watcher, DEFAULT_HISTORY_CAPACITY};
 
@@ -313,7 +316,35 @@ impl Store {
         out
     }
 
-    /// Every record of the current state (meta first, then nodes in path order), for snapshots.
+    /// The event-history records changed since the last call (same shape as `take_dirty`):
+    /// new events written, events that fell out of the bounded history deleted. Written in the
+    /// same transaction as `take_dirty`'s records, they make the history survive a restart
+    /// (and ride in snapshots, which are read from the database) as etcd's does.
+    pub fn take_history_dirty(&mut self) -> Vec<(String, Option<Vec<u8>>)> {
+        let dirty = self.history.take_dirty();
+        let mut out: Vec<_> = dirty
+            .removed
+            .into_iter()
+            .map(|i| (record::event_key(i), None))
+            .collect();
+        out.extend(dirty.added.into_iter().map(|e| {
+            (
+                record::event_key(e.event_index()),
+                Some(record::encode_event(e)),
+            )
+        }));
+        out
+    }
+
+    /// The event history as records (what `take_history_dirty` accumulates to).
+    pub fn history_records(&self) -> impl Iterator<Item = (String, Vec<u8>)> + '_ {
+        self.history
+            .iter()
+            .map(|e| (record::event_key(e.event_index()), record::encode_event(e)))
+    }
+
+    /// Every record of the key space (meta first, then nodes in path order); the event
+    /// history is separate ([`Store::history_records`]), since it depends on the capacity.
     pub fn records(&self) -> impl Iterator<Item = (String, Vec<u8>)> + '_ {
         std::iter::once((META_KEY.to_string(), record::encode_meta(self.index))).chain(
             self.tree
@@ -323,17 +354,20 @@ impl Store {
     }
 
     /// Rebuild a store from records (a full set as produced by `records()`, or everything ever
-    /// written from `take_dirty`). Tree, indexes and TTLs are restored exactly; the event history
-    /// starts empty, so a watch with `waitIndex <= index()` gets 401. Damaged records: error 300.
+    /// written from `take_dirty`, with or without the history records). Tree, indexes and TTLs
+    /// are restored exactly; the event history is what the history records hold (see
+    /// `History::restore`): without them it starts empty, so a watch with
+    /// `waitIndex <= index()` gets 401. Damaged records: error 300.
     pub fn from_records(
         records: impl IntoIterator<Item = (String, Vec<u8>)>,
     ) -> Result<Store, StoreError> {
-        let (index, nodes) = record::decode(records)?;
+        let decoded = record::decode(records)?;
+        let index = decoded.index;
         let mut s = Store::new();
         s.index = index;
         s.meta_dirty = false;
-        s.history = History::new(DEFAULT_HISTORY_CAPACITY, index.saturating_add(1));
-        for (k, n) in nodes {
+        s.history = History::restore(DEFAULT_HISTORY_CAPACITY, index, decoded.events);
+        for (k, n) in decoded.nodes {
             s.tree.insert(k, n);
         }
         // The restored state is what is on disk already: nothing is dirty.

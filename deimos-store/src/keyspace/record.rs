@@ -8,6 +8,11 @@
 //! is human-readable when debugging a replica. Records are small (a value plus four integers),
 //! so JSON's overhead is not a concern next to the 1 MiB value limit.
 //!
+//! The event history (the last 1,000 events, for `waitIndex`) is stored beside the nodes, one
+//! record per event under [`EVENT_PREFIX`] + the 16-hex-digit index, so that it survives a
+//! restart as etcd's does and, since snapshots are read from the same table, travels with a
+//! snapshot as etcd's (part of its v2 store snapshot) does.
+//!
 //! The root directory is implicit and never stored. Restoring validates the tree invariants
 //! (every parent is a stored directory or the root; `created <= modified <= index`) so a damaged
 //! database is refused loudly instead of producing a replica that silently diverges.
@@ -17,11 +22,66 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::error::StoreError;
+use super::event::Event;
 use super::node::Node;
 use super::path;
 
 /// Reserved record key holding the store metadata (the store index).
 pub const META_KEY: &str = "\u{0}meta";
+
+/// Prefix of event-history records; NUL keeps them apart from node paths, and the fixed-width
+/// hex index keeps them in index order.
+pub const EVENT_PREFIX: &str = "\u{0}event/";
+
+pub(crate) fn event_key(index: u64) -> String {
+    format!("{EVENT_PREFIX}{index:016x}")
+}
+
+/// An event as stored: what the client sees plus the refresh flag (a refresh is kept for index
+/// continuity but never delivered, which must still hold after a restart).
+#[derive(Serialize, Deserialize)]
+struct StoredEvent {
+    #[serde(flatten)]
+    event: Event,
+    #[serde(default)]
+    refresh: bool,
+}
+
+pub(crate) fn encode_event(e: &Event) -> Vec<u8> {
+    let stored = StoredEvent {
+        event: e.clone(),
+        refresh: e.refresh,
+    };
+    serde_json::to_vec(&stored).unwrap_or_default()
+}
+
+fn decode_event(key: &str, hex: &str, bytes: &[u8]) -> Result<(u64, Event), StoreError> {
+    let index = u64::from_str_radix(hex, 16)
+        .ok()
+        .filter(|_| hex.len() == 16)
+        .ok_or_else(|| StoreError::corrupt(format!("event record key {key:?}")))?;
+    let stored: StoredEvent = serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::corrupt(format!("event record {index}: {e}")))?;
+    let mut event = stored.event;
+    if event.event_index() != index {
+        return Err(StoreError::corrupt(format!(
+            "event record {index} holds the event of index {}",
+            event.event_index()
+        )));
+    }
+    event.refresh = stored.refresh;
+    event.index = index;
+    Ok((index, event))
+}
+
+/// What a set of records holds.
+pub(crate) struct Decoded {
+    pub index: u64,
+    /// In path order.
+    pub nodes: Vec<(String, Node)>,
+    /// The stored event history by index (not necessarily contiguous: see `History::restore`).
+    pub events: BTreeMap<u64, Event>,
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Meta {
@@ -37,13 +97,19 @@ pub(crate) fn encode_meta(index: u64) -> Vec<u8> {
     serde_json::to_vec(&Meta { index }).unwrap_or_default()
 }
 
-/// Decode and validate records into `(index, nodes in path order)`.
+/// Decode and validate records.
 pub(crate) fn decode(
     records: impl IntoIterator<Item = (String, Vec<u8>)>,
-) -> Result<(u64, Vec<(String, Node)>), StoreError> {
+) -> Result<Decoded, StoreError> {
     let mut meta: Option<u64> = None;
     let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
+    let mut events = BTreeMap::new();
     for (key, bytes) in records {
+        if let Some(hex) = key.strip_prefix(EVENT_PREFIX) {
+            let (i, e) = decode_event(&key, hex, &bytes)?;
+            events.insert(i, e);
+            continue;
+        }
         if key == META_KEY {
             let m: Meta = serde_json::from_slice(&bytes)
                 .map_err(|e| StoreError::corrupt(format!("meta record: {e}")))?;
@@ -93,7 +159,18 @@ pub(crate) fn decode(
             }
         }
     }
-    Ok((index, nodes.into_iter().collect()))
+    if let Some((&last, _)) = events.last_key_value() {
+        if last > index {
+            return Err(StoreError::corrupt(format!(
+                "event record {last} beyond store index {index}"
+            )));
+        }
+    }
+    Ok(Decoded {
+        index,
+        nodes: nodes.into_iter().collect(),
+        events,
+    })
 }
 
 #[cfg(test)]
@@ -106,8 +183,25 @@ mod tests {
 
     #[test]
     fn empty_is_index_zero() {
-        let (i, n) = decode(Vec::new()).unwrap();
-        assert_eq!((i, n.len()), (0, 0));
+        let d = decode(Vec::new()).unwrap();
+        assert_eq!((d.index, d.nodes.len(), d.events.len()), (0, 0, 0));
+    }
+
+    #[test]
+    fn event_records_round_trip_and_damage_is_refused() {
+        let meta = rec(META_KEY, r#"{"index":2}"#);
+        let ev = r#"{"action":"set","node":{"key":"/a","value":"x","modifiedIndex":2,"createdIndex":2},"refresh":true}"#;
+        let d = decode(vec![meta.clone(), rec(&event_key(2), ev)]).unwrap();
+        let e = &d.events[&2];
+        assert!(e.refresh);
+        let again = decode(vec![meta.clone(), (event_key(2), encode_event(e))]).unwrap();
+        assert_eq!(&again.events[&2], e);
+        // Key and event disagree, a key that is not 16 hex digits, an event beyond the index.
+        assert!(decode(vec![meta.clone(), rec(&event_key(1), ev)]).is_err());
+        assert!(decode(vec![meta.clone(), rec(&format!("{EVENT_PREFIX}2"), ev)]).is_err());
+        assert!(decode(vec![meta.clone(), rec(&event_key(2), "{}")]).is_err());
+        let beyond = ev.replace(":2,", ":3,");
+        assert!(decode(vec![meta, rec(&event_key(3), &beyond)]).is_err());
     }
 
     #[test]
@@ -143,7 +237,7 @@ mod tests {
             ),
         ])
         .unwrap();
-        assert_eq!(ok.1.len(), 2);
-        assert_eq!(ok.1[1].1.expire_at_ms, Some(9));
+        assert_eq!(ok.nodes.len(), 2);
+        assert_eq!(ok.nodes[1].1.expire_at_ms, Some(9));
     }
 }

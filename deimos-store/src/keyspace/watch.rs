@@ -56,6 +56,22 @@ pub(crate) struct History {
     capacity: usize,
     /// Index of the oldest event kept; when empty, the next index to be produced.
     start_index: u64,
+    /// Persistence bookkeeping (see [`History::take_dirty`]): every stored event record has an
+    /// index in `disk_low ..= disk_high`, and every kept event up to `disk_high` is stored.
+    disk_low: u64,
+    disk_high: u64,
+    /// Stored events found at load that are not served (outside the run ending at the store
+    /// index): deleted by the next `take_dirty`, each by its own index, so cleaning up after
+    /// damage costs what was stored, never the distance between indexes.
+    stray: Vec<u64>,
+}
+
+/// What changed in the history since the last [`History::take_dirty`].
+pub(crate) struct HistoryDirty<'a> {
+    /// Indexes whose stored event fell out of the history (or was never served).
+    pub removed: Vec<u64>,
+    /// Events to store.
+    pub added: Vec<&'a Event>,
 }
 
 impl History {
@@ -66,7 +82,62 @@ impl History {
             events: VecDeque::new(),
             capacity: capacity.max(1),
             start_index: next_index,
+            disk_low: next_index,
+            disk_high: next_index.saturating_sub(1),
+            stray: Vec::new(),
         }
+    }
+
+    /// The history as stored: the contiguous run of `stored` events that ends at the store
+    /// index, trimmed to `capacity`. Anything else stored (a gap left by damage, or more events
+    /// than the capacity) is not served and is deleted by the next `take_dirty`. With no such
+    /// run (a database written before the history was stored, or an empty store) the history
+    /// starts empty after `store_index`, so older `waitIndex`es get 401.
+    pub fn restore(capacity: usize, store_index: u64, stored: BTreeMap<u64, Event>) -> History {
+        let next = store_index.saturating_add(1);
+        let mut h = History::new(capacity, next);
+        let mut want = store_index;
+        let mut run = VecDeque::new();
+        let mut stored = stored.into_iter().rev();
+        for (i, e) in stored.by_ref() {
+            if i != want || i == 0 || run.len() >= h.capacity {
+                h.stray.push(i);
+                break;
+            }
+            run.push_front(e);
+            want -= 1;
+        }
+        h.stray.extend(stored.map(|(i, _)| i));
+        if let Some(front) = run.front() {
+            h.start_index = front.event_index();
+        }
+        h.events = run;
+        h.disk_low = h.start_index;
+        h.disk_high = store_index;
+        h
+    }
+
+    /// The changes to store since the previous call, so the stored history stays equal to the
+    /// kept one (bounded by the capacity) when written in the same transaction as the apply.
+    pub fn take_dirty(&mut self) -> HistoryDirty<'_> {
+        let mut removed = std::mem::take(&mut self.stray);
+        removed.extend(self.disk_low..self.start_index.min(self.disk_high.saturating_add(1)));
+        let high = self.disk_high;
+        self.disk_low = self.start_index;
+        if let Some(last) = self.events.back() {
+            self.disk_high = self.disk_high.max(last.event_index());
+        }
+        let added = self
+            .events
+            .iter()
+            .filter(|e| e.event_index() > high)
+            .collect();
+        HistoryDirty { removed, added }
+    }
+
+    /// The kept events, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Event> {
+        self.events.iter()
     }
 
     pub fn set_capacity(&mut self, capacity: usize) {
@@ -375,6 +446,47 @@ mod tests {
             vec![3, 4, 5]
         );
         assert!(h.scan("/k", false, 6, true, 5).unwrap().is_empty());
+    }
+
+    /// What a restart restores: only the contiguous run ending at the store index, at most
+    /// `capacity` events; whatever else was stored is deleted by the next `take_dirty`, and
+    /// new events are stored from the store index on.
+    #[test]
+    fn restore_serves_the_run_ending_at_the_index_and_cleans_up_the_rest() {
+        let stored = |idx: &[u64]| -> BTreeMap<u64, Event> {
+            idx.iter()
+                .map(|&i| (i, ev(Action::Set, "/k", i, false)))
+                .collect()
+        };
+        let kept = |h: &History| h.iter().map(|e| e.event_index()).collect::<Vec<_>>();
+        // A gap at 4: only 5..=7 is served; 1..=3 are deleted.
+        let mut h = History::restore(10, 7, stored(&[1, 2, 3, 5, 6, 7]));
+        assert_eq!(kept(&h), [5, 6, 7]);
+        assert!(h.scan("/k", false, 4, true, 7).is_err());
+        let d = h.take_dirty();
+        assert_eq!((d.removed, d.added.len()), (vec![3, 2, 1], 0));
+        // More than the capacity: the oldest are not served and are deleted.
+        let mut h = History::restore(3, 6, stored(&[1, 2, 3, 4, 5, 6]));
+        assert_eq!(kept(&h), [4, 5, 6]);
+        h.push(ev(Action::Set, "/k", 7, false));
+        let d = h.take_dirty();
+        assert_eq!(d.removed, [3, 2, 1, 4]);
+        assert_eq!(
+            d.added.iter().map(|e| e.event_index()).collect::<Vec<_>>(),
+            [7]
+        );
+        // Nothing ending at the index (a store written before the history was): empty, 401 for
+        // anything up to the index, the next event is stored.
+        let mut h = History::restore(10, 9, stored(&[2, 3]));
+        assert!(kept(&h).is_empty());
+        assert!(h.scan("/k", false, 9, true, 9).is_err());
+        assert!(h.scan("/k", false, 10, true, 9).unwrap().is_empty());
+        h.push(ev(Action::Set, "/k", 10, false));
+        let d = h.take_dirty();
+        assert_eq!(d.removed, [3, 2]);
+        assert_eq!(d.added.len(), 1);
+        let d = h.take_dirty();
+        assert_eq!((d.removed.len(), d.added.len()), (0, 0));
     }
 
     #[test]

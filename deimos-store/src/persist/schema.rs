@@ -15,6 +15,9 @@
 //! | `applied_state`   | `applied`    | postcard [`AppliedState`] (index, term, conf state) |
 //! | `applied_records` | record key   | opaque record bytes                         |
 //!
+//! `applied_records` also holds the key space's bounded event history (keys under
+//! `keyspace::EVENT_PREFIX`), written in the same batch as the nodes it describes.
+//!
 //! Keys of the string-keyed tables are stored as bytes: redb's `&str` type panics on invalid
 //! UTF-8, and we want damaged bytes to surface as errors, never as panics.
 
