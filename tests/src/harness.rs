@@ -920,3 +920,20 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .expect("VmRSS")
 }
+
+/// How long a node may take to hand freed memory back: it collects every 5 s.
+pub const RSS_SETTLE: Duration = Duration::from_secs(15);
+
+/// Wait until process `pid`'s RSS is within 10% of `before` KiB, at most [`RSS_SETTLE`];
+/// returns the last reading (the caller asserts on it, so a failure shows the figure).
+pub fn rss_settled_within_10pct(pid: u32, before: u64) -> u64 {
+    let bound = before + before / 10;
+    let deadline = Instant::now() + RSS_SETTLE;
+    loop {
+        let rss = rss_kib(pid);
+        if rss <= bound || Instant::now() >= deadline {
+            return rss;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
