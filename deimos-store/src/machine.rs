@@ -13,6 +13,7 @@ use deimos_raft::storage::LogStorage;
 use deimos_raft::types::{ConfChange, Index, Snapshot};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{AuthError, AuthOp, AuthReply, AuthState, AUTH_PREFIX};
 use crate::keyspace::{Applied, Command, ErrorCode, Store, StoreError};
 use crate::persist::RedbStorage;
 
@@ -44,6 +45,8 @@ pub enum Proposal {
     /// Record a member's metadata (add, or update of its URLs / name).
     PutMember(Member),
     RemoveMember(u64),
+    /// A change of users, roles or the auth switch (`auth.rs`). Passwords only as hashes.
+    Auth(AuthOp),
 }
 
 impl Proposal {
@@ -56,6 +59,7 @@ impl Proposal {
 pub enum Output {
     Keys(Result<Applied, StoreError>),
     Members,
+    Auth(Result<AuthReply, AuthError>),
     /// The entry could not be decoded (never written by this version).
     Invalid(String),
 }
@@ -63,11 +67,13 @@ pub enum Output {
 pub type SharedStore = Arc<RwLock<Store>>;
 pub type SharedMembers = Arc<RwLock<BTreeMap<u64, Member>>>;
 pub type SharedRemoved = Arc<RwLock<std::collections::BTreeSet<u64>>>;
+pub type SharedAuth = Arc<RwLock<AuthState>>;
 
 pub struct KvStateMachine {
     store: SharedStore,
     members: SharedMembers,
     removed: SharedRemoved,
+    auth: SharedAuth,
     /// Applied entries kept in the log by a compaction (see [`DEFAULT_CATCH_UP_ENTRIES`]).
     catch_up_entries: u64,
 }
@@ -85,11 +91,12 @@ impl KvStateMachine {
         if fresh && !bootstrap.is_empty() {
             bootstrap_log(storage, bootstrap)?;
         }
-        let (store, members, removed) = load(storage)?;
+        let (store, members, removed, auth) = load(storage)?;
         Ok(KvStateMachine {
             store: Arc::new(RwLock::new(store)),
             members: Arc::new(RwLock::new(members)),
             removed: Arc::new(RwLock::new(removed)),
+            auth: Arc::new(RwLock::new(auth)),
             catch_up_entries: DEFAULT_CATCH_UP_ENTRIES,
         })
     }
@@ -115,6 +122,11 @@ impl KvStateMachine {
     /// Ids of members that were removed (never to be added again).
     pub fn removed(&self) -> SharedRemoved {
         self.removed.clone()
+    }
+
+    /// Users, roles and whether auth is on.
+    pub fn auth(&self) -> SharedAuth {
+        self.auth.clone()
     }
 }
 
@@ -182,12 +194,14 @@ type Loaded = (
     Store,
     BTreeMap<u64, Member>,
     std::collections::BTreeSet<u64>,
+    AuthState,
 );
 
 fn load(storage: &RedbStorage) -> Result<Loaded, StateMachineError> {
     let mut keys = Vec::new();
     let mut members = BTreeMap::new();
     let mut removed = std::collections::BTreeSet::new();
+    let mut auth = AuthState::default();
     for r in storage.records().map_err(sm_err)? {
         let (k, v) = r.map_err(sm_err)?;
         if k.starts_with(MEMBER_PREFIX) {
@@ -198,12 +212,14 @@ fn load(storage: &RedbStorage) -> Result<Loaded, StateMachineError> {
             let id = u64::from_str_radix(hex, 16)
                 .map_err(|e| sm_err(format!("removed-member record {k:?}: {e}")))?;
             removed.insert(id);
+        } else if k.starts_with(AUTH_PREFIX) {
+            auth.load_record(&k, &v).map_err(sm_err)?;
         } else {
             keys.push((k, v));
         }
     }
     let store = Store::from_records(keys).map_err(sm_err)?;
-    Ok((store, members, removed))
+    Ok((store, members, removed, auth))
 }
 
 impl StateMachine<RedbStorage> for KvStateMachine {
@@ -229,6 +245,10 @@ impl StateMachine<RedbStorage> for KvStateMachine {
                 .removed
                 .write()
                 .map_err(|_| sm_err("removed-members lock poisoned"))?;
+            let mut auth = self
+                .auth
+                .write()
+                .map_err(|_| sm_err("auth lock poisoned"))?;
             // A member's record leaves with it: the `RemoveNode` entry removes both, so no
             // failure between two proposals can leave the record of a node that is gone.
             let mut removals = batch
@@ -260,6 +280,7 @@ impl StateMachine<RedbStorage> for KvStateMachine {
                         remove_member(&mut members, &mut removed, &mut mutations, id);
                         Output::Members
                     }
+                    Ok(Proposal::Auth(op)) => Output::Auth(auth.apply(op, &mut mutations)),
                     Err(e) => Output::Invalid(format!("entry {}: {e}", c.index)),
                 };
                 outputs.push(out);
@@ -284,7 +305,7 @@ impl StateMachine<RedbStorage> for KvStateMachine {
         storage: &mut RedbStorage,
         _snapshot: &Snapshot,
     ) -> Result<(), StateMachineError> {
-        let (store, members, removed) = load(storage)?;
+        let (store, members, removed, auth) = load(storage)?;
         let mut cur = self
             .store
             .write()
@@ -300,6 +321,10 @@ impl StateMachine<RedbStorage> for KvStateMachine {
             .removed
             .write()
             .map_err(|_| sm_err("removed-members lock poisoned"))? = removed;
+        *self
+            .auth
+            .write()
+            .map_err(|_| sm_err("auth lock poisoned"))? = auth;
         Ok(())
     }
 
@@ -534,8 +559,104 @@ mod tests {
         // The same in the stored records (staged until written), so a restart and a snapshot
         // carry the removed ids too.
         st.write_staged().unwrap();
-        let (_, members, removed) = load(&st).unwrap();
+        let (_, members, removed, _) = load(&st).unwrap();
         assert!(members.is_empty());
         assert_eq!(removed.into_iter().collect::<Vec<_>>(), [2, 3, 4]);
+    }
+
+    /// Auth changes are applied through the log, stored with the applied state (a restart has
+    /// them) and carried by a snapshot (a member that installs one has them).
+    #[test]
+    fn auth_state_survives_a_restart_and_travels_in_snapshots() {
+        use crate::auth::{AuthOp, ROOT};
+        use deimos_raft::types::{ConfState, Entry, EntryPayload, HardState};
+        let dir = tempfile::tempdir().unwrap();
+        let ops = [
+            AuthOp::CreateUser {
+                user: ROOT.into(),
+                hash: Some("$2b$04$hash".into()),
+                roles: None,
+            },
+            AuthOp::Enable,
+            AuthOp::Enable,
+        ];
+        let encoded: Vec<Vec<u8>> = ops
+            .iter()
+            .map(|o| Proposal::Auth(o.clone()).encode())
+            .collect();
+        let snapshot;
+        {
+            let mut st = RedbStorage::open(dir.path()).unwrap();
+            let mut sm = KvStateMachine::open(&mut st, &[member(1)]).unwrap();
+            let filler: Vec<_> = (3..=5)
+                .map(|index| Entry {
+                    term: 1,
+                    index,
+                    payload: EntryPayload::Empty,
+                })
+                .collect();
+            let hs = HardState {
+                term: 1,
+                vote: None,
+                commit: 5,
+            };
+            st.persist(Some(&hs), &filler).unwrap();
+            let conf = ConfState::new([1]);
+            let commands = encoded
+                .iter()
+                .enumerate()
+                .map(|(i, d)| Cmd {
+                    index: 3 + i as u64,
+                    term: 1,
+                    data: d,
+                })
+                .collect();
+            let out = sm
+                .apply(
+                    &mut st,
+                    ApplyBatch {
+                        commands,
+                        conf_changes: vec![],
+                        applied: 5,
+                        applied_term: 1,
+                        conf: &conf,
+                    },
+                )
+                .unwrap();
+            assert!(matches!(out[1], Output::Auth(Ok(_))), "{out:?}");
+            assert!(
+                matches!(&out[2], Output::Auth(Err(e)) if e.status == 409),
+                "{out:?}"
+            );
+            st.write_staged().unwrap();
+            let enc = st.snapshot_encoder(1 << 10).unwrap();
+            snapshot = enc.map(|c| c.unwrap()).collect::<Vec<_>>().concat();
+        }
+        let mut st = RedbStorage::open(dir.path()).unwrap();
+        let sm = KvStateMachine::open(&mut st, &[]).unwrap();
+        assert!(
+            sm.auth().read().unwrap().enabled(),
+            "a restart keeps auth on"
+        );
+        assert!(sm.auth().read().unwrap().is_root(ROOT));
+
+        // A fresh member installs the snapshot and restores from it.
+        let meta = crate::persist::check_snapshot_data(&snapshot).unwrap();
+        let dir2 = tempfile::tempdir().unwrap();
+        let mut st2 = RedbStorage::open(dir2.path()).unwrap();
+        let mut sm2 = KvStateMachine::open(&mut st2, &[]).unwrap();
+        assert!(!sm2.auth().read().unwrap().enabled());
+        let mut inst = st2.begin_snapshot_install(&meta).unwrap();
+        inst.push(&snapshot).unwrap();
+        inst.finish().unwrap();
+        let snap = deimos_raft::types::Snapshot {
+            meta,
+            data: Vec::new(),
+        };
+        sm2.restore(&mut st2, &snap).unwrap();
+        let auth = sm2.auth();
+        let auth = auth.read().unwrap();
+        assert!(auth.enabled(), "the snapshot carried auth");
+        assert_eq!(auth.user(ROOT).unwrap().password_hash, "$2b$04$hash");
     }
 }
