@@ -70,6 +70,9 @@ pub enum CliError {
     Unreachable(String),
     /// `cluster-health` found the cluster degraded or down (its report is already printed).
     Unhealthy(String),
+    /// A `user`/`role`/`auth` command refused (by the server or its own checks): etcdctl prints
+    /// the message alone and exits 1.
+    Refused(String),
 }
 
 impl CliError {
@@ -80,7 +83,7 @@ impl CliError {
             CliError::Etcd(..) | CliError::Server { .. } | CliError::Protocol(_) => {
                 EXIT_SERVER_ERROR
             }
-            CliError::Usage(_) => EXIT_USAGE,
+            CliError::Usage(_) | CliError::Refused(_) => EXIT_USAGE,
             CliError::Unreachable(_) => EXIT_UNREACHABLE,
             CliError::Unhealthy(_) => EXIT_UNHEALTHY,
         }
@@ -96,6 +99,7 @@ impl fmt::Display for CliError {
             CliError::Protocol(m) => write!(f, "Error: unexpected response: {m}"),
             CliError::Unreachable(m) => write!(f, "Error: cluster unreachable: {m}"),
             CliError::Unhealthy(m) => write!(f, "Error: {m}"),
+            CliError::Refused(m) => write!(f, "{m}"),
         }
     }
 }
