@@ -245,10 +245,6 @@ impl StateMachine<RedbStorage> for KvStateMachine {
                 .removed
                 .write()
                 .map_err(|_| sm_err("removed-members lock poisoned"))?;
-            let mut auth = self
-                .auth
-                .write()
-                .map_err(|_| sm_err("auth lock poisoned"))?;
             // A member's record leaves with it: the `RemoveNode` entry removes both, so no
             // failure between two proposals can leave the record of a node that is gone.
             let mut removals = batch
@@ -280,7 +276,14 @@ impl StateMachine<RedbStorage> for KvStateMachine {
                         remove_member(&mut members, &mut removed, &mut mutations, id);
                         Output::Members
                     }
-                    Ok(Proposal::Auth(op)) => Output::Auth(auth.apply(op, &mut mutations)),
+                    // Locked only for the entry: every authenticated request reads this state,
+                    // and most batches hold no auth change.
+                    Ok(Proposal::Auth(op)) => Output::Auth(
+                        self.auth
+                            .write()
+                            .map_err(|_| sm_err("auth lock poisoned"))?
+                            .apply(op, &mut mutations),
+                    ),
                     Err(e) => Output::Invalid(format!("entry {}: {e}", c.index)),
                 };
                 outputs.push(out);

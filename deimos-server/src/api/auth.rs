@@ -17,7 +17,7 @@
 //! user has no hash to match. Failures are never remembered. Passwords are never logged.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
 use base64::Engine;
 use deimos_store::machine::SharedAuth;
@@ -41,7 +41,7 @@ const MAX_AUTH_HEADER: usize = 4096;
 pub struct AuthGate {
     state: SharedAuth,
     key: hmac::Key,
-    verified: Mutex<HashMap<[u8; 32], Arc<str>>>,
+    verified: RwLock<HashMap<[u8; 32], Arc<str>>>,
 }
 
 /// Who a request is.
@@ -66,7 +66,7 @@ impl AuthGate {
         AuthGate {
             state,
             key,
-            verified: Mutex::new(HashMap::new()),
+            verified: RwLock::new(HashMap::new()),
         }
     }
 
@@ -78,75 +78,86 @@ impl AuthGate {
         self.state.read().map(|s| s.enabled()).unwrap_or(true)
     }
 
-    /// Identify the sender of `req`.
+    /// Identify the sender of `req`. The common case — a pair verified before, or no
+    /// credentials — is decided under one read lock without copying any record; only a pair
+    /// not seen yet (or a changed password) pays for bcrypt, on a blocking thread.
     pub async fn who(&self, req: &Request<Incoming>) -> Who {
-        if !self.enabled() {
-            return Who::Anyone;
-        }
-        let Some(header) = req.headers().get(hyper::header::AUTHORIZATION) else {
-            // etcd with --client-cert-auth: a verified client certificate's CN names the user
-            // (the certificate is only attached when the listener verified it against its CA).
-            let cn = req
-                .extensions()
-                .get::<PeerCert>()
-                .and_then(PeerCert::common_name);
-            return match cn {
-                Some(cn) if self.user_exists(&cn) => Who::User(cn),
-                _ => Who::Guest,
-            };
+        let creds = match req.headers().get(hyper::header::AUTHORIZATION) {
+            None => None,
+            Some(h) => match parse_basic(h.as_bytes()) {
+                Some(c) => Some(c),
+                None => return Who::Refused,
+            },
         };
-        let Some((user, password)) = parse_basic(header.as_bytes()) else {
+        let hash = {
+            let Ok(s) = self.state.read() else {
+                return Who::Refused;
+            };
+            if !s.enabled() {
+                return Who::Anyone;
+            }
+            let Some((user, password)) = &creds else {
+                // etcd with --client-cert-auth: a verified client certificate's CN names the
+                // user (the certificate is only attached when the listener verified it).
+                let cn = req
+                    .extensions()
+                    .get::<PeerCert>()
+                    .and_then(PeerCert::common_name);
+                return match cn {
+                    Some(cn) if s.user_ref(&cn).is_some() => Who::User(cn),
+                    _ => Who::Guest,
+                };
+            };
+            let Some(u) = s.user_ref(user) else {
+                tracing::debug!(user = %user, "auth: unknown user");
+                return Who::Refused;
+            };
+            if self.remembered(&self.tag(user, password), &u.password_hash) {
+                drop(s);
+                return match creds {
+                    Some((user, _)) => Who::User(user),
+                    None => Who::Refused,
+                };
+            }
+            u.password_hash.clone()
+        };
+        let Some((user, password)) = creds else {
             return Who::Refused;
         };
-        if self.check_password(&user, &password).await {
-            Who::User(user)
-        } else {
-            tracing::debug!(user = %user, "auth: wrong password or unknown user");
-            Who::Refused
-        }
-    }
-
-    fn user_exists(&self, name: &str) -> bool {
-        self.state.read().is_ok_and(|s| s.user(name).is_some())
-    }
-
-    async fn check_password(&self, user: &str, password: &str) -> bool {
-        let Some(hash) = self
-            .state
-            .read()
-            .ok()
-            .and_then(|s| s.user(user).map(|u| u.password_hash))
-        else {
-            return false;
-        };
-        let tag = {
-            let mut ctx = hmac::Context::with_key(&self.key);
-            ctx.update(&(user.len() as u64).to_le_bytes());
-            ctx.update(user.as_bytes());
-            ctx.update(password.as_bytes());
-            let mut out = [0u8; 32];
-            out.copy_from_slice(&ctx.sign().as_ref()[..32]);
-            out
-        };
-        if let Ok(v) = self.verified.lock() {
-            if v.get(&tag).is_some_and(|h| **h == *hash) {
-                return true;
-            }
-        }
-        let pw = password.to_string();
+        let tag = self.tag(&user, &password);
         let h = hash.clone();
-        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(pw, &h).unwrap_or(false))
+        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &h).unwrap_or(false))
             .await
             .unwrap_or(false);
-        if ok {
-            if let Ok(mut v) = self.verified.lock() {
-                if v.len() >= CACHE_CAPACITY {
-                    v.clear();
-                }
-                v.insert(tag, hash.into());
-            }
+        if !ok {
+            tracing::debug!(user = %user, "auth: wrong password");
+            return Who::Refused;
         }
-        ok
+        if let Ok(mut v) = self.verified.write() {
+            if v.len() >= CACHE_CAPACITY {
+                v.clear();
+            }
+            v.insert(tag, hash.into());
+        }
+        Who::User(user)
+    }
+
+    /// The remembered digest of a (user, password) pair.
+    fn tag(&self, user: &str, password: &str) -> [u8; 32] {
+        let mut ctx = hmac::Context::with_key(&self.key);
+        ctx.update(&(user.len() as u64).to_le_bytes());
+        ctx.update(user.as_bytes());
+        ctx.update(password.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(&ctx.sign().as_ref()[..32]);
+        out
+    }
+
+    /// Whether the pair was verified against the hash the user has now.
+    fn remembered(&self, tag: &[u8; 32], hash: &str) -> bool {
+        self.verified
+            .read()
+            .is_ok_and(|v| v.get(tag).is_some_and(|h| **h == *hash))
     }
 
     /// Whether `who` may read (`write` false) or write `key`.

@@ -204,6 +204,12 @@ impl AuthState {
         names.into_iter().collect()
     }
 
+    /// A stored user by reference (the root role is not attached: see [`AuthState::user`]).
+    /// What the per-request checks use, so that they copy nothing.
+    pub fn user_ref(&self, name: &str) -> Option<&User> {
+        self.users.get(name)
+    }
+
     /// Whether `user` (already authenticated; `None` for a request without credentials, which
     /// gets the guest role) may access `key`.
     pub fn may_access(&self, user: Option<&str>, key: &str, write: bool, recursive: bool) -> bool {
@@ -213,19 +219,21 @@ impl AuthState {
                 .get(GUEST)
                 // etcd checks the guest role without the recursive rule.
                 .is_some_and(|r| r.allows(key, write, false)),
-            Some(name) => self.user(name).is_some_and(|u| {
-                u.roles
-                    .iter()
-                    .flatten()
-                    .filter_map(|r| self.role(r))
-                    .any(|r| r.allows(key, write, recursive))
+            Some(name) => self.users.get(name).is_some_and(|u| {
+                // The root role (always the root user's) allows everything.
+                holds_root(u)
+                    || u.roles
+                        .iter()
+                        .flatten()
+                        .filter_map(|r| self.roles.get(r))
+                        .any(|r| r.allows(key, write, recursive))
             }),
         }
     }
 
     /// Whether `user` holds the root role (what every auth and membership change needs).
     pub fn is_root(&self, user: &str) -> bool {
-        self.user(user).is_some_and(|u| u.has_role(ROOT))
+        self.users.get(user).is_some_and(holds_root)
     }
 
     /// Apply one change; the records it touched are appended to `mutations`.
@@ -443,6 +451,10 @@ impl AuthState {
         }
         Ok(())
     }
+}
+
+fn holds_root(u: &User) -> bool {
+    u.user == ROOT || u.has_role(ROOT)
 }
 
 fn refuse_root_role(name: &str) -> Result<(), AuthError> {
