@@ -1,4 +1,16 @@
 use super::*;
+use crate::machine::{KvStateMachine, Member, Output, Proposal};
+use crate::persist::RedbStorage;
+use deimos_raft::driver::{ApplyBatch, Command as Cmd, StateMachine};
+
+fn member() -> Member {
+    Member {
+        id: 1,
+        name: "n1".into(),
+        peer_urls: vec!["http://127.0.0.1:7001".into()],
+        client_urls: vec![],
+    }
+}
 
 fn create(user: &str, roles: Option<Vec<&str>>) -> AuthOp {
     AuthOp::CreateUser {
@@ -188,4 +200,99 @@ fn records_rebuild_the_same_state() {
     }
     assert_eq!(back, s);
     assert!(back.load_record("\u{1}auth/zz", b"").is_err());
+}
+
+/// Auth changes are applied through the log, stored with the applied state (a restart has
+/// them) and carried by a snapshot (a member that installs one has them).
+#[test]
+fn auth_state_survives_a_restart_and_travels_in_snapshots() {
+    use deimos_raft::types::{ConfState, Entry, EntryPayload, HardState};
+    let dir = tempfile::tempdir().unwrap();
+    let ops = [
+        AuthOp::CreateUser {
+            user: ROOT.into(),
+            hash: Some("$2b$04$hash".into()),
+            roles: None,
+        },
+        AuthOp::Enable,
+        AuthOp::Enable,
+    ];
+    let encoded: Vec<Vec<u8>> = ops
+        .iter()
+        .map(|o| Proposal::Auth(o.clone()).encode())
+        .collect();
+    let snapshot;
+    {
+        let mut st = RedbStorage::open(dir.path()).unwrap();
+        let mut sm = KvStateMachine::open(&mut st, &[member()]).unwrap();
+        let filler: Vec<_> = (3..=5)
+            .map(|index| Entry {
+                term: 1,
+                index,
+                payload: EntryPayload::Empty,
+            })
+            .collect();
+        let hs = HardState {
+            term: 1,
+            vote: None,
+            commit: 5,
+        };
+        st.persist(Some(&hs), &filler).unwrap();
+        let conf = ConfState::new([1]);
+        let commands = encoded
+            .iter()
+            .enumerate()
+            .map(|(i, d)| Cmd {
+                index: 3 + i as u64,
+                term: 1,
+                data: d,
+            })
+            .collect();
+        let out = sm
+            .apply(
+                &mut st,
+                ApplyBatch {
+                    commands,
+                    conf_changes: vec![],
+                    applied: 5,
+                    applied_term: 1,
+                    conf: &conf,
+                },
+            )
+            .unwrap();
+        assert!(matches!(out[1], Output::Auth(Ok(_))), "{out:?}");
+        assert!(
+            matches!(&out[2], Output::Auth(Err(e)) if e.status == 409),
+            "{out:?}"
+        );
+        st.write_staged().unwrap();
+        let enc = st.snapshot_encoder(1 << 10).unwrap();
+        snapshot = enc.map(|c| c.unwrap()).collect::<Vec<_>>().concat();
+    }
+    let mut st = RedbStorage::open(dir.path()).unwrap();
+    let sm = KvStateMachine::open(&mut st, &[]).unwrap();
+    assert!(
+        sm.auth().read().unwrap().enabled(),
+        "a restart keeps auth on"
+    );
+    assert!(sm.auth().read().unwrap().is_root(ROOT));
+
+    // A fresh member installs the snapshot and restores from it.
+    let meta = crate::persist::check_snapshot_data(&snapshot).unwrap();
+    let dir2 = tempfile::tempdir().unwrap();
+    let mut st2 = RedbStorage::open(dir2.path()).unwrap();
+    let mut sm2 = KvStateMachine::open(&mut st2, &[]).unwrap();
+    assert!(!sm2.auth().read().unwrap().enabled());
+    let mut inst = st2.begin_snapshot_install(&meta).unwrap();
+    inst.push(&snapshot).unwrap();
+    inst.finish().unwrap();
+    let snap = deimos_raft::types::Snapshot {
+        meta,
+        data: Vec::new(),
+    };
+    sm2.restore(&mut st2, &snap).unwrap();
+    let auth = sm2.auth();
+    let auth = auth.read().unwrap();
+    assert!(auth.enabled(), "the snapshot carried auth");
+    assert_eq!(auth.user(ROOT).unwrap().password_hash, "$2b$04$hash");
 }
