@@ -50,7 +50,11 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, p: &str) -> Resp {
             if let Err(r) = check_root(&app, &req).await {
                 return r;
             }
-            let name = name.to_string();
+            // etcd matches the decoded path: `a%20b` is user `a b`, and `%2F` splits it.
+            let name = match percent_encoding::percent_decode_str(name).decode_utf8() {
+                Ok(n) if !n.contains('/') => n.into_owned(),
+                _ => return message(400, "Invalid path"),
+            };
             if *what == "users" {
                 user(app, req, name).await
             } else {
