@@ -42,6 +42,10 @@ pub struct AuthGate {
     state: SharedAuth,
     key: hmac::Key,
     verified: RwLock<HashMap<[u8; 32], Arc<str>>>,
+    /// One bcrypt at a time: a flood of wrong passwords (each costs tens of milliseconds of
+    /// CPU, and failures are never remembered) then takes at most one core from Raft and the
+    /// other requests, instead of all of them.
+    verifying: tokio::sync::Semaphore,
 }
 
 /// Who a request is.
@@ -67,6 +71,7 @@ impl AuthGate {
             state,
             key,
             verified: RwLock::new(HashMap::new()),
+            verifying: tokio::sync::Semaphore::new(1),
         }
     }
 
@@ -125,6 +130,14 @@ impl AuthGate {
             return Who::Refused;
         };
         let tag = self.tag(&user, &password);
+        let Ok(_permit) = self.verifying.acquire().await else {
+            return Who::Refused;
+        };
+        // Clients that start together with the same credentials wait here for the first one's
+        // verification, then find it remembered.
+        if self.remembered(&tag, &hash) {
+            return Who::User(user);
+        }
         let h = hash.clone();
         let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &h).unwrap_or(false))
             .await
