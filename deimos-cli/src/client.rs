@@ -72,6 +72,9 @@ pub enum CliError {
     Unhealthy(String),
     /// A local file that cannot be used: a corrupt or truncated snapshot, an unwritable path.
     File(String),
+    /// A `user`/`role`/`auth` command refused (by the server or its own checks): etcdctl prints
+    /// the message alone and exits 1.
+    Refused(String),
 }
 
 impl CliError {
@@ -82,7 +85,7 @@ impl CliError {
             CliError::Etcd(..) | CliError::Server { .. } | CliError::Protocol(_) => {
                 EXIT_SERVER_ERROR
             }
-            CliError::Usage(_) | CliError::File(_) => EXIT_USAGE,
+            CliError::Usage(_) | CliError::File(_) | CliError::Refused(_) => EXIT_USAGE,
             CliError::Unreachable(_) => EXIT_UNREACHABLE,
             CliError::Unhealthy(_) => EXIT_UNHEALTHY,
         }
@@ -99,6 +102,7 @@ impl fmt::Display for CliError {
             CliError::Unreachable(m) => write!(f, "Error: cluster unreachable: {m}"),
             CliError::Unhealthy(m) => write!(f, "Error: {m}"),
             CliError::File(m) => write!(f, "Error: {m}"),
+            CliError::Refused(m) => write!(f, "{m}"),
         }
     }
 }

@@ -176,6 +176,9 @@ impl Conn {
             .method(method)
             .uri(path_and_query)
             .header(HOST, &self.authority);
+        if let Some(auth) = crate::auth::authorization() {
+            req = req.header(hyper::header::AUTHORIZATION, auth.clone());
+        }
         let body = match body {
             Some((ct, b)) => {
                 req = req.header(CONTENT_TYPE, ct);

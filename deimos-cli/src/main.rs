@@ -15,6 +15,7 @@
 //!   `Error: <errorCode>: <message> (<cause>) [<index>]` (e.g. `101` for a failed compare-and-swap)
 //! - 5: `cluster-health` found a member that is not healthy
 
+mod auth;
 mod bench;
 mod cli;
 mod client;
@@ -59,6 +60,18 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::ClusterHealth => {
             let mut c = Client::new(endpoints, cli.timeout);
             health::run(&mut c, cli.output).await
+        }
+        Command::User(cmd) => {
+            let mut c = Client::new(endpoints, cli.timeout);
+            auth::user(&mut c, cmd, cli.output).await
+        }
+        Command::Role(cmd) => {
+            let mut c = Client::new(endpoints, cli.timeout);
+            auth::role(&mut c, cmd, cli.output).await
+        }
+        Command::Auth(cmd) => {
+            let mut c = Client::new(endpoints, cli.timeout);
+            auth::auth(&mut c, cmd).await
         }
         Command::Lease(cmd) => {
             let mut c = Client::new(endpoints, cli.timeout);
@@ -105,6 +118,10 @@ fn main() -> ExitCode {
     let output = cli.output;
     if let Err(e) = tls::init(cli.cacert.as_ref(), cli.cert.as_ref(), cli.key.as_ref()) {
         let e = CliError::Usage(e);
+        eprintln!("{e}");
+        return ExitCode::from(e.exit_code());
+    }
+    if let Err(e) = auth::init(cli.username.as_deref()) {
         eprintln!("{e}");
         return ExitCode::from(e.exit_code());
     }

@@ -37,6 +37,8 @@ pub struct App {
     /// HTTP client for requests this member forwards to the leader's client URL (membership
     /// changes); presents the peer certificate when the client URLs are https.
     pub leader_client: crate::api::members::LeaderClient,
+    /// Users, roles and the verified-password cache (`api/auth.rs`).
+    pub auth: Arc<crate::api::auth::AuthGate>,
 }
 
 impl App {
@@ -124,6 +126,7 @@ pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), Stri
         .with_catch_up_entries(cfg.flags.snapshot_catchup_entries);
     let (applied, _, conf) = storage.applied_state();
     let (store, members, removed) = (sm.store(), sm.members(), sm.removed());
+    let auth = Arc::new(crate::api::auth::AuthGate::new(sm.auth()));
     if removed.read().is_ok_and(|r| r.contains(&cfg.id)) {
         return Err(format!(
             "member {} was removed from the cluster and cannot rejoin with this data: wipe {} and add it again (it gets a new id)",
@@ -232,6 +235,7 @@ pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), Stri
         started: Instant::now(),
         stats,
         leader_client: crate::api::members::leader_client(peer_client_tls_for_leader),
+        auth,
     });
     // Alone in the cluster (a fresh single-node bootstrap, or a restart of one): no one to
     // wait for. The driver applies the bootstrap entries before it serves this request.

@@ -209,6 +209,76 @@ impl PeerCert {
     }
 }
 
+impl PeerCert {
+    /// The subject's common name (the first CN attribute), which etcd's `--client-cert-auth`
+    /// takes as the user name when a request carries no basic-auth credentials. Only ever
+    /// called on a certificate the listener verified; parsed defensively all the same.
+    pub fn common_name(&self) -> Option<String> {
+        subject_common_name(self.0.as_ref())
+    }
+}
+
+/// One DER TLV: (tag, contents, rest). Definite lengths up to 4 bytes long.
+fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, mut rest) = rest.split_first()?;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let (bytes, after) = rest.split_at(n);
+        rest = after;
+        bytes
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
+    };
+    if rest.len() < len {
+        return None;
+    }
+    let (contents, after) = rest.split_at(len);
+    Some((tag, contents, after))
+}
+
+/// Certificate → tbsCertificate → subject → the value of the first 2.5.4.3 attribute.
+fn subject_common_name(der: &[u8]) -> Option<String> {
+    const SEQ: u8 = 0x30;
+    const CN_OID: &[u8] = &[0x55, 0x04, 0x03];
+    let (SEQ, cert, _) = der_tlv(der)? else {
+        return None;
+    };
+    let (SEQ, mut tbs, _) = der_tlv(cert)? else {
+        return None;
+    };
+    // [0] version (optional), serial, signature algorithm, issuer, validity, then subject.
+    let (tag, _, rest) = der_tlv(tbs)?;
+    tbs = if tag == 0xa0 { der_tlv(rest)?.2 } else { rest };
+    for _ in 0..3 {
+        tbs = der_tlv(tbs)?.2;
+    }
+    let (SEQ, mut rdns, _) = der_tlv(tbs)? else {
+        return None;
+    };
+    while !rdns.is_empty() {
+        let (_, mut set, rest) = der_tlv(rdns)?;
+        rdns = rest;
+        while !set.is_empty() {
+            let (_, atv, rest) = der_tlv(set)?;
+            set = rest;
+            let (0x06, oid, value) = der_tlv(atv)? else {
+                return None;
+            };
+            if oid == CN_OID {
+                let (_, text, _) = der_tlv(value)?;
+                return String::from_utf8(text.to_vec()).ok();
+            }
+        }
+    }
+    None
+}
+
 /// Outcome of accepting one TLS connection.
 pub enum Accepted {
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
@@ -371,5 +441,34 @@ impl tower_service::Service<Uri> for MaybeTlsConnector {
                     .map_err(|_| "TLS handshake timed out")??;
             Ok(MaybeTlsStream::Tls(Box::new(TokioIo::new(stream))))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_common_name_is_read_from_a_certificate_and_garbage_yields_none() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "deimos");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "alice");
+        let cert = params.self_signed(&key).unwrap();
+        let pc = PeerCert(Arc::new(cert.der().clone()));
+        assert_eq!(pc.common_name().as_deref(), Some("alice"));
+        let der = cert.der().to_vec();
+        for cut in [0, 1, 5, der.len() / 2, der.len() - 1] {
+            // Truncated certificates never panic (they may still hold the name).
+            let _ = subject_common_name(&der[..cut]);
+        }
+        assert_eq!(
+            subject_common_name(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]),
+            None
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! every replica). `persist` stores the Raft log, hard state and the applied key space in one redb
 //! database, updated atomically per batch.
 
+pub mod auth;
 pub mod keyspace;
 pub mod machine;
 pub mod persist;

@@ -13,6 +13,7 @@ use deimos_raft::storage::LogStorage;
 use deimos_raft::types::{ConfChange, Index, Snapshot};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{AuthError, AuthOp, AuthReply, AuthState, AUTH_PREFIX};
 use crate::keyspace::{Applied, Command, ErrorCode, Store, StoreError};
 use crate::persist::RedbStorage;
 
@@ -44,6 +45,8 @@ pub enum Proposal {
     /// Record a member's metadata (add, or update of its URLs / name).
     PutMember(Member),
     RemoveMember(u64),
+    /// A change of users, roles or the auth switch (`auth.rs`). Passwords only as hashes.
+    Auth(AuthOp),
 }
 
 impl Proposal {
@@ -56,6 +59,7 @@ impl Proposal {
 pub enum Output {
     Keys(Result<Applied, StoreError>),
     Members,
+    Auth(Result<AuthReply, AuthError>),
     /// The entry could not be decoded (never written by this version).
     Invalid(String),
 }
@@ -63,11 +67,13 @@ pub enum Output {
 pub type SharedStore = Arc<RwLock<Store>>;
 pub type SharedMembers = Arc<RwLock<BTreeMap<u64, Member>>>;
 pub type SharedRemoved = Arc<RwLock<std::collections::BTreeSet<u64>>>;
+pub type SharedAuth = Arc<RwLock<AuthState>>;
 
 pub struct KvStateMachine {
     store: SharedStore,
     members: SharedMembers,
     removed: SharedRemoved,
+    auth: SharedAuth,
     /// Applied entries kept in the log by a compaction (see [`DEFAULT_CATCH_UP_ENTRIES`]).
     catch_up_entries: u64,
 }
@@ -85,11 +91,12 @@ impl KvStateMachine {
         if fresh && !bootstrap.is_empty() {
             bootstrap_log(storage, bootstrap)?;
         }
-        let (store, members, removed) = load(storage)?;
+        let (store, members, removed, auth) = load(storage)?;
         Ok(KvStateMachine {
             store: Arc::new(RwLock::new(store)),
             members: Arc::new(RwLock::new(members)),
             removed: Arc::new(RwLock::new(removed)),
+            auth: Arc::new(RwLock::new(auth)),
             catch_up_entries: DEFAULT_CATCH_UP_ENTRIES,
         })
     }
@@ -115,6 +122,11 @@ impl KvStateMachine {
     /// Ids of members that were removed (never to be added again).
     pub fn removed(&self) -> SharedRemoved {
         self.removed.clone()
+    }
+
+    /// Users, roles and whether auth is on.
+    pub fn auth(&self) -> SharedAuth {
+        self.auth.clone()
     }
 }
 
@@ -182,12 +194,14 @@ type Loaded = (
     Store,
     BTreeMap<u64, Member>,
     std::collections::BTreeSet<u64>,
+    AuthState,
 );
 
 fn load(storage: &RedbStorage) -> Result<Loaded, StateMachineError> {
     let mut keys = Vec::new();
     let mut members = BTreeMap::new();
     let mut removed = std::collections::BTreeSet::new();
+    let mut auth = AuthState::default();
     for r in storage.records().map_err(sm_err)? {
         let (k, v) = r.map_err(sm_err)?;
         if k.starts_with(MEMBER_PREFIX) {
@@ -198,12 +212,14 @@ fn load(storage: &RedbStorage) -> Result<Loaded, StateMachineError> {
             let id = u64::from_str_radix(hex, 16)
                 .map_err(|e| sm_err(format!("removed-member record {k:?}: {e}")))?;
             removed.insert(id);
+        } else if k.starts_with(AUTH_PREFIX) {
+            auth.load_record(&k, &v).map_err(sm_err)?;
         } else {
             keys.push((k, v));
         }
     }
     let store = Store::from_records(keys).map_err(sm_err)?;
-    Ok((store, members, removed))
+    Ok((store, members, removed, auth))
 }
 
 impl StateMachine<RedbStorage> for KvStateMachine {
@@ -260,6 +276,14 @@ impl StateMachine<RedbStorage> for KvStateMachine {
                         remove_member(&mut members, &mut removed, &mut mutations, id);
                         Output::Members
                     }
+                    // Locked only for the entry: every authenticated request reads this state,
+                    // and most batches hold no auth change.
+                    Ok(Proposal::Auth(op)) => Output::Auth(
+                        self.auth
+                            .write()
+                            .map_err(|_| sm_err("auth lock poisoned"))?
+                            .apply(op, &mut mutations),
+                    ),
                     Err(e) => Output::Invalid(format!("entry {}: {e}", c.index)),
                 };
                 outputs.push(out);
@@ -287,7 +311,7 @@ impl StateMachine<RedbStorage> for KvStateMachine {
         storage: &mut RedbStorage,
         _snapshot: &Snapshot,
     ) -> Result<(), StateMachineError> {
-        let (store, members, removed) = load(storage)?;
+        let (store, members, removed, auth) = load(storage)?;
         let mut cur = self
             .store
             .write()
@@ -303,6 +327,10 @@ impl StateMachine<RedbStorage> for KvStateMachine {
             .removed
             .write()
             .map_err(|_| sm_err("removed-members lock poisoned"))? = removed;
+        *self
+            .auth
+            .write()
+            .map_err(|_| sm_err("auth lock poisoned"))? = auth;
         Ok(())
     }
 
@@ -537,7 +565,7 @@ mod tests {
         // The same in the stored records (staged until written), so a restart and a snapshot
         // carry the removed ids too.
         st.write_staged().unwrap();
-        let (_, members, removed) = load(&st).unwrap();
+        let (_, members, removed, _) = load(&st).unwrap();
         assert!(members.is_empty());
         assert_eq!(removed.into_iter().collect::<Vec<_>>(), [2, 3, 4]);
     }

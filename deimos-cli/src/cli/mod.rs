@@ -125,6 +125,16 @@ pub struct Cli {
         env = "DEIMOSCTL_KEY"
     )]
     pub key: Option<std::path::PathBuf>,
+    /// Credentials sent with every request (HTTP basic auth): USER or USER:PASSWORD; without a
+    /// password it is asked for on the terminal (never read from a pipe).
+    #[arg(
+        long,
+        short = 'u',
+        global = true,
+        value_name = "USER[:PASSWORD]",
+        env = "DEIMOSCTL_USERNAME"
+    )]
+    pub username: Option<String>,
     /// Accepted for etcdctl v2 scripts and ignored: deimosctl never syncs the endpoint list.
     #[arg(long, global = true, hide = true)]
     pub no_sync: bool,
@@ -147,6 +157,15 @@ pub enum Command {
     /// Leader lease state of each member.
     #[command(subcommand)]
     Lease(LeaseCommand),
+    /// Users of the v2 auth (etcdctl's `user`).
+    #[command(subcommand)]
+    User(crate::auth::UserCommand),
+    /// Roles and their key permissions (etcdctl's `role`).
+    #[command(subcommand)]
+    Role(crate::auth::RoleCommand),
+    /// Turn auth on or off (etcdctl's `auth`).
+    #[command(subcommand)]
+    Auth(crate::auth::AuthCommand),
     /// Load generator: many concurrent HTTP/1.1 keep-alive clients.
     #[command(subcommand)]
     Bench(Workload),

@@ -357,11 +357,13 @@ async fn propose(app: &Arc<App>, cmd: Command) -> Result<Event, StoreError> {
     match app.handle.propose(Proposal::Keys(cmd).encode()).await {
         Ok(Output::Keys(Ok(Applied::Event(ev)))) => Ok(ev),
         Ok(Output::Keys(Err(e))) => Err(e),
-        Ok(Output::Keys(Ok(Applied::Expired(_)))) | Ok(Output::Members) => Err(StoreError::new(
-            ErrorCode::RaftInternal,
-            "unexpected apply result",
-            store_index(app),
-        )),
+        Ok(Output::Keys(Ok(Applied::Expired(_)))) | Ok(Output::Members) | Ok(Output::Auth(_)) => {
+            Err(StoreError::new(
+                ErrorCode::RaftInternal,
+                "unexpected apply result",
+                store_index(app),
+            ))
+        }
         Ok(Output::Invalid(why)) => Err(StoreError::new(
             ErrorCode::RaftInternal,
             why,

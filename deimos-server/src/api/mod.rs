@@ -5,6 +5,8 @@
 // request; boxing it would add an allocation to save stack bytes nobody is short of.
 #![allow(clippy::result_large_err)]
 
+pub mod auth;
+pub mod auth_api;
 pub mod cluster;
 pub mod cors;
 pub mod keys;
@@ -192,7 +194,19 @@ async fn route_client_inner(app: Arc<App>, req: Request<Incoming>) -> Resp {
     let path = req.uri().path().to_string();
     let p = strip_v2(&path);
     if p == "/keys" || p.starts_with("/keys/") {
-        return keys::handle(app, req, p["/keys".len()..].to_string()).await;
+        let raw_key = &p["/keys".len()..];
+        if let Err(r) = auth::check_keys(&app, &req, raw_key).await {
+            return r;
+        }
+        return keys::handle(app, req, raw_key.to_string()).await;
+    }
+    if p == "/auth" || p.starts_with("/auth/") {
+        return auth_api::handle(app, req, p).await;
+    }
+    if p == "/members" || p.starts_with("/members/") {
+        if let Err(r) = auth::check_write_root(&app, &req).await {
+            return r;
+        }
     }
     match (req.method(), p) {
         (_, "/members") | (_, "/members/") => members::members(app, req, None).await,
