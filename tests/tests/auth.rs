@@ -133,6 +133,19 @@ fn check_enforced(c: &Cluster, i: usize, alice_pw: &str) {
     );
     assert_eq!(r.status, 401, "membership changes need root on {i}: {r:?}");
     assert_eq!(r.json()["message"], "Insufficient credentials");
+    // A backup holds every key and the auth records.
+    let snapshot = format!("{}/v2/snapshot", c.client_url(i));
+    let r = call(
+        http,
+        "GET",
+        &snapshot,
+        Some(&format!("alice:{alice_pw}")),
+        None,
+    );
+    assert_eq!(r.status, 401, "a backup needs root on {i}: {r:?}");
+    assert_eq!(call(http, "GET", &snapshot, None, None).status, 401);
+    let r = call(http, "GET", &snapshot, Some("root:rootpw"), None);
+    assert_eq!(r.status, 200, "root takes a backup on {i}");
 }
 
 fn auth_enabled(c: &Cluster, i: usize) -> bool {

@@ -222,7 +222,11 @@ async fn route_client_inner(app: Arc<App>, req: Request<Incoming>) -> Resp {
         (&Method::GET, "/health") => cluster::health(&app).await,
         (&Method::GET, "/version") => cluster::version(),
         (&Method::GET, "/metrics") => cluster::metrics(&app),
-        (&Method::GET, "/snapshot") => snapshot::snapshot(app).await,
+        // A backup holds every key and the auth records: root only once auth is on.
+        (&Method::GET, "/snapshot") => match auth::check_root(&app, &req).await {
+            Ok(()) => snapshot::snapshot(app).await,
+            Err(r) => r,
+        },
         _ => response::text(404, "404 page not found\n"),
     }
 }
