@@ -81,6 +81,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let mut c = Client::new(endpoints, cli.timeout);
             snapshot::run(&mut c, cmd, cli.output).await
         }
+        Command::Backup {
+            data_dir,
+            backup_dir,
+        } => snapshot::backup_command(data_dir, backup_dir, cli.output).await,
     }
 }
 

@@ -85,6 +85,72 @@ pub fn status(path: &Path) -> Result<BackupSummary, CliError> {
     recovery::inspect(std::io::BufReader::new(f)).map_err(|e| recovery_err(path, e))
 }
 
+/// The file `backup` writes in its backup directory.
+pub const BACKUP_FILE: &str = "deimos.snapshot";
+
+pub async fn backup_command(
+    data_dir: PathBuf,
+    backup_dir: PathBuf,
+    out: Output,
+) -> Result<(), CliError> {
+    let (file, s) = blocking(move || backup(&data_dir, &backup_dir)).await?;
+    print_summary(&file, &s, out, "saved");
+    Ok(())
+}
+
+/// etcdctl v2's `backup`, offline: stream the applied state of a stopped member's store into
+/// `backup_dir/deimos.snapshot` (through `.part`, checked whole, then renamed, as `save` does).
+/// redb locks its file, so a member still running is refused rather than read mid-write.
+pub fn backup(data_dir: &Path, backup_dir: &Path) -> Result<(PathBuf, BackupSummary), CliError> {
+    use deimos_store::persist::{RedbStorage, DB_FILE};
+    if !data_dir.join(DB_FILE).is_file() {
+        return Err(CliError::File(format!(
+            "no Deimos store in {} (expected {DB_FILE})",
+            data_dir.display()
+        )));
+    }
+    let storage = RedbStorage::open(data_dir).map_err(|e| {
+        CliError::File(format!(
+            "cannot open the store in {}: {e} (if its member is running, stop it first, or \
+             use `deimosctl snapshot save` against the running cluster)",
+            data_dir.display()
+        ))
+    })?;
+    std::fs::create_dir_all(backup_dir).map_err(|e| file_err(backup_dir, "cannot create", e))?;
+    let file = backup_dir.join(BACKUP_FILE);
+    let part = part_path(&file);
+    let written = (|| {
+        let encoder = storage
+            .snapshot_encoder(256 << 10)
+            .map_err(|e| file_err(data_dir, "cannot read the store in", e))?;
+        let f = std::fs::File::create(&part).map_err(|e| file_err(&part, "cannot create", e))?;
+        let mut w = std::io::BufWriter::new(f);
+        for chunk in encoder {
+            let chunk = chunk.map_err(|e| file_err(data_dir, "cannot read the store in", e))?;
+            w.write_all(&chunk)
+                .map_err(|e| file_err(&part, "cannot write", e))?;
+        }
+        let f = w
+            .into_inner()
+            .map_err(|e| file_err(&part, "cannot write", e.error()))?;
+        f.sync_all()
+            .map_err(|e| file_err(&part, "cannot sync", e))?;
+        status(&part)
+    })();
+    drop(storage);
+    match written {
+        Ok(summary) => {
+            std::fs::rename(&part, &file).map_err(|e| file_err(&file, "cannot rename into", e))?;
+            sync_parent(&file);
+            Ok((file, summary))
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&part);
+            Err(e)
+        }
+    }
+}
+
 fn part_path(file: &Path) -> PathBuf {
     let mut p = file.as_os_str().to_os_string();
     p.push(".part");

@@ -140,3 +140,59 @@ fn restore_checks_its_arguments_and_never_overwrites_a_data_dir() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("not empty"), "{err}");
 }
+
+/// etcdctl v2's `backup`: a stopped member's data dir into a checked snapshot file that
+/// `snapshot status` reads back with every key; a running member's locked store is refused.
+#[test]
+fn backup_of_a_stopped_member_writes_a_checked_snapshot() {
+    let mut c = Cluster::start(1);
+    c.wait_leader(std::time::Duration::from_secs(10));
+    let url = c.client_url(0);
+    for i in 0..20 {
+        assert_eq!(run_at(&url, &["set", &format!("/b/k{i}"), "v"]).0, 0);
+    }
+    let data = c.dir().join("n1");
+    let dir = tempfile::tempdir().unwrap();
+    let backup = dir.path().join("bk");
+    let (code, _, err) = run_at(
+        &url,
+        &["backup", "--data-dir", p(&data), "--backup-dir", p(&backup)],
+    );
+    assert_eq!(code, 1, "a running member's store is locked: {err}");
+    assert!(err.contains("stop it first"), "{err}");
+    assert!(!backup.join("deimos.snapshot").exists());
+
+    c.terminate(0, std::time::Duration::from_secs(10));
+    let (code, out, err) = run_at(
+        &url,
+        &[
+            "-o",
+            "json",
+            "backup",
+            "--data-dir",
+            p(&data),
+            "--backup-dir",
+            p(&backup),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let saved = json(&out);
+    assert_eq!(saved["keys"], 21, "20 keys and their directory: {saved}");
+    let file = backup.join("deimos.snapshot");
+    let (code, out, _) = run_at(&url, &["-o", "json", "snapshot", "status", p(&file)]);
+    assert_eq!(code, 0);
+    assert_eq!(json(&out)["hash"], saved["hash"]);
+
+    let (code, _, err) = run_at(
+        &url,
+        &[
+            "backup",
+            "--data-dir",
+            p(dir.path()),
+            "--backup-dir",
+            p(&backup),
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("no Deimos store"), "{err}");
+}

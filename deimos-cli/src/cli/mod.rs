@@ -173,6 +173,18 @@ pub enum Command {
     /// cluster from one (as etcdctl v3's `snapshot`).
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Back up a stopped member's data directory (etcdctl v2's `backup`): writes
+    /// BACKUP_DIR/deimos.snapshot, a snapshot file as `snapshot save` writes, checked whole.
+    /// Start a new cluster from it with `snapshot restore`. A running member's store is locked:
+    /// use `snapshot save` for a running cluster.
+    Backup {
+        /// The member's data directory (holding deimos.redb).
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// Where to write deimos.snapshot (created if absent).
+        #[arg(long)]
+        backup_dir: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
