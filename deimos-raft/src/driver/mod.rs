@@ -1,10 +1,11 @@
 //! The async driver: one tokio task owns the core and does, in order, what each `Ready` asks —
 //! send the leader's replication traffic, (on a leader) apply and answer what is already
 //! committed and stored, persist, publish lease facts (stamped before sending), send the rest,
-//! apply and answer the remainder — then `advance`. Proposals and log reads taken in together
-//! are proposed together just before that (`flush_proposals`). A leader with new proposals
-//! first takes in the acknowledgements of the entries it already wrote, if they are in flight
-//! (`wait_for_acks`).
+//! apply and answer the remainder — then `advance`. That order is a list computed by
+//! `plan::plan` and executed by `handle_ready`; what each step does is in `steps.rs`.
+//! Proposals and log reads taken in together are proposed together just before that
+//! (`flush_proposals`). A leader with new proposals first takes in the acknowledgements of the
+//! entries it already wrote, if they are in flight (`wait_for_acks`).
 //!
 //! The loop blocks its thread for each fsync, so it should run where that blocks nothing else:
 //! the server gives it a thread and a current-thread runtime of its own.
@@ -14,13 +15,15 @@
 pub mod envelope;
 mod handle;
 pub mod metrics;
+mod plan;
+mod steps;
 mod traits;
 
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -31,13 +34,13 @@ pub use traits::{
 };
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, UnsafeKnobs};
 use crate::error::RaftError;
-use crate::ids::{Id, Ids};
 use crate::lease::{LeaseConfig, LeaseConfigError, LeaseTracker};
 use crate::raw_node::{RawNode, Ready};
 use crate::storage::{LogStorage, StorageError};
-use crate::types::{ConfChange, ConfState, EntryPayload, Index, Role, Term};
+use crate::types::{ConfState, Index, Role, Term};
+use plan::Step;
 
 /// The longest a leader holds back its next write for acknowledgements already in flight (see
 /// `wait_for_acks`). They normally take a follower's fsync plus a loopback or LAN round trip; the
@@ -138,10 +141,8 @@ pub struct Driver<S: LogStorage, T: Transport, M: StateMachine<S>, C: Clock + Cl
     /// Role and term last logged, so each change is logged once.
     last_role: Role,
     last_term: Term,
-    /// `UnsafeKnobs::send_all_before_persist`: only for the test that shows it is caught.
-    send_all_before_persist: bool,
-    /// `UnsafeKnobs::publish_commit_after_send`: only for the tests that show it is caught.
-    publish_commit_after_send: bool,
+    /// What may break the Ready order on purpose: only for the tests that show it is caught.
+    knobs: UnsafeKnobs,
     /// The refused-message total last exported as metrics.
     refused_exported: u64,
 }
@@ -204,8 +205,7 @@ where
             next_seq: u64::from(
                 rand::rngs::StdRng::seed_from_u64(cfg.raft.seed ^ 0x5eed).gen::<u32>(),
             ) << 32,
-            send_all_before_persist: cfg.raft.unsafe_knobs.send_all_before_persist,
-            publish_commit_after_send: cfg.raft.unsafe_knobs.publish_commit_after_send,
+            knobs: cfg.raft.unsafe_knobs,
             refused_exported: 0,
             proposals: HashMap::new(),
             reads: HashMap::new(),
@@ -440,305 +440,33 @@ where
         self.next_seq
     }
 
+    /// Handle one `Ready`: execute its `plan::plan` step by step, and nothing in between
+    /// (the order, and why, is there).
     fn handle_ready(&mut self, rd: Ready) -> Result<(), FatalError> {
-        // The lease anchor: no message of this Ready has left yet.
+        // The lease anchor, stamped before the first step: no message of this Ready has left.
         let anchor = self.lease.now();
-        if let Some(ss) = rd.soft_state {
-            self.on_soft_state(ss.role, ss.leader);
-        }
-        if let Some(snap) = &rd.snapshot {
-            let started = Instant::now();
-            self.node.storage_mut().apply_snapshot(snap)?;
-            self.sm.restore(self.node.storage_mut(), snap)?;
-            self.conf = snap.meta.conf.clone();
-            self.last_compaction = snap.meta.index;
-            // Operators (and the membership tests) need to see that a member caught up by
-            // snapshot rather than from the log, and how long the install stalled it.
-            ::metrics::counter!(metrics::SNAPSHOTS_INSTALLED).increment(1);
-            let first = self.node.storage().first_index()?;
-            ::metrics::gauge!(metrics::LOG_FIRST_INDEX).set(first as f64);
-            tracing::info!(
-                index = snap.meta.index,
-                term = snap.meta.term,
-                bytes = snap.data.len(),
-                duration = ?started.elapsed(),
-                voters = %Ids(&snap.meta.conf.voters),
-                learners = %Ids(&snap.meta.conf.learners),
-                "snapshot installed"
-            );
-        }
-        // Appends and heartbeats leave before our own fsync, so the followers' disk writes
-        // overlap it (see `MessageBody::may_precede_persist` for why that is safe). The loop
-        // handles no acknowledgement until this Ready is done, so commit never outruns our copy.
-        let (early, late): (Vec<_>, Vec<_>) = rd
-            .messages
-            .into_iter()
-            .partition(|m| self.send_all_before_persist || m.body.may_precede_persist());
-        // Lease readers read at the published commit index. A message leaving now carries this
-        // Ready's commit index to followers, which may apply an entry and answer its writer
-        // before our own fsync ends; a lease read here after that answer must see the entry.
-        // So the index is published before the first message that carries it leaves.
-        if !self.publish_commit_after_send {
-            self.publish_status();
-        }
-        if !early.is_empty() {
-            self.transport.send(early);
-        }
-        // Quorum confirmations of heartbeat rounds count from when each round was sent (its
-        // anchor), not from now, so they need nothing from this Ready's write.
-        self.lease.observe(&rd.lease_events, anchor);
-        // A leader answers its clients before its next fsync rather than after it: committed
-        // entries already in local storage were durable on a quorum before they could commit,
-        // so they need nothing from this Ready's write. Entries committed in this very Ready on
-        // our own unwritten copy (a single-voter cluster) wait for the write. A follower applies
-        // after persisting, so its acknowledgement does not wait for its apply.
-        let committed = rd.committed_entries;
-        let split = if self.node.role() == Role::Leader {
-            let stored = self.node.storage().last_index()?;
-            committed.partition_point(|e| e.index <= stored)
-        } else {
-            0
-        };
-        let (ready_now, after_write) = committed.split_at(split);
-        self.apply(ready_now)?;
-        let started = Instant::now();
-        self.node
-            .storage_mut()
-            .persist(rd.hard_state.as_ref(), &rd.entries)?;
-        if !rd.entries.is_empty() || rd.hard_state.is_some() {
-            metrics::persist(started.elapsed());
-        }
-        if let Some(hs) = &rd.hard_state {
-            self.log_term(hs.term);
-        }
-        self.publish_status();
-        if !late.is_empty() {
-            self.transport.send(late);
-        }
-        let snapshot_index = rd.snapshot.as_ref().map(|s| s.meta.index);
-        self.apply(after_write)?;
-        if let Some(idx) = snapshot_index {
-            // Never `send_*(f(*tx.borrow()))`: the borrow's read guard lives to the end of the
-            // statement and the send waits for it — the driver deadlocked itself here on every
-            // snapshot install (issue 22).
-            self.applied_tx.send_if_modified(|applied| {
-                let grew = idx > *applied;
-                *applied = (*applied).max(idx);
-                grew
-            });
-            self.lease.on_applied(idx);
-        }
-        for rs in rd.read_states {
-            let Ok(bytes) = <[u8; 8]>::try_from(rs.ctx.as_slice()) else {
-                continue;
-            };
-            if let Some(reply) = self.reads.remove(&u64::from_be_bytes(bytes)) {
-                let _ = reply.send(Ok(rs.index));
-            }
-        }
-        self.node.advance();
-        self.publish_status();
-        for (reply, result) in self.conf_answers.drain(..) {
-            let _ = reply.send(result);
-        }
-        self.maybe_compact()?;
-        Ok(())
-    }
-
-    fn on_soft_state(&mut self, role: Role, leader: Option<u64>) {
-        ::metrics::gauge!(metrics::HAS_LEADER).set(if leader.is_some() { 1.0 } else { 0.0 });
-        ::metrics::gauge!(metrics::IS_LEADER).set(if role == Role::Leader { 1.0 } else { 0.0 });
-        let term = self.node.status().term;
-        self.log_term(term);
-        if role != self.last_role {
-            tracing::info!(
-                from = self.last_role.as_str(),
-                to = role.as_str(),
-                term,
-                "raft role changed"
-            );
-            self.last_role = role;
-        }
-        if leader != self.last_leader {
-            match (self.last_leader, leader) {
-                (None, Some(l)) => tracing::info!(leader = %Id(l), term, "leader elected"),
-                (Some(was), None) => tracing::info!(was = %Id(was), term, "leader lost"),
-                (Some(was), Some(l)) => {
-                    tracing::info!(was = %Id(was), leader = %Id(l), term, "leader changed")
+        let role = self.node.role();
+        let stored = self.node.storage().last_index()?;
+        for step in plan::plan(rd, role, stored, self.knobs) {
+            match step {
+                Step::NoteSoftState(ss) => self.on_soft_state(ss.role, ss.leader),
+                Step::InstallSnapshot(snap) => self.install_snapshot(&snap)?,
+                Step::PublishStatus => self.publish_status(),
+                Step::SendBeforePersist(messages) | Step::SendAfterPersist(messages) => {
+                    self.transport.send(messages)
                 }
-                (None, None) => {}
-            }
-            if leader.is_some() {
-                ::metrics::counter!(metrics::LEADER_CHANGES).increment(1);
-            }
-            self.last_leader = leader;
-        }
-        self.lease.on_soft_state(role, leader);
-        if role != Role::Leader {
-            // Reads waiting on this node as leader cannot be confirmed any more; their callers
-            // retry (a follower's forwarded reads are simply never answered and time out).
-            let me = self.node.status().id;
-            if leader != Some(me) {
-                for (_, reply) in self.reads.drain() {
-                    let _ = reply.send(Err(DriverError::Raft(RaftError::NotLeader { leader })));
-                }
-            }
-        }
-    }
-
-    /// Log a term change once, whichever input brought it.
-    fn log_term(&mut self, term: Term) {
-        if term != self.last_term {
-            tracing::info!(from = self.last_term, to = term, "raft term changed");
-            self.last_term = term;
-        }
-    }
-
-    fn apply(&mut self, entries: &[crate::types::Entry]) -> Result<(), FatalError> {
-        let Some(last) = entries.last() else {
-            return Ok(());
-        };
-        let started = Instant::now();
-        let me = self.node.status().id;
-        let mut commands = Vec::new();
-        let mut conf_changes = Vec::new();
-        let mut origins = Vec::new();
-        let mut barriers = Vec::new();
-        for e in entries {
-            match &e.payload {
-                EntryPayload::Normal(data) => {
-                    if let Some((origin, seq, payload)) = envelope::unwrap(data) {
-                        if payload.is_empty() {
-                            // A log read's barrier: nothing for the state machine.
-                            if origin == me {
-                                barriers.push((seq, e.index));
-                            }
-                            continue;
-                        }
-                        commands.push(Command {
-                            index: e.index,
-                            term: e.term,
-                            data: payload,
-                        });
-                        origins.push((origin, seq));
-                    }
-                }
-                EntryPayload::ConfChange(cc) => {
-                    self.conf.apply(*cc);
-                    conf_changes.push((e.index, *cc));
-                    let (what, id) = match *cc {
-                        ConfChange::AddVoter(id) => ("add voter", id),
-                        ConfChange::AddLearner(id) => ("add learner", id),
-                        ConfChange::RemoveNode(id) => ("remove", id),
-                    };
-                    tracing::info!(
-                        index = e.index,
-                        change = what,
-                        member = %Id(id),
-                        voters = %Ids(&self.conf.voters),
-                        learners = %Ids(&self.conf.learners),
-                        "membership change applied"
-                    );
-                }
-                EntryPayload::Empty => {}
-            }
-        }
-        let batch = ApplyBatch {
-            commands,
-            conf_changes,
-            applied: last.index,
-            applied_term: last.term,
-            conf: &self.conf,
-        };
-        let outputs = self.sm.apply(self.node.storage_mut(), batch)?;
-        metrics::apply(started.elapsed());
-        // Publish before answering: a client that saw its write acknowledged must find it
-        // applied (and committed) in any read that follows.
-        self.applied_tx.send_replace(last.index);
-        self.lease.on_applied(last.index);
-        self.publish_status();
-        for ((origin, seq), out) in origins.into_iter().zip(outputs) {
-            if origin != me {
-                continue;
-            }
-            if let Some(reply) = self.proposals.remove(&seq) {
-                ::metrics::counter!(metrics::PROPOSALS_COMMITTED).increment(1);
-                let _ = reply.send(Ok(out));
-            }
-        }
-        for (seq, index) in barriers {
-            for reply in self.barriers.remove(&seq).unwrap_or_default() {
-                let _ = reply.send(Ok(index));
-            }
-        }
-        self.answer_conf_waiters(entries);
-        Ok(())
-    }
-
-    /// A waiting membership change is answered once its index is applied: done if the entry
-    /// there is still ours (same term, a change), dropped if a new leader's entry replaced it.
-    /// One whose index a snapshot skipped has an unknown outcome; its caller times out.
-    fn answer_conf_waiters(&mut self, applied: &[crate::types::Entry]) {
-        let (Some(first), Some(last)) = (applied.first(), applied.last()) else {
-            return;
-        };
-        let range = first.index..=last.index;
-        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.conf_waiters)
-            .into_iter()
-            .partition(|(index, _, _)| range.contains(index));
-        self.conf_waiters = waiting;
-        for (index, term, reply) in due {
-            // Applied entries are contiguous, and `range` holds `index`.
-            let e = &applied[(index - first.index) as usize];
-            let ours = e.term == term && matches!(e.payload, EntryPayload::ConfChange(_));
-            let result = if ours {
-                Ok(())
-            } else {
-                Err(DriverError::Dropped)
-            };
-            self.conf_answers.push((reply, result));
-        }
-    }
-
-    fn maybe_compact(&mut self) -> Result<(), FatalError> {
-        let applied = *self.applied_tx.borrow();
-        if applied >= self.last_compaction + self.snapshot_count {
-            let before = self.node.storage().first_index()?;
-            self.sm.compact(self.node.storage_mut(), applied)?;
-            self.last_compaction = applied;
-            let after = self.node.storage().first_index()?;
-            // The state machine keeps its catch-up entries, so an early compaction may trim
-            // nothing; count only those that moved the log's start.
-            if after > before {
-                ::metrics::counter!(metrics::LOG_COMPACTIONS).increment(1);
-                ::metrics::gauge!(metrics::LOG_FIRST_INDEX).set(after as f64);
-                tracing::debug!(applied, first_index = after, "raft log compacted");
+                Step::ObserveLease(events) => self.lease.observe(&events, anchor),
+                Step::Apply(entries) => self.apply(&entries)?,
+                Step::Persist {
+                    hard_state,
+                    entries,
+                } => self.persist(hard_state.as_ref(), &entries)?,
+                Step::PublishSnapshotApplied(index) => self.publish_snapshot_applied(index),
+                Step::AnswerReads(read_states) => self.answer_reads(read_states),
+                Step::Advance => self.advance()?,
             }
         }
         Ok(())
-    }
-
-    fn publish_status(&mut self) {
-        let refused = self.node.refused();
-        if refused.total() != self.refused_exported {
-            self.refused_exported = refused.total();
-            for (r, n) in refused.iter() {
-                ::metrics::counter!(metrics::MESSAGES_REFUSED, "reason" => r.as_str()).absolute(n);
-            }
-        }
-        let mut st = self.node.status();
-        st.applied = st.applied.max(*self.applied_tx.borrow());
-        ::metrics::gauge!(metrics::TERM).set(st.term as f64);
-        ::metrics::gauge!(metrics::COMMIT_INDEX).set(st.commit as f64);
-        ::metrics::gauge!(metrics::APPLIED_INDEX).set(st.applied as f64);
-        self.status_tx.send_if_modified(|cur| {
-            if *cur != st {
-                *cur = st;
-                true
-            } else {
-                false
-            }
-        });
     }
 }
 
