@@ -37,7 +37,7 @@ pub struct Etcd {
     child: Option<Child>,
     dir: PathBuf,
     pub client: String,
-    peer: String,
+    pub peer: String,
 }
 
 impl Etcd {

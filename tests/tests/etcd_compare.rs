@@ -415,6 +415,30 @@ const SCRIPT: &[Step] = &[
     ("GET", "/v2/members/zz", &[]),
 ];
 
+/// Membership requests refused before anything changes: method, path, content type, body.
+const MEMBER_REQUESTS: &[(&str, &str, &str, &str)] = &[
+    (
+        "POST",
+        "/v2/members",
+        "application/x-www-form-urlencoded",
+        "peerURLs=http://127.0.0.1:1",
+    ),
+    (
+        "POST",
+        "/v2/members",
+        "application/json",
+        r#"{"peerURLs":["{peer}"]}"#,
+    ),
+    (
+        "PUT",
+        "/v2/members/123456",
+        "application/json",
+        r#"{"peerURLs":["http://127.0.0.1:2"]}"#,
+    ),
+    ("DELETE", "/v2/members/123456", "application/json", ""),
+    ("DELETE", "/v2/members/zz", "application/json", ""),
+];
+
 /// The status line and headers of a long poll, read before anything is written to its key
 /// (etcd flushes them at once), then the event the write produces. The write is made in any
 /// case, so that both servers stay at the same index whatever failed.
@@ -547,6 +571,37 @@ fn keys_api_matches_etcd_34() {
                     "GET {path} (long poll, {what})\n  etcd:   {e:?}\n  deimos: {d:?}"
                 )),
             }
+        }
+    }
+
+    // Membership requests that change nothing: the same statuses and messages as etcd's
+    // (`{peer}` is each side's own peer URL).
+    for (method, path, ct, body) in MEMBER_REQUESTS {
+        let mut replies = Vec::new();
+        for (side, peer) in [
+            (&cmp.etcd, etcd.peer.clone()),
+            (&cmp.deimos, cluster.node(0).peer_url()),
+        ] {
+            let url = format!("{}{}", side.url, path.replace("{id}", &side.fill("{id}")));
+            let body = body.replace("{peer}", &peer);
+            let r = cmp
+                .http
+                .request(
+                    method,
+                    &url,
+                    Some((ct, body.as_bytes())),
+                    Duration::from_secs(5),
+                )
+                .map(|r| (r.status, r.json()["message"].clone()))
+                .unwrap_or_else(|e| (0, serde_json::Value::String(e)));
+            replies.push(r);
+        }
+        cmp.steps += 1;
+        if replies[0] != replies[1] {
+            cmp.mismatches.push(format!(
+                "{method} {path} ({ct}) {body}\n  etcd:   {:?}\n  deimos: {:?}",
+                replies[0], replies[1]
+            ));
         }
     }
 
