@@ -10,6 +10,7 @@
 //! without them those two tests print `SKIP` and pass. `tests/etcd_compare.rs` needs `etcd` 3.4
 //! (`apt-get install etcd-server`) and prints `SKIP` without it.
 
+pub mod auth;
 pub mod checks;
 pub mod etcd_compare;
 pub mod forge;
