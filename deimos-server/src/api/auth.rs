@@ -41,7 +41,8 @@ const MAX_AUTH_HEADER: usize = 4096;
 pub struct AuthGate {
     state: SharedAuth,
     key: hmac::Key,
-    verified: RwLock<HashMap<[u8; 32], Arc<str>>>,
+    /// Header digest -> (user, the password hash it was verified against).
+    verified: RwLock<HashMap<[u8; 32], (Arc<str>, Arc<str>)>>,
     /// One bcrypt at a time: a flood of wrong passwords (each costs tens of milliseconds of
     /// CPU, and failures are never remembered) then takes at most one core from Raft and the
     /// other requests, instead of all of them.
@@ -55,7 +56,7 @@ pub enum Who {
     Anyone,
     /// No credentials (guest role).
     Guest,
-    User(String),
+    User(Arc<str>),
     /// Credentials that did not check out.
     Refused,
 }
@@ -83,60 +84,60 @@ impl AuthGate {
         self.state.read().map(|s| s.enabled()).unwrap_or(true)
     }
 
-    /// Identify the sender of `req`. The common case — a pair verified before, or no
-    /// credentials — is decided under one read lock without copying any record; only a pair
-    /// not seen yet (or a changed password) pays for bcrypt, on a blocking thread.
+    /// Identify the sender of `req`. The common case — a header verified before, or no
+    /// credentials — costs one HMAC of the raw header and two read locks, and copies no record;
+    /// only a header not seen yet (or a changed password) is decoded and pays for bcrypt, on a
+    /// blocking thread.
     pub async fn who(&self, req: &Request<Incoming>) -> Who {
-        let creds = match req.headers().get(hyper::header::AUTHORIZATION) {
-            None => None,
-            Some(h) => match parse_basic(h.as_bytes()) {
-                Some(c) => Some(c),
-                None => return Who::Refused,
-            },
-        };
-        let hash = {
+        let Some(header) = req.headers().get(hyper::header::AUTHORIZATION) else {
             let Ok(s) = self.state.read() else {
                 return Who::Refused;
             };
             if !s.enabled() {
                 return Who::Anyone;
             }
-            let Some((user, password)) = &creds else {
-                // etcd with --client-cert-auth: a verified client certificate's CN names the
-                // user (the certificate is only attached when the listener verified it).
-                let cn = req
-                    .extensions()
-                    .get::<PeerCert>()
-                    .and_then(PeerCert::common_name);
-                return match cn {
-                    Some(cn) if s.user_ref(&cn).is_some() => Who::User(cn),
-                    _ => Who::Guest,
-                };
+            // etcd with --client-cert-auth: a verified client certificate's CN names the user
+            // (the certificate is only attached when the listener verified it).
+            let cn = req
+                .extensions()
+                .get::<PeerCert>()
+                .and_then(PeerCert::common_name);
+            return match cn {
+                Some(cn) if s.user_ref(&cn).is_some() => Who::User(cn.into()),
+                _ => Who::Guest,
             };
-            let Some(u) = s.user_ref(user) else {
+        };
+        let raw = header.as_bytes();
+        if raw.len() > MAX_AUTH_HEADER {
+            return Who::Refused;
+        }
+        let tag = self.tag(raw);
+        if let Some(who) = self.remembered(&tag) {
+            return who;
+        }
+        let Some((user, password)) = parse_basic(raw) else {
+            return Who::Refused;
+        };
+        let hash: Arc<str> = {
+            let Ok(s) = self.state.read() else {
+                return Who::Refused;
+            };
+            if !s.enabled() {
+                return Who::Anyone;
+            }
+            let Some(u) = s.user_ref(&user) else {
                 tracing::debug!(user = %user, "auth: unknown user");
                 return Who::Refused;
             };
-            if self.remembered(&self.tag(user, password), &u.password_hash) {
-                drop(s);
-                return match creds {
-                    Some((user, _)) => Who::User(user),
-                    None => Who::Refused,
-                };
-            }
-            u.password_hash.clone()
+            u.password_hash.as_str().into()
         };
-        let Some((user, password)) = creds else {
-            return Who::Refused;
-        };
-        let tag = self.tag(&user, &password);
         let Ok(_permit) = self.verifying.acquire().await else {
             return Who::Refused;
         };
         // Clients that start together with the same credentials wait here for the first one's
         // verification, then find it remembered.
-        if self.remembered(&tag, &hash) {
-            return Who::User(user);
+        if let Some(who) = self.remembered(&tag) {
+            return who;
         }
         let h = hash.clone();
         let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &h).unwrap_or(false))
@@ -146,31 +147,37 @@ impl AuthGate {
             tracing::debug!(user = %user, "auth: wrong password");
             return Who::Refused;
         }
+        let user: Arc<str> = user.into();
         if let Ok(mut v) = self.verified.write() {
             if v.len() >= CACHE_CAPACITY {
                 v.clear();
             }
-            v.insert(tag, hash.into());
+            v.insert(tag, (user.clone(), hash));
         }
         Who::User(user)
     }
 
-    /// The remembered digest of a (user, password) pair.
-    fn tag(&self, user: &str, password: &str) -> [u8; 32] {
-        let mut ctx = hmac::Context::with_key(&self.key);
-        ctx.update(&(user.len() as u64).to_le_bytes());
-        ctx.update(user.as_bytes());
-        ctx.update(password.as_bytes());
+    /// The remembered digest of an `Authorization` header value. Keyed by the raw value, so a
+    /// remembered header needs no decoding; two spellings of the same credentials are two
+    /// entries, each verified once.
+    fn tag(&self, header: &[u8]) -> [u8; 32] {
         let mut out = [0u8; 32];
-        out.copy_from_slice(&ctx.sign().as_ref()[..32]);
+        out.copy_from_slice(&hmac::sign(&self.key, header).as_ref()[..32]);
         out
     }
 
-    /// Whether the pair was verified against the hash the user has now.
-    fn remembered(&self, tag: &[u8; 32], hash: &str) -> bool {
-        self.verified
-            .read()
-            .is_ok_and(|v| v.get(tag).is_some_and(|h| **h == *hash))
+    /// Who a remembered header names, if it was verified against the password hash its user
+    /// has now (a password change or a removed user makes it unremembered at once). `None`
+    /// also when auth is off (the caller then finds that out itself).
+    fn remembered(&self, tag: &[u8; 32]) -> Option<Who> {
+        let (user, hash) = self.verified.read().ok()?.get(tag).cloned()?;
+        let s = self.state.read().ok()?;
+        if !s.enabled() {
+            return Some(Who::Anyone);
+        }
+        s.user_ref(&user)
+            .filter(|u| *u.password_hash == *hash)
+            .map(|_| Who::User(user))
     }
 
     /// Whether `who` may read (`write` false) or write `key`.
