@@ -91,6 +91,8 @@ pub(super) struct Target<'a> {
     pub(super) leader: &'a str,
     /// Each member's pid and whether it is the leader.
     pub(super) members: &'a [(u32, bool)],
+    /// `user:password` sent with every request (`deimosctl -u`), for runs with auth on.
+    pub(super) credentials: Option<&'a str>,
 }
 
 pub(super) fn run_one(
@@ -105,8 +107,12 @@ pub(super) fn run_one(
         round,
         leader,
         members,
+        credentials,
     } = *t;
     let mut cmd = Command::new(ctl);
+    if let Some(c) = credentials {
+        cmd.args(["--username", c]);
+    }
     cmd.args([
         "--endpoints",
         leader,
@@ -203,7 +209,7 @@ pub(super) struct Prepared {
     cluster: Cluster,
     pub(super) leader: String,
     /// Each member's pid and whether it is the leader.
-    members: Vec<(u32, bool)>,
+    pub(super) members: Vec<(u32, bool)>,
 }
 
 impl Prepared {
@@ -249,6 +255,7 @@ pub(super) fn run_cell(
         round,
         leader: &p.leader,
         members: &p.members,
+        credentials: None,
     };
     results.push(run_one(ctl, &target, w, c, a)?);
     // A run that lost its leader measured something else (forwarding, an election): say so in
