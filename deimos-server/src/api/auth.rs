@@ -41,13 +41,15 @@ const MAX_AUTH_HEADER: usize = 4096;
 pub struct AuthGate {
     state: SharedAuth,
     key: hmac::Key,
-    /// Header digest -> (user, the password hash it was verified against).
-    verified: RwLock<HashMap<[u8; 32], (Arc<str>, Arc<str>)>>,
+    verified: RwLock<HashMap<[u8; 32], Verified>>,
     /// One bcrypt at a time: a flood of wrong passwords (each costs tens of milliseconds of
     /// CPU, and failures are never remembered) then takes at most one core from Raft and the
     /// other requests, instead of all of them.
     verifying: tokio::sync::Semaphore,
 }
+
+/// A remembered header's user and the password hash it was verified against.
+type Verified = (Arc<str>, Arc<str>);
 
 /// Who a request is.
 #[derive(Debug, Clone, PartialEq, Eq)]
