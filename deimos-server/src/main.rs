@@ -56,6 +56,23 @@ fn return_free_memory() {
 
 const COLLECT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// No transparent huge pages for this process. mimalloc asks for them on its arena
+/// (`MADV_HUGEPAGE`), and khugepaged then collapses any 2 MiB range with a single live 4 KiB
+/// page into a whole resident huge page; freed memory inside it can no longer be handed back.
+/// After a 20,000-connection flood that kept 6 extra huge pages (20 -> 32 MB RSS, `smaps`:
+/// AnonHugePages 4 -> 16 MB) in one run of three. Refused only by kernels older than 3.15, where
+/// the old behaviour stays.
+fn disable_transparent_huge_pages() {
+    // SAFETY: PR_SET_THP_DISABLE takes integer arguments only and changes a flag of this process.
+    let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    if rc != 0 {
+        eprintln!(
+            "deimos: could not disable transparent huge pages: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 fn install_metrics() -> Result<(), String> {
     // Real histograms (not summaries) so dashboards can aggregate quantiles across nodes.
     let buckets = [
@@ -83,6 +100,7 @@ fn install_metrics() -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    disable_transparent_huge_pages();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_park(return_free_memory)
