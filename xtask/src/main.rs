@@ -23,6 +23,8 @@ struct Xtask {
 enum Command {
     /// Benchmark a local 3-node Deimos cluster against a local 3-node etcd 3.4 and write a report.
     Bench(bench::BenchArgs),
+    /// Same-run A/B of two Deimos binaries: two clusters, ABBA-ordered runs, median ratios.
+    Ab(bench::ab::AbArgs),
     /// What turning v2 auth on costs: one cluster, auth off and on in ABBA-ordered runs.
     AuthCost(bench::auth_cost::AuthCostArgs),
     /// What CI runs: fmt --check, clippy -D warnings, the whole test suite in release.
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
     let args = Xtask::parse();
     let result = match args.command {
         Command::Bench(a) => bench::run(a),
+        Command::Ab(a) => bench::ab::run(a),
         Command::AuthCost(a) => bench::auth_cost::run(a),
         Command::Ci(a) => ci::run(a),
         Command::Cluster(a) => cluster::run(a),

@@ -17,6 +17,7 @@ use std::process::{Command, Stdio};
 use clap::Args;
 
 use super::cluster::*;
+use super::paired::*;
 use super::runs::*;
 use super::*;
 
@@ -49,20 +50,6 @@ pub struct AuthCostArgs {
 
 const ROOT: &str = "root:xtask-root-pw";
 const BENCHER: &str = "bencher:xtask-bench-pw";
-
-/// One pair's two runs of one workload.
-struct Pair {
-    pair: u32,
-    workload: BenchWorkload,
-    off: RunResult,
-    on: RunResult,
-}
-
-impl Pair {
-    fn ratio(&self) -> Option<f64> {
-        Some(self.on.f("/throughput_ops")? / self.off.f("/throughput_ops")?)
-    }
-}
 
 pub fn run(a: AuthCostArgs) -> Result<()> {
     install_ctrlc_handler(false);
@@ -161,15 +148,10 @@ fn measure(
     let mut pairs = Vec::new();
     for pair in 1..=a.pairs {
         eprintln!("pair {pair} of {}", a.pairs);
-        // ABBA: off,on in odd pairs and on,off in even ones.
-        let order = if pair % 2 == 1 {
-            [false, true]
-        } else {
-            [true, false]
-        };
         for &w in &a.workloads {
             let mut got: [Option<RunResult>; 2] = [None, None];
-            for on in order {
+            for side in order(pair) {
+                let on = side == Side::B;
                 set_auth(on)?;
                 let target = Target {
                     system: System::Deimos,
@@ -199,30 +181,13 @@ fn measure(
                 pairs.push(Pair {
                     pair,
                     workload: w,
-                    off,
-                    on,
+                    a: off,
+                    b: on,
                 });
             }
         }
     }
     Ok(pairs)
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    Some(if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    })
-}
-
-fn fmt(v: Option<f64>, digits: usize) -> String {
-    v.map_or_else(|| "-".into(), |x| format!("{x:.digits$}"))
 }
 
 fn report(a: &AuthCostArgs, pairs: &[Pair]) -> String {
@@ -234,46 +199,6 @@ fn report(a: &AuthCostArgs, pairs: &[Pair]) -> String {
          user whose role grants /bench*. Ratio = on/off, median over pairs.\n",
         a.pairs, a.duration, a.clients
     );
-    let _ = writeln!(
-        s,
-        "| workload | on/off throughput (median) | min | max | leader CPU us/op off | on | on/off |"
-    );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
-    for &w in &a.workloads {
-        let of: Vec<&Pair> = pairs.iter().filter(|p| p.workload == w).collect();
-        let ratios: Vec<f64> = of.iter().filter_map(|p| p.ratio()).collect();
-        let cpu = |r: &RunResult| r.per_op_us(r.leader_cpu_s);
-        let cpu_off = median(of.iter().filter_map(|p| cpu(&p.off)).collect());
-        let cpu_on = median(of.iter().filter_map(|p| cpu(&p.on)).collect());
-        let lo = ratios.iter().copied().reduce(f64::min);
-        let hi = ratios.iter().copied().reduce(f64::max);
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {} | {} | {} |",
-            w.label(),
-            fmt(median(ratios.clone()), 3),
-            fmt(lo, 3),
-            fmt(hi, 3),
-            fmt(cpu_off, 1),
-            fmt(cpu_on, 1),
-            fmt(cpu_on.zip(cpu_off).map(|(n, f)| n / f), 3),
-        );
-    }
-    let _ = writeln!(
-        s,
-        "\n## Runs\n\n| pair | workload | off ops/s | on ops/s | on/off |"
-    );
-    let _ = writeln!(s, "|---:|---|---:|---:|---:|");
-    for p in pairs {
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {} |",
-            p.pair,
-            p.workload.label(),
-            fmt(p.off.f("/throughput_ops"), 0),
-            fmt(p.on.f("/throughput_ops"), 0),
-            fmt(p.ratio(), 3),
-        );
-    }
+    s.push_str(&tables(&a.workloads, pairs, "off", "on"));
     s
 }

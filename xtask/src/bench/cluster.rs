@@ -208,12 +208,23 @@ pub(super) fn flags(pairs: &[(&str, &str)]) -> Vec<String> {
 }
 
 pub(super) fn start_deimos(bin: &Path, base: &Path, keep: bool) -> Result<Cluster> {
+    start_deimos_on(bin, base, keep, ("n", 4100, 7100))
+}
+
+/// [`start_deimos`] with the member name prefix and port bases given, for running two Deimos
+/// clusters side by side (`cargo xtask ab`).
+pub(super) fn start_deimos_on(
+    bin: &Path,
+    base: &Path,
+    keep: bool,
+    names_and_ports: (&str, u16, u16),
+) -> Result<Cluster> {
     start_cluster(
         System::Deimos,
         bin,
         base,
         keep,
-        ("n", 4100, 7100),
+        names_and_ports,
         |m, bootstrap| {
             let data = m.data.display().to_string();
             flags(&[

@@ -6,8 +6,10 @@
 //! their leader. The report keeps the machine, versions, settings and raw JSON next to the table
 //! so a figure can always be traced back to how it was produced.
 
+pub mod ab;
 pub mod auth_cost;
 mod cluster;
+mod paired;
 mod report;
 mod runs;
 

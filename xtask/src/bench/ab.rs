@@ -1,0 +1,158 @@
+//! `cargo xtask ab`: is a change within a few percent of the build it replaces?
+//!
+//! Two 3-node Deimos clusters, one of the baseline binary and one of the candidate, run side
+//! by side (idle between runs: a heartbeat every 100 ms) on their own ports and temp dirs. Each
+//! workload is run in ABBA-ordered pairs (baseline first in odd pairs, candidate first in even
+//! ones) by the same `deimosctl bench`, so that the machine's drift cancels, and the verdict is
+//! the median of the per-pair ratios with leader CPU per operation beside it.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use super::cluster::*;
+use super::paired::*;
+use super::runs::*;
+use super::*;
+
+#[derive(Debug, Args)]
+pub struct AbArgs {
+    /// The `deimos` binary to compare against (e.g. a release build of the previous commit).
+    #[arg(long)]
+    baseline: PathBuf,
+    /// The `deimos` binary judged; default: this tree's release build.
+    #[arg(long)]
+    candidate: Option<PathBuf>,
+    /// ABBA pairs per workload.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pairs: u32,
+    /// Seconds per run.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
+    duration: u64,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    clients: u32,
+    /// Workloads, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_enum,
+        default_value = "put,get-lease"
+    )]
+    workloads: Vec<BenchWorkload>,
+    /// Use the release binaries already built instead of running `cargo build --release`.
+    #[arg(long)]
+    no_build: bool,
+    /// Report path.
+    #[arg(long, default_value = "ab-report.md")]
+    out: PathBuf,
+}
+
+pub fn run(a: AbArgs) -> Result<()> {
+    install_ctrlc_handler(false);
+    let root = workspace_root();
+    if !a.no_build {
+        build(&root, true)?;
+    }
+    let bin_dir = release_dir(&root);
+    let ctl = bin_dir.join("deimosctl");
+    let candidate = a
+        .candidate
+        .clone()
+        .unwrap_or_else(|| bin_dir.join("deimos"));
+    for b in [&ctl, &a.baseline, &candidate] {
+        if !b.exists() {
+            return Err(format!("{} not found", b.display()));
+        }
+    }
+    let bench = BenchArgs {
+        duration: a.duration,
+        rounds: 1,
+        clients: vec![a.clients],
+        workloads: a.workloads.clone(),
+        keys: 1000,
+        value_size: 256,
+        skip_etcd: true,
+        skip_deimos: false,
+        no_build: true,
+        keep: false,
+        out: a.out.clone(),
+    };
+    let base = base_dir();
+    let outcome = measure(&ctl, [&a.baseline, &candidate], &base, &a, &bench);
+    let _ = std::fs::remove_dir_all(&base);
+    let pairs = outcome?;
+    let mut report = String::new();
+    let _ = writeln!(report, "# A/B: candidate against baseline\n");
+    let _ = writeln!(
+        report,
+        "baseline `{}`, candidate `{}`; two 3-node clusters side by side, {} ABBA pairs x {} s \
+         runs, {} clients, 1000 keys, 256-byte values. Ratio = candidate/baseline, median over \
+         pairs.\n",
+        a.baseline.display(),
+        candidate.display(),
+        a.pairs,
+        a.duration,
+        a.clients
+    );
+    report.push_str(&tables(&a.workloads, &pairs, "baseline", "candidate"));
+    print!("{report}");
+    std::fs::write(&a.out, &report).map_err(|e| format!("{}: {e}", a.out.display()))?;
+    eprintln!("report written to {}", a.out.display());
+    Ok(())
+}
+
+fn measure(
+    ctl: &Path,
+    bins: [&Path; 2],
+    base: &Path,
+    a: &AbArgs,
+    bench: &BenchArgs,
+) -> Result<Vec<Pair>> {
+    let mut prepared = Vec::new();
+    for (i, (bin, (prefix, ports))) in bins.into_iter().zip([("a", 4100), ("b", 4300)]).enumerate()
+    {
+        let dir = base.join(prefix);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        eprintln!("starting 3-node cluster {} ({}) ...", i + 1, bin.display());
+        let cluster = start_deimos_on(bin, &dir, false, (prefix, ports, ports + 3000))?;
+        prepared.push(prepare(cluster, ctl, bench)?);
+    }
+    let mut pairs = Vec::new();
+    for pair in 1..=a.pairs {
+        eprintln!("pair {pair} of {}", a.pairs);
+        for &w in &a.workloads {
+            let mut got: [Option<RunResult>; 2] = [None, None];
+            for side in order(pair) {
+                let p = &prepared[side as usize];
+                let target = Target {
+                    system: System::Deimos,
+                    round: pair,
+                    leader: &p.leader,
+                    members: &p.members,
+                    credentials: None,
+                };
+                got[side as usize] = Some(run_one(ctl, &target, w, a.clients, bench)?);
+            }
+            for p in &prepared {
+                if role(System::Deimos, &p.leader).ok().as_deref() != Some("leader") {
+                    return Err(format!(
+                        "{} lost leadership during pair {pair}; the figures would compare a \
+                         leader with a follower",
+                        p.leader
+                    ));
+                }
+            }
+            if let [Some(base), Some(cand)] = got {
+                pairs.push(Pair {
+                    pair,
+                    workload: w,
+                    a: base,
+                    b: cand,
+                });
+            }
+        }
+    }
+    Ok(pairs)
+}
