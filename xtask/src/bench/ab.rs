@@ -5,6 +5,12 @@
 //! workload is run in ABBA-ordered pairs (baseline first in odd pairs, candidate first in even
 //! ones) by the same `deimosctl bench`, so that the machine's drift cancels, and the verdict is
 //! the median of the per-pair ratios with leader CPU per operation beside it.
+//!
+//! One cluster differs from the next by more than the pairing removes: which member leads,
+//! where its files landed, which peer connection is slow. A/B runs of the same three binaries
+//! within one cluster pair were not transitive (ff3d84a->16c9dc0 1.07, 16c9dc0->cabddf3 1.01,
+//! ff3d84a->cabddf3 0.93). So the pairs are spread over `--rounds`, each with a fresh cluster
+//! of each binary, and the report shows each round's median beside the overall one.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -24,8 +30,11 @@ pub struct AbArgs {
     /// The `deimos` binary judged; default: this tree's release build.
     #[arg(long)]
     candidate: Option<PathBuf>,
-    /// ABBA pairs per workload.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=50))]
+    /// Rounds, each with a fresh cluster of each binary.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
+    /// ABBA pairs per workload in each round.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
     pairs: u32,
     /// Seconds per run.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
@@ -79,24 +88,62 @@ pub fn run(a: AbArgs) -> Result<()> {
         keep: false,
         out: a.out.clone(),
     };
-    let base = base_dir();
-    let outcome = measure(&ctl, [&a.baseline, &candidate], &base, &a, &bench);
-    let _ = std::fs::remove_dir_all(&base);
-    let pairs = outcome?;
+    let mut pairs = Vec::new();
+    let mut per_round = Vec::new();
+    for round in 1..=a.rounds {
+        eprintln!("round {round} of {}", a.rounds);
+        let base = base_dir();
+        let outcome = measure(&ctl, [&a.baseline, &candidate], &base, &a, &bench, round);
+        let _ = std::fs::remove_dir_all(&base);
+        let got = outcome?;
+        per_round.push(
+            a.workloads
+                .iter()
+                .map(|&w| {
+                    median(
+                        got.iter()
+                            .filter(|p| p.workload == w)
+                            .filter_map(Pair::ratio)
+                            .collect(),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        );
+        pairs.extend(got);
+    }
     let mut report = String::new();
     let _ = writeln!(report, "# A/B: candidate against baseline\n");
     let _ = writeln!(
         report,
-        "baseline `{}`, candidate `{}`; two 3-node clusters side by side, {} ABBA pairs x {} s \
-         runs, {} clients, 1000 keys, 256-byte values. Ratio = candidate/baseline, median over \
-         pairs.\n",
+        "baseline `{}`, candidate `{}`; {} rounds, each with a fresh 3-node cluster of each \
+         binary side by side and {} ABBA pairs x {} s runs; {} clients, 1000 keys, 256-byte \
+         values. Ratio = candidate/baseline, median over all pairs.\n",
         a.baseline.display(),
         candidate.display(),
+        a.rounds,
         a.pairs,
         a.duration,
         a.clients
     );
     report.push_str(&tables(&a.workloads, &pairs, "baseline", "candidate"));
+    let _ = writeln!(report, "\n## Median ratio of each round\n");
+    let _ = writeln!(
+        report,
+        "| round | {} |",
+        a.workloads
+            .iter()
+            .map(|w| w.label())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    let _ = writeln!(report, "|---:|{}", "---:|".repeat(a.workloads.len()));
+    for (i, r) in per_round.iter().enumerate() {
+        let cells: Vec<String> = r
+            .iter()
+            .map(|m| m.map_or_else(|| "-".into(), |x| format!("{x:.3}")))
+            .collect();
+        let _ = writeln!(report, "| {} | {} |", i + 1, cells.join(" | "));
+    }
     print!("{report}");
     std::fs::write(&a.out, &report).map_err(|e| format!("{}: {e}", a.out.display()))?;
     eprintln!("report written to {}", a.out.display());
@@ -109,6 +156,7 @@ fn measure(
     base: &Path,
     a: &AbArgs,
     bench: &BenchArgs,
+    round: u32,
 ) -> Result<Vec<Pair>> {
     let mut prepared = Vec::new();
     for (i, (bin, (prefix, ports))) in bins.into_iter().zip([("a", 4100), ("b", 4300)]).enumerate()
@@ -120,8 +168,9 @@ fn measure(
         prepared.push(prepare(cluster, ctl, bench)?);
     }
     let mut pairs = Vec::new();
-    for pair in 1..=a.pairs {
-        eprintln!("pair {pair} of {}", a.pairs);
+    for n in 1..=a.pairs {
+        eprintln!("pair {n} of {}", a.pairs);
+        let pair = (round - 1) * a.pairs + n;
         for &w in &a.workloads {
             let mut got: [Option<RunResult>; 2] = [None, None];
             for side in order(pair) {
