@@ -39,7 +39,7 @@ pub(crate) fn event_key(index: u64) -> String {
 
 /// An event as stored: what the client sees plus the refresh flag (a refresh is kept for index
 /// continuity but never delivered, which must still hold after a restart).
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct StoredEvent {
     #[serde(flatten)]
     event: Event,
@@ -47,9 +47,17 @@ struct StoredEvent {
     refresh: bool,
 }
 
+/// [`StoredEvent`]'s serialised form, borrowing the event: one is encoded per write.
+#[derive(Serialize)]
+struct StoredEventRef<'a> {
+    #[serde(flatten)]
+    event: &'a Event,
+    refresh: bool,
+}
+
 pub(crate) fn encode_event(e: &Event) -> Vec<u8> {
-    let stored = StoredEvent {
-        event: e.clone(),
+    let stored = StoredEventRef {
+        event: e,
         refresh: e.refresh,
     };
     serde_json::to_vec(&stored).unwrap_or_default()

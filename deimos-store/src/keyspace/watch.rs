@@ -127,11 +127,10 @@ impl History {
         if let Some(last) = self.events.back() {
             self.disk_high = self.disk_high.max(last.event_index());
         }
-        let added = self
-            .events
-            .iter()
-            .filter(|e| e.event_index() > high)
-            .collect();
+        // Events are kept in index order: the new ones are a suffix, found without walking
+        // the whole history on every apply.
+        let from = self.events.partition_point(|e| e.event_index() <= high);
+        let added = self.events.range(from..).collect();
         HistoryDirty { removed, added }
     }
 
