@@ -1,6 +1,7 @@
 //! `deimos`: one member of a Deimos cluster.
 
 mod api;
+mod body;
 mod config;
 mod etcd_compat;
 mod etcd_metrics;
@@ -162,7 +163,7 @@ async fn bind_all(
 ) -> Result<Vec<(TcpListener, Option<TlsAcceptor>)>, String> {
     let mut out = Vec::new();
     for u in urls {
-        let addr = url_addr(u)?;
+        let addr = url_addr(u).map_err(|e| e.to_string())?;
         let tls = if is_https(u) {
             Some(TlsAcceptor::from(files.server_config(what)?))
         } else {
@@ -175,7 +176,7 @@ async fn bind_all(
 }
 
 async fn run(flags: Flags) -> Result<(), String> {
-    let cfg = NodeConfig::from_flags(flags)?;
+    let cfg = NodeConfig::from_flags(flags).map_err(|e| e.to_string())?;
     install_metrics()?;
     limits::describe();
     let budget = limits::Budget::plan(

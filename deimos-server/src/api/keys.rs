@@ -16,13 +16,13 @@ use deimos_raft::driver::{DriverError, ReadPath};
 use deimos_raft::RaftError;
 use deimos_store::keyspace::{Applied, Command, ErrorCode, Event, StoreError};
 use deimos_store::machine::{Output, Proposal};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Incoming;
 use hyper::{Method, Request};
 use percent_encoding::percent_decode_str;
 use tokio::sync::mpsc;
 
 use super::params::Params;
-use super::response::{self, Body, IndexHeaders, Resp};
+use super::response::{self, IndexHeaders, Resp};
 use crate::node::{now_ms, App};
 use crate::stats::{self, ReadMode};
 
@@ -215,28 +215,9 @@ async fn watch(app: &Arc<App>, key: &str, p: &Params) -> Result<Resp, StoreError
     let resp = hyper::Response::builder()
         .status(200)
         .header("content-type", "application/json")
-        .body(channel_body(rx))
+        .body(crate::body::from_channel(rx))
         .unwrap_or_else(|_| hyper::Response::new(response::full("")));
     Ok(response::with_headers(resp, &hdrs))
-}
-
-struct ChannelBody(mpsc::Receiver<Bytes>);
-
-impl hyper::body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
-    }
-}
-
-/// A body fed chunk by chunk through a channel; it ends when the sender is dropped.
-pub(crate) fn channel_body(rx: mpsc::Receiver<Bytes>) -> Body {
-    use http_body_util::BodyExt;
-    ChannelBody(rx).boxed()
 }
 
 fn expire_at(ttl: Option<Option<u64>>, now: u64, index: u64) -> Result<Option<u64>, StoreError> {

@@ -53,7 +53,7 @@ pub async fn route(app: Arc<App>, req: Request<Incoming>) -> Resp {
                     Ok(()) => response::text(204, ""),
                     Err(refused) => refused,
                 },
-                Err(e) => response::text(400, &e),
+                Err(e) => response::text(400, &e.to_string()),
             }
         }
         _ => snapshot(&app, sender, req).await,
@@ -81,7 +81,7 @@ async fn snapshot(app: &App, sender: u64, req: Request<Incoming>) -> Resp {
             }
             Err(refused) => refused,
         },
-        Err(e) => response::text(400, &e),
+        Err(e) => response::text(400, &e.to_string()),
     }
 }
 
@@ -110,7 +110,7 @@ async fn stream(app: &App, sender: u64, mut body: Incoming) -> Resp {
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "dropping a corrupt peer stream");
-                    return response::text(400, &e);
+                    return response::text(400, &e.to_string());
                 }
             }
         }

@@ -1,13 +1,11 @@
 //! Response building: JSON bodies, the etcd error shape, the index/term headers.
 
-use std::convert::Infallible;
-
 use bytes::Bytes;
 use deimos_store::keyspace::StoreError;
 use http_body_util::{BodyExt, Full};
 use serde::Serialize;
 
-pub type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+pub use crate::body::Body;
 pub type Resp = hyper::Response<Body>;
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {

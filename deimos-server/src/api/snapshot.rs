@@ -73,7 +73,7 @@ pub async fn snapshot(app: Arc<App>) -> Resp {
         .header("content-type", "application/octet-stream")
         .header(INDEX_HEADER, index)
         .header(TERM_HEADER, term)
-        .body(super::keys::channel_body(rx))
+        .body(crate::body::from_channel(rx))
         .unwrap_or_else(|_| hyper::Response::new(response::full("")))
 }
 

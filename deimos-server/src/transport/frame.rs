@@ -9,14 +9,10 @@
 //! HTTP chunk boundaries mean nothing here: a frame may arrive split over several body chunks,
 //! or several frames in one, which is why the [`Decoder`] buffers.
 
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use deimos_raft::types::Message;
-use hyper::body::Frame;
-use tokio::sync::mpsc;
+
+use super::error::{DecodeError, SendError};
 
 /// The largest batch accepted, as a frame or as a `/raft/messages` body. Appends are bounded
 /// far below this by the Raft message size limit; a larger length means a corrupt or hostile
@@ -26,12 +22,12 @@ pub const MAX_FRAME_BYTES: usize = 64 << 20;
 const LEN_BYTES: usize = 4;
 
 /// One frame carrying `batch`.
-pub fn encode(batch: &[Message]) -> Result<Bytes, String> {
-    let body = postcard::to_stdvec(batch).map_err(|e| format!("cannot encode messages: {e}"))?;
+pub fn encode(batch: &[Message]) -> Result<Bytes, SendError> {
+    let body = postcard::to_stdvec(batch)?;
     let len = u32::try_from(body.len())
         .ok()
         .filter(|&n| n as usize <= MAX_FRAME_BYTES)
-        .ok_or_else(|| format!("message batch of {} bytes is too large", body.len()))?;
+        .ok_or(SendError::TooLarge(body.len()))?;
     let mut out = BytesMut::with_capacity(LEN_BYTES + body.len());
     out.put_u32(len);
     out.extend_from_slice(&body);
@@ -51,15 +47,13 @@ impl Decoder {
 
     /// The next complete batch, `Ok(None)` if more bytes are needed. After an error the stream
     /// cannot be resynchronised and must be dropped.
-    pub fn next_batch(&mut self) -> Result<Option<Vec<Message>>, String> {
+    pub fn next_batch(&mut self) -> Result<Option<Vec<Message>>, DecodeError> {
         let Some(prefix) = self.buf.get(..LEN_BYTES) else {
             return Ok(None);
         };
         let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
         if len > MAX_FRAME_BYTES {
-            return Err(format!(
-                "frame of {len} bytes exceeds the {MAX_FRAME_BYTES}-byte limit"
-            ));
+            return Err(DecodeError::FrameTooLarge(len));
         }
         if self.buf.len() < LEN_BYTES + len {
             return Ok(None);
@@ -67,21 +61,6 @@ impl Decoder {
         self.buf.advance(LEN_BYTES);
         let body = self.buf.split_to(len);
         super::decode_batch(&body).map(Some)
-    }
-}
-
-/// A request body fed frame by frame from a channel; it ends when the sender is dropped.
-pub struct ChannelBody(pub mpsc::Receiver<Bytes>);
-
-impl hyper::body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
     }
 }
 
@@ -127,20 +106,24 @@ mod tests {
         let f = encode(&[heartbeat(1)]).expect("encodes");
         let mut d = Decoder::default();
         d.push(&f[..f.len() - 1]);
-        assert_eq!(d.next_batch(), Ok(None));
+        assert_eq!(d.next_batch().expect("no error"), None);
         d.push(&f[f.len() - 1..]);
-        assert_eq!(d.next_batch(), Ok(Some(vec![heartbeat(1)])));
+        assert_eq!(d.next_batch().expect("no error"), Some(vec![heartbeat(1)]));
     }
 
     #[test]
     fn an_oversized_or_garbled_frame_is_refused() {
         let mut d = Decoder::default();
         d.push(&(MAX_FRAME_BYTES as u32 + 1).to_be_bytes());
-        assert!(d.next_batch().unwrap_err().contains("exceeds"));
+        let e = d.next_batch().unwrap_err();
+        assert!(matches!(e, DecodeError::FrameTooLarge(_)), "{e}");
+        assert!(e.to_string().contains("exceeds"), "{e}");
 
         let mut d = Decoder::default();
         d.push(&[0, 0, 0, 3, 0xff, 0xff, 0xff]);
-        assert!(d.next_batch().unwrap_err().contains("bad message batch"));
+        let e = d.next_batch().unwrap_err();
+        assert!(matches!(e, DecodeError::Batch(_)), "{e}");
+        assert!(e.to_string().contains("bad message batch"), "{e}");
     }
 
     mod fuzz {
@@ -226,7 +209,7 @@ mod tests {
         }
 
         /// Feed `wire` in `chunk`-byte pieces; every outcome but a panic is acceptable.
-        fn drain(wire: &[u8], chunk: usize) -> Result<Vec<Vec<Message>>, String> {
+        fn drain(wire: &[u8], chunk: usize) -> Result<Vec<Vec<Message>>, DecodeError> {
             let mut d = Decoder::default();
             let mut got = Vec::new();
             for piece in wire.chunks(chunk.max(1)) {
@@ -256,7 +239,7 @@ mod tests {
                     .iter()
                     .flat_map(|b| encode(b).expect("encodes").to_vec())
                     .collect();
-                prop_assert_eq!(drain(&wire, chunk), Ok(batches));
+                prop_assert_eq!(drain(&wire, chunk).ok(), Some(batches));
             }
 
             #[test]

@@ -7,10 +7,12 @@
 //! is reported to Raft. Raft tolerates loss: a stream that breaks loses what was in it, and the
 //! break is counted and reported as the peer being unreachable.
 
+mod error;
 pub mod frame;
 
+pub use error::{DecodeError, SendError};
+
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,7 +22,6 @@ use deimos_raft::driver::{Reporter, Transport};
 use deimos_raft::types::{Message, MessageBody};
 use deimos_store::machine::SharedMembers;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
@@ -47,7 +48,7 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(5);
 pub const PEER_SEND_FAILURES: &str = "deimos_network_peer_send_failures_total";
 pub const PEER_SENT_MESSAGES: &str = "deimos_network_peer_sent_messages_total";
 
-type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+use crate::body::Body;
 
 pub struct HttpTransport {
     members: SharedMembers,
@@ -274,14 +275,14 @@ impl Peer {
         &self,
         stream: &mut Option<Stream>,
         batch: &[Message],
-    ) -> Result<(), String> {
+    ) -> Result<(), SendError> {
         for m in batch {
             if let MessageBody::Heartbeat { round, .. } = m.body {
                 self.stats.heartbeat_sent(self.to, m.term, round);
             }
         }
         if self.is_legacy() {
-            let bytes = postcard::to_stdvec(batch).map_err(|e| e.to_string())?;
+            let bytes = postcard::to_stdvec(batch)?;
             return self
                 .post(MESSAGES_PATH, Full::new(Bytes::from(bytes)).boxed())
                 .await;
@@ -297,7 +298,7 @@ impl Peer {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
                     *stream = None;
-                    return Err(format!("stream stalled for {STALL_TIMEOUT:?}, dropped"));
+                    return Err(SendError::Stalled(STALL_TIMEOUT));
                 }
                 Err(mpsc::error::SendTimeoutError::Closed(f)) => {
                     *stream = None;
@@ -305,7 +306,7 @@ impl Peer {
                 }
             }
         }
-        Err("stream closed as it was opened".into())
+        Err(SendError::StreamClosed)
     }
 
     /// Start the request that carries a new stream. Its body is fed by the returned sender;
@@ -318,14 +319,14 @@ impl Peer {
             .identity
             .stamp(hyper::Request::post(&url))
             .header("content-type", "application/octet-stream")
-            .body(frame::ChannelBody(rx).boxed());
+            .body(crate::body::from_channel(rx));
         let response = req.map(|req| self.client.request(req));
         let peer = self.clone();
         let flag = done.clone();
         let to = url.clone();
         tokio::spawn(async move {
             let res = match response {
-                Err(e) => Err(format!("{to}: {e}")),
+                Err(e) => Err(SendError::Request(e)),
                 Ok(response) => match response.await {
                     Ok(resp) if resp.status().is_success() => Ok(()),
                     Ok(resp) if resp.status() == hyper::StatusCode::GONE => {
@@ -339,8 +340,11 @@ impl Peer {
                         peer.fell_back(&to);
                         Ok(())
                     }
-                    Ok(resp) => Err(format!("{to}: HTTP {}", resp.status())),
-                    Err(e) => Err(format!("{to}: {}", error_chain(&e))),
+                    Ok(resp) => Err(SendError::Status {
+                        url: to,
+                        status: resp.status(),
+                    }),
+                    Err(source) => Err(SendError::Http { url: to, source }),
                 },
             };
             flag.store(true, Ordering::Release);
@@ -381,7 +385,7 @@ impl Peer {
     /// Count a failure and tell Raft. Logged at warn once per outage (a peer is retried every
     /// heartbeat, so logging each would flood the log); recovery is logged when the peer next
     /// acknowledges a heartbeat.
-    fn failed(&self, label: &str, e: &str) {
+    fn failed(&self, label: &str, e: &SendError) {
         if self.stats.record_failure(self.to) {
             tracing::warn!(peer = %label, error = %e, "peer send failed (further failures logged at debug until it recovers)");
         } else {
@@ -391,31 +395,29 @@ impl Peer {
         self.reporter.unreachable(self.to);
     }
 
-    fn url(&self, path: &str) -> Result<String, String> {
-        let members = self
-            .members
-            .read()
-            .map_err(|_| "members lock poisoned".to_string())?;
+    fn url(&self, path: &str) -> Result<String, SendError> {
+        let members = self.members.read().map_err(|_| SendError::Poisoned)?;
         let base = members
             .get(&self.to)
             .and_then(|m| m.peer_urls.first())
             .or(self.hint.as_ref())
-            .ok_or_else(|| format!("unknown peer {:016x}", self.to))?;
+            .ok_or(SendError::UnknownPeer(self.to))?;
         Ok(format!("{}{}", base.trim_end_matches('/'), path))
     }
 
-    async fn post(&self, path: &str, body: Body) -> Result<(), String> {
+    async fn post(&self, path: &str, body: Body) -> Result<(), SendError> {
         let url = self.url(path)?;
         let req = self
             .identity
             .stamp(hyper::Request::post(&url))
             .header("content-type", "application/octet-stream")
-            .body(body)
-            .map_err(|e| e.to_string())?;
-        let resp = tokio::time::timeout(Duration::from_secs(5), self.client.request(req))
-            .await
-            .map_err(|_| format!("{url}: timed out"))?
-            .map_err(|e| format!("{url}: {}", error_chain(&e)))?;
+            .body(body)?;
+        let resp =
+            match tokio::time::timeout(Duration::from_secs(5), self.client.request(req)).await {
+                Err(_) => return Err(SendError::Timeout { url }),
+                Ok(Err(source)) => return Err(SendError::Http { url, source }),
+                Ok(Ok(resp)) => resp,
+            };
         let status = resp.status();
         // Drain so the connection returns to the pool.
         let _ = resp.into_body().collect().await;
@@ -425,40 +427,22 @@ impl Peer {
         if status.is_success() {
             Ok(())
         } else {
-            Err(format!("{url}: HTTP {status}"))
+            Err(SendError::Status { url, status })
         }
     }
 
     /// The snapshot message goes as its encoding, streamed in chunks so that neither side needs
     /// a second full copy in a single buffer on the wire path.
     /// Returns the bytes sent.
-    async fn post_snapshot(&self, m: &Message) -> Result<usize, String> {
-        let bytes = Bytes::from(postcard::to_stdvec(m).map_err(|e| e.to_string())?);
+    async fn post_snapshot(&self, m: &Message) -> Result<usize, SendError> {
+        let bytes = Bytes::from(postcard::to_stdvec(m)?);
         let len = bytes.len();
-        let chunks: Vec<Result<Frame<Bytes>, Infallible>> = (0..bytes.len())
+        let chunks: Vec<Bytes> = (0..bytes.len())
             .step_by(SNAPSHOT_CHUNK)
-            .map(|i| {
-                Ok(Frame::data(
-                    bytes.slice(i..(i + SNAPSHOT_CHUNK).min(bytes.len())),
-                ))
-            })
+            .map(|i| bytes.slice(i..(i + SNAPSHOT_CHUNK).min(bytes.len())))
             .collect();
-        let body = IterStream(chunks.into_iter()).boxed();
+        let body = crate::body::from_chunks(chunks);
         self.post(SNAPSHOT_PATH, body).await.map(|()| len)
-    }
-}
-
-/// A body over ready chunks, without pulling in a futures crate for one adapter.
-struct IterStream<T>(std::vec::IntoIter<T>);
-
-impl<T: Unpin> hyper::body::Body for IterStream<Result<Frame<Bytes>, T>> {
-    type Data = Bytes;
-    type Error = T;
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, T>>> {
-        std::task::Poll::Ready(self.0.next())
     }
 }
 
@@ -476,8 +460,8 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Decode a batch, received as a stream frame or as one `/raft/messages` request.
-pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Message>, String> {
-    postcard::from_bytes(bytes).map_err(|e| format!("bad message batch: {e}"))
+pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Message>, DecodeError> {
+    postcard::from_bytes(bytes).map_err(DecodeError::Batch)
 }
 
 /// A snapshot message, checked whole before Raft sees it: its data must be a complete, intact
@@ -485,20 +469,21 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Message>, String> {
 /// the install, and a failed install stops the node).
 /// Takes the body by value: it is dropped once decoded, so a large snapshot is not held twice
 /// while its data is checked.
-pub fn decode_snapshot(bytes: Bytes) -> Result<Message, String> {
-    let m: Message =
-        postcard::from_bytes(&bytes).map_err(|e| format!("bad snapshot message: {e}"))?;
+pub fn decode_snapshot(bytes: Bytes) -> Result<Message, DecodeError> {
+    let m: Message = postcard::from_bytes(&bytes).map_err(DecodeError::Snapshot)?;
     drop(bytes);
     let MessageBody::InstallSnapshot { snapshot } = &m.body else {
-        return Err("snapshot endpoint got a non-snapshot message".into());
+        return Err(DecodeError::NotSnapshot);
     };
     let meta = deimos_store::persist::check_snapshot_data(&snapshot.data)
-        .map_err(|e| format!("bad snapshot data: {e}"))?;
+        .map_err(DecodeError::SnapshotData)?;
     if meta != snapshot.meta {
-        return Err(format!(
-            "snapshot data is for index {} term {}, the message says index {} term {}",
-            meta.index, meta.term, snapshot.meta.index, snapshot.meta.term
-        ));
+        return Err(DecodeError::Mismatch {
+            data_index: meta.index,
+            data_term: meta.term,
+            index: snapshot.meta.index,
+            term: snapshot.meta.term,
+        });
     }
     Ok(m)
 }
