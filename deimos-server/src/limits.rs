@@ -85,6 +85,20 @@ pub struct Budget {
     pub clamped_from: Option<usize>,
 }
 
+/// The descriptor limit cannot hold the reserve, the peer connections and a minimum of clients.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "RLIMIT_NOFILE is {nofile}: too few descriptors for {reserved} reserved, {peer} peer \
+     connections and at least {min} client connections (raise the limit, e.g. LimitNOFILE= in \
+     the unit, or lower --max-peer-connections)",
+    reserved = RESERVED_FDS,
+    min = MIN_CLIENT_CONNECTIONS
+)]
+pub struct TooFewDescriptors {
+    pub nofile: u64,
+    pub peer: usize,
+}
+
 impl Budget {
     /// Split `nofile` descriptors. `want_client` is `--max-client-connections` (0: all that is
     /// left). A proxy has no peer listener but opens one upstream connection per client
@@ -94,7 +108,7 @@ impl Budget {
         want_client: usize,
         peer: usize,
         proxy: bool,
-    ) -> Result<Budget, String> {
+    ) -> Result<Budget, TooFewDescriptors> {
         let peer = if proxy { 0 } else { peer };
         let mut left = nofile
             .saturating_sub(RESERVED_FDS)
@@ -104,11 +118,7 @@ impl Budget {
         }
         let left = usize::try_from(left).unwrap_or(usize::MAX);
         if left < MIN_CLIENT_CONNECTIONS {
-            return Err(format!(
-                "RLIMIT_NOFILE is {nofile}: too few descriptors for {RESERVED_FDS} reserved, \
-                 {peer} peer connections and at least {MIN_CLIENT_CONNECTIONS} client connections \
-                 (raise the limit, e.g. LimitNOFILE= in the unit, or lower --max-peer-connections)"
-            ));
+            return Err(TooFewDescriptors { nofile, peer });
         }
         let (client, clamped_from) = match want_client {
             0 => (left, None),
@@ -237,7 +247,7 @@ mod tests {
 
     #[test]
     fn too_few_descriptors_is_an_error_that_says_what_to_do() {
-        let e = Budget::plan(512, 0, 256, false).unwrap_err();
+        let e = Budget::plan(512, 0, 256, false).unwrap_err().to_string();
         assert!(e.contains("RLIMIT_NOFILE is 512"), "{e}");
         assert!(e.contains("LimitNOFILE"), "{e}");
     }

@@ -165,7 +165,9 @@ async fn bind_all(
     for u in urls {
         let addr = url_addr(u).map_err(|e| e.to_string())?;
         let tls = if is_https(u) {
-            Some(TlsAcceptor::from(files.server_config(what)?))
+            Some(TlsAcceptor::from(
+                files.server_config(what).map_err(|e| e.to_string())?,
+            ))
         } else {
             None
         };
@@ -184,7 +186,8 @@ async fn run(flags: Flags) -> Result<(), String> {
         cfg.flags.max_client_connections,
         cfg.flags.max_peer_connections,
         cfg.flags.proxy != ProxyMode::Off,
-    )?;
+    )
+    .map_err(|e| e.to_string())?;
     if let Some(asked) = budget.clamped_from {
         tracing::warn!(
             asked,
@@ -222,7 +225,11 @@ async fn run(flags: Flags) -> Result<(), String> {
     if cfg.flags.proxy != ProxyMode::Off {
         // The proxy reaches the cluster with the peer TLS settings, as etcd's proxy does.
         let upstream_tls = match peer_tls.ca {
-            Some(_) => Some(peer_tls.client_config("proxy client")?),
+            Some(_) => Some(
+                peer_tls
+                    .client_config("proxy client")
+                    .map_err(|e| e.to_string())?,
+            ),
             None => None,
         };
         let p = proxy::Proxy::new(&cfg, upstream_tls);

@@ -110,7 +110,11 @@ pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), Stri
     // Peers are reached with the peer certificate whenever a peer CA is configured, so a cluster
     // mixing http and https URLs during a migration still works.
     let peer_client_tls = match peer_tls.ca {
-        Some(_) => Some(peer_tls.client_config("peer client")?),
+        Some(_) => Some(
+            peer_tls
+                .client_config("peer client")
+                .map_err(|e| e.to_string())?,
+        ),
         None => None,
     };
     let peer_client_tls_for_leader = peer_client_tls.clone();

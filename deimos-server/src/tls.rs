@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -34,28 +34,93 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// A TLS file that cannot be used, or certificate flags that do not make a configuration.
+/// `what` names the listener or connection the configuration was for.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {kind} from {}: {source}", path.display())]
+    Read {
+        kind: &'static str,
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("bad certificate PEM in {}: {source}", path.display())]
+    Pem {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("no certificate found in {}", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("bad CA certificate in {}: {source}", path.display())]
+    BadCa {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error(
+        "{what} needs both a certificate and a key file (--cert-file/--key-file for clients, \
+         --peer-cert-file/--peer-key-file for peers)"
+    )]
+    CertWithoutKey { what: String },
+    #[error("{what} over https needs a CA file to verify the server")]
+    NoCa { what: String },
+    #[error("{what}: {source}")]
+    Config {
+        what: String,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("{what}: client verifier: {source}")]
+    Verifier {
+        what: String,
+        #[source]
+        source: rustls::server::VerifierBuilderError,
+    },
+    #[error("{what}: certificate and key do not fit: {source}")]
+    KeyMismatch {
+        what: String,
+        #[source]
+        source: rustls::Error,
+    },
+}
+
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read certificates from {}: {e}", path.display()))?
+        .map_err(|source| TlsError::Read {
+            kind: "certificates",
+            path: path.to_owned(),
+            source,
+        })?
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("bad certificate PEM in {}: {e}", path.display()))?;
+        .map_err(|source| TlsError::Pem {
+            path: path.to_owned(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(format!("no certificate found in {}", path.display()));
+        return Err(TlsError::NoCertificate {
+            path: path.to_owned(),
+        });
     }
     Ok(certs)
 }
 
-fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| format!("cannot read a private key from {}: {e}", path.display()))
+fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|source| TlsError::Read {
+        kind: "a private key",
+        path: path.to_owned(),
+        source,
+    })
 }
 
-fn load_roots(path: &Path) -> Result<RootCertStore, String> {
+fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for c in load_certs(path)? {
-        roots
-            .add(c)
-            .map_err(|e| format!("bad CA certificate in {}: {e}", path.display()))?;
+        roots.add(c).map_err(|source| TlsError::BadCa {
+            path: path.to_owned(),
+            source,
+        })?;
     }
     Ok(roots)
 }
@@ -63,35 +128,33 @@ fn load_roots(path: &Path) -> Result<RootCertStore, String> {
 /// Certificate, key and (optional) CA file of one side (client API or peers).
 #[derive(Debug, Clone, Default)]
 pub struct TlsFiles {
-    pub cert: Option<std::path::PathBuf>,
-    pub key: Option<std::path::PathBuf>,
-    pub ca: Option<std::path::PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
 }
 
 impl TlsFiles {
     fn cert_and_key(
         &self,
         what: &str,
-    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
         match (&self.cert, &self.key) {
             (Some(c), Some(k)) => Ok((load_certs(c)?, load_key(k)?)),
-            _ => Err(format!(
-                "{what} needs both a certificate and a key file ({})",
-                self.flag_names()
-            )),
+            _ => Err(TlsError::CertWithoutKey {
+                what: what.to_string(),
+            }),
         }
     }
 
-    fn flag_names(&self) -> &'static str {
-        "--cert-file/--key-file for clients, --peer-cert-file/--peer-key-file for peers"
-    }
-
     /// Server side. With a CA file, clients must present a certificate it signed (mutual TLS).
-    pub fn server_config(&self, what: &str) -> Result<Arc<ServerConfig>, String> {
+    pub fn server_config(&self, what: &str) -> Result<Arc<ServerConfig>, TlsError> {
         let (certs, key) = self.cert_and_key(what)?;
         let builder = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("{what}: {e}"))?;
+            .map_err(|source| TlsError::Config {
+                what: what.to_string(),
+                source,
+            })?;
         let builder = match &self.ca {
             Some(ca) => {
                 let verifier = WebPkiClientVerifier::builder_with_provider(
@@ -99,33 +162,45 @@ impl TlsFiles {
                     provider(),
                 )
                 .build()
-                .map_err(|e| format!("{what}: client verifier: {e}"))?;
+                .map_err(|source| TlsError::Verifier {
+                    what: what.to_string(),
+                    source,
+                })?;
                 builder.with_client_cert_verifier(verifier)
             }
             None => builder.with_no_client_auth(),
         };
-        let mut cfg = builder
-            .with_single_cert(certs, key)
-            .map_err(|e| format!("{what}: certificate and key do not fit: {e}"))?;
+        let mut cfg =
+            builder
+                .with_single_cert(certs, key)
+                .map_err(|source| TlsError::KeyMismatch {
+                    what: what.to_string(),
+                    source,
+                })?;
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(cfg))
     }
 
     /// Client side: trust only the CA file, present the certificate if one is configured.
-    pub fn client_config(&self, what: &str) -> Result<Arc<ClientConfig>, String> {
-        let ca = self
-            .ca
-            .as_ref()
-            .ok_or_else(|| format!("{what} over https needs a CA file to verify the server"))?;
+    pub fn client_config(&self, what: &str) -> Result<Arc<ClientConfig>, TlsError> {
+        let ca = self.ca.as_ref().ok_or_else(|| TlsError::NoCa {
+            what: what.to_string(),
+        })?;
         let builder = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("{what}: {e}"))?
+            .map_err(|source| TlsError::Config {
+                what: what.to_string(),
+                source,
+            })?
             .with_root_certificates(load_roots(ca)?);
         let cfg = if self.cert.is_some() || self.key.is_some() {
             let (certs, key) = self.cert_and_key(what)?;
             builder
                 .with_client_auth_cert(certs, key)
-                .map_err(|e| format!("{what}: certificate and key do not fit: {e}"))?
+                .map_err(|source| TlsError::KeyMismatch {
+                    what: what.to_string(),
+                    source,
+                })?
         } else {
             builder.with_no_client_auth()
         };
