@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use deimos_raft::ids::Id;
 use deimos_store::machine::Member;
-use deimos_store::persist::RedbStorage;
+use deimos_store::persist::{PersistError, RedbStorage};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -48,15 +48,81 @@ pub fn derive_cluster_id(founders: &[Member], token: &str) -> u64 {
     deimos_store::recovery::cluster_id(founders, token)
 }
 
+/// Why this member's identity could not be settled at start.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("cannot read the {what} id: {source}")]
+    Read {
+        what: &'static str,
+        #[source]
+        source: PersistError,
+    },
+    #[error("cannot record the member id: {0}")]
+    Record(#[source] deimos_raft::storage::StorageError),
+    #[error(
+        "--initial-cluster-state existing needs the other members' peer URLs in \
+         --bootstrap-config"
+    )]
+    NoPeers,
+    /// No peer listed this member before the patience ran out; the last peer's answer.
+    #[error("cannot learn this member's id from the cluster: {0}")]
+    NotLearned(#[source] FetchError),
+}
+
+/// One peer's member list could not be had, or does not list this member.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{url}: {source}")]
+    Request {
+        url: String,
+        #[source]
+        source: hyper::http::Error,
+    },
+    #[error("{url}: timed out")]
+    Timeout { url: String },
+    #[error("{url}: {}", crate::transport::error_chain(source))]
+    Http {
+        url: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("{url}: HTTP {status}")]
+    Status {
+        url: String,
+        status: hyper::StatusCode,
+    },
+    #[error("{url}: no {header} header", header = CLUSTER_ID_HEADER)]
+    NoClusterId { url: String },
+    #[error("{url}: {source}")]
+    Body {
+        url: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{url}: bad member list: {source}")]
+    Json {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{url}: bad member id {id:?}")]
+    BadId { url: String, id: String },
+    #[error(
+        "{peer} lists no member with peer URLs {mine:?}: add this member (`deimosctl member \
+         add`) before starting it with --initial-cluster-state existing"
+    )]
+    NotListed { peer: String, mine: Vec<String> },
+}
+
 /// Resolve and record this node's member id (see the module docs). `fresh`: the data directory
 /// holds no Raft state yet.
 pub async fn resolve(
     cfg: &NodeConfig,
     storage: &mut RedbStorage,
     peer_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
-) -> Result<Resolved, String> {
-    let read = |what: &str, r: Result<Option<u64>, deimos_store::persist::PersistError>| {
-        r.map_err(|e| format!("cannot read the {what} id: {e}"))
+) -> Result<Resolved, IdentityError> {
+    let read = |what: &'static str, r: Result<Option<u64>, PersistError>| {
+        r.map_err(|source| IdentityError::Read { what, source })
     };
     let recorded = read("member", storage.member_id())?;
     let recorded_cluster = read("cluster", storage.cluster_id())?;
@@ -90,7 +156,7 @@ pub async fn resolve(
     storage
         .set_member_id(id)
         .and_then(|()| storage.set_cluster_id(cluster_id))
-        .map_err(|e| format!("cannot record the member id: {e}"))?;
+        .map_err(IdentityError::Record)?;
     Ok(Resolved {
         id,
         cluster_id,
@@ -120,7 +186,7 @@ async fn discover(
     cfg: &NodeConfig,
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     patience: Duration,
-) -> Result<Resolved, String> {
+) -> Result<Resolved, IdentityError> {
     let mine = normalised(&cfg.peer_urls);
     let peers: Vec<String> = cfg
         .peer_hints
@@ -129,17 +195,14 @@ async fn discover(
         .filter(|u| !mine.contains(&normalise(u)))
         .collect();
     if peers.is_empty() {
-        return Err(
-            "--initial-cluster-state existing needs the other members' peer URLs in --bootstrap-config"
-                .into(),
-        );
+        return Err(IdentityError::NoPeers);
     }
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.set_connect_timeout(Some(Duration::from_secs(3)));
     let client: Client<MaybeTlsConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build(MaybeTlsConnector::new(http, tls));
     let deadline = tokio::time::Instant::now() + patience;
-    let mut last = String::new();
+    let mut last = None;
     loop {
         for peer in &peers {
             match fetch(&client, peer).await {
@@ -155,20 +218,22 @@ async fn discover(
                             members,
                         });
                     }
-                    last = format!(
-                        "{peer} lists no member with peer URLs {:?}: add this member (`deimosctl member add`) before starting it with --initial-cluster-state existing",
-                        cfg.peer_urls
-                    );
+                    last = Some(FetchError::NotListed {
+                        peer: peer.clone(),
+                        mine: cfg.peer_urls.clone(),
+                    });
                 }
-                Err(e) => last = e,
+                Err(e) => last = Some(e),
             }
         }
+        // `peers` is not empty, so every pass has set `last`.
+        let Some(reason) = last.take() else {
+            return Err(IdentityError::NoPeers);
+        };
         if tokio::time::Instant::now() >= deadline {
-            return Err(format!(
-                "cannot learn this member's id from the cluster: {last}"
-            ));
+            return Err(IdentityError::NotLearned(reason));
         }
-        tracing::info!(reason = %last, "waiting to learn this member's id from the cluster");
+        tracing::info!(%reason, "waiting to learn this member's id from the cluster");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
@@ -177,38 +242,50 @@ async fn discover(
 async fn fetch(
     client: &Client<MaybeTlsConnector, Full<Bytes>>,
     peer: &str,
-) -> Result<(u64, Vec<Member>), String> {
+) -> Result<(u64, Vec<Member>), FetchError> {
     let url = format!("{}{MEMBERS_PATH}", peer.trim_end_matches('/'));
     let req = hyper::Request::get(&url)
         .body(Full::new(Bytes::new()))
-        .map_err(|e| format!("{url}: {e}"))?;
-    let resp = tokio::time::timeout(Duration::from_secs(5), client.request(req))
-        .await
-        .map_err(|_| format!("{url}: timed out"))?
-        .map_err(|e| format!("{url}: {}", crate::transport::error_chain(&e)))?;
+        .map_err(|source| FetchError::Request {
+            url: url.clone(),
+            source,
+        })?;
+    let resp = match tokio::time::timeout(Duration::from_secs(5), client.request(req)).await {
+        Err(_) => return Err(FetchError::Timeout { url }),
+        Ok(Err(source)) => return Err(FetchError::Http { url, source }),
+        Ok(Ok(resp)) => resp,
+    };
     if !resp.status().is_success() {
-        return Err(format!("{url}: HTTP {}", resp.status()));
+        let status = resp.status();
+        return Err(FetchError::Status { url, status });
     }
     let cluster_id = resp
         .headers()
         .get(CLUSTER_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| u64::from_str_radix(v, 16).ok())
-        .ok_or_else(|| format!("{url}: no {CLUSTER_ID_HEADER} header"))?;
+        .ok_or_else(|| FetchError::NoClusterId { url: url.clone() })?;
     // A member list is small; a peer answering megabytes is not one.
     let body = http_body_util::Limited::new(resp.into_body(), 4 << 20)
         .collect()
         .await
-        .map_err(|e| format!("{url}: {e}"))?
+        .map_err(|source| FetchError::Body {
+            url: url.clone(),
+            source,
+        })?
         .to_bytes();
-    let list: MemberList =
-        serde_json::from_slice(&body).map_err(|e| format!("{url}: bad member list: {e}"))?;
+    let list: MemberList = serde_json::from_slice(&body).map_err(|source| FetchError::Json {
+        url: url.clone(),
+        source,
+    })?;
     let members = list
         .members
         .into_iter()
         .map(|m| {
-            let id = u64::from_str_radix(&m.id, 16)
-                .map_err(|_| format!("{url}: bad member id {:?}", m.id))?;
+            let id = u64::from_str_radix(&m.id, 16).map_err(|_| FetchError::BadId {
+                url: url.clone(),
+                id: m.id.clone(),
+            })?;
             Ok(Member {
                 id,
                 name: m.name,
@@ -216,7 +293,7 @@ async fn fetch(
                 client_urls: m.client_urls,
             })
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>, FetchError>>()?;
     Ok((cluster_id, members))
 }
 

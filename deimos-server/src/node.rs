@@ -118,7 +118,9 @@ pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), Stri
         None => None,
     };
     let peer_client_tls_for_leader = peer_client_tls.clone();
-    let me = crate::identity::resolve(&cfg, &mut storage, peer_client_tls.clone()).await?;
+    let me = crate::identity::resolve(&cfg, &mut storage, peer_client_tls.clone())
+        .await
+        .map_err(|e| e.to_string())?;
     cfg.id = me.id;
     let cluster_id = me.cluster_id;
     if !me.members.is_empty() {
