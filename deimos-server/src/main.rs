@@ -3,6 +3,7 @@
 mod api;
 mod body;
 mod config;
+mod error;
 mod etcd_compat;
 mod etcd_metrics;
 mod identity;
@@ -21,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use config::{is_https, url_addr, Flags, NodeConfig, ProxyMode};
+use error::StartError;
 use tls::TlsFiles;
 
 /// mimalloc instead of glibc malloc: a request allocates and frees many small buffers across
@@ -74,7 +76,7 @@ fn disable_transparent_huge_pages() {
     }
 }
 
-fn install_metrics() -> Result<(), String> {
+fn install_metrics() -> Result<(), StartError> {
     // Real histograms (not summaries) so dashboards can aggregate quantiles across nodes.
     let buckets = [
         0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -82,9 +84,9 @@ fn install_metrics() -> Result<(), String> {
     ];
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
-        .map_err(|e| e.to_string())?
+        .map_err(StartError::Metrics)?
         .install_recorder()
-        .map_err(|e| e.to_string())?;
+        .map_err(StartError::Metrics)?;
     // `install_recorder` leaves upkeep to us: without it every histogram sample is kept until
     // the next scrape, so a node nobody scrapes grows by 8 bytes per request without bound.
     let upkeep = handle.clone();
@@ -160,25 +162,26 @@ async fn bind_all(
     urls: &[String],
     files: &TlsFiles,
     what: &str,
-) -> Result<Vec<(TcpListener, Option<TlsAcceptor>)>, String> {
+) -> Result<Vec<(TcpListener, Option<TlsAcceptor>)>, StartError> {
     let mut out = Vec::new();
     for u in urls {
-        let addr = url_addr(u).map_err(|e| e.to_string())?;
+        let addr = url_addr(u)?;
         let tls = if is_https(u) {
-            Some(TlsAcceptor::from(
-                files.server_config(what).map_err(|e| e.to_string())?,
-            ))
+            Some(TlsAcceptor::from(files.server_config(what)?))
         } else {
             None
         };
-        let l = listen(addr).map_err(|e| format!("listen on {u}: {e}"))?;
+        let l = listen(addr).map_err(|source| StartError::Listen {
+            url: u.clone(),
+            source,
+        })?;
         out.push((l, tls));
     }
     Ok(out)
 }
 
-async fn run(flags: Flags) -> Result<(), String> {
-    let cfg = NodeConfig::from_flags(flags).map_err(|e| e.to_string())?;
+async fn run(flags: Flags) -> Result<(), StartError> {
+    let cfg = NodeConfig::from_flags(flags)?;
     install_metrics()?;
     limits::describe();
     let budget = limits::Budget::plan(
@@ -186,8 +189,7 @@ async fn run(flags: Flags) -> Result<(), String> {
         cfg.flags.max_client_connections,
         cfg.flags.max_peer_connections,
         cfg.flags.proxy != ProxyMode::Off,
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     if let Some(asked) = budget.clamped_from {
         tracing::warn!(
             asked,
@@ -225,11 +227,7 @@ async fn run(flags: Flags) -> Result<(), String> {
     if cfg.flags.proxy != ProxyMode::Off {
         // The proxy reaches the cluster with the peer TLS settings, as etcd's proxy does.
         let upstream_tls = match peer_tls.ca {
-            Some(_) => Some(
-                peer_tls
-                    .client_config("proxy client")
-                    .map_err(|e| e.to_string())?,
-            ),
+            Some(_) => Some(peer_tls.client_config("proxy client")?),
             None => None,
         };
         let p = proxy::Proxy::new(&cfg, upstream_tls);

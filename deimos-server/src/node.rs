@@ -15,6 +15,7 @@ use deimos_store::machine::{
 use deimos_store::persist::RedbStorage;
 
 use crate::config::NodeConfig;
+use crate::error::StartError;
 use crate::stats::ServerStats;
 use crate::transport::HttpTransport;
 
@@ -85,7 +86,7 @@ impl Drop for DriverThread {
 
 /// Open the data dir, resolve this member's id, and start the Raft driver; returns the app and
 /// the driver's thread.
-pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), String> {
+pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), StartError> {
     let data_dir = &cfg.flags.data_dir;
     // Two-phase commit (redb's default): a damaged latest commit slot is refused at open rather
     // than silently rolled back to the previous commit, which would lose acknowledged writes
@@ -100,8 +101,11 @@ pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), Stri
             "--unsafe-one-phase-commit: a damaged latest commit slot will silently lose acknowledged writes"
         );
     }
-    let mut storage = RedbStorage::open_with(data_dir, &opts)
-        .map_err(|e| format!("cannot open data dir {}: {e}", data_dir.display()))?;
+    let mut storage =
+        RedbStorage::open_with(data_dir, &opts).map_err(|source| StartError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
     let peer_tls = crate::tls::TlsFiles {
         cert: cfg.flags.peer_cert_file.clone(),
         key: cfg.flags.peer_key_file.clone(),
@@ -110,35 +114,27 @@ pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), Stri
     // Peers are reached with the peer certificate whenever a peer CA is configured, so a cluster
     // mixing http and https URLs during a migration still works.
     let peer_client_tls = match peer_tls.ca {
-        Some(_) => Some(
-            peer_tls
-                .client_config("peer client")
-                .map_err(|e| e.to_string())?,
-        ),
+        Some(_) => Some(peer_tls.client_config("peer client")?),
         None => None,
     };
     let peer_client_tls_for_leader = peer_client_tls.clone();
-    let me = crate::identity::resolve(&cfg, &mut storage, peer_client_tls.clone())
-        .await
-        .map_err(|e| e.to_string())?;
+    let me = crate::identity::resolve(&cfg, &mut storage, peer_client_tls.clone()).await?;
     cfg.id = me.id;
     let cluster_id = me.cluster_id;
     if !me.members.is_empty() {
         cfg.peer_hints = me.members;
     }
     let forced = cfg.flags.force_new_cluster && force_new_cluster(&cfg, cluster_id, &mut storage)?;
-    let sm = KvStateMachine::open(&mut storage, &cfg.bootstrap)
-        .map_err(|e| e.to_string())?
+    let sm = KvStateMachine::open(&mut storage, &cfg.bootstrap)?
         .with_catch_up_entries(cfg.flags.snapshot_catchup_entries);
     let (applied, _, conf) = storage.applied_state();
     let (store, members, removed) = (sm.store(), sm.members(), sm.removed());
     let auth = Arc::new(crate::api::auth::AuthGate::new(sm.auth()));
     if removed.read().is_ok_and(|r| r.contains(&cfg.id)) {
-        return Err(format!(
-            "member {} was removed from the cluster and cannot rejoin with this data: wipe {} and add it again (it gets a new id)",
-            Id(cfg.id),
-            data_dir.display()
-        ));
+        return Err(StartError::Removed {
+            id: Id(cfg.id),
+            path: data_dir.clone(),
+        });
     }
 
     let mut raft = Config::new(cfg.id);
@@ -163,9 +159,7 @@ pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), Stri
     // `--unsafe-skip-lease-check` exists so the fault suite can show a broken bound is caught;
     // validating here would refuse it before the driver's unchecked path is reached.
     if !cfg.flags.unsafe_skip_lease_check {
-        lease
-            .validate(&raft)
-            .map_err(|e| format!("lease settings: {e}"))?;
+        lease.validate(&raft)?;
     }
     dcfg.lease = Some(lease);
 
@@ -187,8 +181,7 @@ pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), Stri
                 .filter_map(|m| Some((m.id, m.peer_urls.first()?.clone())))
                 .collect(),
         );
-    let (driver, handle) = Driver::new(dcfg, storage, transport, sm, ScaledClock::new(rate))
-        .map_err(|e| e.to_string())?;
+    let (driver, handle) = Driver::new(dcfg, storage, transport, sm, ScaledClock::new(rate))?;
     // The driver blocks its thread for each fsync. On a runtime worker that stalled whatever
     // it had just woken and queued there (a follower's append, a client's answer) until the
     // fsync ended — a worker's most recently woken task cannot be stolen by another worker.
@@ -223,7 +216,7 @@ pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), Stri
                 std::process::exit(70);
             }
         })
-        .map_err(|e| format!("cannot start the raft driver thread: {e}"))?;
+        .map_err(StartError::Thread)?;
     let task = DriverThread {
         stop: Some(stop),
         thread: Some(thread),
@@ -270,17 +263,17 @@ fn force_new_cluster(
     cfg: &NodeConfig,
     cluster_id: u64,
     storage: &mut RedbStorage,
-) -> Result<bool, String> {
+) -> Result<bool, StartError> {
     use deimos_raft::storage::LogStorage;
     let last = storage
         .last_index()
-        .map_err(|e| format!("--force-new-cluster: {e}"))?;
+        .map_err(|e| StartError::ForceNewCluster(Box::new(e)))?;
     if last == 0 {
         tracing::warn!("--force-new-cluster: the data dir holds no state; starting normally");
         return Ok(false);
     }
     let forced = deimos_store::recovery::force_new_cluster(storage, cfg.id)
-        .map_err(|e| format!("--force-new-cluster: {e}"))?;
+        .map_err(|e| StartError::ForceNewCluster(Box::new(e)))?;
     if forced.removed.is_empty() {
         tracing::warn!(id = %Id(cfg.id), "--force-new-cluster: this member is already the only one; nothing to change (remove the flag)");
         return Ok(false);
