@@ -36,23 +36,8 @@ pub struct AbArgs {
     /// ABBA pairs per workload in each round.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
     pairs: u32,
-    /// Seconds per run.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
-    duration: u64,
-    /// Concurrent clients.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    clients: u32,
-    /// Workloads, comma-separated.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        value_enum,
-        default_value = "put,get-lease"
-    )]
-    workloads: Vec<BenchWorkload>,
-    /// Use the release binaries already built instead of running `cargo build --release`.
-    #[arg(long)]
-    no_build: bool,
+    #[command(flatten)]
+    run: PairedRun,
     /// Report path.
     #[arg(long, default_value = "ab-report.md")]
     out: PathBuf,
@@ -61,7 +46,7 @@ pub struct AbArgs {
 pub fn run(a: AbArgs) -> Result<()> {
     install_ctrlc_handler(false);
     let root = workspace_root();
-    if !a.no_build {
+    if !a.run.no_build {
         build(&root, true)?;
     }
     let bin_dir = release_dir(&root);
@@ -75,19 +60,7 @@ pub fn run(a: AbArgs) -> Result<()> {
             return Err(format!("{} not found", b.display()));
         }
     }
-    let bench = BenchArgs {
-        duration: a.duration,
-        rounds: 1,
-        clients: vec![a.clients],
-        workloads: a.workloads.clone(),
-        keys: 1000,
-        value_size: 256,
-        skip_etcd: true,
-        skip_deimos: false,
-        no_build: true,
-        keep: false,
-        out: a.out.clone(),
-    };
+    let bench = a.run.bench_args(&a.out);
     let mut pairs = Vec::new();
     let mut per_round = Vec::new();
     for round in 1..=a.rounds {
@@ -97,7 +70,8 @@ pub fn run(a: AbArgs) -> Result<()> {
         let _ = std::fs::remove_dir_all(&base);
         let got = outcome?;
         per_round.push(
-            a.workloads
+            a.run
+                .workloads
                 .iter()
                 .map(|&w| {
                     median(
@@ -122,21 +96,22 @@ pub fn run(a: AbArgs) -> Result<()> {
         candidate.display(),
         a.rounds,
         a.pairs,
-        a.duration,
-        a.clients
+        a.run.duration,
+        a.run.clients
     );
-    report.push_str(&tables(&a.workloads, &pairs, "baseline", "candidate"));
+    report.push_str(&tables(&a.run.workloads, &pairs, "baseline", "candidate"));
     let _ = writeln!(report, "\n## Median ratio of each round\n");
     let _ = writeln!(
         report,
         "| round | {} |",
-        a.workloads
+        a.run
+            .workloads
             .iter()
             .map(|w| w.label())
             .collect::<Vec<_>>()
             .join(" | ")
     );
-    let _ = writeln!(report, "|---:|{}", "---:|".repeat(a.workloads.len()));
+    let _ = writeln!(report, "|---:|{}", "---:|".repeat(a.run.workloads.len()));
     for (i, r) in per_round.iter().enumerate() {
         let cells: Vec<String> = r
             .iter()
@@ -171,7 +146,7 @@ fn measure(
     for n in 1..=a.pairs {
         eprintln!("pair {n} of {}", a.pairs);
         let pair = (round - 1) * a.pairs + n;
-        for &w in &a.workloads {
+        for &w in &a.run.workloads {
             let mut got: [Option<RunResult>; 2] = [None, None];
             for side in order(pair) {
                 let p = &prepared[side as usize];
@@ -182,7 +157,7 @@ fn measure(
                     members: &p.members,
                     credentials: None,
                 };
-                got[side as usize] = Some(run_one(ctl, &target, w, a.clients, bench)?);
+                got[side as usize] = Some(run_one(ctl, &target, w, a.run.clients, bench)?);
             }
             for p in &prepared {
                 if role(System::Deimos, &p.leader).ok().as_deref() != Some("leader") {

@@ -26,23 +26,8 @@ pub struct AuthCostArgs {
     /// ABBA pairs per workload (each pair is one run with auth off and one with it on).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=50))]
     pairs: u32,
-    /// Seconds per run.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
-    duration: u64,
-    /// Concurrent clients.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    clients: u32,
-    /// Workloads, comma-separated.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        value_enum,
-        default_value = "put,get-lease"
-    )]
-    workloads: Vec<BenchWorkload>,
-    /// Use the release binaries already built instead of running `cargo build --release`.
-    #[arg(long)]
-    no_build: bool,
+    #[command(flatten)]
+    run: PairedRun,
     /// Report path.
     #[arg(long, default_value = "auth-cost-report.md")]
     out: PathBuf,
@@ -54,7 +39,7 @@ const BENCHER: &str = "bencher:xtask-bench-pw";
 pub fn run(a: AuthCostArgs) -> Result<()> {
     install_ctrlc_handler(false);
     let root = workspace_root();
-    if !a.no_build {
+    if !a.run.no_build {
         build(&root, true)?;
     }
     let bin_dir = release_dir(&root);
@@ -67,19 +52,7 @@ pub fn run(a: AuthCostArgs) -> Result<()> {
             ));
         }
     }
-    let bench = BenchArgs {
-        duration: a.duration,
-        rounds: 1,
-        clients: vec![a.clients],
-        workloads: a.workloads.clone(),
-        keys: 1000,
-        value_size: 256,
-        skip_etcd: true,
-        skip_deimos: false,
-        no_build: true,
-        keep: false,
-        out: a.out.clone(),
-    };
+    let bench = a.run.bench_args(&a.out);
     let base = base_dir();
     std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
     let outcome = measure(&ctl, &deimos, &base, &a, &bench);
@@ -148,7 +121,7 @@ fn measure(
     let mut pairs = Vec::new();
     for pair in 1..=a.pairs {
         eprintln!("pair {pair} of {}", a.pairs);
-        for &w in &a.workloads {
+        for &w in &a.run.workloads {
             let mut got: [Option<RunResult>; 2] = [None, None];
             for side in order(pair) {
                 let on = side == Side::B;
@@ -160,7 +133,7 @@ fn measure(
                     members: &p.members,
                     credentials: on.then_some(BENCHER),
                 };
-                got[usize::from(on)] = Some(run_one(ctl, &target, w, a.clients, bench)?);
+                got[usize::from(on)] = Some(run_one(ctl, &target, w, a.run.clients, bench)?);
             }
             if role(System::Deimos, &leader).ok().as_deref() != Some("leader") {
                 return Err(format!(
@@ -197,8 +170,8 @@ fn report(a: &AuthCostArgs, pairs: &[Pair]) -> String {
         s,
         "{} ABBA pairs x {} s runs, {} clients, 1000 keys, 256-byte values; auth on = bench as a \
          user whose role grants /bench*. Ratio = on/off, median over pairs.\n",
-        a.pairs, a.duration, a.clients
+        a.pairs, a.run.duration, a.run.clients
     );
-    s.push_str(&tables(&a.workloads, pairs, "off", "on"));
+    s.push_str(&tables(&a.run.workloads, pairs, "off", "on"));
     s
 }

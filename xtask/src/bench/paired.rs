@@ -8,8 +8,53 @@
 
 use std::fmt::Write as _;
 
+use std::path::Path;
+
+use clap::Args;
+
 use super::runs::RunResult;
-use super::BenchWorkload;
+use super::{BenchArgs, BenchWorkload};
+
+/// What every paired-run command takes: the runs' length, load and workloads.
+#[derive(Debug, Args)]
+pub struct PairedRun {
+    /// Seconds per run.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub(super) duration: u64,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(super) clients: u32,
+    /// Workloads, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_enum,
+        default_value = "put,get-lease"
+    )]
+    pub(super) workloads: Vec<BenchWorkload>,
+    /// Use the release binaries already built instead of running `cargo build --release`.
+    #[arg(long)]
+    pub(super) no_build: bool,
+}
+
+impl PairedRun {
+    /// The single-round, Deimos-only bench settings each run of a pair uses.
+    pub(super) fn bench_args(&self, out: &Path) -> BenchArgs {
+        BenchArgs {
+            duration: self.duration,
+            rounds: 1,
+            clients: vec![self.clients],
+            workloads: self.workloads.clone(),
+            keys: 1000,
+            value_size: 256,
+            skip_etcd: true,
+            skip_deimos: false,
+            no_build: true,
+            keep: false,
+            out: out.to_path_buf(),
+        }
+    }
+}
 
 /// One pair's two runs of one workload: `a` is the reference side, `b` the one judged.
 pub(super) struct Pair {
