@@ -7,7 +7,7 @@
 //! Invariant: `StoreError::index` is the store index (`X-Etcd-Index`) at the moment the error was
 //! produced; a failed command never changes that index.
 
-use serde::ser::SerializeStruct;
+use deimos_api::error::EtcdError;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Largest value accepted in a key (1 MiB). Bigger values are refused with [`ErrorCode::InvalidField`]
@@ -212,30 +212,28 @@ impl std::fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-impl Serialize for StoreError {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("StoreError", 4)?;
-        s.serialize_field("errorCode", &self.code.code())?;
-        s.serialize_field("message", self.code.message())?;
-        s.serialize_field("cause", &self.cause)?;
-        s.serialize_field("index", &self.index)?;
-        s.end()
+/// The wire body: etcd's error shape, with the message the code implies.
+impl From<&StoreError> for EtcdError {
+    fn from(e: &StoreError) -> EtcdError {
+        EtcdError {
+            error_code: e.code.code(),
+            message: e.code.message().to_string(),
+            cause: e.cause.clone(),
+            index: e.index,
+        }
     }
 }
 
-/// Lets the CLI and tests decode an error body; the message is implied by the code.
+impl Serialize for StoreError {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        EtcdError::from(self).serialize(serializer)
+    }
+}
+
+/// Decodes an error body back into a code this store knows; the message is implied by the code.
 impl<'de> Deserialize<'de> for StoreError {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Wire {
-            error_code: u16,
-            #[serde(default)]
-            cause: String,
-            #[serde(default)]
-            index: u64,
-        }
-        let w = Wire::deserialize(deserializer)?;
+        let w = EtcdError::deserialize(deserializer)?;
         let code = ErrorCode::from_code(w.error_code).ok_or_else(|| {
             serde::de::Error::custom(format!("unknown etcd error code {}", w.error_code))
         })?;

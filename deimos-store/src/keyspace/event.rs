@@ -2,44 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use deimos_api::keys::Action;
+
 use super::node::NodeExtern;
-
-/// etcd v2's action names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Action {
-    Get,
-    Set,
-    Create,
-    Update,
-    Delete,
-    Expire,
-    CompareAndSwap,
-    CompareAndDelete,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Get => "get",
-            Action::Set => "set",
-            Action::Create => "create",
-            Action::Update => "update",
-            Action::Delete => "delete",
-            Action::Expire => "expire",
-            Action::CompareAndSwap => "compareAndSwap",
-            Action::CompareAndDelete => "compareAndDelete",
-        }
-    }
-
-    /// Actions that remove a node (and, for a directory, its subtree).
-    pub fn removes(self) -> bool {
-        matches!(
-            self,
-            Action::Delete | Action::Expire | Action::CompareAndDelete
-        )
-    }
-}
 
 /// One operation's outcome. Only `action`, `node` and `prevNode` are serialised; the other
 /// fields are for the server (headers, status code) and the watcher hub.
@@ -76,5 +41,36 @@ impl Event {
     /// The index that orders this event in the history (its node's `modifiedIndex`).
     pub fn event_index(&self) -> u64 {
         self.node.modified_index
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The server sends `Event` as it is; `deimosctl` reads it as the API crate's `Response`.
+    #[test]
+    fn an_event_reads_back_as_the_api_response() {
+        let node = |v: &str, i: u64| NodeExtern {
+            key: "/k".into(),
+            value: Some(v.into()),
+            modified_index: i,
+            created_index: 3,
+            ..NodeExtern::default()
+        };
+        let ev = Event {
+            action: Action::CompareAndSwap,
+            node: node("new", 9),
+            prev_node: Some(Box::new(node("old", 3))),
+            index: 9,
+            created: false,
+            refresh: false,
+        };
+        let text = serde_json::to_string(&ev).unwrap();
+        let r: deimos_api::keys::Response = serde_json::from_str(&text).unwrap();
+        assert_eq!(r.action, ev.action);
+        assert_eq!(r.node.as_ref(), Some(&ev.node));
+        assert_eq!(r.prev_node, ev.prev_node);
+        assert_eq!(serde_json::to_string(&r).unwrap(), text);
     }
 }

@@ -44,35 +44,8 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-/// A node as etcd v2 renders it in JSON. Field order and omission rules follow etcd's
-/// `NodeExtern`: `value` only on keys, `dir` only when true, `nodes` only for a non-empty
-/// listing, `expiration`/`ttl` only when the node has a TTL. The root renders without `key` and
-/// indexes (etcd's omitempty on its empty key and zero indexes).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeExtern {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub key: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub dir: bool,
-    /// RFC 3339 in UTC with trimmed fractional seconds, like Go's `time.RFC3339Nano`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expiration: Option<String>,
-    /// Whole seconds left, rounded up (etcd's rule); computed against the caller's clock.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ttl: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nodes: Option<Vec<NodeExtern>>,
-    #[serde(rename = "modifiedIndex", default, skip_serializing_if = "is_zero")]
-    pub modified_index: u64,
-    #[serde(rename = "createdIndex", default, skip_serializing_if = "is_zero")]
-    pub created_index: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
+/// A node as etcd v2 renders it: the wire type, named apart from this module's stored [`Node`].
+pub use deimos_api::keys::Node as NodeExtern;
 
 /// etcd's TTL: whole seconds until `expire_ms`, rounded up; zero or negative once due.
 pub fn ttl_secs(expire_ms: u64, now_ms: u64) -> i64 {
