@@ -35,6 +35,7 @@ pub struct MemberRequest {
     pub peer_urls: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Add as a learner (etcd v3's member field). `PUT` ignores it: promotion is its own call.
     #[serde(rename = "isLearner", default, skip_serializing_if = "is_false")]
     pub is_learner: bool,
 }

@@ -18,7 +18,6 @@ use deimos_store::persist::{PersistError, RedbStorage};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde::Deserialize;
 
 use crate::config::{ClusterState, NodeConfig};
 use crate::tls::MaybeTlsConnector;
@@ -164,22 +163,6 @@ pub async fn resolve(
     })
 }
 
-#[derive(Deserialize)]
-struct MemberList {
-    members: Vec<ListedMember>,
-}
-
-#[derive(Deserialize)]
-struct ListedMember {
-    id: String,
-    #[serde(default)]
-    name: String,
-    #[serde(rename = "peerURLs", default)]
-    peer_urls: Vec<String>,
-    #[serde(rename = "clientURLs", default)]
-    client_urls: Vec<String>,
-}
-
 /// Ask the peers named in `--bootstrap-config` for the member list until one lists a member
 /// with this node's peer URLs, for up to `patience`.
 async fn discover(
@@ -274,10 +257,11 @@ async fn fetch(
             source,
         })?
         .to_bytes();
-    let list: MemberList = serde_json::from_slice(&body).map_err(|source| FetchError::Json {
-        url: url.clone(),
-        source,
-    })?;
+    let list: deimos_api::members::MemberList =
+        serde_json::from_slice(&body).map_err(|source| FetchError::Json {
+            url: url.clone(),
+            source,
+        })?;
     let members = list
         .members
         .into_iter()

@@ -292,7 +292,7 @@ fn local(r: crate::api::response::Resp) -> Response<ProxyBody> {
 fn json_error(status: u16, message: &str) -> Response<ProxyBody> {
     let mut r = local(crate::api::response::json(
         status,
-        &serde_json::json!({ "message": message }),
+        &deimos_api::error::Message::new(message),
     ));
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,

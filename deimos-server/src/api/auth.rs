@@ -225,18 +225,10 @@ fn parse_basic(value: &[u8]) -> Option<(String, String)> {
 
 /// etcd's refusal of a keys request: 401, error 110, index 0.
 pub fn keys_refused() -> Resp {
-    #[derive(serde::Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct KeysError {
-        error_code: u16,
-        message: &'static str,
-        cause: &'static str,
-        index: u64,
-    }
-    let body = KeysError {
+    let body = deimos_api::error::EtcdError {
         error_code: 110,
-        message: "The request requires user authentication",
-        cause: "Insufficient credentials",
+        message: "The request requires user authentication".into(),
+        cause: "Insufficient credentials".into(),
         index: 0,
     };
     let mut r = with_challenge(response::json(401, &body));

@@ -83,7 +83,14 @@ async fn enable(app: Arc<App>, req: Request<Incoming>) -> Resp {
     let op = match *req.method() {
         Method::PUT => AuthOp::Enable,
         Method::DELETE => AuthOp::Disable,
-        _ => return response::json(200, &serde_json::json!({ "enabled": app.auth.enabled() })),
+        _ => {
+            return response::json(
+                200,
+                &deimos_api::cluster::AuthStatus {
+                    enabled: app.auth.enabled(),
+                },
+            )
+        }
     };
     if let Err(r) = check_root(&app, &req).await {
         return r;

@@ -3,9 +3,12 @@
 
 use std::sync::OnceLock;
 
+use deimos_api::cluster::{
+    Counts, FollowerStats, Health, Latency, LeaderInfo, LeaderStats, SelfStats, Version,
+};
+use deimos_api::status::{LeaseStatus, Progress, RaftStatus};
 use deimos_raft::types::Role;
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde_json::json;
 
 use super::response::{self, message, Resp};
 use crate::node::App;
@@ -44,17 +47,18 @@ pub fn stats_self(app: &App) -> Resp {
         Role::Candidate | Role::PreCandidate => "StateCandidate",
     };
     use std::sync::atomic::Ordering::Relaxed;
-    response::json(
-        200,
-        &json!({
-            "name": app.cfg.flags.name,
-            "id": hex(app.id()),
-            "state": state,
-            "leaderInfo": { "leader": st.leader.map(hex).unwrap_or_default(), "uptime": uptime(app) },
-            "recvAppendRequestCnt": app.stats.recv_messages.load(Relaxed),
-            "sendAppendRequestCnt": app.stats.sent_messages.load(Relaxed),
-        }),
-    )
+    let body = SelfStats {
+        name: app.cfg.flags.name.clone(),
+        id: hex(app.id()),
+        state: state.to_string(),
+        leader_info: LeaderInfo {
+            leader: st.leader.map(hex).unwrap_or_default(),
+            uptime: uptime(app),
+        },
+        recv_append_request_cnt: app.stats.recv_messages.load(Relaxed),
+        send_append_request_cnt: app.stats.sent_messages.load(Relaxed),
+    };
+    response::json(200, &body)
 }
 
 pub fn stats_leader(app: &App) -> Resp {
@@ -68,29 +72,33 @@ pub fn stats_leader(app: &App) -> Resp {
         .lock()
         .map(|p| p.clone())
         .unwrap_or_default();
-    let followers: serde_json::Map<String, serde_json::Value> = st
+    let followers = st
         .conf
         .all()
         .filter(|&id| id != st.id)
         .map(|id| {
             let p = peers.get(&id).cloned().unwrap_or_default();
-            (
-                hex(id),
-                json!({
-                    "latency": {
-                        "current": p.current_ms / 1000.0, "average": p.average_ms() / 1000.0,
-                        "standardDeviation": p.stddev_ms() / 1000.0,
-                        "minimum": p.min_ms / 1000.0, "maximum": p.max_ms / 1000.0,
-                    },
-                    "counts": { "fail": p.fail, "success": p.success },
-                }),
-            )
+            let stats = FollowerStats {
+                latency: Latency {
+                    current: p.current_ms / 1000.0,
+                    average: p.average_ms() / 1000.0,
+                    standard_deviation: p.stddev_ms() / 1000.0,
+                    minimum: p.min_ms / 1000.0,
+                    maximum: p.max_ms / 1000.0,
+                },
+                counts: Counts {
+                    fail: p.fail,
+                    success: p.success,
+                },
+            };
+            (hex(id), stats)
         })
         .collect();
-    response::json(
-        200,
-        &json!({ "leader": hex(st.id), "followers": followers }),
-    )
+    let body = LeaderStats {
+        leader: hex(st.id),
+        followers,
+    };
+    response::json(200, &body)
 }
 
 pub fn stats_store(app: &App) -> Resp {
@@ -104,51 +112,46 @@ pub fn raft_status(app: &App) -> Resp {
     let st = app.handle.status();
     let lease = app.handle.lease_reader();
     let ls = lease.state();
-    let progress: serde_json::Map<String, serde_json::Value> = st
+    let progress = st
         .progress
         .iter()
         .map(|(&id, p)| {
-            let v = json!({
-                "matched": p.matched,
-                "next": p.next,
-                "state": p.state.as_str(),
-                "active": p.active,
-                "learner": st.conf.learners.contains(&id),
-            });
+            let v = Progress {
+                matched: p.matched,
+                next: p.next,
+                state: p.state.as_str().to_string(),
+                active: p.active,
+                learner: st.conf.learners.contains(&id),
+            };
             (hex(id), v)
         })
         .collect();
-    response::json(
-        200,
-        &json!({
-            "id": hex(st.id),
-            "name": app.cfg.flags.name,
-            "role": st.role.as_str(),
-            "term": st.term,
-            "leader": st.leader.map(hex),
-            "commitIndex": st.commit,
-            "appliedIndex": st.applied,
-            "lastIndex": st.last_index,
-            "voters": st.conf.voters.iter().copied().map(hex).collect::<Vec<_>>(),
-            "learners": st.conf.learners.iter().copied().map(hex).collect::<Vec<_>>(),
-            // The leader's view of each member (empty elsewhere): how far its log is, and
-            // whether it answered within an election timeout — what the reconfiguration
-            // checks go by, so an operator can see why one refused.
-            "progress": progress,
-            "lease": {
-                "valid": lease.can_read_with_lease(),
-                "remainingMs": lease.remaining().as_millis() as u64,
-                "serving": ls.serving,
-                "reason": ls.reason.map(|r| r.as_str()),
-            },
-        }),
-    )
+    let body = RaftStatus {
+        id: hex(st.id),
+        name: app.cfg.flags.name.clone(),
+        role: st.role.as_str().to_string(),
+        term: st.term,
+        leader: st.leader.map(hex),
+        commit_index: st.commit,
+        applied_index: st.applied,
+        last_index: st.last_index,
+        voters: st.conf.voters.iter().copied().map(hex).collect(),
+        learners: st.conf.learners.iter().copied().map(hex).collect(),
+        progress,
+        lease: LeaseStatus {
+            valid: lease.can_read_with_lease(),
+            remaining_ms: u64::try_from(lease.remaining().as_millis()).unwrap_or(u64::MAX),
+            serving: ls.serving,
+            reason: ls.reason.map(|r| r.as_str().to_string()),
+        },
+    };
+    response::json(200, &body)
 }
 
 /// Healthy when a leader is known and a linearizable read completes: the node can serve.
 pub async fn health(app: &App) -> Resp {
     if app.handle.status().leader.is_none() {
-        return response::json(503, &json!({ "health": "false", "reason": "no leader" }));
+        return response::json(503, &Health::unhealthy("no leader"));
     }
     let check = tokio::time::timeout(
         std::time::Duration::from_secs(2),
@@ -156,20 +159,19 @@ pub async fn health(app: &App) -> Resp {
     )
     .await;
     match check {
-        Ok(Ok(_)) => response::json(200, &json!({ "health": "true" })),
-        _ => response::json(
-            503,
-            &json!({ "health": "false", "reason": "cannot reach quorum" }),
-        ),
+        Ok(Ok(_)) => response::json(200, &Health::healthy()),
+        _ => response::json(503, &Health::unhealthy("cannot reach quorum")),
     }
 }
 
 pub fn version() -> Resp {
     // etcd clients parse `etcdserver`/`etcdcluster`; we speak its v2 API as of 3.4.
-    response::json(
-        200,
-        &json!({ "etcdserver": "3.4.0", "etcdcluster": "3.4.0", "deimos": env!("CARGO_PKG_VERSION") }),
-    )
+    let body = Version {
+        etcdserver: "3.4.0".into(),
+        etcdcluster: "3.4.0".into(),
+        deimos: Some(env!("CARGO_PKG_VERSION").into()),
+    };
+    response::json(200, &body)
 }
 
 /// Process metrics (memory, CPU, descriptors), as etcd and every Go service export them.

@@ -259,7 +259,7 @@ fn write_response(app: &App, status: u16, ev: &Event, no_value: bool) -> Resp {
         return event_response(app, status, ev, None);
     }
     response::with_headers(
-        response::json(status, &serde_json::json!({ "action": ev.action.as_str() })),
+        response::json(status, &deimos_api::keys::Response::action_only(ev.action)),
         &headers(app, ev.index, None),
     )
 }

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use deimos_api::members::{self as api, MemberRequest};
 use deimos_raft::driver::DriverError;
 use deimos_raft::reconfig::Refusal;
 use deimos_raft::types::{ConfChange, ConfState, Role};
@@ -19,8 +20,6 @@ use deimos_raft::RaftError;
 use deimos_store::machine::{Member, Proposal};
 use hyper::body::Incoming;
 use hyper::{Method, Request};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::cluster::hex;
 use super::params::Params;
@@ -28,38 +27,16 @@ use super::response::{self, message, Resp};
 use crate::identity::new_member_id;
 use crate::node::App;
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct MemberJson<'a> {
-    id: String,
-    name: &'a str,
-    #[serde(rename = "peerURLs")]
-    peer_urls: &'a [String],
-    #[serde(rename = "clientURLs")]
-    client_urls: &'a [String],
-    /// From the applied configuration, not the record: promotion changes only the former.
-    is_learner: bool,
-}
-
-fn member_json<'a>(m: &'a Member, conf: &ConfState) -> MemberJson<'a> {
-    MemberJson {
+/// A member record as the API shows it. `isLearner` comes from the applied configuration, not
+/// the record: promotion changes only the former.
+fn member_json(m: &Member, conf: &ConfState) -> api::Member {
+    api::Member {
         id: hex(m.id),
-        name: &m.name,
-        peer_urls: &m.peer_urls,
-        client_urls: &m.client_urls,
+        name: m.name.clone(),
+        peer_urls: m.peer_urls.clone(),
+        client_urls: m.client_urls.clone(),
         is_learner: conf.learners.contains(&m.id),
     }
-}
-
-#[derive(Deserialize)]
-struct MemberRequest {
-    #[serde(rename = "peerURLs")]
-    peer_urls: Vec<String>,
-    #[serde(default)]
-    name: Option<String>,
-    /// Add as a learner (etcd v3's member field). Ignored by `PUT`: promotion is its own call.
-    #[serde(default, rename = "isLearner")]
-    is_learner: bool,
 }
 
 /// A refused reconfiguration. `NotLeader` means leadership moved since the request was routed.
@@ -351,8 +328,8 @@ pub fn member_list(app: &App) -> Resp {
         .read()
         .map(|m| m.values().cloned().collect::<Vec<_>>())
         .unwrap_or_default();
-    let list: Vec<_> = members.iter().map(|m| member_json(m, &conf)).collect();
-    response::json(200, &json!({ "members": list }))
+    let members = members.iter().map(|m| member_json(m, &conf)).collect();
+    response::json(200, &api::MemberList { members })
 }
 
 /// The id for a member added at `peer_urls`, whether it clashes with a recorded member, and

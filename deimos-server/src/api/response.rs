@@ -32,15 +32,18 @@ pub fn text(status: u16, s: &str) -> Resp {
 
 /// The members API's (and other non-keys endpoints') error shape: `{"message": "..."}`.
 pub fn message(status: u16, msg: &str) -> Resp {
-    json(status, &serde_json::json!({ "message": msg }))
+    json(status, &deimos_api::error::Message::new(msg))
 }
 
 /// An etcd-shaped error without a store behind it (transport-level failures).
 pub fn plain_error(status: u16, code: u16, message: &str, cause: &str, index: u64) -> Resp {
-    json(
-        status,
-        &serde_json::json!({"errorCode": code, "message": message, "cause": cause, "index": index}),
-    )
+    let body = deimos_api::error::EtcdError {
+        error_code: code,
+        message: message.to_string(),
+        cause: cause.to_string(),
+        index,
+    };
+    json(status, &body)
 }
 
 pub fn store_error(e: &StoreError) -> Resp {
