@@ -15,6 +15,8 @@ pub struct EtcdError {
     /// Deimos always sends it, possibly empty; etcd leaves an empty one out.
     #[serde(default)]
     pub cause: String,
+    /// Always sent by Deimos and etcd; read as 0 from a server that leaves it out.
+    #[serde(default)]
     pub index: u64,
 }
 

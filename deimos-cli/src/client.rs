@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::Method;
-use serde::{Deserialize, Serialize};
 
 use crate::http::{Conn, Endpoint, Response, TransportError};
 
@@ -25,35 +24,9 @@ pub const EXIT_SERVER_ERROR: u8 = 4;
 pub const EXIT_UNHEALTHY: u8 = 5;
 
 /// etcd's "The request requires user authentication" (answered with HTTP 401).
-const ETCD_ERROR_UNAUTHORIZED: u64 = 110;
+const ETCD_ERROR_UNAUTHORIZED: u16 = 110;
 
-/// An etcd v2 error body: `{"errorCode": n, "message": "...", "cause": "...", "index": i}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EtcdError {
-    #[serde(rename = "errorCode")]
-    pub error_code: u64,
-    #[serde(default)]
-    pub message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cause: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub index: Option<u64>,
-}
-
-impl fmt::Display for EtcdError {
-    /// `100: Key not found (/foo) [12]`, the shape `etcdctl` v2 prints, so scripts that grep for
-    /// the code keep working. Empty cause and missing index are left out rather than printed empty.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.error_code, self.message)?;
-        if let Some(c) = self.cause.as_deref().filter(|c| !c.is_empty()) {
-            write!(f, " ({c})")?;
-        }
-        if let Some(i) = self.index {
-            write!(f, " [{i}]")?;
-        }
-        Ok(())
-    }
-}
+pub use deimos_api::error::EtcdError;
 
 /// Every way a command can fail; each maps to one documented exit status.
 #[derive(Debug)]
@@ -112,11 +85,7 @@ pub fn error_from_response(resp: &Response) -> CliError {
     if let Ok(e) = serde_json::from_slice::<EtcdError>(&resp.body) {
         return CliError::Etcd(e, resp.body.clone());
     }
-    #[derive(Deserialize)]
-    struct Message {
-        message: String,
-    }
-    let message = match serde_json::from_slice::<Message>(&resp.body) {
+    let message = match serde_json::from_slice::<deimos_api::error::Message>(&resp.body) {
         Ok(m) => m.message,
         Err(_) => String::from_utf8_lossy(&resp.body).trim().to_string(),
     };
@@ -356,7 +325,7 @@ mod tests {
         );
         assert_eq!(
             error_from_response(&r).to_string(),
-            "Error: 200: Value is required"
+            "Error: 200: Value is required [0]"
         );
     }
 
@@ -417,13 +386,13 @@ mod tests {
             status,
             message: String::new(),
         };
-        let etcd = |code: u64| {
+        let etcd = |code: u16| {
             CliError::Etcd(
                 EtcdError {
                     error_code: code,
                     message: String::new(),
-                    cause: None,
-                    index: None,
+                    cause: String::new(),
+                    index: 0,
                 },
                 Bytes::new(),
             )

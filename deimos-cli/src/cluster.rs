@@ -2,71 +2,18 @@
 
 use std::time::Duration;
 
+use deimos_api::cluster::SelfStats;
 use hyper::{Method, StatusCode};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::cli::{ClusterCommand, LeaseCommand};
 use crate::client::{CliError, Client};
 use crate::http::{Conn, Endpoint};
 use crate::output::{opt, Output, Table};
 
-/// A member as `/v2/members` describes it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Member {
-    #[serde(default)]
-    pub id: String,
-    #[serde(default)]
-    pub name: String,
-    #[serde(default, rename = "peerURLs")]
-    pub peer_urls: Vec<String>,
-    #[serde(default, rename = "clientURLs")]
-    pub client_urls: Vec<String>,
-    /// etcd v3's field; the v2 API of etcd itself has no learners, so absent means a voter.
-    #[serde(default)]
-    pub is_learner: bool,
-}
-
-#[derive(Deserialize)]
-struct Members {
-    #[serde(default)]
-    members: Vec<Member>,
-}
-
-/// Deimos's `/raft/status` (etcd has no such endpoint).
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RaftStatus {
-    #[serde(default)]
-    pub id: Option<String>,
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub role: Option<String>,
-    #[serde(default)]
-    pub term: Option<u64>,
-    #[serde(default)]
-    pub leader: Option<String>,
-    #[serde(default)]
-    pub commit_index: Option<u64>,
-    #[serde(default)]
-    pub applied_index: Option<u64>,
-    #[serde(default)]
-    pub last_index: Option<u64>,
-    #[serde(default)]
-    pub lease: Option<LeaseInfo>,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LeaseInfo {
-    #[serde(default)]
-    pub valid: Option<bool>,
-    #[serde(default)]
-    pub remaining_ms: Option<u64>,
-    #[serde(default)]
-    pub serving: Option<bool>,
-}
+pub use deimos_api::members::Member;
+use deimos_api::members::MemberList;
+use deimos_api::status::{LeaseStatus, RaftStatus};
 
 /// One row of `cluster status` / `lease status`. Fields a source cannot tell are `None` (`-`).
 #[derive(Clone, Debug, Default, Serialize)]
@@ -84,15 +31,51 @@ pub struct MemberStatus {
     pub commit_index: Option<u64>,
     pub applied_index: Option<u64>,
     pub last_index: Option<u64>,
-    pub lease: Option<LeaseInfo>,
+    pub lease: Option<LeaseStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// What a member told about itself: Deimos's `/raft/status`, or etcd's `/v2/stats/self`.
+enum Probed {
+    Raft(RaftStatus),
+    Etcd(SelfStats),
+}
+
+impl MemberStatus {
+    fn fill(&mut self, probed: Probed) {
+        let (name, id) = match probed {
+            Probed::Raft(rs) => {
+                self.source = "raft/status".into();
+                self.role = Some(rs.role);
+                self.term = Some(rs.term);
+                self.leader = rs.leader;
+                self.commit_index = Some(rs.commit_index);
+                self.applied_index = Some(rs.applied_index);
+                self.last_index = Some(rs.last_index);
+                self.lease = Some(rs.lease);
+                (rs.name, rs.id)
+            }
+            Probed::Etcd(ss) => {
+                self.source = "stats/self".into();
+                self.role = Some(role_from_etcd_state(&ss.state));
+                self.leader = Some(ss.leader_info.leader).filter(|l| !l.is_empty());
+                (ss.name, ss.id)
+            }
+        };
+        if self.name.is_empty() {
+            self.name = name;
+        }
+        if self.id.is_empty() {
+            self.id = id;
+        }
+    }
 }
 
 pub async fn list_members(client: &mut Client) -> Result<Vec<Member>, CliError> {
     let t = Some(client.timeout());
     let (_, v) = client.json(Method::GET, "/v2/members", None, t).await?;
-    let m: Members = serde_json::from_value(v.clone())
+    let m: MemberList = serde_json::from_value(v.clone())
         .map_err(|e| CliError::Protocol(format!("/v2/members ({e}): {v}")))?;
     Ok(m.members)
 }
@@ -139,48 +122,20 @@ async fn probe(member: Member, timeout: Duration) -> MemberStatus {
         if r.status == StatusCode::OK {
             let rs: RaftStatus = serde_json::from_slice(&r.body)
                 .map_err(|e| format!("/raft/status: bad JSON: {e}"))?;
-            return Ok::<_, String>(("raft/status", rs));
+            return Ok::<_, String>(Probed::Raft(rs));
         }
         let r = conn
             .send(Method::GET, "/v2/stats/self", None)
             .await
             .map_err(|e| e.to_string())?;
-        let v: serde_json::Value = serde_json::from_slice(&r.body)
+        let ss: SelfStats = serde_json::from_slice(&r.body)
             .map_err(|e| format!("/v2/stats/self: bad JSON: {e}"))?;
-        let role = v
-            .get("state")
-            .and_then(|s| s.as_str())
-            .map(role_from_etcd_state);
-        let leader = v
-            .pointer("/leaderInfo/leader")
-            .and_then(|s| s.as_str())
-            .map(String::from);
-        Ok((
-            "stats/self",
-            RaftStatus {
-                role,
-                leader,
-                ..Default::default()
-            },
-        ))
+        Ok(Probed::Etcd(ss))
     };
     match tokio::time::timeout(timeout, attempt).await {
-        Ok(Ok((source, rs))) => {
+        Ok(Ok(probed)) => {
             st.reachable = true;
-            st.source = source.into();
-            st.role = rs.role;
-            st.term = rs.term;
-            st.leader = rs.leader;
-            st.commit_index = rs.commit_index;
-            st.applied_index = rs.applied_index;
-            st.last_index = rs.last_index;
-            st.lease = rs.lease;
-            if st.name.is_empty() {
-                st.name = rs.name.unwrap_or_default();
-            }
-            if st.id.is_empty() {
-                st.id = rs.id.unwrap_or_default();
-            }
+            st.fill(probed);
         }
         Ok(Err(e)) => st.error = Some(e),
         Err(_) => st.error = Some(format!("timed out after {timeout:?}")),
@@ -223,7 +178,7 @@ pub fn render_cluster_status(rows: &[MemberStatus]) -> String {
         "REACHABLE",
     ]);
     for r in rows {
-        let lease = r.lease.clone().unwrap_or_default();
+        let lease = r.lease.as_ref();
         t.row(vec![
             r.id.clone(),
             name_cell(&r.name),
@@ -231,8 +186,8 @@ pub fn render_cluster_status(rows: &[MemberStatus]) -> String {
             opt(r.term),
             opt(r.commit_index),
             opt(r.applied_index),
-            opt(lease.valid.map(yes_no)),
-            opt(lease.remaining_ms),
+            opt(lease.map(|l| yes_no(l.valid))),
+            opt(lease.map(|l| l.remaining_ms)),
             yes_no(r.reachable),
         ]);
     }
@@ -259,14 +214,14 @@ pub fn render_lease_status(rows: &[MemberStatus]) -> String {
         "REACHABLE",
     ]);
     for r in rows {
-        let lease = r.lease.clone().unwrap_or_default();
+        let lease = r.lease.as_ref();
         t.row(vec![
             r.id.clone(),
             name_cell(&r.name),
             opt(r.role.clone()),
-            opt(lease.valid.map(yes_no)),
-            opt(lease.remaining_ms),
-            opt(lease.serving.map(yes_no)),
+            opt(lease.map(|l| yes_no(l.valid))),
+            opt(lease.map(|l| l.remaining_ms)),
+            opt(lease.map(|l| yes_no(l.serving))),
             yes_no(r.reachable),
         ]);
     }
@@ -323,7 +278,8 @@ mod tests {
         let m: Member =
             serde_json::from_str(r#"{"id":"a1","name":"n1","peerURLs":[]}"#).expect("ok");
         assert!(!m.is_learner);
-        let m: Member = serde_json::from_str(r#"{"id":"a1","isLearner":true}"#).expect("ok");
+        let m: Member =
+            serde_json::from_str(r#"{"id":"a1","peerURLs":[],"isLearner":true}"#).expect("ok");
         assert!(m.is_learner);
     }
 
@@ -331,15 +287,34 @@ mod tests {
     fn raft_status_shape_parses() {
         let rs: RaftStatus = serde_json::from_str(
             r#"{"id":"00000000000000a1","name":"n1","role":"leader","term":3,"leader":null,
-                "commitIndex":10,"appliedIndex":9,"lastIndex":10,
-                "lease":{"valid":true,"remainingMs":270,"serving":true}}"#,
+                "commitIndex":10,"appliedIndex":9,"lastIndex":10,"voters":["00000000000000a1"],
+                "learners":[],"progress":{},
+                "lease":{"valid":true,"remainingMs":270,"serving":true,"reason":null}}"#,
         )
         .expect("valid");
-        assert_eq!(rs.role.as_deref(), Some("leader"));
-        assert_eq!(rs.leader, None);
-        assert_eq!(rs.applied_index, Some(9));
-        let lease = rs.lease.expect("lease");
-        assert_eq!(lease.remaining_ms, Some(270));
+        let mut st = MemberStatus::default();
+        st.fill(Probed::Raft(rs));
+        assert_eq!(st.role.as_deref(), Some("leader"));
+        assert_eq!(
+            (st.id.as_str(), st.name.as_str()),
+            ("00000000000000a1", "n1")
+        );
+        assert_eq!(st.leader, None);
+        assert_eq!(st.applied_index, Some(9));
+        assert_eq!(st.lease.map(|l| l.remaining_ms), Some(270));
+
+        let ss: SelfStats = serde_json::from_str(
+            r#"{"name":"default","id":"8e9e05c52164694d","state":"StateFollower",
+                "leaderInfo":{"leader":"","uptime":"1s"}}"#,
+        )
+        .expect("etcd's stats/self");
+        let mut st = MemberStatus::default();
+        st.fill(Probed::Etcd(ss));
+        assert_eq!(
+            (st.source.as_str(), st.role.as_deref()),
+            ("stats/self", Some("follower"))
+        );
+        assert_eq!((st.leader, st.term), (None, None));
     }
 
     #[test]
@@ -353,10 +328,11 @@ mod tests {
                 term: Some(3),
                 commit_index: Some(10),
                 applied_index: Some(10),
-                lease: Some(LeaseInfo {
-                    valid: Some(true),
-                    remaining_ms: Some(270),
-                    serving: Some(true),
+                lease: Some(LeaseStatus {
+                    valid: true,
+                    remaining_ms: 270,
+                    serving: true,
+                    reason: None,
                 }),
                 ..Default::default()
             },

@@ -17,8 +17,8 @@ use crate::output::Output;
 pub fn watch_env(r: &KeysResponse) -> Vec<(&'static str, String)> {
     let node = r.node.clone().unwrap_or_default();
     vec![
-        ("ETCD_WATCH_ACTION", r.action.clone()),
-        ("ETCD_WATCH_KEY", node.key.unwrap_or_default()),
+        ("ETCD_WATCH_ACTION", r.action.as_str().to_string()),
+        ("ETCD_WATCH_KEY", node.key),
         ("ETCD_WATCH_VALUE", node.value.unwrap_or_default()),
         ("ETCD_WATCH_MODIFIED_INDEX", node.modified_index.to_string()),
     ]
@@ -49,20 +49,16 @@ fn failure(
     r: &KeysResponse,
     result: &std::io::Result<ExitStatus>,
 ) -> Option<String> {
-    let key = r
-        .node
-        .as_ref()
-        .and_then(|n| n.key.clone())
-        .unwrap_or_default();
+    let key = r.node.as_ref().map(|n| n.key.as_str()).unwrap_or_default();
     match result {
         Ok(s) if s.success() => None,
         Ok(s) => Some(format!(
             "command {program:?} for [{}] {key} failed: {s}",
-            r.action
+            r.action.as_str()
         )),
         Err(e) => Some(format!(
             "cannot run {program:?} for [{}] {key}: {e}",
-            r.action
+            r.action.as_str()
         )),
     }
 }
@@ -102,7 +98,7 @@ pub async fn run(
                 let v = serde_json::json!({
                     "error": msg,
                     "action": r.action,
-                    "key": r.node.as_ref().and_then(|n| n.key.clone()),
+                    "key": r.node.as_ref().map(|n| &n.key),
                     "exitCode": code,
                 });
                 eprintln!("{v}");

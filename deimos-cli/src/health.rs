@@ -39,14 +39,16 @@ pub struct MemberHealth {
     pub error: Option<String>,
 }
 
-/// `{"health": "true"}` (etcd and Deimos send a string; a JSON `true` is accepted too).
+/// `{"health": "true"}` as etcd and Deimos send it; a JSON `true` is accepted too.
 fn healthy_body(status: StatusCode, body: &[u8]) -> bool {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+    if status != StatusCode::OK {
         return false;
-    };
-    status == StatusCode::OK
-        && (v.get("health") == Some(&serde_json::Value::from("true"))
-            || v.get("health") == Some(&serde_json::Value::from(true)))
+    }
+    if let Ok(h) = serde_json::from_slice::<deimos_api::cluster::Health>(body) {
+        return h.is_healthy();
+    }
+    serde_json::from_slice::<serde_json::Value>(body)
+        .is_ok_and(|v| v.get("health") == Some(&serde_json::Value::from(true)))
 }
 
 async fn get_health(url: &str, timeout: Duration) -> Result<bool, String> {

@@ -4,7 +4,6 @@ use std::io::Write;
 
 use bytes::Bytes;
 use hyper::Method;
-use serde::Deserialize;
 
 use crate::cli::KeyCommand;
 use crate::client::{CliError, Client};
@@ -13,34 +12,7 @@ use crate::output::{opt, Output, Table};
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
-/// A node of the v2 key space, as the server sends it.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Node {
-    #[serde(default)]
-    pub key: Option<String>,
-    #[serde(default)]
-    pub value: Option<String>,
-    #[serde(default)]
-    pub dir: bool,
-    #[serde(default)]
-    pub nodes: Vec<Node>,
-    #[serde(default)]
-    pub modified_index: u64,
-    #[serde(default)]
-    pub ttl: Option<i64>,
-}
-
-/// A keys API response (also a watch event).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct KeysResponse {
-    pub action: String,
-    #[serde(default)]
-    pub node: Option<Node>,
-    #[serde(default)]
-    pub prev_node: Option<Node>,
-}
+pub use deimos_api::keys::{Action, Node, Response as KeysResponse};
 
 /// `/v2/keys/<key>` with the key percent-encoded and always rooted.
 pub fn key_path(key: &str) -> String {
@@ -108,7 +80,7 @@ pub async fn run(client: &mut Client, cmd: KeyCommand, out: Output) -> Result<()
                 // Same refusal as etcdctl: a directory has no value; `ls` lists it.
                 return Err(CliError::Usage(format!(
                     "{}: is a directory (use ls)",
-                    node.key.unwrap_or(key)
+                    if node.key.is_empty() { key } else { node.key }
                 )));
             }
             println!("{}", node.value.unwrap_or_default());
@@ -200,7 +172,11 @@ pub async fn run(client: &mut Client, cmd: KeyCommand, out: Output) -> Result<()
                 return Ok(());
             };
             let node = r.node.unwrap_or_default();
-            let nodes = if node.dir { node.nodes } else { vec![node] };
+            let nodes = if node.dir {
+                node.nodes.unwrap_or_default()
+            } else {
+                vec![node]
+            };
             if out == Output::Simple {
                 print!("{}", ls_simple(&nodes, slash));
             } else {
@@ -229,13 +205,13 @@ pub async fn run(client: &mut Client, cmd: KeyCommand, out: Output) -> Result<()
 fn ls_simple(nodes: &[Node], slash: bool) -> String {
     let mut s = String::new();
     for n in nodes {
-        s.push_str(n.key.as_deref().unwrap_or_default());
+        s.push_str(&n.key);
         if n.dir && slash {
             s.push('/');
         }
         s.push('\n');
         if n.dir {
-            s.push_str(&ls_simple(&n.nodes, slash));
+            s.push_str(&ls_simple(n.children(), slash));
         }
     }
     s
@@ -271,7 +247,7 @@ async fn put_dir(
 /// One row per node, depth-first, so a recursive listing reads like `find`.
 fn ls_rows(nodes: &[Node], table: &mut Table) {
     for n in nodes {
-        let key = n.key.clone().unwrap_or_default();
+        let key = n.key.clone();
         if n.dir {
             table.row(vec![
                 format!("{key}/"),
@@ -280,7 +256,7 @@ fn ls_rows(nodes: &[Node], table: &mut Table) {
                 opt(n.ttl),
                 n.modified_index.to_string(),
             ]);
-            ls_rows(&n.nodes, table);
+            ls_rows(n.children(), table);
         } else {
             table.row(vec![
                 key,
@@ -331,17 +307,23 @@ pub fn format_event(r: &KeysResponse) -> String {
         .clone()
         .or_else(|| r.prev_node.as_ref().and_then(|p| p.value.clone()))
         .unwrap_or_default();
-    let key = node.key.clone().unwrap_or_default();
-    let key = if node.dir { format!("{key}/") } else { key };
+    let key = if node.dir {
+        format!("{}/", node.key)
+    } else {
+        node.key
+    };
     format!(
         "[{}] {} {} (index {})",
-        r.action, key, value, node.modified_index
+        r.action.as_str(),
+        key,
+        value,
+        node.modified_index
     )
 }
 
 /// etcdctl's simple watch output: the new value; for a delete, the value the key had.
 fn simple_event(r: &KeysResponse) -> String {
-    if r.action == "delete" {
+    if r.action == Action::Delete {
         let prev = r.prev_node.as_ref().and_then(|p| p.value.clone());
         format!("PrevNode.Value: {}", prev.unwrap_or_default())
     } else {
@@ -462,8 +444,8 @@ mod tests {
                 "nodes":[{"key":"/d/x","value":"1"}]},{"key":"/k","value":"v"}]}"#,
         )
         .expect("valid");
-        assert_eq!(ls_simple(&n.nodes, true), "/d/\n/d/x\n/k\n");
-        assert_eq!(ls_simple(&n.nodes, false), "/d\n/d/x\n/k\n");
+        assert_eq!(ls_simple(n.children(), true), "/d/\n/d/x\n/k\n");
+        assert_eq!(ls_simple(n.children(), false), "/d\n/d/x\n/k\n");
         let r: KeysResponse = serde_json::from_str(
             r#"{"action":"delete","node":{"key":"/a"},"prevNode":{"key":"/a","value":"old"}}"#,
         )
@@ -484,7 +466,7 @@ mod tests {
         )
         .expect("valid");
         let mut t = Table::new(&["KEY", "TYPE", "VALUE", "TTL", "MODIFIED"]);
-        ls_rows(&n.nodes, &mut t);
+        ls_rows(n.children(), &mut t);
         let s = t.render();
         let lines: Vec<&str> = s.lines().collect();
         assert_eq!(lines.len(), 4);
