@@ -20,6 +20,45 @@ use std::ffi::OsString;
 use clap::parser::ValueSource;
 use clap::{Arg, ArgMatches, Command};
 
+/// An etcd flag Deimos cannot honour, or one whose value is not what etcd would accept.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdFlagError {
+    #[error("--{flag}: {value:?} is not a boolean")]
+    NotBoolean { flag: String, value: String },
+    /// A flag asking for behaviour Deimos does not have, with the reason.
+    #[error("--{flag} is not supported: {why}")]
+    Unsupported {
+        flag: &'static str,
+        why: &'static str,
+    },
+    #[error("--enable-v2=false: Deimos serves the etcd v2 API only")]
+    V2Disabled,
+    #[error("--{flag} needs {ca_flag}: client certificates are checked against it")]
+    NeedsCa {
+        flag: &'static str,
+        ca_flag: &'static str,
+    },
+}
+
+/// An etcd YAML config file that cannot stand for flags.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("config file: {0}")]
+    Yaml(#[from] yaml_serde::Error),
+    #[error("config file: expected a YAML mapping of flag names to values")]
+    NotMapping,
+    #[error("config file: key {0} is not a string")]
+    KeyNotString(String),
+    #[error("config file: a key under {section} is not a string: {key}")]
+    SectionKeyNotString { section: String, key: String },
+    #[error("config file: {section} must be a mapping, not {value}")]
+    SectionNotMapping { section: String, value: String },
+    #[error("config file: {key}: {value} in a list")]
+    ListItem { key: String, value: String },
+    #[error("config file: {key}: unsupported value {value}")]
+    Value { key: String, value: String },
+}
+
 /// etcd flags that tune etcd's own internals; accepted, without effect here.
 const NO_EFFECT: &[&str] = &[
     "quota-backend-bytes",
@@ -114,9 +153,9 @@ const FIXED_BOOLS: &[&str] = &[
 const FORCE_NEW_CLUSTER: &str = "force-new-cluster";
 
 /// Whether `--force-new-cluster` was given true.
-pub fn force_new_cluster(m: &ArgMatches) -> Result<bool, String> {
+pub fn force_new_cluster(m: &ArgMatches) -> Result<bool, EtcdFlagError> {
     match given(m, FORCE_NEW_CLUSTER) {
-        Some(v) => truthy(&v).map_err(|e| format!("--{FORCE_NEW_CLUSTER}: {e}")),
+        Some(v) => boolean(FORCE_NEW_CLUSTER, &v),
         None => Ok(false),
     }
 }
@@ -166,37 +205,44 @@ fn given(m: &ArgMatches, id: &str) -> Option<String> {
     .flatten()
 }
 
-fn truthy(v: &str) -> Result<bool, String> {
+/// etcd's (Go's) boolean spellings; `None` for anything else.
+fn truthy(v: &str) -> Option<bool> {
     match v.to_ascii_lowercase().as_str() {
-        "true" | "1" | "t" => Ok(true),
-        "false" | "0" | "f" | "" => Ok(false),
-        _ => Err(format!("{v:?} is not a boolean")),
+        "true" | "1" | "t" => Some(true),
+        "false" | "0" | "f" | "" => Some(false),
+        _ => None,
     }
+}
+
+/// The value of boolean flag `flag`, or why it is none.
+fn boolean(flag: &str, v: &str) -> Result<bool, EtcdFlagError> {
+    truthy(v).ok_or_else(|| EtcdFlagError::NotBoolean {
+        flag: flag.to_string(),
+        value: v.to_string(),
+    })
 }
 
 /// Check the etcd-only flags that were given: an error for those Deimos refuses, a warning
 /// (to log once logging is up) for each one without effect.
-pub fn check(m: &ArgMatches, client_ca: bool, peer_ca: bool) -> Result<Vec<String>, String> {
+pub fn check(m: &ArgMatches, client_ca: bool, peer_ca: bool) -> Result<Vec<String>, EtcdFlagError> {
     let mut warnings = Vec::new();
-    for (name, why) in REFUSED_IF_SET {
-        if given(m, name).is_some_and(|v| !v.trim().is_empty()) {
-            return Err(format!("--{name} is not supported: {why}"));
+    for &(flag, why) in REFUSED_IF_SET {
+        if given(m, flag).is_some_and(|v| !v.trim().is_empty()) {
+            return Err(EtcdFlagError::Unsupported { flag, why });
         }
     }
-    for (name, why) in REFUSED_IF_TRUE {
-        if let Some(v) = given(m, name) {
-            if truthy(&v).map_err(|e| format!("--{name}: {e}"))? {
-                return Err(format!("--{name} is not supported: {why}"));
+    for &(flag, why) in REFUSED_IF_TRUE {
+        if let Some(v) = given(m, flag) {
+            if boolean(flag, &v)? {
+                return Err(EtcdFlagError::Unsupported { flag, why });
             }
         }
     }
-    let flag = |name: &str| -> Result<Option<bool>, String> {
-        given(m, name)
-            .map(|v| truthy(&v).map_err(|e| format!("--{name}: {e}")))
-            .transpose()
+    let flag = |name: &str| -> Result<Option<bool>, EtcdFlagError> {
+        given(m, name).map(|v| boolean(name, &v)).transpose()
     };
     if flag(ENABLE_V2)? == Some(false) {
-        return Err("--enable-v2=false: Deimos serves the etcd v2 API only".into());
+        return Err(EtcdFlagError::V2Disabled);
     }
     for (name, ca, ca_flag) in [
         (CLIENT_CERT_AUTH, client_ca, "--trusted-ca-file"),
@@ -204,9 +250,10 @@ pub fn check(m: &ArgMatches, client_ca: bool, peer_ca: bool) -> Result<Vec<Strin
     ] {
         match flag(name)? {
             Some(true) if !ca => {
-                return Err(format!(
-                    "--{name} needs {ca_flag}: client certificates are checked against it"
-                ))
+                return Err(EtcdFlagError::NeedsCa {
+                    flag: name,
+                    ca_flag,
+                })
             }
             Some(false) if ca => warnings.push(format!(
                 "--{name}=false: with {ca_flag} Deimos still requires a certificate it signed"
@@ -275,7 +322,7 @@ fn flag_arg(arg: &Arg, value: &str) -> Option<OsString> {
     if arg.get_action().takes_values() {
         Some(format!("--{long}={value}").into())
     } else {
-        truthy(value).ok()?.then(|| format!("--{long}").into())
+        truthy(value)?.then(|| format!("--{long}").into())
     }
 }
 
@@ -286,16 +333,15 @@ fn flag_arg(arg: &Arg, value: &str) -> Option<OsString> {
 pub fn args_from_config_file(
     cmd: &Command,
     text: &str,
-) -> Result<(Vec<OsString>, Vec<String>), String> {
-    let doc: yaml_serde::Value =
-        yaml_serde::from_str(text).map_err(|e| format!("config file: {e}"))?;
+) -> Result<(Vec<OsString>, Vec<String>), ConfigFileError> {
+    let doc: yaml_serde::Value = yaml_serde::from_str(text)?;
     let yaml_serde::Value::Mapping(map) = doc else {
-        return Err("config file: expected a YAML mapping of flag names to values".into());
+        return Err(ConfigFileError::NotMapping);
     };
     let mut pairs: Vec<(String, yaml_serde::Value)> = Vec::new();
     for (k, v) in map {
         let Some(k) = k.as_str().map(str::to_string) else {
-            return Err(format!("config file: key {k:?} is not a string"));
+            return Err(ConfigFileError::KeyNotString(format!("{k:?}")));
         };
         let prefix = match k.as_str() {
             "client-transport-security" => Some(""),
@@ -305,15 +351,21 @@ pub fn args_from_config_file(
         match (prefix, v) {
             (Some(p), yaml_serde::Value::Mapping(inner)) => {
                 for (ik, iv) in inner {
-                    let ik = ik.as_str().ok_or_else(|| {
-                        format!("config file: a key under {k} is not a string: {ik:?}")
-                    })?;
+                    let ik = ik
+                        .as_str()
+                        .ok_or_else(|| ConfigFileError::SectionKeyNotString {
+                            section: k.clone(),
+                            key: format!("{ik:?}"),
+                        })?;
                     pairs.push((format!("{p}{ik}"), iv));
                 }
             }
             (Some(_), yaml_serde::Value::Null) => {}
             (Some(_), other) => {
-                return Err(format!("config file: {k} must be a mapping, not {other:?}"));
+                return Err(ConfigFileError::SectionNotMapping {
+                    section: k,
+                    value: format!("{other:?}"),
+                });
             }
             (None, v) => pairs.push((k, v)),
         }
@@ -340,12 +392,22 @@ pub fn args_from_config_file(
                     match i {
                         yaml_serde::Value::String(s) => parts.push(s),
                         yaml_serde::Value::Number(n) => parts.push(n.to_string()),
-                        other => return Err(format!("config file: {key}: {other:?} in a list")),
+                        other => {
+                            return Err(ConfigFileError::ListItem {
+                                key,
+                                value: format!("{other:?}"),
+                            })
+                        }
                     }
                 }
                 parts.join(",")
             }
-            other => return Err(format!("config file: {key}: unsupported value {other:?}")),
+            other => {
+                return Err(ConfigFileError::Value {
+                    key,
+                    value: format!("{other:?}"),
+                })
+            }
         };
         if text.is_empty() {
             continue;

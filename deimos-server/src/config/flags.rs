@@ -287,8 +287,9 @@ impl Flags {
         let mut flags = Self::from_matches(&m)?;
         flags.warnings =
             etcd_compat::check(&m, flags.ca_file.is_some(), flags.peer_ca_file.is_some())
-                .map_err(invalid)?;
-        flags.force_new_cluster = etcd_compat::force_new_cluster(&m).map_err(invalid)?;
+                .map_err(|e| invalid(e.to_string()))?;
+        flags.force_new_cluster =
+            etcd_compat::force_new_cluster(&m).map_err(|e| invalid(e.to_string()))?;
         for k in unknown_keys {
             flags.warnings.push(format!(
                 "config file: {k:?} is not a flag Deimos knows; ignored"
