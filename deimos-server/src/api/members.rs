@@ -241,30 +241,49 @@ async fn member_request(app: &App, req: Request<Incoming>) -> Result<MemberReque
     let mr: MemberRequest = serde_json::from_slice(&body)
         .map_err(|e| message(400, &format!("invalid member JSON: {e}")))?;
     let tls = app.cfg.flags.peer_ca_file.is_some();
-    check_peer_urls(&mr.peer_urls, tls).map_err(|why| message(400, &why))?;
+    check_peer_urls(&mr.peer_urls, tls).map_err(|why| message(400, &why.to_string()))?;
     Ok(mr)
 }
 
 /// Peer URLs must be `scheme://host:port` (no path), and their scheme the cluster's peer TLS
 /// mode: with a peer CA every member talks TLS, so an `http://` URL would have the others send
 /// Raft traffic in plaintext to whoever listens there; without one, `https://` cannot work.
-fn check_peer_urls(urls: &[String], tls: bool) -> Result<(), String> {
+fn check_peer_urls(urls: &[String], tls: bool) -> Result<(), PeerUrlError> {
     if urls.is_empty() {
-        return Err("peerURLs must be a non-empty list".into());
+        return Err(PeerUrlError::Empty);
     }
     let scheme = if tls { "https://" } else { "http://" };
     for u in urls {
         if !u.starts_with(scheme) {
-            return Err(format!(
-                "peer URL {u:?} must start with {scheme} (peer TLS is {})",
-                if tls { "on" } else { "off" }
-            ));
+            return Err(PeerUrlError::Scheme {
+                url: u.clone(),
+                scheme,
+                tls: if tls { "on" } else { "off" },
+            });
         }
         if !crate::config::is_host_port_url(u, scheme) {
-            return Err(format!("peer URL {u:?} must be {scheme}host:port"));
+            return Err(PeerUrlError::NotHostPort {
+                url: u.clone(),
+                scheme,
+            });
         }
     }
     Ok(())
+}
+
+/// Peer URLs a member record must not carry (answered 400 with this text).
+#[derive(Debug, thiserror::Error)]
+enum PeerUrlError {
+    #[error("peerURLs must be a non-empty list")]
+    Empty,
+    #[error("peer URL {url:?} must start with {scheme} (peer TLS is {tls})")]
+    Scheme {
+        url: String,
+        scheme: &'static str,
+        tls: &'static str,
+    },
+    #[error("peer URL {url:?} must be {scheme}host:port")]
+    NotHostPort { url: String, scheme: &'static str },
 }
 
 /// Add a voter or (`isLearner`) a learner. A voter must pass the quorum rule unless forced; a

@@ -80,22 +80,36 @@ pub async fn snapshot(app: Arc<App>) -> Resp {
 /// Ask the Raft loop for a read transaction of the applied state, after writing what it has
 /// staged (applied records ride with the next durable write; a read transaction sees only what
 /// is written).
-async fn open_encoder(app: &App) -> Result<SnapshotEncoder, String> {
+async fn open_encoder(app: &App) -> Result<SnapshotEncoder, OpenError> {
     let (tx, rx) = oneshot::channel();
     app.handle
         .with_storage(Box::new(move |s| {
             let r = match s.downcast_mut::<RedbStorage>() {
                 Some(st) => st
                     .write_staged()
-                    .map_err(|e| e.to_string())
-                    .and_then(|()| st.snapshot_encoder(CHUNK).map_err(|e| e.to_string())),
-                None => Err("the store is not redb".to_string()),
+                    .map_err(OpenError::Stage)
+                    .and_then(|()| st.snapshot_encoder(CHUNK).map_err(OpenError::Read)),
+                None => Err(OpenError::NotRedb),
             };
             let _ = tx.send(r);
         }))
-        .await
-        .map_err(|e| e.to_string())?;
-    rx.await.map_err(|_| "the raft loop stopped".to_string())?
+        .await?;
+    rx.await.map_err(|_| OpenError::Dropped)?
+}
+
+/// Why a backup could not start.
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    #[error("writing the staged applied records: {0}")]
+    Stage(#[source] deimos_raft::storage::StorageError),
+    #[error("opening a read transaction: {0}")]
+    Read(#[source] deimos_store::persist::PersistError),
+    #[error("the store is not redb")]
+    NotRedb,
+    #[error(transparent)]
+    Driver(#[from] deimos_raft::driver::DriverError),
+    #[error("the raft loop dropped the request")]
+    Dropped,
 }
 
 /// Send the chunks until the end or until the client goes away. On a failure the stream just
