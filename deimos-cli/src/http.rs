@@ -15,6 +15,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderMap, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use tokio::net::TcpStream;
 
 /// A parsed `http(s)://host:port` endpoint.
@@ -29,33 +30,41 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Parses `http(s)://host[:port][/]`. A missing port means 80 (443 for https), as in any URL.
+    /// Parses `http(s)://host[:port][/]` (IPv6 hosts in brackets). A missing port means 80
+    /// (443 for https), as in any URL; a path, query or user part is refused rather than dropped.
     pub fn parse(s: &str) -> Result<Endpoint, String> {
         let s = s.trim();
-        let (scheme, rest, default_port) = if let Some(r) = s.strip_prefix("http://") {
-            ("http", r, 80)
-        } else if let Some(r) = s.strip_prefix("https://") {
-            ("https", r, 443)
-        } else {
-            return Err(format!(
-                "endpoint {s:?}: only http:// and https:// URLs are supported"
-            ));
+        let uri: hyper::Uri = s
+            .parse()
+            .map_err(|e| format!("endpoint {s:?}: not a URL ({e})"))?;
+        let (https, default_port) = match uri.scheme_str() {
+            Some("http") => (false, 80),
+            Some("https") => (true, 443),
+            _ => {
+                return Err(format!(
+                    "endpoint {s:?}: only http:// and https:// URLs are supported"
+                ))
+            }
         };
-        let authority = rest.trim_end_matches('/');
-        if authority.is_empty() || authority.contains('/') || authority.contains('@') {
+        let auth = uri
+            .authority()
+            .filter(|a| !a.host().is_empty() && !a.as_str().contains('@'))
+            .ok_or_else(|| format!("endpoint {s:?}: expected http://host:port"))?;
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err(format!("endpoint {s:?}: expected http://host:port"));
         }
-        let authority = match authority.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-                authority.to_string()
+        let port = match auth.port_u16() {
+            Some(p) => p,
+            // Something after the host that is no port number (`x:`, `x:http`).
+            None if auth.as_str().len() > auth.host().len() => {
+                return Err(format!("endpoint {s:?}: bad host or port"))
             }
-            Some(_) => return Err(format!("endpoint {s:?}: bad host or port")),
-            None => format!("{authority}:{default_port}"),
+            None => default_port,
         };
         Ok(Endpoint {
-            url: format!("{scheme}://{}", rest.trim_end_matches('/')),
-            authority,
-            https: scheme == "https",
+            url: format!("{}://{}", if https { "https" } else { "http" }, auth),
+            authority: format!("{}:{port}", auth.host()),
+            https,
         })
     }
 
@@ -247,31 +256,32 @@ where
     Ok((sender, closed))
 }
 
-/// Percent-encodes `s` for a URL path (keeping `/`) or a form value (`keep_slash = false`).
-///
-/// Only RFC 3986 unreserved characters pass through, so any key or value round-trips through
-/// etcd's and Deimos's decoders.
+/// Everything but RFC 3986's unreserved characters is escaped, so any key or value round-trips
+/// through etcd's and Deimos's decoders.
+const ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encodes `s` for a URL path, keeping its `/` separators (`keep_slash`), or for a path
+/// segment (`keep_slash = false`: a `/` is escaped too).
 pub fn encode(s: &str, keep_slash: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(b as char)
-            }
-            b'/' if keep_slash => out.push('/'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
+    if keep_slash {
+        s.split('/')
+            .map(|seg| utf8_percent_encode(seg, ESCAPED).to_string())
+            .collect::<Vec<_>>()
+            .join("/")
+    } else {
+        utf8_percent_encode(s, ESCAPED).to_string()
     }
-    out
 }
 
-/// Builds an `application/x-www-form-urlencoded` body from pairs.
+/// An `application/x-www-form-urlencoded` body or query string from pairs.
 pub fn form(pairs: &[(&str, String)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", encode(k, false), encode(v, false)))
-        .collect::<Vec<_>>()
-        .join("&")
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
 }
 
 #[cfg(test)]
@@ -296,6 +306,14 @@ mod tests {
         assert!(Endpoint::parse("127.0.0.1:4001").is_err());
         assert!(Endpoint::parse("http://x:notaport").is_err());
         assert!(Endpoint::parse("http://").is_err());
+        assert!(Endpoint::parse("http://x:1/v2/keys").is_err());
+        assert!(Endpoint::parse("http://u:p@x:1").is_err());
+        let v6 = Endpoint::parse("http://[::1]:4001").expect("IPv6 literal");
+        assert_eq!(v6.authority, "[::1]:4001");
+        assert_eq!(
+            Endpoint::parse("http://[::1]").expect("valid").authority,
+            "[::1]:80"
+        );
         let l = Endpoint::parse_list("http://a:1, http://b:2,").expect("valid");
         assert_eq!(l.len(), 2);
         assert_eq!(l[1].authority, "b:2");
@@ -308,8 +326,8 @@ mod tests {
         assert_eq!(encode("a/b=c", false), "a%2Fb%3Dc");
         assert_eq!(encode("é", false), "%C3%A9");
         assert_eq!(
-            form(&[("value", "x y".into()), ("ttl", "5".into())]),
-            "value=x%20y&ttl=5"
+            form(&[("value", "x y&z".into()), ("ttl", "5".into())]),
+            "value=x+y%26z&ttl=5"
         );
     }
 }
