@@ -5,8 +5,6 @@
 //! command (own process group, so a Ctrl-C in the terminal does not reach them); their pids are
 //! kept in `target/xtask-cluster/pids` so `stop` ends exactly those and nothing else.
 
-use std::io::Read;
-use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -143,30 +141,11 @@ fn signal(pid: i32, sig: &str) {
         .status();
 }
 
-/// Minimal HTTP/1.0 GET on loopback (no client library needed for one status call).
+/// GET `base` + `path` with the test suite's HTTP client: the status and body.
 pub fn http_get(base: &str, path: &str, timeout: Duration) -> Result<(u16, String)> {
-    let hostport = base.trim_start_matches("http://").trim_end_matches('/');
-    let addr = hostport
-        .parse::<std::net::SocketAddr>()
-        .map_err(|e| format!("{base}: {e}"))?;
-    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{base}: {e}"))?;
-    s.set_read_timeout(Some(timeout)).ok();
-    use std::io::Write;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {hostport}\r\n\r\n")
-        .map_err(|e| format!("{base}: {e}"))?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)
-        .map_err(|e| format!("{base}: {e}"))?;
-    let status = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("{base}: bad response"))?;
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    Ok((status, body))
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    let r = deimos_tests::http::Http::new().request("GET", &url, None, timeout)?;
+    Ok((r.status, r.body))
 }
 
 fn start(no_build: bool, client_port: u16, peer_port: u16) -> Result<()> {

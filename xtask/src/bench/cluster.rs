@@ -1,8 +1,8 @@
 //! Starting, watching and stopping the benchmarked clusters.
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -275,25 +275,7 @@ pub(super) fn start_etcd(base: &Path, keep: bool) -> Result<Cluster> {
 // an unchunked body and close, so reading to EOF is the whole parser we need.
 
 pub(super) fn http_get(url: &str, path: &str) -> Result<(u16, String)> {
-    let authority = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{url}: not http://"))?
-        .trim_end_matches('/');
-    let mut s = TcpStream::connect(authority).map_err(|e| format!("{url}: {e}"))?;
-    let t = Some(Duration::from_secs(2));
-    let _ = s.set_read_timeout(t);
-    let _ = s.set_write_timeout(t);
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)
-        .map_err(|e| format!("{url}{path}: {e}"))?;
-    let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((buf.as_str(), ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("{url}{path}: bad response"))?;
-    Ok((status, body.to_string()))
+    crate::cluster::http_get(url, path, Duration::from_secs(2))
 }
 
 /// The member's role as it reports it: `/raft/status` on Deimos, `/v2/stats/self` on etcd.
