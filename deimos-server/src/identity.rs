@@ -20,7 +20,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::config::{ClusterState, NodeConfig};
-use crate::tls::MaybeTlsConnector;
+use crate::tls::PeerConnector;
 
 /// Where the member list is served on the peer listener.
 pub const MEMBERS_PATH: &str = "/members";
@@ -182,8 +182,8 @@ async fn discover(
     }
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.set_connect_timeout(Some(Duration::from_secs(3)));
-    let client: Client<MaybeTlsConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(MaybeTlsConnector::new(http, tls));
+    let client: Client<PeerConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(PeerConnector::new(http, tls));
     let deadline = tokio::time::Instant::now() + patience;
     let mut last = None;
     loop {
@@ -223,7 +223,7 @@ async fn discover(
 
 /// One peer's member list and the cluster id it answers with.
 async fn fetch(
-    client: &Client<MaybeTlsConnector, Full<Bytes>>,
+    client: &Client<PeerConnector, Full<Bytes>>,
     peer: &str,
 ) -> Result<(u64, Vec<Member>), FetchError> {
     let url = format!("{}{MEMBERS_PATH}", peer.trim_end_matches('/'));

@@ -32,7 +32,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::api::cors::Cors;
 use crate::config::{NodeConfig, ProxyMode};
-use crate::tls::MaybeTlsConnector;
+use crate::tls::PeerConnector;
 
 /// How often the member list is re-read from the cluster.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(30);
@@ -63,7 +63,7 @@ struct Inner {
     endpoints: RwLock<Vec<String>>,
     /// Index of the member that answered last; requests start there.
     current: AtomicUsize,
-    client: Client<MaybeTlsConnector, Full<Bytes>>,
+    client: Client<PeerConnector, Full<Bytes>>,
     cors: Cors,
     max_body: usize,
 }
@@ -75,7 +75,7 @@ impl Proxy {
         http.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .build(MaybeTlsConnector::new(http, tls));
+            .build(PeerConnector::new(http, tls));
         let endpoints = cfg
             .flags
             .proxy_endpoints

@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -15,16 +14,16 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper::Uri;
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder, MaybeHttpsStream};
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::net::TcpStream;
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::TlsAcceptor;
 
 /// A handshake that has not finished by then is abandoned, so a client that connects and sends
 /// nothing only costs its own task, never the accept loop.
@@ -414,107 +413,67 @@ pub async fn accept(acceptor: &TlsAcceptor, mut stream: TcpStream, remote: Socke
     }
 }
 
-/// A hyper-util connector that speaks TLS to `https://` URLs and plain TCP to `http://` ones,
-/// so one peer client serves a cluster whatever its URLs say.
+/// The connector of the peer, proxy and membership clients: plain TCP to `http://` URLs and
+/// TLS (hyper-rustls, with the peer client configuration) to `https://` ones, so one client
+/// serves a cluster whatever its URLs say. Connecting and the handshake together are bounded by
+/// [`HANDSHAKE_TIMEOUT`], so a peer that accepts and then says nothing cannot hold a sender.
 #[derive(Clone)]
-pub struct MaybeTlsConnector {
-    http: HttpConnector,
-    tls: Option<TlsConnector>,
+pub enum PeerConnector {
+    /// No TLS client configuration (no peer CA): `http://` only, `https://` refused.
+    Plain(HttpConnector),
+    Tls(HttpsConnector<HttpConnector>),
 }
 
-impl MaybeTlsConnector {
-    pub fn new(mut http: HttpConnector, tls: Option<Arc<ClientConfig>>) -> Self {
-        // The inner connector only opens TCP; the scheme is handled here.
-        http.enforce_http(false);
-        MaybeTlsConnector {
-            http,
-            tls: tls.map(TlsConnector::from),
-        }
-    }
-}
-
-pub enum MaybeTlsStream {
-    Plain(TokioIo<TcpStream>),
-    Tls(Box<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>),
-}
-
-impl Connection for MaybeTlsStream {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
-}
-
-impl Read for MaybeTlsStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            MaybeTlsStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl Write for MaybeTlsStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            MaybeTlsStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            MaybeTlsStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            MaybeTlsStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+/// What a [`PeerConnector`] hands hyper.
+pub type PeerStream = MaybeHttpsStream<TokioIo<TcpStream>>;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-impl tower_service::Service<Uri> for MaybeTlsConnector {
-    type Response = MaybeTlsStream;
+impl PeerConnector {
+    pub fn new(mut http: HttpConnector, tls: Option<Arc<ClientConfig>>) -> Self {
+        let Some(cfg) = tls else {
+            return PeerConnector::Plain(http);
+        };
+        // The inner connector only opens TCP; hyper-rustls handles the scheme.
+        http.enforce_http(false);
+        let https = HttpsConnectorBuilder::new()
+            .with_tls_config((*cfg).clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        PeerConnector::Tls(https)
+    }
+}
+
+impl tower_service::Service<Uri> for PeerConnector {
+    type Response = PeerStream;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<MaybeTlsStream, BoxError>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<PeerStream, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.http.poll_ready(cx).map_err(Into::into)
+        match self {
+            PeerConnector::Plain(http) => http.poll_ready(cx).map_err(Into::into),
+            PeerConnector::Tls(https) => https.poll_ready(cx),
+        }
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let https = uri.scheme_str() == Some("https");
-        let tls = self.tls.clone();
-        let host = uri
-            .host()
-            .unwrap_or_default()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let connecting = self.http.call(uri);
-        Box::pin(async move {
-            let tcp = connecting.await?;
-            if !https {
-                return Ok(MaybeTlsStream::Plain(tcp));
+        let connecting: Self::Future = match self {
+            PeerConnector::Plain(http) => {
+                if uri.scheme_str() == Some("https") {
+                    return Box::pin(std::future::ready(Err(
+                        "https URL but no TLS client configuration (peer CA file)".into(),
+                    )));
+                }
+                let tcp = http.call(uri);
+                Box::pin(async move { Ok(MaybeHttpsStream::Http(tcp.await?)) })
             }
-            let tls = tls.ok_or("https URL but no TLS client configuration (peer CA file)")?;
-            let name = ServerName::try_from(host)?;
-            let stream =
-                tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.connect(name, tcp.into_inner()))
-                    .await
-                    .map_err(|_| "TLS handshake timed out")??;
-            Ok(MaybeTlsStream::Tls(Box::new(TokioIo::new(stream))))
+            PeerConnector::Tls(https) => Box::pin(https.call(uri)),
+        };
+        Box::pin(async move {
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting)
+                .await
+                .map_err(|_| "connect and TLS handshake timed out")?
         })
     }
 }

@@ -111,7 +111,7 @@ pub async fn members(app: Arc<App>, req: Request<Incoming>, id: Option<String>) 
 
 /// The client a member forwards membership changes to the leader with.
 pub type LeaderClient = hyper_util::client::legacy::Client<
-    crate::tls::MaybeTlsConnector,
+    crate::tls::PeerConnector,
     http_body_util::Full<bytes::Bytes>,
 >;
 
@@ -121,7 +121,7 @@ pub fn leader_client(tls: Option<Arc<rustls::ClientConfig>>) -> LeaderClient {
     http.set_connect_timeout(Some(std::time::Duration::from_secs(1)));
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .pool_idle_timeout(std::time::Duration::from_secs(30))
-        .build(crate::tls::MaybeTlsConnector::new(http, tls))
+        .build(crate::tls::PeerConnector::new(http, tls))
 }
 
 /// Marks a request one member forwarded to the leader, so that it is forwarded at most once.

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 
 use crate::identity::{CLUSTER_ID_HEADER, SENDER_HEADER};
 use crate::stats::ServerStats;
-use crate::tls::MaybeTlsConnector;
+use crate::tls::PeerConnector;
 
 /// One request per batch, as members before the stream sent them; still accepted.
 pub const MESSAGES_PATH: &str = "/raft/messages";
@@ -55,7 +55,7 @@ pub struct HttpTransport {
     stats: Arc<ServerStats>,
     /// Set by the driver when it takes this transport (`Transport::bind`), before any send.
     reporter: Option<Reporter>,
-    client: Client<MaybeTlsConnector, Body>,
+    client: Client<PeerConnector, Body>,
     queues: HashMap<u64, mpsc::UnboundedSender<Message>>,
     /// The server's runtime, where each peer's sender runs: the driver calling `send` runs on
     /// a thread of its own, which each fsync blocks.
@@ -111,7 +111,7 @@ impl HttpTransport {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(4)
-            .build(MaybeTlsConnector::new(connector, tls));
+            .build(PeerConnector::new(connector, tls));
         HttpTransport {
             members,
             stats,
@@ -196,7 +196,7 @@ struct Peer {
     members: SharedMembers,
     stats: Arc<ServerStats>,
     reporter: Reporter,
-    client: Client<MaybeTlsConnector, Body>,
+    client: Client<PeerConnector, Body>,
     /// When the peer last answered a stream with 404 (it predates streams), if it did.
     legacy_since: Arc<Mutex<Option<Instant>>>,
     removed: Arc<tokio::sync::Notify>,
