@@ -165,33 +165,45 @@ fn yes_no(b: bool) -> String {
     if b { "yes" } else { "no" }.to_string()
 }
 
-pub fn render_cluster_status(rows: &[MemberStatus]) -> String {
-    let mut t = Table::new(&[
-        "ID",
-        "NAME",
-        "ROLE",
-        "TERM",
-        "COMMIT",
-        "APPLIED",
-        "LEASE VALID",
-        "LEASE REMAINING MS",
-        "REACHABLE",
-    ]);
+/// One column of a status table: its header and how a row's cell is written.
+type Column = (&'static str, fn(&MemberStatus) -> String);
+
+const ID: Column = ("ID", |r| r.id.clone());
+const NAME: Column = ("NAME", |r| name_cell(&r.name));
+const ROLE: Column = ("ROLE", |r| opt(r.role.clone()));
+const LEASE_VALID: Column = ("LEASE VALID", |r| {
+    opt(r.lease.as_ref().map(|l| yes_no(l.valid)))
+});
+const REACHABLE: Column = ("REACHABLE", |r| yes_no(r.reachable));
+
+fn lease_remaining(r: &MemberStatus) -> String {
+    opt(r.lease.as_ref().map(|l| l.remaining_ms))
+}
+
+fn render(rows: &[MemberStatus], columns: &[Column]) -> String {
+    let headers: Vec<&str> = columns.iter().map(|c| c.0).collect();
+    let mut t = Table::new(&headers);
     for r in rows {
-        let lease = r.lease.as_ref();
-        t.row(vec![
-            r.id.clone(),
-            name_cell(&r.name),
-            opt(r.role.clone()),
-            opt(r.term),
-            opt(r.commit_index),
-            opt(r.applied_index),
-            opt(lease.map(|l| yes_no(l.valid))),
-            opt(lease.map(|l| l.remaining_ms)),
-            yes_no(r.reachable),
-        ]);
+        t.row(columns.iter().map(|c| (c.1)(r)).collect());
     }
     t.render()
+}
+
+pub fn render_cluster_status(rows: &[MemberStatus]) -> String {
+    render(
+        rows,
+        &[
+            ID,
+            NAME,
+            ROLE,
+            ("TERM", |r| opt(r.term)),
+            ("COMMIT", |r| opt(r.commit_index)),
+            ("APPLIED", |r| opt(r.applied_index)),
+            LEASE_VALID,
+            ("LEASE REMAINING MS", lease_remaining),
+            REACHABLE,
+        ],
+    )
 }
 
 /// A member that has not published its name yet shows `-`, like any other unknown cell.
@@ -204,28 +216,20 @@ pub(crate) fn name_cell(name: &str) -> String {
 }
 
 pub fn render_lease_status(rows: &[MemberStatus]) -> String {
-    let mut t = Table::new(&[
-        "ID",
-        "NAME",
-        "ROLE",
-        "LEASE VALID",
-        "REMAINING MS",
-        "SERVING",
-        "REACHABLE",
-    ]);
-    for r in rows {
-        let lease = r.lease.as_ref();
-        t.row(vec![
-            r.id.clone(),
-            name_cell(&r.name),
-            opt(r.role.clone()),
-            opt(lease.map(|l| yes_no(l.valid))),
-            opt(lease.map(|l| l.remaining_ms)),
-            opt(lease.map(|l| yes_no(l.serving))),
-            yes_no(r.reachable),
-        ]);
-    }
-    t.render()
+    render(
+        rows,
+        &[
+            ID,
+            NAME,
+            ROLE,
+            LEASE_VALID,
+            ("REMAINING MS", lease_remaining),
+            ("SERVING", |r| {
+                opt(r.lease.as_ref().map(|l| yes_no(l.serving)))
+            }),
+            REACHABLE,
+        ],
+    )
 }
 
 pub async fn cluster(
@@ -352,6 +356,14 @@ mod tests {
             lines[2],
             vec!["b2", "n2", "-", "-", "-", "-", "-", "-", "no"]
         );
+        let s = render_lease_status(&rows);
+        let lines: Vec<Vec<&str>> = s.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(lines[0][..4], ["ID", "NAME", "ROLE", "LEASE"]);
+        assert_eq!(
+            lines[1],
+            vec!["a1", "n1", "leader", "yes", "270", "yes", "yes"]
+        );
+        assert_eq!(lines[2], vec!["b2", "n2", "-", "-", "-", "-", "no"]);
         assert_eq!(role_from_etcd_state("StateLeader"), "leader");
         assert_eq!(role_from_etcd_state("StateFollower"), "follower");
     }
