@@ -348,16 +348,14 @@ fn fnv(bytes: impl Iterator<Item = u8>) -> u64 {
 
 /// `n1=http://a:7001,n2=http://b:7002` (etcd's `--initial-cluster`; a name may repeat to list
 /// several URLs) as members with their derived ids.
-pub fn parse_members(spec: &str) -> Result<Vec<Member>, String> {
+pub fn parse_members(spec: &str) -> Result<Vec<Member>, MembersSpecError> {
     let mut out: Vec<Member> = Vec::new();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (name, url) = part
             .split_once('=')
-            .ok_or_else(|| format!("bootstrap entry {part:?} is not name=url"))?;
+            .ok_or_else(|| MembersSpecError::NotNameUrl(part.to_string()))?;
         if !url.starts_with("http://") && !url.starts_with("https://") {
-            return Err(format!(
-                "bootstrap entry {part:?}: URL must start with http:// or https://"
-            ));
+            return Err(MembersSpecError::Scheme(part.to_string()));
         }
         match out.iter_mut().find(|m| m.name == name) {
             Some(m) => m.peer_urls.push(url.to_string()),
@@ -370,7 +368,7 @@ pub fn parse_members(spec: &str) -> Result<Vec<Member>, String> {
         }
     }
     if out.is_empty() {
-        return Err("empty --bootstrap-config".into());
+        return Err(MembersSpecError::Empty);
     }
     for m in &mut out {
         m.id = member_id(&m.peer_urls);
@@ -379,9 +377,22 @@ pub fn parse_members(spec: &str) -> Result<Vec<Member>, String> {
     ids.sort_unstable();
     ids.dedup();
     if ids.len() != out.len() {
-        return Err("two bootstrap members share peer URLs".into());
+        return Err(MembersSpecError::SharedPeerUrls);
     }
     Ok(out)
+}
+
+/// A `name=url,...` member list (`--bootstrap-config`, `--initial-cluster`) that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembersSpecError {
+    #[error("bootstrap entry {0:?} is not name=url")]
+    NotNameUrl(String),
+    #[error("bootstrap entry {0:?}: URL must start with http:// or https://")]
+    Scheme(String),
+    #[error("empty --bootstrap-config")]
+    Empty,
+    #[error("two bootstrap members share peer URLs")]
+    SharedPeerUrls,
 }
 
 #[cfg(test)]

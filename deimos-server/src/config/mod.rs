@@ -27,8 +27,8 @@ pub enum ConfigError {
     #[error("--proxy-endpoints: {0}")]
     ProxyEndpoint(#[source] UrlError),
     /// `--bootstrap-config` that is not `name=url,...` (the message says where).
-    #[error("{0}")]
-    Bootstrap(String),
+    #[error(transparent)]
+    Bootstrap(#[from] deimos_store::recovery::MembersSpecError),
     #[error("--bootstrap-config has no entry for --name {0}")]
     NotInBootstrap(String),
     #[error("--unsafe-clock-rate must be within 0.5..=2.0")]
@@ -88,7 +88,7 @@ impl NodeConfig {
             .unwrap_or_else(|| format!("{}={}", flags.name, peer_urls.join(",")));
         // Every bootstrapping node must write identical member records, so client URLs are not
         // part of them: each node publishes its own through Raft once a leader exists.
-        let mut bootstrap = parse_bootstrap(&spec).map_err(ConfigError::Bootstrap)?;
+        let mut bootstrap = parse_bootstrap(&spec)?;
         let Some(me) = bootstrap.iter().find(|m| m.name == flags.name) else {
             return Err(ConfigError::NotInBootstrap(flags.name));
         };
@@ -174,7 +174,9 @@ fn check_tls(f: &Flags) -> Result<(), ConfigError> {
 
 /// `n1=http://a:7001,n2=http://b:7002` (a name may repeat to list several URLs); shared with
 /// `deimosctl snapshot restore`, which must derive the same ids.
-pub fn parse_bootstrap(spec: &str) -> Result<Vec<Member>, String> {
+pub fn parse_bootstrap(
+    spec: &str,
+) -> Result<Vec<Member>, deimos_store::recovery::MembersSpecError> {
     deimos_store::recovery::parse_members(spec)
 }
 
