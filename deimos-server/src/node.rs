@@ -203,7 +203,7 @@ pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), Star
             let outcome = fail_stop(|| {
                 rt.block_on(async move {
                     tokio::select! {
-                        r = driver.run() => r.map_err(|e| e.to_string()),
+                        r = driver.run() => r.map_err(RaftLoopError::Failed),
                         _ = stopped => Ok(()),
                     }
                 })
@@ -295,7 +295,7 @@ fn force_new_cluster(
 
 /// Run the Raft loop, turning a panic into an error like any other fatal one (the panic hook has
 /// already printed it): the thread must not end quietly while the process stays up.
-fn fail_stop(run: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+fn fail_stop(run: impl FnOnce() -> Result<(), RaftLoopError>) -> Result<(), RaftLoopError> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
         Ok(r) => r,
         Err(panic) => {
@@ -304,9 +304,19 @@ fn fail_stop(run: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            Err(format!("raft driver panicked: {msg}"))
+            Err(RaftLoopError::Panicked(msg))
         }
     }
+}
+
+/// Why the Raft loop ended while the node was meant to run; either way the process exits.
+#[derive(Debug, thiserror::Error)]
+enum RaftLoopError {
+    #[error(transparent)]
+    Failed(deimos_raft::driver::FatalError),
+    /// The panic's message (the hook has printed it with its location already).
+    #[error("raft driver panicked: {0}")]
+    Panicked(String),
 }
 
 /// TTL expiry is decided by the leader and replicated, so every replica expires identically.
@@ -415,15 +425,20 @@ pub async fn step_down(app: &App) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use deimos_raft::driver::FatalError;
 
     #[test]
     fn a_panicking_raft_loop_is_a_fatal_error_not_a_quiet_end() {
         let r = fail_stop(|| panic!("index out of bounds"));
         assert_eq!(
-            r,
+            r.map_err(|e| e.to_string()),
             Err("raft driver panicked: index out of bounds".to_string())
         );
-        assert_eq!(fail_stop(|| Err("storage".into())), Err("storage".into()));
-        assert_eq!(fail_stop(|| Ok(())), Ok(()));
+        let stuck = fail_stop(|| Err(RaftLoopError::Failed(FatalError::NoQuiescence(7))));
+        assert!(matches!(
+            stuck,
+            Err(RaftLoopError::Failed(FatalError::NoQuiescence(7)))
+        ));
+        assert!(fail_stop(|| Ok(())).is_ok());
     }
 }
