@@ -21,6 +21,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::config::{ClusterState, NodeConfig};
 use crate::tls::PeerConnector;
+use crate::transport::{request_within, HttpFailure};
 
 /// Where the member list is served on the peer listener.
 pub const MEMBERS_PATH: &str = "/members";
@@ -71,24 +72,11 @@ pub enum IdentityError {
 /// One peer's member list could not be had, or does not list this member.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("{url}: {source}")]
-    Request {
+    #[error("{url}: {failure}")]
+    Exchange {
         url: String,
         #[source]
-        source: hyper::http::Error,
-    },
-    #[error("{url}: timed out")]
-    Timeout { url: String },
-    #[error("{url}: {}", crate::transport::error_chain(source))]
-    Http {
-        url: String,
-        #[source]
-        source: hyper_util::client::legacy::Error,
-    },
-    #[error("{url}: HTTP {status}")]
-    Status {
-        url: String,
-        status: hyper::StatusCode,
+        failure: HttpFailure,
     },
     #[error("{url}: no {header} header", header = CLUSTER_ID_HEADER)]
     NoClusterId { url: String },
@@ -227,21 +215,18 @@ async fn fetch(
     peer: &str,
 ) -> Result<(u64, Vec<Member>), FetchError> {
     let url = format!("{}{MEMBERS_PATH}", peer.trim_end_matches('/'));
-    let req = hyper::Request::get(&url)
-        .body(Full::new(Bytes::new()))
-        .map_err(|source| FetchError::Request {
-            url: url.clone(),
-            source,
-        })?;
-    let resp = match tokio::time::timeout(Duration::from_secs(5), client.request(req)).await {
-        Err(_) => return Err(FetchError::Timeout { url }),
-        Ok(Err(source)) => return Err(FetchError::Http { url, source }),
-        Ok(Ok(resp)) => resp,
+    let exchange = async {
+        let req = hyper::Request::get(&url).body(Full::new(Bytes::new()))?;
+        let resp = request_within(client, req, Duration::from_secs(5)).await?;
+        match resp.status() {
+            s if s.is_success() => Ok(resp),
+            s => Err(HttpFailure::Status(s)),
+        }
     };
-    if !resp.status().is_success() {
-        let status = resp.status();
-        return Err(FetchError::Status { url, status });
-    }
+    let resp = exchange.await.map_err(|failure| FetchError::Exchange {
+        url: url.clone(),
+        failure,
+    })?;
     let cluster_id = resp
         .headers()
         .get(CLUSTER_ID_HEADER)

@@ -13,27 +13,61 @@ pub enum SendError {
     UnknownPeer(u64),
     #[error("members lock poisoned")]
     Poisoned,
-    #[error("cannot build the request: {0}")]
-    Request(#[from] hyper::http::Error),
     #[error("stream stalled for {0:?}, dropped")]
     Stalled(Duration),
     #[error("stream closed as it was opened")]
     StreamClosed,
-    #[error("{url}: timed out")]
-    Timeout { url: String },
-    /// The connection or the exchange failed; the message carries the whole cause chain
-    /// (hyper-util's own says only "client error (Connect)").
-    #[error("{url}: {}", super::error_chain(source))]
-    Http {
+    #[error("{url}: {failure}")]
+    Exchange {
         url: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        failure: HttpFailure,
     },
-    #[error("{url}: HTTP {status}")]
-    Status {
-        url: String,
-        status: hyper::StatusCode,
-    },
+}
+
+/// How one HTTP exchange with a peer failed. The peer transport and start-up's member-list
+/// fetch talk to the same listeners through the same kind of client, so they fail the same ways.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpFailure {
+    #[error("cannot build the request: {0}")]
+    Request(#[from] hyper::http::Error),
+    #[error("timed out")]
+    Timeout,
+    /// The connection or the exchange failed; the message carries the whole cause chain
+    /// (hyper-util's own says only "client error (Connect)").
+    #[error("{}", super::error_chain(.0))]
+    Http(#[source] hyper_util::client::legacy::Error),
+    #[error("HTTP {0}")]
+    Status(hyper::StatusCode),
+}
+
+impl HttpFailure {
+    /// This failure, of the exchange with `url`.
+    pub fn at(self, url: impl Into<String>) -> SendError {
+        SendError::Exchange {
+            url: url.into(),
+            failure: self,
+        }
+    }
+}
+
+/// Sends `req`, giving up after `timeout`; whatever status comes back is the caller's to judge.
+pub async fn request_within<C, B>(
+    client: &hyper_util::client::legacy::Client<C, B>,
+    req: hyper::Request<B>,
+    timeout: Duration,
+) -> Result<hyper::Response<hyper::body::Incoming>, HttpFailure>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+    B: hyper::body::Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match tokio::time::timeout(timeout, client.request(req)).await {
+        Err(_) => Err(HttpFailure::Timeout),
+        Ok(Err(e)) => Err(HttpFailure::Http(e)),
+        Ok(Ok(resp)) => Ok(resp),
+    }
 }
 
 /// A peer body that is not a well-formed batch or snapshot: answered 400, never given to Raft.

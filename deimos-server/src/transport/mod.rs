@@ -10,7 +10,7 @@
 mod error;
 pub mod frame;
 
-pub use error::{DecodeError, SendError};
+pub use error::{request_within, DecodeError, HttpFailure, SendError};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -326,7 +326,7 @@ impl Peer {
         let to = url.clone();
         tokio::spawn(async move {
             let res = match response {
-                Err(e) => Err(SendError::Request(e)),
+                Err(e) => Err(HttpFailure::Request(e).at(to)),
                 Ok(response) => match response.await {
                     Ok(resp) if resp.status().is_success() => Ok(()),
                     Ok(resp) if resp.status() == hyper::StatusCode::GONE => {
@@ -340,11 +340,8 @@ impl Peer {
                         peer.fell_back(&to);
                         Ok(())
                     }
-                    Ok(resp) => Err(SendError::Status {
-                        url: to,
-                        status: resp.status(),
-                    }),
-                    Err(source) => Err(SendError::Http { url: to, source }),
+                    Ok(resp) => Err(HttpFailure::Status(resp.status()).at(to)),
+                    Err(source) => Err(HttpFailure::Http(source).at(to)),
                 },
             };
             flag.store(true, Ordering::Release);
@@ -411,13 +408,11 @@ impl Peer {
             .identity
             .stamp(hyper::Request::post(&url))
             .header("content-type", "application/octet-stream")
-            .body(body)?;
-        let resp =
-            match tokio::time::timeout(Duration::from_secs(5), self.client.request(req)).await {
-                Err(_) => return Err(SendError::Timeout { url }),
-                Ok(Err(source)) => return Err(SendError::Http { url, source }),
-                Ok(Ok(resp)) => resp,
-            };
+            .body(body)
+            .map_err(|e| HttpFailure::Request(e).at(&url))?;
+        let resp = request_within(&self.client, req, Duration::from_secs(5))
+            .await
+            .map_err(|f| f.at(&url))?;
         let status = resp.status();
         // Drain so the connection returns to the pool.
         let _ = resp.into_body().collect().await;
@@ -427,7 +422,7 @@ impl Peer {
         if status.is_success() {
             Ok(())
         } else {
-            Err(SendError::Status { url, status })
+            Err(HttpFailure::Status(status).at(url))
         }
     }
 
