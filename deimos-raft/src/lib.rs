@@ -20,7 +20,9 @@ pub use clock::{Clock, ManualClock, MonotonicClock, ScaledClock};
 pub use config::Config;
 pub use error::RaftError;
 pub use lease::{LeaseConfig, LeaseReader, LeaseState, LeaseTracker};
-pub use storage::{InitialState, LogStorage, MemStorage, StorageError, StorageResult};
+pub use storage::{
+    BackendFailure, InitialState, LogStorage, MemStorage, StorageError, StorageResult,
+};
 pub use types::*;
 
 pub(crate) mod core;

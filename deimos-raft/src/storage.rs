@@ -6,6 +6,9 @@
 //! `first_index()` to `last_index()`; everything up to `first_index() - 1` is covered by the
 //! snapshot whose metadata `snapshot()` returns.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use thiserror::Error;
 
 use crate::types::{ConfState, Entry, HardState, Index, Snapshot, Term};
@@ -21,10 +24,61 @@ pub enum StorageError {
     /// A snapshot is being prepared; ask again later.
     #[error("snapshot temporarily unavailable")]
     SnapshotTemporarilyUnavailable,
-    /// The backing store failed; the node must stop rather than continue with unknown state.
+    /// The backing store failed (its engine, the disk under it); the node must stop rather
+    /// than continue with unknown state. The cause is kept as the error's source.
     #[error("storage failure: {0}")]
-    Other(String),
+    Backend(#[source] BackendFailure),
+    /// Stored bytes that cannot be what was written (a decode failure, a record under the
+    /// wrong index); the node must stop.
+    #[error("storage failure: corrupt store: {0}")]
+    Corrupt(String),
+    /// A request that would break the log's invariants (a gap, rewriting what was applied);
+    /// nothing was written.
+    #[error("storage failure: refused: {0}")]
+    Refused(String),
 }
+
+/// A backend failure: what was being done, and the engine's error. Shared behind an `Arc` so
+/// that [`StorageError`] stays a plain value the core can clone and compare; two failures are
+/// equal only if they are the same failure.
+#[derive(Debug, Clone)]
+pub struct BackendFailure {
+    context: Cow<'static, str>,
+    cause: Arc<dyn std::error::Error + Send + Sync>,
+}
+
+impl BackendFailure {
+    /// `cause`, which happened while doing `context` (e.g. "commit", "open log table").
+    pub fn new(
+        context: impl Into<Cow<'static, str>>,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> BackendFailure {
+        BackendFailure {
+            context: context.into(),
+            cause: Arc::from(cause.into()),
+        }
+    }
+}
+
+impl std::fmt::Display for BackendFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.context, self.cause)
+    }
+}
+
+impl std::error::Error for BackendFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.cause.as_ref())
+    }
+}
+
+impl PartialEq for BackendFailure {
+    fn eq(&self, other: &Self) -> bool {
+        self.context == other.context && Arc::ptr_eq(&self.cause, &other.cause)
+    }
+}
+
+impl Eq for BackendFailure {}
 
 pub type StorageResult<T> = Result<T, StorageError>;
 
@@ -179,7 +233,7 @@ impl LogStorage for MemStorage {
             return self.append(&entries[skip..]);
         }
         if first.index > self.last_index()? + 1 {
-            return Err(StorageError::Other(format!(
+            return Err(StorageError::Refused(format!(
                 "append at {} leaves a gap after {}",
                 first.index,
                 self.last_index()?

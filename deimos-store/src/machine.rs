@@ -86,7 +86,7 @@ impl KvStateMachine {
         storage: &mut RedbStorage,
         bootstrap: &[Member],
     ) -> Result<Self, StateMachineError> {
-        let fresh = storage.last_index().map_err(sm_err)? == 0
+        let fresh = storage.last_index().map_err(StateMachineError::new)? == 0
             && storage.applied_state().2.voters.is_empty();
         if fresh && !bootstrap.is_empty() {
             bootstrap_log(storage, bootstrap)?;
@@ -162,7 +162,9 @@ fn bootstrap_log(storage: &mut RedbStorage, members: &[Member]) -> Result<(), St
         vote: None,
         commit: entries.len() as u64,
     };
-    storage.persist(Some(&hs), &entries).map_err(sm_err)
+    storage
+        .persist(Some(&hs), &entries)
+        .map_err(StateMachineError::new)
 }
 
 /// Remove a member's record and remember its id as removed, in the same batch.
@@ -186,10 +188,6 @@ pub(crate) fn encode_member(m: &Member) -> Vec<u8> {
     serde_json::to_vec(m).expect("a Member always serialises")
 }
 
-fn sm_err(e: impl std::fmt::Display) -> StateMachineError {
-    StateMachineError(e.to_string())
-}
-
 type Loaded = (
     Store,
     BTreeMap<u64, Member>,
@@ -202,23 +200,23 @@ fn load(storage: &RedbStorage) -> Result<Loaded, StateMachineError> {
     let mut members = BTreeMap::new();
     let mut removed = std::collections::BTreeSet::new();
     let mut auth = AuthState::default();
-    for r in storage.records().map_err(sm_err)? {
-        let (k, v) = r.map_err(sm_err)?;
+    for r in storage.records().map_err(StateMachineError::new)? {
+        let (k, v) = r.map_err(StateMachineError::new)?;
         if k.starts_with(MEMBER_PREFIX) {
             let m: Member = serde_json::from_slice(&v)
-                .map_err(|e| sm_err(format!("member record {k}: {e}")))?;
+                .map_err(|e| StateMachineError::new(format!("member record {k}: {e}")))?;
             members.insert(m.id, m);
         } else if let Some(hex) = k.strip_prefix(REMOVED_PREFIX) {
             let id = u64::from_str_radix(hex, 16)
-                .map_err(|e| sm_err(format!("removed-member record {k:?}: {e}")))?;
+                .map_err(|e| StateMachineError::new(format!("removed-member record {k:?}: {e}")))?;
             removed.insert(id);
         } else if k.starts_with(AUTH_PREFIX) {
-            auth.load_record(&k, &v).map_err(sm_err)?;
+            auth.load_record(&k, &v).map_err(StateMachineError::new)?;
         } else {
             keys.push((k, v));
         }
     }
-    let store = Store::from_records(keys).map_err(sm_err)?;
+    let store = Store::from_records(keys).map_err(StateMachineError::new)?;
     Ok((store, members, removed, auth))
 }
 
@@ -236,15 +234,15 @@ impl StateMachine<RedbStorage> for KvStateMachine {
             let mut store = self
                 .store
                 .write()
-                .map_err(|_| sm_err("store lock poisoned"))?;
+                .map_err(|_| StateMachineError::new("store lock poisoned"))?;
             let mut members = self
                 .members
                 .write()
-                .map_err(|_| sm_err("members lock poisoned"))?;
+                .map_err(|_| StateMachineError::new("members lock poisoned"))?;
             let mut removed = self
                 .removed
                 .write()
-                .map_err(|_| sm_err("removed-members lock poisoned"))?;
+                .map_err(|_| StateMachineError::new("removed-members lock poisoned"))?;
             // A member's record leaves with it: the `RemoveNode` entry removes both, so no
             // failure between two proposals can leave the record of a node that is gone.
             let mut removals = batch
@@ -281,7 +279,7 @@ impl StateMachine<RedbStorage> for KvStateMachine {
                     Ok(Proposal::Auth(op)) => Output::Auth(
                         self.auth
                             .write()
-                            .map_err(|_| sm_err("auth lock poisoned"))?
+                            .map_err(|_| StateMachineError::new("auth lock poisoned"))?
                             .apply(op, &mut mutations),
                     ),
                     Err(e) => Output::Invalid(format!("entry {}: {e}", c.index)),
@@ -302,7 +300,7 @@ impl StateMachine<RedbStorage> for KvStateMachine {
         // the applied state back to a consistent earlier point, and Raft re-applies the rest.
         storage
             .commit_applied_deferred(batch.applied, batch.applied_term, batch.conf, &mutations)
-            .map_err(sm_err)?;
+            .map_err(StateMachineError::new)?;
         Ok(outputs)
     }
 
@@ -315,22 +313,22 @@ impl StateMachine<RedbStorage> for KvStateMachine {
         let mut cur = self
             .store
             .write()
-            .map_err(|_| sm_err("store lock poisoned"))?;
+            .map_err(|_| StateMachineError::new("store lock poisoned"))?;
         // Watchers of the old state learn it was replaced (etcd's "cleared due to recovery").
         cur.close_watchers();
         *cur = store;
         *self
             .members
             .write()
-            .map_err(|_| sm_err("members lock poisoned"))? = members;
+            .map_err(|_| StateMachineError::new("members lock poisoned"))? = members;
         *self
             .removed
             .write()
-            .map_err(|_| sm_err("removed-members lock poisoned"))? = removed;
+            .map_err(|_| StateMachineError::new("removed-members lock poisoned"))? = removed;
         *self
             .auth
             .write()
-            .map_err(|_| sm_err("auth lock poisoned"))? = auth;
+            .map_err(|_| StateMachineError::new("auth lock poisoned"))? = auth;
         Ok(())
     }
 
@@ -340,11 +338,11 @@ impl StateMachine<RedbStorage> for KvStateMachine {
         applied: Index,
     ) -> Result<(), StateMachineError> {
         let upto = applied.saturating_sub(self.catch_up_entries);
-        let first = storage.first_index().map_err(sm_err)?;
+        let first = storage.first_index().map_err(StateMachineError::new)?;
         if upto < first {
             return Ok(());
         }
-        storage.compact(upto).map_err(sm_err)
+        storage.compact(upto).map_err(StateMachineError::new)
     }
 }
 

@@ -67,7 +67,7 @@ fn payload(i: u64, p: u8) -> EntryPayload {
 
 fn same_kind<T: PartialEq + std::fmt::Debug>(a: &StorageResult<T>, b: &StorageResult<T>) -> bool {
     match (a, b) {
-        (Err(StorageError::Other(_)), Err(StorageError::Other(_))) => true,
+        (Err(StorageError::Refused(_)), Err(StorageError::Refused(_))) => true,
         _ => a == b,
     }
 }
@@ -146,7 +146,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     prop_assert!(same_kind(&mr, &rr), "append {:?}: {:?} vs {:?}", es, mr, rr);
                 } else {
                     // Truncating below the commit index: refused by RedbStorage only.
-                    prop_assert!(matches!(rr, Err(StorageError::Other(_))));
+                    prop_assert!(matches!(rr, Err(StorageError::Refused(_))));
                 }
             }
             Op::HardState {
@@ -211,7 +211,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     );
                 } else {
                     // Behind the commit index: refused by RedbStorage only.
-                    prop_assert!(matches!(rr, Err(StorageError::Other(_))), "{:?}", rr);
+                    prop_assert!(matches!(rr, Err(StorageError::Refused(_))), "{:?}", rr);
                 }
             }
             Op::Reopen => {

@@ -34,7 +34,7 @@ fn append_truncates_conflicts<S: Subject>(s: &mut S) {
     assert_eq!(s.term(1).unwrap(), 1);
     assert!(matches!(
         s.append(&[ent(5, 2)]),
-        Err(StorageError::Other(_))
+        Err(StorageError::Refused(_))
     ));
     assert_eq!(s.last_index().unwrap(), 2);
     // Replacing from the very first index.
@@ -240,7 +240,7 @@ fn refused_writes_change_nothing_and_keep_the_handle_usable() {
     assert!(s.commit_applied(9, 1, &conf(), &[set("x", b"")]).is_err());
     assert!(s.commit_applied(4, 7, &conf(), &[set("x", b"")]).is_err());
     // Compaction beyond the applied index.
-    assert!(matches!(s.compact(4), Err(StorageError::Other(_))));
+    assert!(matches!(s.compact(4), Err(StorageError::Refused(_))));
     // Truncating applied entries away.
     assert!(s.append(&[ent(2, 5)]).is_err());
     // A commit index past the log.
@@ -489,7 +489,7 @@ fn damaged_snapshot_streams_are_refused_and_change_nothing() {
             meta: good.meta.clone(),
             data,
         });
-        assert!(matches!(r, Err(StorageError::Other(_))), "{r:?}");
+        assert!(matches!(r, Err(StorageError::Refused(_))), "{r:?}");
         assert!(decode_snapshot_data(&good.data[..good.data.len() - 1]).is_err());
         assert_eq!(
             (
@@ -561,7 +561,7 @@ fn stale_snapshots_are_compacted_errors() {
     let data = encode_snapshot_data(&meta, &[]).unwrap();
     assert!(matches!(
         s.apply_snapshot(&Snapshot { meta, data }),
-        Err(StorageError::Other(_))
+        Err(StorageError::Refused(_))
     ));
 }
 

@@ -83,12 +83,12 @@ impl StateMachine<MemStorage> for Kv {
         let data: String = self.0.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
         let conf = storage
             .snapshot()
-            .map_err(|e| StateMachineError(e.to_string()))?
+            .map_err(StateMachineError::new)?
             .meta
             .conf;
         storage
             .compact(applied, conf, data.into_bytes())
-            .map_err(|e| StateMachineError(e.to_string()))
+            .map_err(StateMachineError::new)
     }
 }
 

@@ -43,9 +43,18 @@ impl Reporter {
     }
 }
 
+/// The state machine could not apply, restore or compact; the driver stops the node. The cause
+/// is kept as the source (a storage failure, a record that does not decode, ...).
 #[derive(Debug, Error)]
 #[error("state machine failure: {0}")]
-pub struct StateMachineError(pub String);
+pub struct StateMachineError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+impl StateMachineError {
+    /// Wraps any error, or a message (`&str`/`String`) when there is no error value.
+    pub fn new(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StateMachineError {
+        StateMachineError(cause.into())
+    }
+}
 
 /// One committed client command, with the proposer's envelope already removed.
 #[derive(Debug, Clone, Copy)]

@@ -16,8 +16,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use deimos_raft::driver::{ApplyBatch, Reporter, StateMachine, StateMachineError, Transport};
 use deimos_raft::{
-    ConfChange, ConfState, Entry, EntryPayload, HardState, Index, InitialState, LogStorage,
-    MemStorage, Message, MessageBody, NodeId, Snapshot, StorageError, StorageResult, Term,
+    BackendFailure, ConfChange, ConfState, Entry, EntryPayload, HardState, Index, InitialState,
+    LogStorage, MemStorage, Message, MessageBody, NodeId, Snapshot, StorageError, StorageResult,
+    Term,
 };
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -131,7 +132,7 @@ impl LogStorage for SimStorage {
             && sh.crash_per_mille > 0
             && sh.rng.gen_range(0..1000) < sh.crash_per_mille
         {
-            return Err(StorageError::Other(CRASH.into()));
+            return Err(StorageError::Backend(BackendFailure::new("persist", CRASH)));
         }
         if let Some(first) = entries.first() {
             let offset = self.disk.first_index()? - 1;
@@ -319,7 +320,7 @@ impl StateMachine<SimStorage> for SimSm {
                 Ok(())
             }
             Err(StorageError::Compacted) => Ok(()),
-            Err(e) => Err(StateMachineError(format!("compact at {index}: {e}"))),
+            Err(e) => Err(StateMachineError::new(format!("compact at {index}: {e}"))),
         }
     }
 }

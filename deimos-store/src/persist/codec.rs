@@ -6,7 +6,7 @@
 
 use serde::{de::DeserializeOwned, Serialize};
 
-use deimos_raft::storage::StorageError;
+use deimos_raft::storage::{BackendFailure, StorageError};
 
 use super::error::corrupt;
 
@@ -17,7 +17,7 @@ pub const FORMAT_VERSION: u32 = 1;
 pub(crate) const MAGIC: &[u8] = b"deimos-store";
 
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, StorageError> {
-    postcard::to_stdvec(value).map_err(|e| StorageError::Other(format!("encode: {e}")))
+    postcard::to_stdvec(value).map_err(|e| StorageError::Backend(BackendFailure::new("encode", e)))
 }
 
 /// Decode a stored value; `what` names it in the error. Trailing bytes are an error too: a value

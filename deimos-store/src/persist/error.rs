@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use deimos_raft::storage::StorageError;
+use deimos_raft::storage::{BackendFailure, StorageError};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -49,22 +49,25 @@ impl From<PersistError> for StorageError {
     fn from(e: PersistError) -> Self {
         match e {
             PersistError::Storage(s) => s,
-            other => StorageError::Other(other.to_string()),
+            other => StorageError::Backend(BackendFailure::new("persist", other)),
         }
     }
 }
 
 /// A failure of redb (or of the disk under it) after open. Always fatal for the node.
-pub(crate) fn backend(context: &str, e: impl std::fmt::Display) -> StorageError {
-    StorageError::Other(format!("redb: {context}: {e}"))
+pub(crate) fn backend(
+    context: impl Into<std::borrow::Cow<'static, str>>,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> StorageError {
+    StorageError::Backend(BackendFailure::new(context, e))
 }
 
 /// Stored bytes that cannot be what we wrote (decode failure, wrong index under a key, ...).
 pub(crate) fn corrupt(what: impl std::fmt::Display) -> StorageError {
-    StorageError::Other(format!("corrupt store: {what}"))
+    StorageError::Corrupt(what.to_string())
 }
 
 /// A caller asked for something that would break an invariant; nothing was written.
 pub(crate) fn invalid(what: impl std::fmt::Display) -> StorageError {
-    StorageError::Other(format!("refused: {what}"))
+    StorageError::Refused(what.to_string())
 }

@@ -43,7 +43,7 @@ impl RedbStorage {
         let meta = txn.open_table(META).map_err(|e| backend("open meta", e))?;
         let Some(v) = meta
             .get(key)
-            .map_err(|e| backend(&format!("read {what}"), e))?
+            .map_err(|e| backend(format!("read {what}"), e))?
         else {
             return Ok(None);
         };
@@ -71,10 +71,10 @@ impl RedbStorage {
         {
             let mut meta = txn.open_table(META).map_err(|e| backend("open meta", e))?;
             meta.insert(key, id.to_le_bytes().as_slice())
-                .map_err(|e| backend(&format!("write {what} id"), e))?;
+                .map_err(|e| backend(format!("write {what} id"), e))?;
         }
         txn.commit()
-            .map_err(|e| backend(&format!("commit {what} id"), e))
+            .map_err(|e| backend(format!("commit {what} id"), e))
     }
 }
 

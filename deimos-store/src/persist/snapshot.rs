@@ -24,7 +24,7 @@ use deimos_raft::types::SnapshotMeta;
 use redb::ReadTransaction;
 
 use super::codec::{decode, encode, Fnv64, FORMAT_VERSION};
-use super::error::{backend, PersistError};
+use super::error::{backend, corrupt, PersistError};
 use super::schema::{AppliedState, APPLIED, KEY_APPLIED, RECORDS};
 use super::store::RedbStorage;
 
@@ -84,7 +84,7 @@ impl RedbStorage {
                 .open_table(APPLIED)
                 .map_err(|e| backend("open applied", e))?;
             let v = t.get(KEY_APPLIED).map_err(|e| backend("read applied", e))?;
-            let v = v.ok_or_else(|| backend("read applied", "record missing"))?;
+            let v = v.ok_or_else(|| corrupt("applied-state record missing"))?;
             decode(v.value(), "applied")?
         };
         let records = txn

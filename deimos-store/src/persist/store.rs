@@ -94,7 +94,7 @@ pub struct RedbStorage {
     /// Writes that need no fsync, not yet in the file (see `staged`).
     pub(crate) staged: Staged,
     /// Set on the first backend failure; every later call returns it.
-    pub(crate) poisoned: Option<String>,
+    pub(crate) poisoned: Option<StorageError>,
 }
 
 impl Drop for RedbStorage {
@@ -183,7 +183,7 @@ impl RedbStorage {
 
     pub(crate) fn check_usable(&self) -> StorageResult<()> {
         match &self.poisoned {
-            Some(why) => Err(StorageError::Other(format!("store failed earlier: {why}"))),
+            Some(earlier) => Err(earlier.clone()),
             None => Ok(()),
         }
     }
@@ -191,7 +191,7 @@ impl RedbStorage {
     /// Record a backend failure: from now on the handle refuses all work.
     pub(crate) fn poison(&mut self, e: StorageError) -> StorageError {
         if self.poisoned.is_none() {
-            self.poisoned = Some(e.to_string());
+            self.poisoned = Some(e.clone());
         }
         e
     }
