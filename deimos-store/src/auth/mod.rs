@@ -435,22 +435,37 @@ impl AuthState {
     }
 
     /// Rebuild from one stored record (called for each record under [`AUTH_PREFIX`]).
-    pub(crate) fn load_record(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
+    pub(crate) fn load_record(&mut self, key: &str, value: &[u8]) -> Result<(), RecordError> {
+        let bad = |source| RecordError::Json {
+            key: key.to_string(),
+            source,
+        };
         if key == ENABLED_KEY {
             self.enabled = value.first() == Some(&1);
         } else if key.starts_with(USER_PREFIX) {
-            let u: User =
-                serde_json::from_slice(value).map_err(|e| format!("user record {key:?}: {e}"))?;
+            let u: User = serde_json::from_slice(value).map_err(bad)?;
             self.users.insert(u.user.clone(), u);
         } else if key.starts_with(ROLE_PREFIX) {
-            let r: Role =
-                serde_json::from_slice(value).map_err(|e| format!("role record {key:?}: {e}"))?;
+            let r: Role = serde_json::from_slice(value).map_err(bad)?;
             self.roles.insert(r.role.clone(), r);
         } else {
-            return Err(format!("unknown auth record {key:?}"));
+            return Err(RecordError::Unknown(key.to_string()));
         }
         Ok(())
     }
+}
+
+/// A stored auth record that cannot be loaded: the state on disk is not what was written.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("auth record {key:?}: {source}")]
+    Json {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("unknown auth record {0:?}")]
+    Unknown(String),
 }
 
 fn holds_root(u: &User) -> bool {
