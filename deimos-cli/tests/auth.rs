@@ -92,7 +92,7 @@ fn auth_commands_against_deimos() {
     assert_eq!(code, 1, "{err}");
     // Passwords never reach the server's log.
     if let common::Server::Deimos(c) = &s {
-        let log = std::fs::read_to_string(&c.node(0).log_path).expect("the node's log");
+        let log = std::fs::read_to_string(c.node(0).log_path()).expect("the node's log");
         assert!(log.contains("node started"), "not the node's log: {log}");
         assert!(
             !log.contains("bpw") && !log.contains("rpw"),

@@ -783,7 +783,7 @@ fn a_terminated_node_closes_its_store_and_restarts_where_it_stopped() {
     // At once: the applied state written by a clean close, not by a later transaction.
     c.terminate(0, Duration::from_secs(10));
     c.restart(0);
-    let log = std::fs::read_to_string(&c.node(0).log_path).expect("node log");
+    let log = std::fs::read_to_string(c.node(0).log_path()).expect("node log");
     let started = log
         .lines()
         .rev()

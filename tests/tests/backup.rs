@@ -360,7 +360,7 @@ fn force_new_cluster_brings_the_lone_survivor_back_with_its_data() {
         .get(&format!("{}/v2/members", c.client_url(survivor)))
         .json();
     assert_eq!(members["members"].as_array().unwrap().len(), 1, "{members}");
-    let log = std::fs::read_to_string(&c.node(survivor).log_path).unwrap();
+    let log = std::fs::read_to_string(c.node(survivor).log_path()).unwrap();
     assert!(
         log.contains("--force-new-cluster: this member is now the only member"),
         "the log says what happened"
