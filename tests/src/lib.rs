@@ -2,7 +2,7 @@
 //! node or proxy and every reference etcd a test starts is a [`process::Proc`], so each is
 //! spawned, logged, signalled and killed the same way. [`harness::Cluster`] runs a cluster on
 //! loopback (plain HTTP or TLS), [`observe`] reads its state, [`etcd`] runs etcd 3.4 and
-//! `etcdctl` v2, [`http`] is a blocking HTTP client. The
+//! `etcdctl` v2, [`tls`] makes throw-away certificates, [`http`] is a blocking HTTP client. The
 //! cluster tests live in `tests/tests/`; the server's and the CLI's process tests
 //! (`deimos-server/tests`, `deimos-cli/tests`) use this library too.
 //!
@@ -32,6 +32,7 @@ pub mod ports;
 pub mod process;
 pub mod proxy;
 pub mod scenarios;
+pub mod tls;
 
 pub use harness::{deimos_bin, free_port, Cluster, ClusterOptions, Node, Scheme};
 pub use observe::RaftStatus;
