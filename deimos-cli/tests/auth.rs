@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::{deimos_server, etcd_server, etcdctl, etcdctl_on_path, run_at};
+use common::{deimos_server, etcd_server, etcdctl, run_at};
+use deimos_tests::etcd::etcdctl_v2_available;
 
 /// Steps whose outputs etcdctl and deimosctl must share: (arguments, expected exit status).
 const SCRIPT: &[(&[&str], i32)] = &[
@@ -103,7 +104,7 @@ fn auth_commands_against_deimos() {
 
 #[test]
 fn auth_commands_match_etcdctl() {
-    if !etcdctl_on_path() {
+    if !etcdctl_v2_available() {
         println!("SKIP auth_commands_match_etcdctl: no etcdctl (apt-get install etcd-client)");
         return;
     }

@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod bins;
 pub mod checks;
+pub mod etcd;
 pub mod etcd_compare;
 pub mod forge;
 pub mod harness;

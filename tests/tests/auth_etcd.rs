@@ -2,85 +2,14 @@
 //! 1-node Deimos: statuses and JSON bodies must be identical (indexes zeroed). Prints `SKIP` and
 //! passes when there is no etcd binary (PATH or `ETCD_BIN`).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use deimos_tests::auth::{call, eventually};
-use deimos_tests::{free_port, Cluster, Http};
+use deimos_tests::auth::call;
+use deimos_tests::etcd::{etcd_bin, skip, Etcd};
+use deimos_tests::{Cluster, Http};
 use serde_json::Value;
 
 const LEADER: Duration = Duration::from_secs(15);
-const STEP: Duration = Duration::from_secs(20);
-
-/// A real etcd 3.4 with the v2 API, on free ports and its own data dir; killed on drop.
-struct Etcd {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn etcd_bin() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("ETCD_BIN") {
-        return Some(PathBuf::from(p));
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("etcd"))
-            .find(|p| p.is_file())
-    })
-}
-
-fn start_etcd(bin: &Path) -> Etcd {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (client, peer) = (free_port(), free_port());
-    let url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let log = std::fs::File::create(dir.path().join("etcd.log")).expect("log");
-    let child = Command::new(bin)
-        .args(["--name", "cmp", "--enable-v2=true", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args([
-            "--listen-client-urls",
-            &url,
-            "--advertise-client-urls",
-            &url,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer_url,
-            "--initial-advertise-peer-urls",
-            &peer_url,
-        ])
-        .args(["--initial-cluster", &format!("cmp={peer_url}")])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start etcd");
-    let e = Etcd {
-        child,
-        url,
-        _dir: dir,
-    };
-    let http = Http::new();
-    eventually("etcd answers", STEP, || {
-        http.request(
-            "GET",
-            &format!("{}/v2/keys/", e.url),
-            None,
-            Duration::from_secs(1),
-        )
-        .is_ok_and(|r| r.status == 200)
-    });
-    e
-}
 
 /// The scripted sequence: (method, path, user:password, body).
 const SCRIPT: &[(&str, &str, Option<&str>, Option<&str>)] = &[
@@ -346,17 +275,17 @@ fn normalise(body: &str) -> String {
 
 #[test]
 fn auth_answers_as_etcd_does_side_by_side() {
-    let Some(bin) = etcd_bin() else {
-        eprintln!("SKIP auth_answers_as_etcd_does_side_by_side: no etcd on PATH (or ETCD_BIN)");
+    if etcd_bin().is_none() {
+        skip("auth_answers_as_etcd_does_side_by_side: no etcd 3.4 on PATH (or ETCD_BIN)");
         return;
-    };
-    let etcd = start_etcd(&bin);
+    }
+    let etcd = Etcd::start_temp();
     let c = Cluster::start(1);
     c.wait_leader(LEADER);
     let http = Http::new();
     let mut differences = Vec::new();
     for (method, path, creds, body) in SCRIPT {
-        let e = call(&http, method, &format!("{}{path}", etcd.url), *creds, *body);
+        let e = call(&http, method, &format!("{}{path}", etcd.url()), *creds, *body);
         let d = call(
             &http,
             method,

@@ -17,7 +17,8 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use deimos_tests::etcd_compare::{etcd_34_available, seen, skip, Etcd, Side};
+use deimos_tests::etcd::{etcd_bin, skip, Etcd};
+use deimos_tests::etcd_compare::{seen, Side};
 use deimos_tests::{encode_form, Cluster, Http, Reply};
 
 /// Every way Deimos deliberately answers differently from etcd 3.4, with the normalisation this
@@ -535,7 +536,7 @@ fn long_poll(
 
 #[test]
 fn keys_api_matches_etcd_34() {
-    if !etcd_34_available() {
+    if etcd_bin().is_none() {
         skip("keys_api_matches_etcd_34: no etcd 3.4 on the PATH (apt-get install etcd-server)");
         return;
     }
