@@ -32,6 +32,7 @@ pub mod observe;
 pub mod ports;
 pub mod process;
 pub mod proxy;
+pub mod python_etcd;
 pub mod scenarios;
 pub mod tls;
 
