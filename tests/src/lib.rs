@@ -34,10 +34,11 @@ pub mod process;
 pub mod proxy;
 pub mod python_etcd;
 pub mod scenarios;
+pub mod script;
 pub mod tls;
 
 pub use harness::{deimos_bin, free_port, Cluster, ClusterOptions, Node, Scheme};
-pub use observe::RaftStatus;
-pub use process::Proc;
 pub use http::{encode_form, metric_sum, Http, Reply};
 pub use joiner::Joiner;
+pub use observe::RaftStatus;
+pub use process::Proc;
