@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{eventually, options, request};
-use deimos_tests::{free_port, Cluster, ClusterOptions};
 use deimos_raft::types::{Message, MessageBody};
+use deimos_tests::{free_port, Cluster, ClusterOptions};
 use http_body_util::BodyExt;
 use hyper::body::Frame;
 use hyper_util::rt::TokioIo;

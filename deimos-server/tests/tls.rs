@@ -11,8 +11,8 @@ use common::{
     client_tls, cluster, eventually, eventually_answers, eventually_contains, options, request,
     request_body, start_deimos, wait_watchers,
 };
-use deimos_tests::{free_port, metric_sum};
 use deimos_tests::tls::{with_mutual_tls, Ca};
+use deimos_tests::{free_port, metric_sum};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_cluster_serves_keys_and_refuses_strangers() {
@@ -36,7 +36,14 @@ async fn mutual_tls_cluster_serves_keys_and_refuses_strangers() {
     // Every member healthy over https means the peers found each other over mutual TLS.
     for &p in &ports {
         let health = ("GET", "/health", None);
-        eventually_answers(p, Some(good.clone()), health, &[200], Duration::from_secs(20)).await;
+        eventually_answers(
+            p,
+            Some(good.clone()),
+            health,
+            &[200],
+            Duration::from_secs(20),
+        )
+        .await;
     }
 
     // set / get / CAS / delete.
@@ -241,7 +248,14 @@ async fn peer_with_certificate_from_another_ca_cannot_join() {
     let port = ports[0];
     // n1 and n2 form a quorum and accept writes.
     let put_x = ("PUT", "/v2/keys/x", Some("value=1"));
-    eventually_answers(port, Some(good.clone()), put_x, &[201, 200], Duration::from_secs(20)).await;
+    eventually_answers(
+        port,
+        Some(good.clone()),
+        put_x,
+        &[201, 200],
+        Duration::from_secs(20),
+    )
+    .await;
     // n3 never receives it: the others refuse its certificate and it refuses theirs. Once the
     // good members have failed to send to n3 twice more since the write was acknowledged, the
     // leader has tried to replicate the write to it (every failure on n1 and n2 is towards n3).
@@ -257,21 +271,16 @@ async fn peer_with_certificate_from_another_ca_cannot_join() {
         sum
     };
     let acked = failures().await;
-    eventually(Duration::from_secs(20), "sends to n3 after the write", || async {
-        (failures().await >= acked + 2.0).then_some(())
-    })
+    eventually(
+        Duration::from_secs(20),
+        "sends to n3 after the write",
+        || async { (failures().await >= acked + 2.0).then_some(()) },
+    )
     .await;
     let bad = client_tls(&other.cert_path, Some(&other.leaf(d, "client3", false)));
-    let r = request(
-        ports[2],
-        Some(bad),
-        "GET",
-        "/raft/status",
-        None,
-        &[],
-    )
-    .await
-    .expect("n3 status");
+    let r = request(ports[2], Some(bad), "GET", "/raft/status", None, &[])
+        .await
+        .expect("n3 status");
     let st = r.json();
     assert!(st["leader"].is_null(), "n3 joined the cluster: {st}");
     // It holds only its own bootstrap entries (an AddVoter and a member record per member)...
@@ -330,7 +339,14 @@ async fn a_peer_certificate_speaks_only_for_the_member_it_names() {
     let good = client_tls(&ca.cert_path, Some(&ca.leaf(d, "client", false)));
     let port = client_ports[0];
     let put_acked = ("PUT", "/v2/keys/acked", Some("value=1"));
-    eventually_answers(port, Some(good.clone()), put_acked, &[201], Duration::from_secs(20)).await;
+    eventually_answers(
+        port,
+        Some(good.clone()),
+        put_acked,
+        &[201],
+        Duration::from_secs(20),
+    )
+    .await;
     // Who is who: the cluster id and each member's id by peer port; the leader.
     let r = request(
         peer_ports[0],

@@ -35,7 +35,14 @@ async fn a_client_certificate_common_name_authenticates_its_user() {
     let as_cn = |cn: &str| client_tls(&ca.cert_path, Some(&ca.leaf(d, cn, false)));
     let (root, alice, stranger) = (as_cn("root"), as_cn("alice"), as_cn("stranger"));
     let ready = ("PUT", "/v2/keys/ready", Some("value=1"));
-    eventually_answers(port, Some(root.clone()), ready, &[201, 200], Duration::from_secs(20)).await;
+    eventually_answers(
+        port,
+        Some(root.clone()),
+        ready,
+        &[201, 200],
+        Duration::from_secs(20),
+    )
+    .await;
 
     let setup = [
         (

@@ -38,14 +38,12 @@ impl Drop for SmallDisk {
 /// A one-node `deimos` on `data`, logging to `log`.
 fn start(data: &Path, log: &Path, client: u16, peer: u16) -> Proc {
     let mut cmd = deimos_command(&deimos_bin());
-    cmd.args(["--name", "n1", "--data-dir"])
-        .arg(data)
-        .args([
-            "--listen-client-urls",
-            &format!("http://127.0.0.1:{client}"),
-            "--listen-peer-urls",
-            &format!("http://127.0.0.1:{peer}"),
-        ]);
+    cmd.args(["--name", "n1", "--data-dir"]).arg(data).args([
+        "--listen-client-urls",
+        &format!("http://127.0.0.1:{client}"),
+        "--listen-peer-urls",
+        &format!("http://127.0.0.1:{peer}"),
+    ]);
     Proc::spawn("n1", log.to_path_buf(), cmd)
 }
 
