@@ -119,11 +119,20 @@ fn etcdctl_v2_works_unchanged() {
     );
     assert!(json["node"]["expiration"].is_string(), "{json}");
     // Watch, completed by a write from another client.
+    // The write is made once the watch is registered on whichever member etcdctl asked.
     let writer = {
         let url = c.keys_url(0, "/ctl/w");
+        let stats: Vec<String> = (0..c.len())
+            .map(|i| format!("{}/v2/stats/store", c.client_url(i)))
+            .collect();
         let http = c.http().clone();
         thread::spawn(move || {
-            thread::sleep(Duration::from_millis(500));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let watchers = |u: &String| http.get(u).json()["watchers"].as_u64().unwrap_or(0);
+            while stats.iter().map(watchers).sum::<u64>() == 0 {
+                assert!(Instant::now() < deadline, "no watcher registered in 10 s");
+                thread::sleep(Duration::from_millis(20));
+            }
             http.put_form(&url, &[("value", "watched")])
         })
     };
