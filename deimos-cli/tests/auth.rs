@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::{deimos_server, etcd_server, etcdctl, etcdctl_on_path, run_at};
+use common::{deimos_server, etcd_server, etcdctl, run_at};
+use deimos_tests::etcd::etcdctl_v2_available;
 
 /// Steps whose outputs etcdctl and deimosctl must share: (arguments, expected exit status).
 const SCRIPT: &[(&[&str], i32)] = &[
@@ -92,7 +93,7 @@ fn auth_commands_against_deimos() {
     assert_eq!(code, 1, "{err}");
     // Passwords never reach the server's log.
     if let common::Server::Deimos(c) = &s {
-        let log = std::fs::read_to_string(&c.node(0).log_path).expect("the node's log");
+        let log = std::fs::read_to_string(c.node(0).log_path()).expect("the node's log");
         assert!(log.contains("node started"), "not the node's log: {log}");
         assert!(
             !log.contains("bpw") && !log.contains("rpw"),
@@ -103,7 +104,7 @@ fn auth_commands_against_deimos() {
 
 #[test]
 fn auth_commands_match_etcdctl() {
-    if !etcdctl_on_path() {
+    if !etcdctl_v2_available() {
         println!("SKIP auth_commands_match_etcdctl: no etcdctl (apt-get install etcd-client)");
         return;
     }

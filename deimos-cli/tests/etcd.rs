@@ -13,7 +13,8 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{ctl, etcd_on_path, start_etcd, Etcd};
+use common::{ctl, run_at, start_etcd};
+use deimos_tests::etcd::Etcd;
 use deimos_tests::ports::free_port;
 
 /// The server under test: a throw-away etcd, or an external endpoint (key tests only).
@@ -41,13 +42,9 @@ fn target(test: &str, external_ok: bool) -> Option<Target> {
             });
         }
     }
-    if !etcd_on_path() {
-        println!("SKIP {test}: no etcd binary on PATH (apt-get install etcd-server)");
-        return None;
-    }
-    let etcd = start_etcd();
+    let etcd = start_etcd(test)?;
     Some(Target {
-        url: etcd.url.clone(),
+        url: etcd.url().to_string(),
         p,
         _etcd: Some(etcd),
     })
@@ -55,12 +52,7 @@ fn target(test: &str, external_ok: bool) -> Option<Target> {
 
 /// Runs deimosctl and returns (exit code, stdout, stderr).
 fn run(t: &Target, args: &[&str]) -> (i32, String, String) {
-    let o = ctl(&t.url, args);
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    run_at(&t.url, args)
 }
 
 fn ok(t: &Target, args: &[&str]) -> String {

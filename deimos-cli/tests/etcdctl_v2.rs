@@ -10,7 +10,8 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ctl, deimos_server, etcd_server, etcdctl, etcdctl_on_path, run_at, Server};
+use common::{ctl, deimos_server, etcd_server, etcdctl, run_at, Server};
+use deimos_tests::etcd::etcdctl_v2_available;
 use deimos_tests::ports::free_port;
 
 fn ok(url: &str, args: &[&str]) -> String {
@@ -254,7 +255,7 @@ fn exec_watch(url: &str) {
 /// The same script through etcdctl and deimosctl (each on its own keys): same exit statuses,
 /// same stdout in etcdctl's default `simple` format.
 fn same_as_etcdctl(url: &str) {
-    if !etcdctl_on_path() {
+    if !etcdctl_v2_available() {
         println!("SKIP same_as_etcdctl: no etcdctl (apt-get install etcd-client)");
         return;
     }

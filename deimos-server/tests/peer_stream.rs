@@ -11,8 +11,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{eventually, free_port, request, ClusterSpec, Proc};
+use common::{eventually, options, request};
 use deimos_raft::types::{Message, MessageBody};
+use deimos_tests::{free_port, Cluster, ClusterOptions};
 use http_body_util::BodyExt;
 use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
@@ -61,9 +62,10 @@ fn stale(p: Peer, n: u64) -> Vec<Message> {
 }
 
 /// Learn the cluster id (peer `GET /members`) and the two members' ids.
-async fn identify(spec: &ClusterSpec) -> Peer {
-    let url = |i: usize| format!("http://127.0.0.1:{}", spec.peer_ports[i]);
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", spec.peer_ports[0]))
+async fn identify(c: &Cluster) -> Peer {
+    let url = |i: usize| c.node(i).peer_url();
+    let peer_port = c.node(0).peer_port;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", peer_port))
         .await
         .expect("connect");
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
@@ -71,7 +73,7 @@ async fn identify(spec: &ClusterSpec) -> Peer {
         .expect("handshake");
     tokio::spawn(conn);
     let req = http::Request::get("/members")
-        .header("host", format!("127.0.0.1:{}", spec.peer_ports[0]))
+        .header("host", format!("127.0.0.1:{peer_port}"))
         .body(http_body_util::Empty::<Bytes>::new())
         .expect("request");
     let resp = sender.send_request(req).await.expect("members");
@@ -135,11 +137,10 @@ async fn open(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_delivers_each_frame_while_it_stays_open_and_a_corrupt_one_is_cut() {
-    let dir = tempfile::tempdir().expect("tempdir");
     // n2 is named in the bootstrap but never started: the test speaks as n2.
-    let spec = ClusterSpec::new(2, "http");
-    let _node = Proc::start(dir.path(), "n1", &spec.args(dir.path(), 0));
-    let (client, peer) = (spec.client_ports[0], spec.peer_ports[0]);
+    let mut c = Cluster::create(2, options());
+    c.start_node(0);
+    let (client, peer) = (c.node(0).client_port, c.node(0).peer_port);
     let base = eventually(
         Duration::from_secs(20),
         "the node to serve",
@@ -151,7 +152,7 @@ async fn a_stream_delivers_each_frame_while_it_stays_open_and_a_corrupt_one_is_c
         },
     )
     .await;
-    let p = identify(&spec).await;
+    let p = identify(&c).await;
 
     let (tx, answer) = open(peer, p).await;
     // One frame split across two body chunks, then two frames in one chunk: each is taken in
@@ -268,29 +269,20 @@ async fn old_peer() -> (u16, Arc<Mutex<OldPeer>>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_without_streams_gets_one_request_per_batch() {
     let (old, seen) = old_peer().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (client, peer) = (free_port(), free_port());
-    let args: Vec<String> = [
-        "--name",
-        "n1",
-        "--data-dir",
-        &dir.path().join("data").display().to_string(),
-        "--listen-client-urls",
-        &format!("http://127.0.0.1:{client}"),
-        "--listen-peer-urls",
-        &format!("http://127.0.0.1:{peer}"),
-        "--bootstrap-config",
-        &format!("n1=http://127.0.0.1:{peer},n2=http://127.0.0.1:{old}"),
-        "--heartbeat-interval",
-        "50ms",
-        "--election-timeout",
-        "500ms",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let own = format!("http://127.0.0.1:{}", free_port());
+    let old = format!("http://127.0.0.1:{old}");
+    let mut c = Cluster::create(
+        2,
+        ClusterOptions {
+            heartbeat: Duration::from_millis(50),
+            election: Duration::from_millis(500),
+            peer_urls: vec![(own.clone(), own), (old.clone(), old)],
+            ..options()
+        },
+    );
     // Alone it cannot win, so it keeps asking n2 for (pre-)votes.
-    let _node = Proc::start(dir.path(), "n1", &args);
+    c.start_node(0);
+    let client = c.node(0).client_port;
     let votes = |p: &OldPeer| {
         p.batches
             .iter()

@@ -4,7 +4,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, free_port, request, ClusterSpec, Proc};
+use common::{cluster, eventually_answers, options, request, start_deimos, wait_watchers};
+use deimos_tests::{free_port, ClusterOptions};
 
 fn proxy_args(mode: &str, port: u16, endpoints: &str) -> Vec<String> {
     vec![
@@ -21,66 +22,31 @@ fn proxy_args(mode: &str, port: u16, endpoints: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_forwards_reads_writes_and_watches_and_survives_the_leader() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path();
-    let spec = ClusterSpec::new(3, "http");
-    let mut nodes: Vec<Proc> = (0..3)
-        .map(|i| {
-            let mut args = spec.args(d, i);
-            args.extend([
-                "--heartbeat-interval".into(),
-                "50ms".into(),
-                "--election-timeout".into(),
-                "500ms".into(),
-            ]);
-            Proc::start(d, &format!("n{}", i + 1), &args)
-        })
-        .collect();
+    let mut c = cluster(
+        3,
+        ClusterOptions {
+            heartbeat: Duration::from_millis(50),
+            election: Duration::from_millis(500),
+            ..options()
+        },
+    );
     // Find the leader first and list it first, so the proxies are using it when it dies.
-    let leader_id = eventually(Duration::from_secs(20), "a leader", || {
-        let p = spec.client_ports[0];
-        async move {
-            let r = request(p, None, "GET", "/raft/status", None, &[])
-                .await
-                .ok()?;
-            r.json()["leader"].as_str().map(str::to_string)
-        }
-    })
-    .await;
-    let mut leader = None;
-    for (i, &p) in spec.client_ports.iter().enumerate() {
-        let r = request(p, None, "GET", "/raft/status", None, &[])
-            .await
-            .expect("status");
-        if r.json()["id"].as_str() == Some(leader_id.as_str()) {
-            leader = Some(i);
-        }
-    }
-    let leader = leader.expect("the leader is one of the nodes");
+    let leader = c.wait_leader(Duration::from_secs(20));
     let mut order: Vec<usize> = (0..3).collect();
     order.retain(|&i| i != leader);
     order.insert(0, leader);
     let endpoints = order
         .iter()
-        .map(|&i| format!("http://127.0.0.1:{}", spec.client_ports[i]))
+        .map(|&i| c.client_url(i))
         .collect::<Vec<_>>()
         .join(",");
     let (pp, rp) = (free_port(), free_port());
     // No data dir, no peer listener: a proxy is not a member.
-    let proxy = Proc::start(d, "proxy", &proxy_args("on", pp, &endpoints));
-    let _ro = Proc::start(d, "ro", &proxy_args("readonly", rp, &endpoints));
+    let proxy = start_deimos(c.dir(), "proxy", &proxy_args("on", pp, &endpoints));
+    let _ro = start_deimos(c.dir(), "ro", &proxy_args("readonly", rp, &endpoints));
 
-    eventually(
-        Duration::from_secs(20),
-        "a write through the proxy",
-        || async move {
-            let r = request(pp, None, "PUT", "/v2/keys/p/a", Some("value=1"), &[])
-                .await
-                .ok()?;
-            (r.status == 201 || r.status == 200).then_some(())
-        },
-    )
-    .await;
+    let put_a = ("PUT", "/v2/keys/p/a", Some("value=1"));
+    eventually_answers(pp, None, put_a, &[201, 200], Duration::from_secs(20)).await;
     let r = request(pp, None, "GET", "/v2/keys/p/a?quorum=true", None, &[])
         .await
         .expect("read through proxy");
@@ -107,7 +73,8 @@ async fn proxy_forwards_reads_writes_and_watches_and_survives_the_leader() {
         tokio::spawn(
             async move { request(pp, None, "GET", "/v2/keys/p/w?wait=true", None, &[]).await },
         );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let members: Vec<u16> = (0..3).map(|i| c.node(i).client_port).collect();
+    wait_watchers(&members, None, 1).await;
     request(pp, None, "PUT", "/v2/keys/p/w", Some("value=seen"), &[])
         .await
         .expect("watched write");
@@ -188,19 +155,10 @@ async fn proxy_forwards_reads_writes_and_watches_and_survives_the_leader() {
     assert!(r.headers.contains_key("access-control-allow-headers"));
 
     // kill -9 the leader, the member the proxy is using: the proxy moves on to a live member.
-    nodes[leader].kill();
+    c.kill9(leader);
     let started = std::time::Instant::now();
-    eventually(
-        Duration::from_secs(10),
-        "a write through the proxy after the leader died",
-        || async move {
-            let r = request(pp, None, "PUT", "/v2/keys/p/after", Some("value=ok"), &[])
-                .await
-                .ok()?;
-            (r.status == 201 || r.status == 200).then_some(())
-        },
-    )
-    .await;
+    let put_after = ("PUT", "/v2/keys/p/after", Some("value=ok"));
+    eventually_answers(pp, None, put_after, &[201, 200], Duration::from_secs(10)).await;
     let r = request(pp, None, "GET", "/v2/keys/p/after?quorum=true", None, &[])
         .await
         .expect("read after failover");
@@ -211,27 +169,30 @@ async fn proxy_forwards_reads_writes_and_watches_and_survives_the_leader() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_on_a_member() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path();
-    let spec = ClusterSpec::new(1, "http");
-    let mut args = spec.args(d, 0);
-    args.extend(["--cors".into(), "http://a.example,http://b.example".into()]);
-    // The tick flags are accepted by a real node (their precedence is unit-tested in config.rs).
-    args.extend([
-        "--tick-interval".into(),
-        "50ms".into(),
-        "--election-timeout-ticks".into(),
-        "20".into(),
-    ]);
-    let _n = Proc::start(d, "n1", &args);
-    let p = spec.client_ports[0];
-    eventually(Duration::from_secs(10), "node up", || async move {
-        let r = request(p, None, "PUT", "/v2/keys/c", Some("value=1"), &[])
-            .await
-            .ok()?;
-        (r.status == 201).then_some(())
-    })
-    .await;
+    // The tick flags are accepted by a real node (their precedence is unit-tested in config.rs),
+    // beside the harness's duration flags, which agree with them: 50 ms x 1 heartbeat tick,
+    // 50 ms x 20 election ticks.
+    let c = cluster(
+        1,
+        ClusterOptions {
+            heartbeat: Duration::from_millis(50),
+            election: Duration::from_millis(1000),
+            extra_args: [
+                "--cors",
+                "http://a.example,http://b.example",
+                "--tick-interval",
+                "50ms",
+                "--election-timeout-ticks",
+                "20",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..options()
+        },
+    );
+    let p = c.node(0).client_port;
+    let put_c = ("PUT", "/v2/keys/c", Some("value=1"));
+    eventually_answers(p, None, put_c, &[201], Duration::from_secs(10)).await;
     let r = request(
         p,
         None,

@@ -7,29 +7,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{client_tls, eventually, request, Ca, ClusterSpec, Proc};
-
-fn tls_args(ca: &Ca, leaf: &common::Leaf) -> Vec<String> {
-    let (c, k, a) = (
-        leaf.cert.display().to_string(),
-        leaf.key.display().to_string(),
-        ca.cert_path.display().to_string(),
-    );
-    vec![
-        "--cert-file".into(),
-        c.clone(),
-        "--key-file".into(),
-        k.clone(),
-        "--ca-file".into(),
-        a.clone(),
-        "--peer-cert-file".into(),
-        c,
-        "--peer-key-file".into(),
-        k,
-        "--peer-ca-file".into(),
-        a,
-    ]
-}
+use common::{
+    client_tls, cluster, eventually, eventually_answers, eventually_contains, options, request,
+    request_body, start_deimos, wait_watchers,
+};
+use deimos_tests::tls::{with_mutual_tls, Ca};
+use deimos_tests::{free_port, metric_sum};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_cluster_serves_keys_and_refuses_strangers() {
@@ -37,17 +20,11 @@ async fn mutual_tls_cluster_serves_keys_and_refuses_strangers() {
     let d = dir.path();
     let ca = Ca::new(d, "ca");
     let other = Ca::new(d, "other-ca");
-    let spec = ClusterSpec::new(3, "https");
-    let mut procs = Vec::new();
-    for i in 0..3 {
-        let leaf = ca.leaf(d, &format!("n{}", i + 1), false);
-        let mut args = spec.args(d, i);
-        args.extend(tls_args(&ca, &leaf));
-        procs.push(Proc::start(d, &format!("n{}", i + 1), &args));
-    }
+    let c = cluster(3, with_mutual_tls(options(), d, 3, |_| &ca));
+    let ports: Vec<u16> = (0..3).map(|i| c.node(i).client_port).collect();
     let client = ca.leaf(d, "client", false);
     let good = client_tls(&ca.cert_path, Some(&client));
-    let port = spec.client_ports[0];
+    let port = ports[0];
     // A client that connects and never starts the handshake must not hold up anyone else.
     let _silent = eventually(Duration::from_secs(10), "a TCP connection", || async move {
         tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -57,17 +34,15 @@ async fn mutual_tls_cluster_serves_keys_and_refuses_strangers() {
     .await;
 
     // Every member healthy over https means the peers found each other over mutual TLS.
-    for &p in &spec.client_ports {
-        let tls = good.clone();
-        eventually(Duration::from_secs(20), "healthy member over https", || {
-            let tls = tls.clone();
-            async move {
-                let r = request(p, Some(tls), "GET", "/health", None, &[])
-                    .await
-                    .ok()?;
-                (r.status == 200).then_some(())
-            }
-        })
+    for &p in &ports {
+        let health = ("GET", "/health", None);
+        eventually_answers(
+            p,
+            Some(good.clone()),
+            health,
+            &[200],
+            Duration::from_secs(20),
+        )
         .await;
     }
 
@@ -83,7 +58,7 @@ async fn mutual_tls_cluster_serves_keys_and_refuses_strangers() {
     .await
     .expect("set");
     assert_eq!(r.status, 201, "{r:?}");
-    let other_port = spec.client_ports[2];
+    let other_port = ports[2];
     let r = request(
         other_port,
         Some(good.clone()),
@@ -133,7 +108,7 @@ async fn mutual_tls_cluster_serves_keys_and_refuses_strangers() {
             .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_watchers(&[other_port], Some(good.clone()), 1).await;
     let r = request(
         port,
         Some(good.clone()),
@@ -228,8 +203,8 @@ async fn mutual_tls_cluster_serves_keys_and_refuses_strangers() {
 
     // A proxy reaches https members with the peer TLS files (mutual TLS to the client port).
     let proxy_leaf = ca.leaf(d, "proxy", false);
-    let pp = common::free_port();
-    let _proxy = Proc::start(
+    let pp = free_port();
+    let _proxy = start_deimos(
         d,
         "proxy",
         &[
@@ -247,21 +222,13 @@ async fn mutual_tls_cluster_serves_keys_and_refuses_strangers() {
             ca.cert_path.display().to_string(),
         ],
     );
-    let r = eventually(
-        Duration::from_secs(10),
-        "a read through the proxy",
-        || async move {
-            let r = request(pp, None, "GET", "/v2/keys/tls/w", None, &[])
-                .await
-                .ok()?;
-            (r.status == 200).then_some(r)
-        },
-    )
-    .await;
+    let get_w = ("GET", "/v2/keys/tls/w", None);
+    let r = eventually_answers(pp, None, get_w, &[200], Duration::from_secs(10)).await;
     assert_eq!(r.json()["node"]["value"], "seen", "{r:?}");
 
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let log = procs[0].log_text();
+    let refusals = ["TLS handshake failed", "refused plaintext connection"];
+    eventually_contains(Duration::from_secs(5), || c.node(0).log_text(), &refusals).await;
+    let log = c.node(0).log_text();
     assert!(log.contains("TLS handshake failed"), "{log}");
     assert!(log.contains("refused plaintext connection"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
@@ -273,46 +240,47 @@ async fn peer_with_certificate_from_another_ca_cannot_join() {
     let d = dir.path();
     let ca = Ca::new(d, "ca");
     let other = Ca::new(d, "other-ca");
-    let spec = ClusterSpec::new(3, "https");
-    let mut procs = Vec::new();
-    for i in 0..3 {
-        // n3's peer certificate (and the CA it trusts) come from another CA.
-        let issuer = if i == 2 { &other } else { &ca };
-        let leaf = issuer.leaf(d, &format!("n{}", i + 1), false);
-        let mut args = spec.args(d, i);
-        args.extend(tls_args(issuer, &leaf));
-        procs.push(Proc::start(d, &format!("n{}", i + 1), &args));
-    }
+    // n3's peer certificate (and the CA it trusts) come from another CA.
+    let issuer = |i: usize| if i == 2 { &other } else { &ca };
+    let c = cluster(3, with_mutual_tls(options(), d, 3, issuer));
+    let ports: Vec<u16> = (0..3).map(|i| c.node(i).client_port).collect();
     let good = client_tls(&ca.cert_path, Some(&ca.leaf(d, "client", false)));
-    let port = spec.client_ports[0];
+    let port = ports[0];
     // n1 and n2 form a quorum and accept writes.
-    eventually(
+    let put_x = ("PUT", "/v2/keys/x", Some("value=1"));
+    eventually_answers(
+        port,
+        Some(good.clone()),
+        put_x,
+        &[201, 200],
         Duration::from_secs(20),
-        "write on the two good members",
-        || {
-            let tls = good.clone();
-            async move {
-                let r = request(port, Some(tls), "PUT", "/v2/keys/x", Some("value=1"), &[])
-                    .await
-                    .ok()?;
-                (r.status == 201 || r.status == 200).then_some(())
-            }
-        },
     )
     .await;
-    // n3 never receives it: the others refuse its certificate and it refuses theirs.
-    let bad = client_tls(&other.cert_path, Some(&other.leaf(d, "client3", false)));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let r = request(
-        spec.client_ports[2],
-        Some(bad),
-        "GET",
-        "/raft/status",
-        None,
-        &[],
+    // n3 never receives it: the others refuse its certificate and it refuses theirs. Once the
+    // good members have failed to send to n3 twice more since the write was acknowledged, the
+    // leader has tried to replicate the write to it (every failure on n1 and n2 is towards n3).
+    let failures = || async {
+        let mut sum = 0.0;
+        for &p in &ports[..2] {
+            let m = request(p, Some(good.clone()), "GET", "/metrics", None, &[])
+                .await
+                .expect("metrics")
+                .body;
+            sum += metric_sum(&m, "deimos_network_peer_send_failures_total", &[]);
+        }
+        sum
+    };
+    let acked = failures().await;
+    eventually(
+        Duration::from_secs(20),
+        "sends to n3 after the write",
+        || async { (failures().await >= acked + 2.0).then_some(()) },
     )
-    .await
-    .expect("n3 status");
+    .await;
+    let bad = client_tls(&other.cert_path, Some(&other.leaf(d, "client3", false)));
+    let r = request(ports[2], Some(bad), "GET", "/raft/status", None, &[])
+        .await
+        .expect("n3 status");
     let st = r.json();
     assert!(st["leader"].is_null(), "n3 joined the cluster: {st}");
     // It holds only its own bootstrap entries (an AddVoter and a member record per member)...
@@ -324,7 +292,7 @@ async fn peer_with_certificate_from_another_ca_cannot_join() {
     // ...and never saw the write the other two committed.
     let bad = client_tls(&other.cert_path, Some(&other.leaf(d, "client3b", false)));
     let r = request(
-        spec.client_ports[2],
+        ports[2],
         Some(bad),
         "GET",
         "/v2/keys/x?consistency=local",
@@ -335,14 +303,19 @@ async fn peer_with_certificate_from_another_ca_cannot_join() {
     .expect("n3 local read");
     assert_eq!(r.status, 404, "n3 has the cluster's write: {}", r.body);
     // Each side logs the refusal with rustls' reason: servers "TLS handshake failed", clients
-    // "peer send failed" with the certificate error.
-    let logs = procs[0].log_text() + &procs[1].log_text();
+    // "peer send failed" with the certificate error (n3 sends once it campaigns).
+    let good_logs = || c.node(0).log_text() + &c.node(1).log_text();
+    let within = Duration::from_secs(20);
+    eventually_contains(within, good_logs, &["TLS handshake failed", "Unknown"]).await;
+    let n3_refusals = ["peer send failed", "UnknownIssuer"];
+    eventually_contains(within, || c.node(2).log_text(), &n3_refusals).await;
+    let logs = good_logs();
     assert!(logs.contains("TLS handshake failed"), "{logs}");
     assert!(
         logs.contains("Unknown"),
         "handshake failure names the reason: {logs}"
     );
-    let log3 = procs[2].log_text();
+    let log3 = c.node(2).log_text();
     assert!(log3.contains("peer send failed"), "{log3}");
     assert!(
         log3.contains("UnknownIssuer"),
@@ -360,39 +333,23 @@ async fn a_peer_certificate_speaks_only_for_the_member_it_names() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let ca = Ca::new(d, "ca");
-    let spec = ClusterSpec::new(3, "https");
-    let mut procs = Vec::new();
-    for i in 0..3 {
-        let leaf = ca.leaf(d, &format!("n{}", i + 1), false);
-        let mut args = spec.args(d, i);
-        args.extend(tls_args(&ca, &leaf));
-        procs.push(Proc::start(d, &format!("n{}", i + 1), &args));
-    }
+    let c = cluster(3, with_mutual_tls(options(), d, 3, |_| &ca));
+    let client_ports: Vec<u16> = (0..3).map(|i| c.node(i).client_port).collect();
+    let peer_ports: Vec<u16> = (0..3).map(|i| c.node(i).peer_port).collect();
     let good = client_tls(&ca.cert_path, Some(&ca.leaf(d, "client", false)));
-    let port = spec.client_ports[0];
-    {
-        let tls = good.clone();
-        eventually(Duration::from_secs(20), "an acknowledged write", || {
-            let tls = tls.clone();
-            async move {
-                let r = request(
-                    port,
-                    Some(tls),
-                    "PUT",
-                    "/v2/keys/acked",
-                    Some("value=1"),
-                    &[],
-                )
-                .await
-                .ok()?;
-                (r.status == 201).then_some(())
-            }
-        })
-        .await;
-    }
+    let port = client_ports[0];
+    let put_acked = ("PUT", "/v2/keys/acked", Some("value=1"));
+    eventually_answers(
+        port,
+        Some(good.clone()),
+        put_acked,
+        &[201],
+        Duration::from_secs(20),
+    )
+    .await;
     // Who is who: the cluster id and each member's id by peer port; the leader.
     let r = request(
-        spec.peer_ports[0],
+        peer_ports[0],
         Some(good.clone()),
         "GET",
         "/members",
@@ -401,12 +358,11 @@ async fn a_peer_certificate_speaks_only_for_the_member_it_names() {
     )
     .await
     .expect("peer /members");
-    let cluster = r.headers["x-etcd-cluster-id"]
+    let cluster_id = r.headers["x-etcd-cluster-id"]
         .to_str()
         .expect("cluster id")
         .to_string();
-    let ids: Vec<u64> = spec
-        .peer_ports
+    let ids: Vec<u64> = peer_ports
         .iter()
         .map(|p| {
             let url = format!("https://127.0.0.1:{p}");
@@ -433,8 +389,8 @@ async fn a_peer_certificate_speaks_only_for_the_member_it_names() {
     let intruder = ca.leaf_for(d, "intruder", &["intruder.invalid"], false);
     let intruder_tls = client_tls(&ca.cert_path, Some(&intruder));
     let from = format!("{:016x}", ids[follower]);
-    let r = common::request_body(
-        spec.peer_ports[leader],
+    let r = request_body(
+        peer_ports[leader],
         Some(intruder_tls),
         "POST",
         "/raft/messages",
@@ -442,13 +398,13 @@ async fn a_peer_certificate_speaks_only_for_the_member_it_names() {
             "application/octet-stream",
             deimos_tests::forge::forged_write(ids[follower], ids[leader], 0, "/forged"),
         )),
-        &[("x-etcd-cluster-id", &cluster), ("x-server-from", &from)],
+        &[("x-etcd-cluster-id", &cluster_id), ("x-server-from", &from)],
     )
     .await
     .expect("intruder's request is answered");
     assert_eq!(r.status, 403, "intruder accepted: {r:?}");
     let metrics = request(
-        spec.client_ports[leader],
+        client_ports[leader],
         Some(good.clone()),
         "GET",
         "/metrics",
@@ -463,8 +419,20 @@ async fn a_peer_certificate_speaks_only_for_the_member_it_names() {
         "refusal not counted:\n{metrics}"
     );
 
-    // Nothing was written, what was acknowledged is intact, and the cluster still writes.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The cluster still writes, and that write is the barrier: had the forged proposal gone
+    // into the log, it would be there before this one. Nothing was written, and what was
+    // acknowledged is intact.
+    let r = request(
+        port,
+        Some(good.clone()),
+        "PUT",
+        "/v2/keys/after",
+        Some("value=1"),
+        &[],
+    )
+    .await
+    .expect("write after");
+    assert_eq!(r.status, 201, "{r:?}");
     for (key, want) in [("forged", 404), ("acked", 200)] {
         let r = request(
             port,
@@ -478,18 +446,7 @@ async fn a_peer_certificate_speaks_only_for_the_member_it_names() {
         .expect("read");
         assert_eq!(r.status, want, "/{key}: {r:?}");
     }
-    let r = request(
-        port,
-        Some(good.clone()),
-        "PUT",
-        "/v2/keys/after",
-        Some("value=1"),
-        &[],
-    )
-    .await
-    .expect("write after");
-    assert_eq!(r.status, 201, "{r:?}");
-    let log = procs[leader].log_text();
+    let log = c.node(leader).log_text();
     assert!(
         log.contains("certificate_mismatch") || log.contains("names neither"),
         "{log}"

@@ -8,7 +8,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{client_tls, eventually, request, Ca, ClusterSpec, Proc};
+use common::{client_tls, cluster, eventually_answers, options, request};
+use deimos_tests::tls::{with_mutual_tls, Ca};
 
 async fn call(
     port: u16,
@@ -29,40 +30,18 @@ async fn a_client_certificate_common_name_authenticates_its_user() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let ca = Ca::new(d, "ca");
-    let spec = ClusterSpec::new(1, "https");
-    let leaf = ca.leaf(d, "n1", false);
-    let mut args = spec.args(d, 0);
-    for (flag, file) in [
-        ("--cert-file", &leaf.cert),
-        ("--key-file", &leaf.key),
-        ("--ca-file", &ca.cert_path),
-        ("--peer-cert-file", &leaf.cert),
-        ("--peer-key-file", &leaf.key),
-        ("--peer-ca-file", &ca.cert_path),
-    ] {
-        args.push(flag.into());
-        args.push(file.display().to_string());
-    }
-    let _node = Proc::start(d, "n1", &args);
-    let port = spec.client_ports[0];
+    let c = cluster(1, with_mutual_tls(options(), d, 1, |_| &ca));
+    let port = c.node(0).client_port;
     let as_cn = |cn: &str| client_tls(&ca.cert_path, Some(&ca.leaf(d, cn, false)));
     let (root, alice, stranger) = (as_cn("root"), as_cn("alice"), as_cn("stranger"));
-    eventually(Duration::from_secs(20), "a writable member", || {
-        let tls = root.clone();
-        async move {
-            let r = request(
-                port,
-                Some(tls),
-                "PUT",
-                "/v2/keys/ready",
-                Some("value=1"),
-                &[],
-            )
-            .await
-            .ok()?;
-            (r.status == 201 || r.status == 200).then_some(())
-        }
-    })
+    let ready = ("PUT", "/v2/keys/ready", Some("value=1"));
+    eventually_answers(
+        port,
+        Some(root.clone()),
+        ready,
+        &[201, 200],
+        Duration::from_secs(20),
+    )
     .await;
 
     let setup = [

@@ -33,6 +33,16 @@ pub fn open_redb(dir: &TempDir) -> RedbStorage {
     RedbStorage::open_with(dir.path(), &opts()).expect("open")
 }
 
+/// A record write for `commit_applied`: `k` set to `v`.
+pub fn set(k: &str, v: &[u8]) -> (String, Option<Vec<u8>>) {
+    (k.to_string(), Some(v.to_vec()))
+}
+
+/// Every applied record, in key order.
+pub fn all_records(s: &RedbStorage) -> Vec<(String, Vec<u8>)> {
+    s.records().unwrap().map(Result::unwrap).collect()
+}
+
 /// The operations the shared suite needs beyond `LogStorage`: compaction differs in API (MemStorage
 /// takes the snapshot data; RedbStorage compacts only what the applied state already covers).
 pub trait Subject: LogStorage {

@@ -14,27 +14,7 @@ import sys
 import etcd
 import etcd.auth
 
-PASSED = []
-
-
-def check(name, cond, detail=""):
-    if not cond:
-        print(f"FAIL {name}: {detail}", flush=True)
-        print(f"{len(PASSED)} passed, 1 failed", flush=True)
-        sys.exit(1)
-    PASSED.append(name)
-    print(f"ok   {name}", flush=True)
-
-
-def raises(exc, fn):
-    try:
-        fn()
-    except exc:
-        return True
-    except Exception as e:  # the wrong error is a failure, with its type shown
-        print(f"     got {type(e).__name__}: {e}", flush=True)
-        return False
-    return False
+from checks import check, raises, summary
 
 
 def names(listed, field):
@@ -110,7 +90,7 @@ def main(endpoints):
     for name in ("app", "guest"):
         etcd.auth.EtcdRole(anon, name).delete()
     etcd.auth.EtcdUser(anon, "root").delete()
-    print(f"{len(PASSED)} passed, 0 failed", flush=True)
+    summary()
 
 
 if __name__ == "__main__":

@@ -15,27 +15,7 @@ import time
 
 import etcd
 
-PASSED = []
-
-
-def check(name, cond, detail=""):
-    if not cond:
-        print(f"FAIL {name}: {detail}", flush=True)
-        print(f"{len(PASSED)} passed, 1 failed", flush=True)
-        sys.exit(1)
-    PASSED.append(name)
-    print(f"ok   {name}", flush=True)
-
-
-def raises(exc, fn):
-    try:
-        fn()
-    except exc:
-        return True
-    except Exception as e:  # the wrong error is a failure, with its type shown
-        print(f"     got {type(e).__name__}: {e}", flush=True)
-        return False
-    return False
+from checks import check, raises, summary
 
 
 def write_later(client, key, value, delay):
@@ -160,7 +140,7 @@ def main(endpoints):
     )
     check("compare-and-delete", c.delete(f"{base}/cad", prevValue="1").action == "compareAndDelete")
 
-    print(f"{len(PASSED)} passed, 0 failed", flush=True)
+    summary()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,34 @@
-//! Assertions shared by the API tests.
+//! Assertions and set-up shared by the API tests.
 
-use crate::harness::Cluster;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{Cluster, ClusterOptions};
 use crate::http::Reply;
+
+/// A one-node cluster whose node has been elected (a lone node campaigns at once).
+pub fn single() -> Cluster {
+    single_with(Vec::new())
+}
+
+/// [`single`] with `args` added to the node's flags.
+pub fn single_with(args: Vec<String>) -> Cluster {
+    let c = Cluster::start_with(
+        1,
+        ClusterOptions {
+            extra_args: args,
+            ..ClusterOptions::default()
+        },
+    );
+    assert_eq!(c.wait_leader(Duration::from_secs(10)), 0);
+    c
+}
+
+/// The `node` object of a keys reply.
+pub fn keys_node(r: &Reply) -> Value {
+    r.json()["node"].clone()
+}
 
 /// Every keys response carries the store index twice (etcd's and Deimos's name) and the Raft
 /// applied index and term, so clients can order what they see.

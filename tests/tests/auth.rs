@@ -3,11 +3,10 @@
 //! whole cluster); python-etcd's auth classes and lock recipe (`SKIP` without python-etcd).
 //! The side-by-side comparison with etcd is `auth_etcd.rs`.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use deimos_tests::auth::{call, eventually};
+use deimos_tests::python_etcd;
 use deimos_tests::{Cluster, ClusterOptions, Reply};
 
 const LEADER: Duration = Duration::from_secs(15);
@@ -237,31 +236,17 @@ fn auth_on_three_nodes_is_replicated_enforced_snapshotted_and_survives_a_restart
 
 #[test]
 fn python_etcd_auth_and_lock_recipes_work_unchanged() {
-    let ok = Command::new("python3")
-        .args(["-c", "import etcd.auth"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
+    if !python_etcd::available("etcd.auth") {
         eprintln!("SKIP python_etcd_auth_and_lock_recipes_work_unchanged: no python-etcd");
         return;
     }
     let c = Cluster::start(3);
     c.wait_leader(LEADER);
     c.wait_members_published(LEADER);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("compat/python_etcd_auth_test.py");
-    let endpoints: Vec<String> = (0..3)
-        .map(|i| format!("127.0.0.1:{}", c.node(i).client_port))
-        .collect();
-    let out = Command::new("python3")
-        .arg(&script)
-        .args(&endpoints)
-        .output()
-        .expect("run python3");
+    let out = python_etcd::run("python_etcd_auth_test.py", &c);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success() && stdout.lines().any(|l| l.ends_with("passed, 0 failed")),
+        out.status.success() && python_etcd::all_passed(&out),
         "python-etcd auth checks failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -2,321 +2,104 @@
 //! 1-node Deimos: statuses and JSON bodies must be identical (indexes zeroed). Prints `SKIP` and
 //! passes when there is no etcd binary (PATH or `ETCD_BIN`).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use deimos_tests::auth::{call, eventually};
-use deimos_tests::{free_port, Cluster, Http};
+use deimos_tests::auth::call;
+use deimos_tests::etcd::{etcd_bin, skip, Etcd};
+use deimos_tests::script::steps;
+use deimos_tests::{Cluster, Http};
 use serde_json::Value;
 
 const LEADER: Duration = Duration::from_secs(15);
-const STEP: Duration = Duration::from_secs(20);
 
-/// A real etcd 3.4 with the v2 API, on free ports and its own data dir; killed on drop.
-struct Etcd {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn etcd_bin() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("ETCD_BIN") {
-        return Some(PathBuf::from(p));
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("etcd"))
-            .find(|p| p.is_file())
-    })
-}
-
-fn start_etcd(bin: &Path) -> Etcd {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (client, peer) = (free_port(), free_port());
-    let url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let log = std::fs::File::create(dir.path().join("etcd.log")).expect("log");
-    let child = Command::new(bin)
-        .args(["--name", "cmp", "--enable-v2=true", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args([
-            "--listen-client-urls",
-            &url,
-            "--advertise-client-urls",
-            &url,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer_url,
-            "--initial-advertise-peer-urls",
-            &peer_url,
-        ])
-        .args(["--initial-cluster", &format!("cmp={peer_url}")])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start etcd");
-    let e = Etcd {
-        child,
-        url,
-        _dir: dir,
-    };
-    let http = Http::new();
-    eventually("etcd answers", STEP, || {
-        http.request(
-            "GET",
-            &format!("{}/v2/keys/", e.url),
-            None,
-            Duration::from_secs(1),
-        )
-        .is_ok_and(|r| r.status == 200)
-    });
-    e
-}
-
-/// The scripted sequence: (method, path, user:password, body).
-const SCRIPT: &[(&str, &str, Option<&str>, Option<&str>)] = &[
-    ("GET", "/v2/auth/enable", None, None),
-    ("GET", "/v2/auth/users", None, None),
-    ("GET", "/v2/auth/roles", None, None),
-    ("PUT", "/v2/auth/enable", None, None),
-    ("POST", "/v2/auth/enable", None, None),
-    (
-        "PUT",
-        "/v2/auth/users/root",
-        None,
-        Some(r#"{"user":"root","password":"rpw"}"#),
-    ),
-    (
-        "PUT",
-        "/v2/auth/users/root",
-        None,
-        Some(r#"{"user":"root","password":"rpw"}"#),
-    ),
-    ("GET", "/v2/auth/users/root", None, None),
-    ("GET", "/v2/auth/roles/root", None, None),
-    ("GET", "/v2/auth/roles/guest", None, None),
-    (
-        "PUT",
-        "/v2/auth/roles/rfoo",
-        None,
-        Some(r#"{"role":"rfoo","permissions":{"kv":{"read":["/foo/*"],"write":["/foo/*"]}}}"#),
-    ),
-    (
-        "PUT",
-        "/v2/auth/roles/rfoo",
-        None,
-        Some(r#"{"role":"rfoo","permissions":{"kv":{"read":["/foo/*"]}}}"#),
-    ),
-    (
-        "PUT",
-        "/v2/auth/roles/rbar",
-        None,
-        Some(r#"{"role":"rbar","permissions":{"kv":{"read":["/bar"]}}}"#),
-    ),
-    (
-        "PUT",
-        "/v2/auth/roles/rbar",
-        None,
-        Some(r#"{"role":"rbar","grant":{"kv":{"read":["/bar2"],"write":["/bar"]}}}"#),
-    ),
-    (
-        "PUT",
-        "/v2/auth/roles/rbar",
-        None,
-        Some(r#"{"role":"rbar","grant":{"kv":{"read":["/bar2"]}}}"#),
-    ),
-    (
-        "PUT",
-        "/v2/auth/roles/rbar",
-        None,
-        Some(r#"{"role":"rbar","revoke":{"kv":{"read":["/bar2"]}}}"#),
-    ),
-    (
-        "PUT",
-        "/v2/auth/roles/rbar",
-        None,
-        Some(r#"{"role":"rbar","revoke":{"kv":{"read":["/nope"]}}}"#),
-    ),
-    (
-        "PUT",
-        "/v2/auth/roles/rbar",
-        None,
-        Some(
-            r#"{"role":"rbar","permissions":{"kv":{"read":["/x"]}},"grant":{"kv":{"read":["/y"]}}}"#,
-        ),
-    ),
-    (
-        "PUT",
-        "/v2/auth/roles/root",
-        None,
-        Some(r#"{"role":"root","grant":{"kv":{"read":["/y"]}}}"#),
-    ),
-    ("PUT", "/v2/auth/roles/x", None, Some(r#"{"role":"y"}"#)),
-    ("PUT", "/v2/auth/roles/x", None, Some("garbage")),
-    (
-        "PUT",
-        "/v2/auth/users/alice",
-        None,
-        Some(r#"{"user":"alice","password":"apw","roles":["rfoo"]}"#),
-    ),
-    (
-        "PUT",
-        "/v2/auth/users/alice",
-        None,
-        Some(r#"{"user":"alice","password":"apw","roles":["rfoo"]}"#),
-    ),
-    (
-        "PUT",
-        "/v2/auth/users/bob",
-        None,
-        Some(r#"{"user":"bob","password":"bpw"}"#),
-    ),
-    (
-        "PUT",
-        "/v2/auth/users/bob",
-        None,
-        Some(r#"{"user":"bob","grant":["rbar"]}"#),
-    ),
-    (
-        "PUT",
-        "/v2/auth/users/bob",
-        None,
-        Some(r#"{"user":"bob","grant":["rbar"]}"#),
-    ),
-    (
-        "PUT",
-        "/v2/auth/users/bob",
-        None,
-        Some(r#"{"user":"bob","grant":["nosuch"]}"#),
-    ),
-    ("GET", "/v2/auth/users/bob", None, None),
-    (
-        "PUT",
-        "/v2/auth/users/bob",
-        None,
-        Some(r#"{"user":"bob","revoke":["nosuch"]}"#),
-    ),
-    (
-        "PUT",
-        "/v2/auth/users/bob",
-        None,
-        Some(r#"{"user":"bob","revoke":["rfoo"]}"#),
-    ),
-    (
-        "PUT",
-        "/v2/auth/users/bob",
-        None,
-        Some(r#"{"user":"bob","roles":["a"],"grant":["rfoo"]}"#),
-    ),
-    ("PUT", "/v2/auth/users/bob", None, Some(r#"{"user":"bob"}"#)),
-    (
-        "PUT",
-        "/v2/auth/users/bob",
-        None,
-        Some(r#"{"user":"bob","password":"bpw2"}"#),
-    ),
-    (
-        "PUT",
-        "/v2/auth/users/carl",
-        None,
-        Some(r#"{"user":"carl"}"#),
-    ),
-    (
-        "PUT",
-        "/v2/auth/users/dan",
-        None,
-        Some(r#"{"user":"x","password":"p"}"#),
-    ),
-    ("PUT", "/v2/auth/users/dan", None, Some("garbage")),
-    (
-        "PUT",
-        "/v2/auth/users/a%20b",
-        None,
-        Some(r#"{"user":"a b","password":"p"}"#),
-    ),
-    ("GET", "/v2/auth/users/a%2Fb", None, None),
-    ("DELETE", "/v2/auth/users/a%20b", None, None),
-    ("GET", "/v2/auth/users/nosuch", None, None),
-    ("DELETE", "/v2/auth/users/nosuch", None, None),
-    ("DELETE", "/v2/auth/roles/nosuch", None, None),
-    ("GET", "/v2/auth/users/a/b", None, None),
-    ("POST", "/v2/auth/users", None, None),
-    ("GET", "/v2/auth/users", None, None),
-    ("GET", "/v2/auth/roles", None, None),
-    ("PUT", "/v2/auth/enable", None, None),
-    ("GET", "/v2/auth/enable", None, None),
-    ("PUT", "/v2/auth/enable", None, None),
-    ("PUT", "/v2/auth/enable", Some("root:rpw"), None),
-    ("GET", "/v2/auth/roles/guest", None, None),
-    ("GET", "/v2/auth/roles/guest", Some("root:rpw"), None),
-    ("PUT", "/v2/keys/foo/a", None, Some("value=1")),
-    ("PUT", "/v2/keys/foo/a", Some("root:rpw"), Some("value=1")),
-    ("PUT", "/v2/keys/foo/a", Some("root:bad"), Some("value=1")),
-    ("PUT", "/v2/keys/foo/a", Some("alice:apw"), Some("value=2")),
-    ("PUT", "/v2/keys/bar", Some("alice:apw"), Some("value=2")),
-    ("GET", "/v2/keys/foo", Some("alice:apw"), None),
-    (
-        "GET",
-        "/v2/keys/foo?recursive=true",
-        Some("alice:apw"),
-        None,
-    ),
-    (
-        "GET",
-        "/v2/keys/foo/?recursive=true",
-        Some("alice:apw"),
-        None,
-    ),
-    ("GET", "/v2/keys/", Some("alice:apw"), None),
-    ("GET", "/v2/keys/foo/a", Some("nobody:x"), None),
-    ("GET", "/v2/keys/foo/a", None, None),
-    ("GET", "/v2/keys/bar", Some("bob:bpw2"), None),
-    ("GET", "/v2/keys/bar", Some("bob:bpw"), None),
-    (
-        "PUT",
-        "/v2/auth/roles/guest",
-        Some("root:rpw"),
-        Some(r#"{"role":"guest","revoke":{"kv":{"write":["/*"]}}}"#),
-    ),
-    ("PUT", "/v2/keys/foo/b", None, Some("value=1")),
-    ("GET", "/v2/keys/foo/a", None, None),
-    (
-        "POST",
-        "/v2/members",
-        None,
-        Some(r#"{"peerURLs":["http://127.0.0.1:1"]}"#),
-    ),
-    ("DELETE", "/v2/members/1234", Some("alice:apw"), None),
-    ("GET", "/v2/auth/users", Some("alice:apw"), None),
-    ("DELETE", "/v2/auth/enable", None, None),
-    ("DELETE", "/v2/auth/users/root", Some("root:rpw"), None),
-    ("DELETE", "/v2/auth/roles/root", Some("root:rpw"), None),
-    (
-        "PUT",
-        "/v2/auth/users/alice",
-        Some("root:rpw"),
-        Some(r#"{"user":"alice","password":"new"}"#),
-    ),
-    ("GET", "/v2/keys/foo/a", Some("alice:apw"), None),
-    ("GET", "/v2/keys/foo/a", Some("alice:new"), None),
-    ("DELETE", "/v2/auth/users/alice", Some("root:rpw"), None),
-    ("GET", "/v2/keys/foo/a", Some("alice:new"), None),
-    ("DELETE", "/v2/auth/enable", Some("root:rpw"), None),
-    ("DELETE", "/v2/auth/enable", Some("root:rpw"), None),
-    ("DELETE", "/v2/auth/roles/guest", None, None),
-    ("DELETE", "/v2/auth/users/root", None, None),
-    ("GET", "/v2/auth/users", None, None),
-    ("GET", "/v2/auth/roles", None, None),
-];
+/// The scripted sequence, one request a line (see `deimos_tests::script`).
+const SCRIPT: &str = r#"
+GET /v2/auth/enable
+GET /v2/auth/users
+GET /v2/auth/roles
+PUT /v2/auth/enable
+POST /v2/auth/enable
+PUT /v2/auth/users/root {"user":"root","password":"rpw"}
+PUT /v2/auth/users/root {"user":"root","password":"rpw"}
+GET /v2/auth/users/root
+GET /v2/auth/roles/root
+GET /v2/auth/roles/guest
+PUT /v2/auth/roles/rfoo {"role":"rfoo","permissions":{"kv":{"read":["/foo/*"],"write":["/foo/*"]}}}
+PUT /v2/auth/roles/rfoo {"role":"rfoo","permissions":{"kv":{"read":["/foo/*"]}}}
+PUT /v2/auth/roles/rbar {"role":"rbar","permissions":{"kv":{"read":["/bar"]}}}
+PUT /v2/auth/roles/rbar {"role":"rbar","grant":{"kv":{"read":["/bar2"],"write":["/bar"]}}}
+PUT /v2/auth/roles/rbar {"role":"rbar","grant":{"kv":{"read":["/bar2"]}}}
+PUT /v2/auth/roles/rbar {"role":"rbar","revoke":{"kv":{"read":["/bar2"]}}}
+PUT /v2/auth/roles/rbar {"role":"rbar","revoke":{"kv":{"read":["/nope"]}}}
+PUT /v2/auth/roles/rbar {"role":"rbar","permissions":{"kv":{"read":["/x"]}},"grant":{"kv":{"read":["/y"]}}}
+PUT /v2/auth/roles/root {"role":"root","grant":{"kv":{"read":["/y"]}}}
+PUT /v2/auth/roles/x {"role":"y"}
+PUT /v2/auth/roles/x garbage
+PUT /v2/auth/users/alice {"user":"alice","password":"apw","roles":["rfoo"]}
+PUT /v2/auth/users/alice {"user":"alice","password":"apw","roles":["rfoo"]}
+PUT /v2/auth/users/bob {"user":"bob","password":"bpw"}
+PUT /v2/auth/users/bob {"user":"bob","grant":["rbar"]}
+PUT /v2/auth/users/bob {"user":"bob","grant":["rbar"]}
+PUT /v2/auth/users/bob {"user":"bob","grant":["nosuch"]}
+GET /v2/auth/users/bob
+PUT /v2/auth/users/bob {"user":"bob","revoke":["nosuch"]}
+PUT /v2/auth/users/bob {"user":"bob","revoke":["rfoo"]}
+PUT /v2/auth/users/bob {"user":"bob","roles":["a"],"grant":["rfoo"]}
+PUT /v2/auth/users/bob {"user":"bob"}
+PUT /v2/auth/users/bob {"user":"bob","password":"bpw2"}
+PUT /v2/auth/users/carl {"user":"carl"}
+PUT /v2/auth/users/dan {"user":"x","password":"p"}
+PUT /v2/auth/users/dan garbage
+PUT /v2/auth/users/a%20b {"user":"a b","password":"p"}
+GET /v2/auth/users/a%2Fb
+DELETE /v2/auth/users/a%20b
+GET /v2/auth/users/nosuch
+DELETE /v2/auth/users/nosuch
+DELETE /v2/auth/roles/nosuch
+GET /v2/auth/users/a/b
+POST /v2/auth/users
+GET /v2/auth/users
+GET /v2/auth/roles
+PUT /v2/auth/enable
+GET /v2/auth/enable
+PUT /v2/auth/enable
+PUT /v2/auth/enable as root:rpw
+GET /v2/auth/roles/guest
+GET /v2/auth/roles/guest as root:rpw
+PUT /v2/keys/foo/a value=1
+PUT /v2/keys/foo/a as root:rpw value=1
+PUT /v2/keys/foo/a as root:bad value=1
+PUT /v2/keys/foo/a as alice:apw value=2
+PUT /v2/keys/bar as alice:apw value=2
+GET /v2/keys/foo as alice:apw
+GET /v2/keys/foo?recursive=true as alice:apw
+GET /v2/keys/foo/?recursive=true as alice:apw
+GET /v2/keys/ as alice:apw
+GET /v2/keys/foo/a as nobody:x
+GET /v2/keys/foo/a
+GET /v2/keys/bar as bob:bpw2
+GET /v2/keys/bar as bob:bpw
+PUT /v2/auth/roles/guest as root:rpw {"role":"guest","revoke":{"kv":{"write":["/*"]}}}
+PUT /v2/keys/foo/b value=1
+GET /v2/keys/foo/a
+POST /v2/members {"peerURLs":["http://127.0.0.1:1"]}
+DELETE /v2/members/1234 as alice:apw
+GET /v2/auth/users as alice:apw
+DELETE /v2/auth/enable
+DELETE /v2/auth/users/root as root:rpw
+DELETE /v2/auth/roles/root as root:rpw
+PUT /v2/auth/users/alice as root:rpw {"user":"alice","password":"new"}
+GET /v2/keys/foo/a as alice:apw
+GET /v2/keys/foo/a as alice:new
+DELETE /v2/auth/users/alice as root:rpw
+GET /v2/keys/foo/a as alice:new
+DELETE /v2/auth/enable as root:rpw
+DELETE /v2/auth/enable as root:rpw
+DELETE /v2/auth/roles/guest
+DELETE /v2/auth/users/root
+GET /v2/auth/users
+GET /v2/auth/roles
+"#;
 
 /// Indexes differ between servers by construction: zero them.
 fn normalise(body: &str) -> String {
@@ -346,29 +129,32 @@ fn normalise(body: &str) -> String {
 
 #[test]
 fn auth_answers_as_etcd_does_side_by_side() {
-    let Some(bin) = etcd_bin() else {
-        eprintln!("SKIP auth_answers_as_etcd_does_side_by_side: no etcd on PATH (or ETCD_BIN)");
+    if etcd_bin().is_none() {
+        skip("auth_answers_as_etcd_does_side_by_side: no etcd 3.4 on PATH (or ETCD_BIN)");
         return;
-    };
-    let etcd = start_etcd(&bin);
+    }
+    let etcd = Etcd::start_temp();
     let c = Cluster::start(1);
     c.wait_leader(LEADER);
     let http = Http::new();
     let mut differences = Vec::new();
-    for (method, path, creds, body) in SCRIPT {
-        let e = call(&http, method, &format!("{}{path}", etcd.url), *creds, *body);
-        let d = call(
-            &http,
-            method,
-            &format!("{}{path}", c.client_url(0)),
-            *creds,
-            *body,
-        );
+    let script = steps(SCRIPT);
+    for s in &script {
+        let send = |base: &str| {
+            call(
+                &http,
+                s.method,
+                &format!("{base}{}", s.path),
+                s.creds,
+                s.body,
+            )
+        };
+        let (e, d) = (send(etcd.url()), send(&c.client_url(0)));
         let (eb, db) = (normalise(&e.body), normalise(&d.body));
         if e.status != d.status || eb != db {
             differences.push(format!(
-                "{method} {path} {creds:?} {body:?}\n  etcd:   {} {eb}\n  deimos: {} {db}",
-                e.status, d.status
+                "{}\n  etcd:   {} {eb}\n  deimos: {} {db}",
+                s.line, e.status, d.status
             ));
         }
     }
@@ -376,7 +162,7 @@ fn auth_answers_as_etcd_does_side_by_side() {
         differences.is_empty(),
         "{} of {} steps differ:\n{}",
         differences.len(),
-        SCRIPT.len(),
+        script.len(),
         differences.join("\n")
     );
 }

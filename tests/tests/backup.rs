@@ -115,6 +115,22 @@ impl Load {
         }
     }
 
+    /// Poll until at least `n` writes were acknowledged at or after `since`.
+    fn wait_acked(&self, since: Instant, n: usize) {
+        let deadline = Instant::now() + T;
+        let count = || {
+            let acked = self.acked.lock().unwrap();
+            acked.iter().filter(|(_, _, at)| *at >= since).count()
+        };
+        while count() < n {
+            assert!(
+                Instant::now() < deadline,
+                "fewer than {n} load writes in {T:?}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn stop(self) -> Vec<(String, String, Instant)> {
         self.stop.store(true, Ordering::Relaxed);
         for w in self.workers {
@@ -178,8 +194,9 @@ fn a_snapshot_taken_under_load_restores_every_acknowledged_key_into_a_new_cluste
         .map(str::to_string);
 
     // Under write load: snapshot from a follower (its read point comes from the leader).
+    let load_from = Instant::now();
     let load = Load::start(&old.client_url(leader));
-    thread::sleep(Duration::from_millis(500));
+    load.wait_acked(load_from, 20);
     let follower = (0..3).find(|&i| i != leader).unwrap();
     let work = tempfile::tempdir().unwrap();
     let file = work.path().join("backup.snap");
@@ -195,7 +212,7 @@ fn a_snapshot_taken_under_load_restores_every_acknowledged_key_into_a_new_cluste
         file_s,
     ]);
     let save_time = asked.elapsed();
-    thread::sleep(Duration::from_millis(300));
+    load.wait_acked(asked, 20);
     let acked = load.stop();
     let before: Vec<_> = acked.iter().filter(|(_, _, at)| *at < asked).collect();
     let saved = json(&saved);
@@ -360,7 +377,7 @@ fn force_new_cluster_brings_the_lone_survivor_back_with_its_data() {
         .get(&format!("{}/v2/members", c.client_url(survivor)))
         .json();
     assert_eq!(members["members"].as_array().unwrap().len(), 1, "{members}");
-    let log = std::fs::read_to_string(&c.node(survivor).log_path).unwrap();
+    let log = std::fs::read_to_string(c.node(survivor).log_path()).unwrap();
     assert!(
         log.contains("--force-new-cluster: this member is now the only member"),
         "the log says what happened"

@@ -4,11 +4,12 @@
 //! is not installed, so that a developer machine without them still runs the rest; CI installs
 //! both (see the README's test section).
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use deimos_tests::etcd::{etcdctl, etcdctl_v2_available, skip};
+use deimos_tests::python_etcd::{self, show};
 use deimos_tests::Cluster;
 
 const LEADER: Duration = Duration::from_secs(15);
@@ -21,85 +22,31 @@ fn three() -> Cluster {
     c
 }
 
-fn show(o: &Output) -> String {
-    format!(
-        "status {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// Say why a test did nothing on the real stderr: libtest captures `println!`/`eprintln!` of a
-/// passing test, which would hide that a client was never exercised.
-fn skip(why: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIP {why}");
-}
-
-fn python_etcd_available() -> bool {
-    Command::new("python3")
-        .args(["-c", "import etcd"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 #[test]
 fn python_etcd_works_unchanged() {
-    if !python_etcd_available() {
+    if !python_etcd::available("etcd") {
         skip("python_etcd_works_unchanged: python3 cannot import etcd (pip install python-etcd)");
         return;
     }
     let c = three();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("compat/python_etcd_test.py");
-    let endpoints: Vec<String> = (0..c.len())
-        .map(|i| format!("127.0.0.1:{}", c.node(i).client_port))
-        .collect();
-    let out = Command::new("python3")
-        .arg(&script)
-        .args(&endpoints)
-        .output()
-        .expect("run python3");
+    let out = python_etcd::run("python_etcd_test.py", &c);
     println!("{}", String::from_utf8_lossy(&out.stdout));
     assert!(
         out.status.success(),
         "python-etcd checks failed:\n{}",
         show(&out)
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.lines().any(|l| l.ends_with("passed, 0 failed")),
-        "{}",
-        show(&out)
-    );
+    assert!(python_etcd::all_passed(&out), "{}", show(&out));
 }
 
-/// `etcdctl` in v2 mode, if this machine's build still has it (3.4 does; 3.5 dropped it).
-fn etcdctl_v2_available() -> bool {
-    Command::new("etcdctl")
-        .env("ETCDCTL_API", "2")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| {
-            o.status.success() && String::from_utf8_lossy(&o.stdout).contains("API version: 2")
-        })
-}
-
+/// `etcdctl` v2 against the cluster's endpoints.
 struct Etcdctl {
     endpoints: String,
 }
 
 impl Etcdctl {
     fn run(&self, args: &[&str]) -> Output {
-        Command::new("etcdctl")
-            .env("ETCDCTL_API", "2")
-            .args(["--endpoints", &self.endpoints])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run etcdctl")
+        etcdctl(&self.endpoints, args)
     }
 
     /// Run and require success; returns stdout.
@@ -172,11 +119,20 @@ fn etcdctl_v2_works_unchanged() {
     );
     assert!(json["node"]["expiration"].is_string(), "{json}");
     // Watch, completed by a write from another client.
+    // The write is made once the watch is registered on whichever member etcdctl asked.
     let writer = {
         let url = c.keys_url(0, "/ctl/w");
+        let stats: Vec<String> = (0..c.len())
+            .map(|i| format!("{}/v2/stats/store", c.client_url(i)))
+            .collect();
         let http = c.http().clone();
         thread::spawn(move || {
-            thread::sleep(Duration::from_millis(500));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let watchers = |u: &String| http.get(u).json()["watchers"].as_u64().unwrap_or(0);
+            while stats.iter().map(watchers).sum::<u64>() == 0 {
+                assert!(Instant::now() < deadline, "no watcher registered in 10 s");
+                thread::sleep(Duration::from_millis(20));
+            }
             http.put_form(&url, &[("value", "watched")])
         })
     };

@@ -7,11 +7,12 @@
 //! elsewhere the test says so and does nothing.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use deimos_tests::harness::{deimos_bin, free_port};
 use deimos_tests::http::Http;
+use deimos_tests::process::{deimos_command, Proc};
 
 /// A tmpfs mounted for the test, unmounted when dropped (also when the test panics).
 struct SmallDisk(PathBuf);
@@ -34,43 +35,16 @@ impl Drop for SmallDisk {
     }
 }
 
-/// A `deimos` process, killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
+/// A one-node `deimos` on `data`, logging to `log`.
 fn start(data: &Path, log: &Path, client: u16, peer: u16) -> Proc {
-    let log = std::fs::File::create(log).expect("log file");
-    let child = Command::new(deimos_bin())
-        .args(["--name", "n1", "--data-dir"])
-        .arg(data)
-        .args([
-            "--listen-client-urls",
-            &format!("http://127.0.0.1:{client}"),
-            "--listen-peer-urls",
-            &format!("http://127.0.0.1:{peer}"),
-        ])
-        .stdout(log.try_clone().expect("log file"))
-        .stderr(log)
-        .spawn()
-        .expect("start deimos");
-    Proc(child)
-}
-
-fn wait_exit(p: &mut Proc, within: Duration) -> Option<ExitStatus> {
-    let until = Instant::now() + within;
-    while Instant::now() < until {
-        if let Ok(Some(s)) = p.0.try_wait() {
-            return Some(s);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
+    let mut cmd = deimos_command(&deimos_bin());
+    cmd.args(["--name", "n1", "--data-dir"]).arg(data).args([
+        "--listen-client-urls",
+        &format!("http://127.0.0.1:{client}"),
+        "--listen-peer-urls",
+        &format!("http://127.0.0.1:{peer}"),
+    ]);
+    Proc::spawn("n1", log.to_path_buf(), cmd)
 }
 
 #[test]
@@ -122,7 +96,7 @@ fn a_node_whose_disk_fills_up_exits_non_zero_and_keeps_what_it_acknowledged() {
     let status = {
         let until = Instant::now() + Duration::from_secs(5);
         loop {
-            if let Ok(Some(s)) = p.0.try_wait() {
+            if let Some(s) = p.exited() {
                 break Some(s);
             }
             if let Ok(r) = http.request(
@@ -134,7 +108,7 @@ fn a_node_whose_disk_fills_up_exits_non_zero_and_keeps_what_it_acknowledged() {
                 assert_ne!(r.status, 200, "healthy after its store failed: {}", r.body);
             }
             if Instant::now() > until {
-                break wait_exit(&mut p, Duration::from_millis(1));
+                break p.wait_exit(Duration::from_millis(1));
             }
             std::thread::sleep(Duration::from_millis(20));
         }

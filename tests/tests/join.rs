@@ -2,10 +2,9 @@
 //! whole membership by replication (the bootstrap membership is in the log, not only in the
 //! founders' initial state) and serves the data — it never believes it is alone.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use deimos_tests::harness::{deimos_bin, free_port, Cluster};
+use deimos_tests::{Cluster, Joiner};
 
 #[test]
 fn added_member_joins_and_catches_up() {
@@ -14,9 +13,8 @@ fn added_member_joins_and_catches_up() {
     for i in 0..3 {
         assert!(cluster.set(i, &format!("/join/k{i}"), "v").status < 300);
     }
-    let (client, peer) = (free_port(), free_port());
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let body = format!(r#"{{"peerURLs":["{peer_url}"],"name":"n4"}}"#);
+    let mut n4 = Joiner::new(&cluster, "n4");
+    let body = format!(r#"{{"peerURLs":["{}"],"name":"n4"}}"#, n4.peer_url());
     let added = cluster.http().must(
         "POST",
         &format!("{}/v2/members", cluster.client_url(l)),
@@ -24,28 +22,9 @@ fn added_member_joins_and_catches_up() {
     );
     assert_eq!(added.status, 201, "{added:?}");
     let id = added.json()["id"].as_str().unwrap().to_string();
+    n4.start(&cluster);
 
-    let data = cluster.dir().join("n4-data");
-    let log = std::fs::File::create(cluster.dir().join("n4.log")).unwrap();
-    let mut child = Command::new(deimos_bin())
-        .args(["--name", "n4", "--initial-cluster-state", "existing"])
-        .arg("--data-dir")
-        .arg(&data)
-        .args([
-            "--listen-client-urls",
-            &format!("http://127.0.0.1:{client}"),
-        ])
-        .args(["--listen-peer-urls", &peer_url])
-        .args([
-            "--bootstrap-config",
-            &format!("{},n4={peer_url}", cluster.bootstrap_config()),
-        ])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-
-    let url = format!("http://127.0.0.1:{client}");
+    let url = n4.client_url();
     let deadline = Instant::now() + Duration::from_secs(20);
     let outcome = loop {
         let st = cluster.http().request(
@@ -78,12 +57,10 @@ fn added_member_joins_and_catches_up() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let _ = child.kill();
-    let _ = child.wait();
     if let Err(e) = outcome {
-        let tail = std::fs::read_to_string(cluster.dir().join("n4.log")).unwrap_or_default();
-        panic!("{e}\n--- n4 log ---\n{tail}\n{}", cluster.log_tails(20));
+        panic!("{e}\n{}\n{}", n4.log_tail(400), cluster.log_tails(20));
     }
+    drop(n4);
     // The founders count the newcomer too.
     let st = cluster.status(l).unwrap();
     assert_eq!(st.raw["voters"].as_array().map_or(0, Vec::len), 4);

@@ -5,12 +5,12 @@
 //! written, acknowledged keys are intact, membership is unchanged and the cluster still writes.
 //! A node of another cluster pointed at this one is refused, not merged.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use deimos_tests::forge::forged_write;
 use deimos_tests::harness::{deimos_bin, free_port, rss_kib, Cluster};
 use deimos_tests::http::Reply;
+use deimos_tests::process::{deimos_command, Proc};
 
 const CLUSTER: &str = "x-etcd-cluster-id";
 const FROM: &str = "x-server-from";
@@ -99,8 +99,10 @@ fn peer_traffic_without_this_clusters_identity_never_reaches_raft() {
     assert_eq!(refused("unknown_sender"), 1.0);
     assert_eq!(refused("forged_message"), 1.0);
 
-    // Nothing of it took effect; the cluster is as it was and still writes.
-    std::thread::sleep(Duration::from_millis(300));
+    // Nothing of it took effect; the cluster is as it was and still writes. A write made after
+    // every refusal was answered is the barrier: had a forged proposal gone into the log, it
+    // would be there (and applied) before this one.
+    assert!(c.set(l, "/barrier", "1").status < 300);
     for key in ["/f1", "/f2", "/f3", "/f4", "/f5"] {
         let r = c.get(l, key);
         assert_eq!(r.status, 404, "forged {key} was written: {r:?}");
@@ -120,9 +122,8 @@ fn a_node_of_another_cluster_pointed_at_this_one_is_refused_not_merged() {
     // votes, with another cluster id.
     let (client, peer) = (free_port(), free_port());
     let peer_url = format!("http://127.0.0.1:{peer}");
-    let log = std::fs::File::create(c.dir().join("stranger.log")).unwrap();
-    let mut stranger = Command::new(deimos_bin())
-        .args(["--name", "x", "--initial-cluster-token", "another-cluster"])
+    let mut cmd = deimos_command(&deimos_bin());
+    cmd.args(["--name", "x", "--initial-cluster-token", "another-cluster"])
         .arg("--data-dir")
         .arg(c.dir().join("stranger-data"))
         .args([
@@ -133,11 +134,8 @@ fn a_node_of_another_cluster_pointed_at_this_one_is_refused_not_merged() {
         .args([
             "--bootstrap-config",
             &format!("x={peer_url},n1={}", c.node(0).peer_url()),
-        ])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+        ]);
+    let mut stranger = Proc::spawn("stranger", c.dir().join("stranger.log"), cmd);
     let deadline = Instant::now() + Duration::from_secs(10);
     let refused = || {
         c.metric(
@@ -148,17 +146,16 @@ fn a_node_of_another_cluster_pointed_at_this_one_is_refused_not_merged() {
     };
     while refused() < 1.0 {
         if Instant::now() > deadline {
-            let _ = stranger.kill();
-            let tail = std::fs::read_to_string(c.dir().join("stranger.log")).unwrap_or_default();
+            stranger.kill9();
             panic!(
-                "n1 never refused the stranger:\n{tail}\n{}",
+                "n1 never refused the stranger:\n{}\n{}",
+                stranger.log_text(),
                 c.log_tails(20)
             );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let _ = stranger.kill();
-    let _ = stranger.wait();
+    stranger.kill9();
     assert_eq!(c.members_of(l), members, "membership changed");
     assert!(c.set(l, "/still", "writes").status < 300);
     assert_eq!(c.status(l).unwrap().voters.len(), 3);

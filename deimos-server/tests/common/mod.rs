@@ -1,90 +1,49 @@
-//! Helpers shared by the TLS and proxy tests: real `deimos` processes on loopback, throw-away
-//! certificates, and a one-request-per-connection HTTP(S) client.
+//! What the server's process tests share beyond `deimos_tests` (which starts and owns the
+//! processes, and makes the certificates): the `deimos` binary cargo built for these tests, a
+//! one-request-per-connection HTTP(S) client, and polling on its answers.
 #![allow(dead_code)]
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use deimos_tests::process::{deimos_command, Proc};
+use deimos_tests::tls::Leaf;
+use deimos_tests::{Cluster, ClusterOptions};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
 
-pub use deimos_tests::ports::free_port;
+/// The binary under test: the one cargo built for this package's tests.
+const DEIMOS: &str = env!("CARGO_BIN_EXE_deimos");
 
-/// A test CA that signs leaf certificates into a directory.
-pub struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-    pub cert_path: PathBuf,
+/// Cluster options that run this package's `deimos`.
+pub fn options() -> ClusterOptions {
+    ClusterOptions {
+        bin: Some(DEIMOS.into()),
+        ..ClusterOptions::default()
+    }
 }
 
-/// Paths of a certificate and its key.
-#[derive(Clone, Debug)]
-pub struct Leaf {
-    pub cert: PathBuf,
-    pub key: PathBuf,
+/// `n` nodes of this package's `deimos` with `opts` (whose `bin` is replaced), started.
+pub fn cluster(n: usize, opts: ClusterOptions) -> Cluster {
+    Cluster::start_with(
+        n,
+        ClusterOptions {
+            bin: Some(DEIMOS.into()),
+            ..opts
+        },
+    )
 }
 
-impl Ca {
-    pub fn new(dir: &Path, name: &str) -> Ca {
-        let key = KeyPair::generate().expect("CA key");
-        let mut p = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let cert = p.self_signed(&key).expect("self-signed CA");
-        let cert_path = dir.join(format!("{name}.pem"));
-        std::fs::write(&cert_path, cert.pem()).expect("write CA");
-        Ca {
-            cert,
-            key,
-            cert_path,
-        }
-    }
-
-    /// A certificate for 127.0.0.1 (IP SAN) usable as server and client. `expired` puts its
-    /// validity entirely in the past.
-    pub fn leaf(&self, dir: &Path, name: &str, expired: bool) -> Leaf {
-        self.leaf_for(dir, name, &["127.0.0.1", "localhost"], expired)
-    }
-
-    /// A certificate naming exactly `names` (DNS or IP subject alternative names).
-    pub fn leaf_for(&self, dir: &Path, name: &str, names: &[&str], expired: bool) -> Leaf {
-        let key = KeyPair::generate().expect("leaf key");
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut p = CertificateParams::new(names).expect("leaf params");
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        if expired {
-            p.not_before = rcgen::date_time_ymd(2019, 1, 1);
-            p.not_after = rcgen::date_time_ymd(2020, 1, 1);
-        }
-        let cert = p.signed_by(&key, &self.cert, &self.key).expect("sign leaf");
-        let leaf = Leaf {
-            cert: dir.join(format!("{name}.pem")),
-            key: dir.join(format!("{name}-key.pem")),
-        };
-        std::fs::write(&leaf.cert, cert.pem()).expect("write cert");
-        std::fs::write(&leaf.key, key.serialize_pem()).expect("write key");
-        leaf
-    }
+/// A `deimos` that is not a cluster member (a proxy) with `args`, logging to `<dir>/<name>.log`.
+pub fn start_deimos(dir: &Path, name: &str, args: &[String]) -> Proc {
+    let mut cmd = deimos_command(Path::new(DEIMOS));
+    cmd.args(args);
+    Proc::spawn(name, dir.join(format!("{name}.log")), cmd)
 }
 
 /// TLS settings for the test client: the CA to trust and an optional client certificate.
@@ -218,106 +177,6 @@ where
     })
 }
 
-/// A `deimos` process, killed when dropped; its log goes to `<dir>/<name>.log`.
-pub struct Proc {
-    pub name: String,
-    child: Option<Child>,
-    pub log: PathBuf,
-}
-
-impl Proc {
-    pub fn start(dir: &Path, name: &str, args: &[String]) -> Proc {
-        let log = dir.join(format!("{name}.log"));
-        let out = File::create(&log).expect("log file");
-        let err = out.try_clone().expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_deimos"))
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .spawn()
-            .expect("start deimos");
-        Proc {
-            name: name.to_string(),
-            child: Some(child),
-            log,
-        }
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// kill -9.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            let log = self.log_text();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            eprintln!(
-                "--- last lines of {} ---\n{}",
-                self.log.display(),
-                tail.join("\n")
-            );
-        }
-    }
-}
-
-/// Ports and arguments for an n-node cluster (`scheme` is http or https for both listeners).
-pub struct ClusterSpec {
-    pub client_ports: Vec<u16>,
-    pub peer_ports: Vec<u16>,
-    pub scheme: &'static str,
-}
-
-impl ClusterSpec {
-    pub fn new(n: usize, scheme: &'static str) -> ClusterSpec {
-        ClusterSpec {
-            client_ports: (0..n).map(|_| free_port()).collect(),
-            peer_ports: (0..n).map(|_| free_port()).collect(),
-            scheme,
-        }
-    }
-
-    pub fn bootstrap(&self) -> String {
-        self.peer_ports
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("n{}={}://127.0.0.1:{p}", i + 1, self.scheme))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    /// Arguments for node `i` (0-based), before any TLS flags.
-    pub fn args(&self, dir: &Path, i: usize) -> Vec<String> {
-        let s = self.scheme;
-        vec![
-            "--name".into(),
-            format!("n{}", i + 1),
-            "--data-dir".into(),
-            dir.join(format!("data{}", i + 1)).display().to_string(),
-            "--listen-client-urls".into(),
-            format!("{s}://127.0.0.1:{}", self.client_ports[i]),
-            "--listen-peer-urls".into(),
-            format!("{s}://127.0.0.1:{}", self.peer_ports[i]),
-            "--bootstrap-config".into(),
-            self.bootstrap(),
-        ]
-    }
-}
-
 /// Poll `f` until it returns `Some` or `timeout` passes.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
 where
@@ -333,5 +192,59 @@ where
             panic!("timed out waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Poll until `method path` (with the form `form`) on `port` answers one of `want`; that reply.
+pub async fn eventually_answers(
+    port: u16,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    (method, path, form): (&str, &str, Option<&str>),
+    want: &[u16],
+    timeout: Duration,
+) -> Reply {
+    let what = format!("{method} {path} answering {want:?}");
+    eventually(timeout, &what, || {
+        let tls = tls.clone();
+        async move {
+            let r = request(port, tls, method, path, form, &[]).await.ok()?;
+            want.contains(&r.status).then_some(r)
+        }
+    })
+    .await
+}
+
+/// Poll until the members on `ports` have at least `n` watchers registered between them, so a
+/// test makes the write a long-poll watch waits for only once the watch is in place.
+pub async fn wait_watchers(ports: &[u16], tls: Option<Arc<rustls::ClientConfig>>, n: u64) {
+    eventually(Duration::from_secs(10), "a registered watcher", || {
+        let tls = tls.clone();
+        async move {
+            let mut watchers = 0;
+            for &port in ports {
+                let r = request(port, tls.clone(), "GET", "/v2/stats/store", None, &[])
+                    .await
+                    .ok()?;
+                watchers += r.json()["watchers"].as_u64()?;
+            }
+            (watchers >= n).then_some(())
+        }
+    })
+    .await
+}
+
+/// Poll until `text()` contains every one of `needles`; panics with the text on timeout.
+pub async fn eventually_contains(timeout: Duration, text: impl Fn() -> String, needles: &[&str]) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let t = text();
+        if needles.iter().all(|n| t.contains(n)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all of {needles:?} within {timeout:?} in:\n{t}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
