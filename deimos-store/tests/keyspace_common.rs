@@ -28,6 +28,15 @@ pub fn put(key: &str, value: &str, o: Opts) -> Command {
     }
 }
 
+/// Sets `key` to `value`, expiring at `expire_at_ms`; the write must succeed.
+pub fn put_expiring(s: &mut Store, key: &str, value: &str, expire_at_ms: u64) -> Event {
+    let o = Opts {
+        expire_at_ms: Some(expire_at_ms),
+        ..Opts::default()
+    };
+    ok(s, put(key, value, o))
+}
+
 pub fn post(key: &str, value: &str) -> Command {
     Command::CreateInOrder {
         key: key.into(),

@@ -249,17 +249,7 @@ fn ttl_set_clear_refresh_expire() {
 
     // Expiry: nothing before the deadline, then one event and one index per node.
     ok(&mut s, put("/dir/a", "1", Opts::default()));
-    ok(
-        &mut s,
-        put(
-            "/dir/b",
-            "2",
-            Opts {
-                expire_at_ms: Some(now + 90_000),
-                ..Opts::default()
-            },
-        ),
-    );
+    put_expiring(&mut s, "/dir/b", "2", now + 90_000);
     ok(
         &mut s,
         put(
@@ -305,17 +295,7 @@ fn ttl_set_clear_refresh_expire() {
 #[test]
 fn expired_key_stays_until_expire_command() {
     let mut s = Store::new();
-    ok(
-        &mut s,
-        put(
-            "/t",
-            "v",
-            Opts {
-                expire_at_ms: Some(1_000),
-                ..Opts::default()
-            },
-        ),
-    );
+    put_expiring(&mut s, "/t", "v", 1_000);
     let g = s.get("/t", false, false, 2_500).unwrap();
     assert_eq!(g.node.ttl, Some(-1));
     let e = s.apply(&Command::ExpireUpTo { now_ms: 1_000 }).unwrap();
@@ -416,17 +396,7 @@ fn records_round_trip_and_dirty_tracking() {
         .unwrap()
         .take_dirty()
         .is_empty());
-    ok(
-        &mut s,
-        put(
-            "/a/b",
-            "1",
-            Opts {
-                expire_at_ms: Some(77),
-                ..Opts::default()
-            },
-        ),
-    );
+    put_expiring(&mut s, "/a/b", "1", 77);
     let d = s.take_dirty();
     let keys: Vec<&str> = d.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(keys, vec!["\u{0}meta", "/a", "/a/b"]);
@@ -435,17 +405,7 @@ fn records_round_trip_and_dirty_tracking() {
     let d = s.take_dirty();
     assert_eq!(d.len(), 3);
     assert!(d.iter().skip(1).all(|(_, v)| v.is_none()));
-    ok(
-        &mut s,
-        put(
-            "/c",
-            "x",
-            Opts {
-                expire_at_ms: Some(5),
-                ..Opts::default()
-            },
-        ),
-    );
+    put_expiring(&mut s, "/c", "x", 5);
     let copy = Store::from_records(s.records()).unwrap();
     assert_eq!(
         copy.records().collect::<Vec<_>>(),

@@ -252,17 +252,7 @@ fn delete_and_expire_of_parent_reach_child_watchers() {
             },
         ),
     );
-    ok(
-        &mut s,
-        put(
-            "/k",
-            "1",
-            Opts {
-                expire_at_ms: Some(60),
-                ..Opts::default()
-            },
-        ),
-    );
+    put_expiring(&mut s, "/k", "1", 60);
     let mut fw = s.watch("/e/f", false, false, None).unwrap();
     let mut kw = s.watch("/k", false, false, None).unwrap();
     let mut all = s.watch("/", true, true, None).unwrap();
@@ -301,17 +291,7 @@ fn hidden_keys_do_not_wake_parents() {
 #[test]
 fn refresh_is_silent_but_keeps_index_continuity() {
     let mut s = Store::new();
-    ok(
-        &mut s,
-        put(
-            "/k",
-            "v",
-            Opts {
-                expire_at_ms: Some(10),
-                ..Opts::default()
-            },
-        ),
-    ); // 1
+    put_expiring(&mut s, "/k", "v", 10); // 1
     let mut w = s.watch("/k", false, true, None).unwrap();
     let r = Opts {
         refresh: true,

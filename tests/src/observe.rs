@@ -36,26 +36,21 @@ impl Cluster {
             return None;
         }
         let v = r.json();
+        // Decoded with the type the server writes it from, so a renamed field fails here, loudly,
+        // instead of reading as a default.
+        let s: deimos_api::status::RaftStatus = serde_json::from_value(v.clone())
+            .unwrap_or_else(|e| panic!("/raft/status of node {i} is not a RaftStatus ({e}): {v}"));
+        let mut voters = s.voters;
+        voters.sort();
         Some(RaftStatus {
-            id: v["id"].as_str()?.to_string(),
-            role: v["role"].as_str()?.to_string(),
-            term: v["term"].as_u64()?,
-            leader: v["leader"].as_str().map(str::to_string),
-            commit_index: v["commitIndex"].as_u64().unwrap_or(0),
-            applied_index: v["appliedIndex"].as_u64().unwrap_or(0),
-            lease_valid: v["lease"]["valid"].as_bool().unwrap_or(false),
-            voters: {
-                let mut ids: Vec<String> = v["voters"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|x| x.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                ids.sort();
-                ids
-            },
+            id: s.id,
+            role: s.role,
+            term: s.term,
+            leader: s.leader,
+            commit_index: s.commit_index,
+            applied_index: s.applied_index,
+            lease_valid: s.lease.valid,
+            voters,
             raw: v,
         })
     }
