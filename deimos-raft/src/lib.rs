@@ -29,7 +29,11 @@ pub(crate) mod core;
 pub(crate) mod log;
 pub(crate) mod quorum;
 pub mod raw_node;
+pub mod ready;
+pub mod status;
 pub(crate) mod tracker;
 
 pub use core::{Refusal, RefusalCounts, MAX_INDEX, MAX_READ_CTX, MAX_TERM};
-pub use raw_node::{PeerProgress, RawNode, Ready, ReplicationState, Status};
+pub use raw_node::RawNode;
+pub use ready::Ready;
+pub use status::{PeerProgress, ReplicationState, Status};

@@ -12,83 +12,13 @@
 //! does so on a leader, so clients are answered before its next fsync); entries that are only
 //! in this `Ready`'s `entries` may not.
 
-use std::collections::BTreeMap;
-
 use crate::core::Raft;
 use crate::error::RaftError;
+use crate::ready::Ready;
+use crate::status::Status;
 use crate::storage::LogStorage;
 use crate::types::*;
 use crate::Config;
-
-/// Everything the driver must do after feeding the core. See the module docs for the order.
-#[derive(Debug, Default, Clone)]
-pub struct Ready {
-    pub soft_state: Option<SoftState>,
-    pub hard_state: Option<HardState>,
-    /// Entries to append to stable storage before sending `messages` (except those that
-    /// may precede it; see the module docs).
-    pub entries: Vec<Entry>,
-    /// A snapshot received from the leader, to install in storage and in the state machine.
-    pub snapshot: Option<Snapshot>,
-    /// Entries known committed, to apply in order. Conf changes among them take effect in the
-    /// core at `advance()`.
-    pub committed_entries: Vec<Entry>,
-    pub messages: Vec<Message>,
-    pub read_states: Vec<ReadState>,
-    pub lease_events: Vec<LeaseEvent>,
-}
-
-/// A point-in-time view of the node, for status endpoints and tests.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Status {
-    pub id: NodeId,
-    pub term: Term,
-    pub vote: Option<NodeId>,
-    pub role: Role,
-    pub leader: Option<NodeId>,
-    pub commit: Index,
-    pub applied: Index,
-    pub last_index: Index,
-    pub conf: ConfState,
-    /// The leader's view of every member, itself included (empty on any other role: only the
-    /// leader hears from everyone). What operators and the reconfiguration checks in
-    /// [`crate::reconfig`] need, without reaching into the core.
-    pub progress: BTreeMap<NodeId, PeerProgress>,
-}
-
-/// How the leader currently replicates to one member (etcd's progress states).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplicationState {
-    /// Looking for where the member's log diverges: one append at a time.
-    Probe,
-    /// In sync: appends are pipelined.
-    Replicate,
-    /// A snapshot is on its way; nothing else is sent until it is acknowledged.
-    Snapshot,
-}
-
-impl ReplicationState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReplicationState::Probe => "probe",
-            ReplicationState::Replicate => "replicate",
-            ReplicationState::Snapshot => "snapshot",
-        }
-    }
-}
-
-/// The leader's view of one member. Invariant: `matched < next`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerProgress {
-    /// Highest log index known to be stored on the member (the leader: its own last index).
-    pub matched: Index,
-    /// Next index the leader will send it.
-    pub next: Index,
-    pub state: ReplicationState,
-    /// Heard from within the last (minimum) election timeout; the leader always is. A member
-    /// that is down, partitioned or never started is not.
-    pub active: bool,
-}
 
 pub struct RawNode<S: LogStorage> {
     pub(crate) raft: Raft<S>,

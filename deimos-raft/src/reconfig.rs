@@ -7,7 +7,7 @@
 //! lets an operator override the quorum rules (`force`), never the learner's readiness.
 //!
 //! Active means heard from within the last minimum election timeout
-//! ([`PeerProgress::active`](crate::raw_node::PeerProgress::active)). The quorum rules:
+//! ([`PeerProgress::active`](crate::status::PeerProgress::active)). The quorum rules:
 //! - adding a voter: the voters active now must still be a majority of the voters after the
 //!   add, which counts the new member as down (it may never start). Otherwise the first failure
 //!   of the new member, or the failure of one more, stops the cluster — the outage issue 22
@@ -25,7 +25,7 @@
 use thiserror::Error;
 
 use crate::quorum::majority;
-use crate::raw_node::Status;
+use crate::status::Status;
 use crate::types::{Index, NodeId, Role};
 
 /// How far a learner's log must reach, in percent of the leader's commit index, before it may
@@ -183,7 +183,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::raw_node::{PeerProgress, ReplicationState};
+    use crate::status::{PeerProgress, ReplicationState};
     use crate::types::ConfState;
 
     /// A leader (id 1) status: `voters` and `learners` with `(id, matched, active)`.

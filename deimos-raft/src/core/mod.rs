@@ -7,6 +7,7 @@
 mod election;
 mod heartbeat;
 mod membership;
+mod ready;
 mod replication;
 mod transfer;
 mod validate;
@@ -16,7 +17,7 @@ pub use validate::{Refusal, RefusalCounts, MAX_INDEX, MAX_READ_CTX, MAX_TERM};
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -24,7 +25,6 @@ use rand::{Rng, SeedableRng};
 use crate::config::{Config, UnsafeKnobs};
 use crate::error::RaftError;
 use crate::log::RaftLog;
-use crate::raw_node::{Ready, Status};
 use crate::storage::LogStorage;
 use crate::tracker::ProgressTracker;
 use crate::types::*;
@@ -584,91 +584,6 @@ impl<S: LogStorage> Raft<S> {
             return false;
         };
         self.role == Role::Leader && self.log.committed + 1 < first_new.index
-    }
-
-    pub fn ready(&mut self) -> Ready {
-        assert!(
-            self.in_ready.is_none(),
-            "ready() called again before advance()"
-        );
-        if self.round_needed && self.role == Role::Leader {
-            self.broadcast_heartbeat_round();
-        }
-        let snapshot = self.log.unstable_snapshot().cloned();
-        let entries = self.log.unstable_entries().to_vec();
-        let committed_entries = self
-            .log
-            .take_next_committed(Some(self.max_msg_size.max(1 << 20)));
-        let conf_changes = committed_entries
-            .iter()
-            .filter_map(|e| match &e.payload {
-                EntryPayload::ConfChange(cc) => Some(*cc),
-                _ => None,
-            })
-            .collect();
-        let soft = self.soft_state();
-        let hard = self.hard_state();
-        let rd = Ready {
-            soft_state: (soft != self.prev_soft).then_some(soft),
-            hard_state: (hard != self.prev_hard).then_some(hard),
-            snapshot: snapshot.clone(),
-            committed_entries,
-            messages: std::mem::take(&mut self.msgs),
-            read_states: std::mem::take(&mut self.read_states),
-            lease_events: std::mem::take(&mut self.lease_events),
-            entries,
-        };
-        self.prev_soft = soft;
-        self.prev_hard = hard;
-        self.in_ready = Some(InReady {
-            snapshot_index: snapshot.map(|s| s.meta.index),
-            last_entry: rd.entries.last().map(|e| (e.index, e.term)),
-            applied_to: rd
-                .committed_entries
-                .last()
-                .map_or(self.log.applying, |e| e.index),
-            conf_changes,
-        });
-        rd
-    }
-
-    pub fn advance(&mut self) {
-        let Some(r) = self.in_ready.take() else {
-            return;
-        };
-        if let Some(idx) = r.snapshot_index {
-            self.log.stable_snap_to(idx);
-        }
-        if let Some((idx, term)) = r.last_entry {
-            self.log.stable_to(idx, term);
-        }
-        self.log.applied_to(r.applied_to);
-        for cc in r.conf_changes {
-            self.apply_conf_change(cc);
-        }
-        if self.role == Role::Leader {
-            self.on_commit_advanced();
-        }
-    }
-
-    pub fn status(&self) -> Status {
-        Status {
-            id: self.id,
-            term: self.term,
-            vote: self.vote,
-            role: self.role,
-            leader: self.leader,
-            commit: self.log.committed,
-            applied: self.log.applied,
-            last_index: self.log.last_index(),
-            conf: self.prs.conf.clone(),
-            // Only the leader's progress means anything; elsewhere it is stale or placeholder.
-            progress: if self.role == Role::Leader {
-                self.prs.view(self.id, self.election_tick)
-            } else {
-                BTreeMap::new()
-            },
-        }
     }
 }
 

@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::clock::Clock;
 use crate::error::RaftError;
 use crate::lease::LeaseState;
-use crate::raw_node::Status;
+use crate::status::Status;
 use crate::types::{ConfChange, Index, Message, NodeId};
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]

@@ -37,7 +37,8 @@ use crate::clock::Clock;
 use crate::config::{Config, UnsafeKnobs};
 use crate::error::RaftError;
 use crate::lease::{LeaseConfig, LeaseConfigError, LeaseTracker};
-use crate::raw_node::{RawNode, Ready};
+use crate::raw_node::RawNode;
+use crate::ready::Ready;
 use crate::storage::{LogStorage, StorageError};
 use crate::types::{ConfState, Index, Role, Term};
 use plan::Step;
@@ -116,7 +117,7 @@ pub struct Driver<S: LogStorage, T: Transport, M: StateMachine<S>, C: Clock + Cl
     rx: mpsc::Receiver<Request<M::Output>>,
     /// What the transport reports about deliveries (see [`Transport::bind`]).
     reports: mpsc::Receiver<Report>,
-    status_tx: watch::Sender<crate::raw_node::Status>,
+    status_tx: watch::Sender<crate::status::Status>,
     applied_tx: watch::Sender<Index>,
     conf: ConfState,
     next_seq: u64,
@@ -304,7 +305,7 @@ where
     }
 
     /// The core's status now (the handles see the last one published).
-    pub fn status(&self) -> crate::raw_node::Status {
+    pub fn status(&self) -> crate::status::Status {
         self.node.status()
     }
 

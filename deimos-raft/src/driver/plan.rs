@@ -11,7 +11,7 @@
 //! The data of the `Ready` moves into the steps (no entry or message is copied).
 
 use crate::config::UnsafeKnobs;
-use crate::raw_node::Ready;
+use crate::ready::Ready;
 use crate::types::{
     Entry, HardState, Index, LeaseEvent, Message, ReadState, Role, Snapshot, SoftState,
 };

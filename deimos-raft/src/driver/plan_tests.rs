@@ -3,7 +3,7 @@
 
 use super::{plan, Step};
 use crate::config::UnsafeKnobs;
-use crate::raw_node::Ready;
+use crate::ready::Ready;
 use crate::types::{
     Entry, EntryPayload, HardState, Index, LeaseEvent, Message, MessageBody, ReadState, Role,
     Snapshot, SoftState,

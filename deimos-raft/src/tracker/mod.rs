@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 pub use progress::{Progress, ProgressState};
 
 use crate::quorum;
-use crate::raw_node::{PeerProgress, ReplicationState};
+use crate::status::{PeerProgress, ReplicationState};
 use crate::types::{ConfState, Index, NodeId};
 
 pub struct ProgressTracker {

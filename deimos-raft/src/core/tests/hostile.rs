@@ -5,7 +5,7 @@ use super::*;
 use crate::core::validate::{Refusal, MAX_TERM};
 
 /// Leader 1 of a settled 3-node cluster with one entry committed, and what it looked like.
-fn settled() -> (Net, crate::raw_node::Status) {
+fn settled() -> (Net, crate::status::Status) {
     let mut net = Net::new(&[1, 2, 3]);
     net.elect(1);
     net.node(1).propose(normal(b"a")).unwrap();

@@ -1,8 +1,8 @@
 //! Membership changes: learners, one change at a time, removal of the leader, lease restarts.
 
 use super::*;
-use crate::raw_node::ReplicationState;
 use crate::reconfig::Refusal;
+use crate::status::ReplicationState;
 
 #[test]
 fn learner_receives_entries_but_does_not_vote_or_count() {

@@ -175,7 +175,7 @@ impl Net {
 }
 
 /// Take a Ready and persist it the way the driver would.
-fn persist_ready(n: &mut Raft<MemStorage>) -> crate::raw_node::Ready {
+fn persist_ready(n: &mut Raft<MemStorage>) -> crate::ready::Ready {
     let rd = n.ready();
     n.log.storage_mut().append(&rd.entries).unwrap();
     if let Some(hs) = rd.hard_state {

@@ -1,0 +1,24 @@
+//! `Ready`: what the core hands the driver after an input. The order in which its parts must be
+//! handled is the contract in [`crate::raw_node`]; the driver's plan of it is
+//! `driver/plan.rs`. A type of its own, below both the core (which fills it) and `RawNode`
+//! (which hands it out), so that neither layer reaches into the other.
+
+use crate::types::*;
+
+/// Everything the driver must do after feeding the core. See the module docs for the order.
+#[derive(Debug, Default, Clone)]
+pub struct Ready {
+    pub soft_state: Option<SoftState>,
+    pub hard_state: Option<HardState>,
+    /// Entries to append to stable storage before sending `messages` (except those that
+    /// may precede it; see the module docs).
+    pub entries: Vec<Entry>,
+    /// A snapshot received from the leader, to install in storage and in the state machine.
+    pub snapshot: Option<Snapshot>,
+    /// Entries known committed, to apply in order. Conf changes among them take effect in the
+    /// core at `advance()`.
+    pub committed_entries: Vec<Entry>,
+    pub messages: Vec<Message>,
+    pub read_states: Vec<ReadState>,
+    pub lease_events: Vec<LeaseEvent>,
+}
