@@ -35,11 +35,23 @@ pub enum TimingError {
 
 /// A duration flag's value: plain numbers are milliseconds, as etcd's --heartbeat-interval and
 /// --election-timeout; otherwise humantime's forms (`100ms`, `1s`).
-pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(super) fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     if let Ok(ms) = s.parse::<u64>() {
         return Ok(Duration::from_millis(ms));
     }
-    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
+    humantime::parse_duration(s).map_err(|source| DurationError {
+        value: s.to_string(),
+        source,
+    })
+}
+
+/// A duration flag's value that is neither milliseconds nor a humantime duration.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid duration {value:?}: {source}")]
+pub struct DurationError {
+    value: String,
+    #[source]
+    source: humantime::DurationError,
 }
 
 /// Raft timing after applying the precedence between tick and duration flags.
