@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 /// A monotonic clock. `now()` never goes backwards; its origin is arbitrary.
 pub trait Clock: Send + Sync {
+    /// Time since this clock's origin. Never less than a value returned before.
     fn now(&self) -> Duration;
 }
 
@@ -17,6 +18,7 @@ pub struct MonotonicClock {
 }
 
 impl MonotonicClock {
+    /// A clock whose origin is now.
     pub fn new() -> Self {
         MonotonicClock {
             origin: Instant::now(),
@@ -46,6 +48,7 @@ pub struct ScaledClock {
 }
 
 impl ScaledClock {
+    /// A monotonic clock whose origin is now, running at `rate` times real speed (1.0: real time).
     pub fn new(rate: f64) -> Self {
         ScaledClock {
             inner: MonotonicClock::new(),
@@ -53,6 +56,7 @@ impl ScaledClock {
         }
     }
 
+    /// The speed factor this clock runs at relative to real time.
     pub fn rate(&self) -> f64 {
         self.rate
     }
@@ -71,16 +75,20 @@ pub struct ManualClock {
 }
 
 impl ManualClock {
+    /// A clock at time zero.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Moves every clone to `t`. Time never goes backwards: an earlier `t` is ignored (and asserted
+    /// against in debug builds).
     pub fn set(&self, t: Duration) {
         let n = t.as_nanos() as u64;
         let prev = self.nanos.fetch_max(n, Ordering::SeqCst);
         debug_assert!(n >= prev, "ManualClock must not go backwards");
     }
 
+    /// Moves every clone forward by `d`.
     pub fn advance(&self, d: Duration) {
         self.nanos.fetch_add(d.as_nanos() as u64, Ordering::SeqCst);
     }

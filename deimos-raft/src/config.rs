@@ -22,8 +22,11 @@ pub struct UnsafeKnobs {
     pub publish_commit_after_send: bool,
 }
 
+/// How one Raft node behaves: its identity, timing in ticks, flow control and the safety options.
+/// Checked by [`Config::validate`] before a node is built.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// This node's id; never 0 (reserved for "none").
     pub id: NodeId,
     /// Minimum election timeout in ticks; the effective timeout is drawn from
     /// `[election_tick, 2 * election_tick)` whenever the timer resets.
@@ -53,6 +56,8 @@ pub struct Config {
 }
 
 impl Config {
+    /// Defaults for node `id`: election after 10 ticks, heartbeat every tick, 1 MiB appends, a
+    /// window of 256, pre-vote, check-quorum and proposal forwarding on.
     pub fn new(id: NodeId) -> Self {
         Config {
             id,
@@ -69,6 +74,9 @@ impl Config {
         }
     }
 
+    /// Refuses a configuration the core cannot run: id 0, a zero heartbeat, an election timeout
+    /// not longer than the heartbeat, an empty in-flight window. (Check-quorum, which the lease
+    /// needs, is checked by the lease's own configuration.)
     pub fn validate(&self) -> Result<(), RaftError> {
         if self.id == 0 {
             return Err(RaftError::InvalidConfig("node id 0 is reserved".into()));

@@ -20,6 +20,9 @@ use crate::storage::LogStorage;
 use crate::types::*;
 use crate::Config;
 
+/// A Raft node without I/O: feed it ticks, messages and requests, take a [`Ready`], carry it out
+/// as the module docs say, then [`advance`](RawNode::advance). Generic over the log storage it
+/// reads (and that the caller writes while handling a `Ready`).
 pub struct RawNode<S: LogStorage> {
     pub(crate) raft: Raft<S>,
 }
@@ -94,6 +97,7 @@ impl<S: LogStorage> RawNode<S> {
         self.raft.report_unreachable(to);
     }
 
+    /// Whether a `Ready` would carry any work now; call [`ready`](Self::ready) only then.
     pub fn has_ready(&self) -> bool {
         self.raft.has_ready()
     }
@@ -104,6 +108,8 @@ impl<S: LogStorage> RawNode<S> {
         self.raft.acks_pending_behind_new_entries()
     }
 
+    /// What to persist, send and apply since the last `Ready`. Must not be called again before
+    /// [`advance`](Self::advance).
     pub fn ready(&mut self) -> Ready {
         self.raft.ready()
     }
@@ -113,6 +119,7 @@ impl<S: LogStorage> RawNode<S> {
         self.raft.advance()
     }
 
+    /// A point-in-time view of this node (role, term, indexes, membership, the leader's progress).
     pub fn status(&self) -> Status {
         self.raft.status()
     }
@@ -127,10 +134,13 @@ impl<S: LogStorage> RawNode<S> {
         self.raft.role
     }
 
+    /// The log storage, for reading what was persisted (and for the state machine's snapshots).
     pub fn storage(&self) -> &S {
         self.raft.log.storage()
     }
 
+    /// The log storage, for the driver to write a `Ready` into. Writes must follow the contract in
+    /// the module docs: the core assumes what it reads there is what it asked to persist.
     pub fn storage_mut(&mut self) -> &mut S {
         self.raft.log.storage_mut()
     }

@@ -36,6 +36,7 @@ pub const LEARNER_READY_PERCENT: u64 = 90;
 /// ids print in hex, as everywhere else.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum Refusal {
+    /// Asked of a node that is not the leader (or has no progress view yet).
     #[error("not the leader: only the leader knows which members are active")]
     NotLeader,
     #[error(
@@ -43,41 +44,64 @@ pub enum Refusal {
          voters active, {needed} of {after} needed once it is added); add it as a learner, or \
          start the members first (force=true overrides)"
     )]
+    /// Adding a voter now would leave too few active voters for a quorum of the larger cluster.
     AddWouldRiskQuorum {
+        /// Voters heard from recently.
         active: usize,
+        /// Voters now.
         voters: usize,
+        /// Voters after the add.
         after: usize,
+        /// A majority of `after`.
         needed: usize,
     },
     #[error(
         "membership: removing {id:016x} would leave {active} active of {after} voters, fewer than \
          the {needed} a quorum needs; start the members first (force=true overrides)"
     )]
+    /// Removing this voter would leave too few active voters for a quorum of the rest.
     RemoveWouldRiskQuorum {
+        /// The voter to remove.
         id: NodeId,
+        /// Active voters that would remain.
         active: usize,
+        /// Voters that would remain.
         after: usize,
+        /// A majority of `after`.
         needed: usize,
     },
     #[error(
         "membership: promoting {id:016x} would leave {active} active of {after} voters, fewer than \
          the {needed} a quorum needs; start the members first (force=true overrides)"
     )]
+    /// Promoting this learner would leave too few active voters for a quorum of the larger cluster.
     PromoteWouldRiskQuorum {
+        /// The learner to promote.
         id: NodeId,
+        /// Active voters after the promotion (the learner counted if it is active).
         active: usize,
+        /// Voters after the promotion.
         after: usize,
+        /// A majority of `after`.
         needed: usize,
     },
+    /// Only a learner can be promoted.
     #[error("membership: can only promote a learner member ({id:016x} is not one)")]
-    NotALearner { id: NodeId },
+    NotALearner {
+        /// The member asked to be promoted.
+        id: NodeId,
+    },
     #[error(
         "membership: can only promote a learner member which is in sync with leader ({id:016x} \
          has {matched} of {commit} committed entries; {LEARNER_READY_PERCENT}% needed)"
     )]
+    /// The learner's log is too far behind to start voting.
     LearnerNotReady {
+        /// The learner.
         id: NodeId,
+        /// The last index its log is known to hold.
         matched: Index,
+        /// The leader's commit index.
         commit: Index,
     },
 }

@@ -9,14 +9,23 @@ use crate::types::*;
 /// A point-in-time view of the node, for status endpoints and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
+    /// This node's id.
     pub id: NodeId,
+    /// The current term.
     pub term: Term,
+    /// Whom this node voted for in the current term, if anyone.
     pub vote: Option<NodeId>,
+    /// Leader, follower, candidate or pre-candidate.
     pub role: Role,
+    /// The leader this node knows for the current term, if any.
     pub leader: Option<NodeId>,
+    /// Highest log index known to be committed.
     pub commit: Index,
+    /// Highest log index handed to the state machine (and acknowledged by `advance`).
     pub applied: Index,
+    /// Index of the last entry in this node's log (stable or not).
     pub last_index: Index,
+    /// The membership in effect: voters and learners.
     pub conf: ConfState,
     /// The leader's view of every member, itself included (empty on any other role: only the
     /// leader hears from everyone). What operators and the reconfiguration checks in
@@ -36,6 +45,7 @@ pub enum ReplicationState {
 }
 
 impl ReplicationState {
+    /// The name used in `/raft/status` and in metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
             ReplicationState::Probe => "probe",
@@ -52,6 +62,7 @@ pub struct PeerProgress {
     pub matched: Index,
     /// Next index the leader will send it.
     pub next: Index,
+    /// How the leader replicates to this member now.
     pub state: ReplicationState,
     /// Heard from within the last (minimum) election timeout; the leader always is. A member
     /// that is down, partitioned or never started is not.

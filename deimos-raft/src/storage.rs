@@ -13,6 +13,8 @@ use thiserror::Error;
 
 use crate::types::{ConfState, Entry, HardState, Index, Snapshot, Term};
 
+/// Why a storage read or write failed. `Compacted`, `Unavailable` and
+/// `SnapshotTemporarilyUnavailable` are answers the core handles; the others are fatal to the node.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum StorageError {
     /// The requested index was compacted into a snapshot.
@@ -80,22 +82,30 @@ impl PartialEq for BackendFailure {
 
 impl Eq for BackendFailure {}
 
+/// Result of a [`LogStorage`] call.
 pub type StorageResult<T> = Result<T, StorageError>;
 
 /// The state a node restarts with.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InitialState {
+    /// The persisted term, vote and commit index.
     pub hard_state: HardState,
+    /// The membership as of the last applied configuration change or snapshot.
     pub conf_state: ConfState,
 }
 
+/// The durable Raft log and hard state behind the core. The core only reads through it; the driver
+/// writes what each `Ready` asks for, before sending that `Ready`'s messages (see the module docs).
 pub trait LogStorage {
+    /// Hard state and membership to restart from.
     fn initial_state(&self) -> StorageResult<InitialState>;
     /// Entries in `[lo, hi)`, stopping early once `max_bytes` is exceeded (but always at least one).
     fn entries(&self, lo: Index, hi: Index, max_bytes: Option<u64>) -> StorageResult<Vec<Entry>>;
     /// Term of the entry at `idx`; `first_index() - 1` answers with the snapshot's term.
     fn term(&self, idx: Index) -> StorageResult<Term>;
+    /// Index of the first entry still in the log; the snapshot covers everything before it.
     fn first_index(&self) -> StorageResult<Index>;
+    /// Index of the last entry in the log (the snapshot's index when the log is empty).
     fn last_index(&self) -> StorageResult<Index>;
     /// The latest snapshot, used to catch up a follower whose next entry was compacted.
     fn snapshot(&self) -> StorageResult<Snapshot>;
@@ -103,6 +113,7 @@ pub trait LogStorage {
     /// Durably append `entries`, first discarding any stored entries at or after
     /// `entries[0].index` (they conflict with the leader's log).
     fn append(&mut self, entries: &[Entry]) -> StorageResult<()>;
+    /// Durably record term, vote and commit index.
     fn set_hard_state(&mut self, hs: &HardState) -> StorageResult<()>;
     /// Durably write a `Ready`'s entries and hard state together. Implementations backed by a
     /// transactional store override this to make it one transaction and one fsync.
@@ -128,6 +139,7 @@ pub struct MemStorage {
 }
 
 impl MemStorage {
+    /// An empty log whose membership is `conf` (a node bootstrapping a new cluster, or a test).
     pub fn new(conf: ConfState) -> Self {
         let mut s = MemStorage::default();
         s.snapshot.meta.conf = conf;
@@ -143,6 +155,7 @@ impl MemStorage {
         self.entries[0].index
     }
 
+    /// The hard state last written.
     pub fn hard_state(&self) -> HardState {
         self.hard_state
     }

@@ -43,25 +43,46 @@ pub const MAX_READ_CTX: usize = 64;
 /// Why a message was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Refusal {
+    /// A term above [`MAX_TERM`]: accepting it would let one message exhaust the term space.
     TermTooHigh,
+    /// A log index (or commit index) above [`MAX_INDEX`].
     IndexTooHigh,
+    /// A message claiming to come from this node.
     FromSelf,
+    /// Addressed to another node, or from node id 0 (which no member has).
     Misaddressed,
+    /// An append, heartbeat or snapshot in this node's term from someone other than the leader it
+    /// knows (or sent to the leader itself): a second leader in one term is impossible.
     NotFromLeader,
+    /// A (pre-)vote request whose last log term is above the term it campaigns in.
     MalformedVote,
+    /// A vote, proposal or read request from a node that is not a member.
     UnknownSender,
+    /// An append whose entries do not follow `prev_index` one by one, or whose terms decrease or
+    /// exceed the message's term (as may `prev_term`).
     MalformedAppend,
+    /// An append that would overwrite entries this node knows are committed.
     ConflictsWithCommitted,
+    /// An acknowledgement, in this leader's term, of entries past the end of its own log: it cannot
+    /// have sent them, so counting the ack could commit without a quorum.
     AckBeyondLog,
+    /// A heartbeat acknowledgement for a round this leader has not sent yet (a forged lease renewal).
     RoundNotSent,
+    /// A snapshot whose last term is above the term of the message carrying it.
     SnapshotTermAhead,
+    /// A snapshot whose configuration has no voters, voter id 0, or a node both voter and learner.
     SnapshotWithoutVoters,
+    /// `TimeoutNow` from anyone but the current leader in the current term (a forced election).
     TimeoutNowNotFromLeader,
+    /// A forwarded proposal carrying a configuration change: those are proposed on the leader, through
+    /// the same membership checks as local ones.
     ForwardedConfChange,
+    /// A read-index context longer than [`MAX_READ_CTX`].
     ReadContextTooLong,
 }
 
 impl Refusal {
+    /// Every reason, in the order of their counters in [`RefusalCounts`].
     pub const ALL: [Refusal; 16] = [
         Refusal::TermTooHigh,
         Refusal::IndexTooHigh,
@@ -109,10 +130,12 @@ impl Refusal {
 pub struct RefusalCounts(pub(crate) [u64; Refusal::ALL.len()]);
 
 impl RefusalCounts {
+    /// Messages refused for reason `r`.
     pub fn get(&self, r: Refusal) -> u64 {
         self.0[r as usize]
     }
 
+    /// Messages refused for any reason.
     pub fn total(&self) -> u64 {
         self.0.iter().sum()
     }

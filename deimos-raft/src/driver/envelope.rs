@@ -6,8 +6,10 @@
 
 use crate::types::NodeId;
 
+/// Bytes of the envelope in front of the payload: origin id and sequence, 8 bytes each.
 pub const HEADER: usize = 16;
 
+/// `payload` wrapped with the proposing node's id and its per-node proposal sequence number.
 pub fn wrap(origin: NodeId, seq: u64, payload: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(HEADER + payload.len());
     v.extend_from_slice(&origin.to_be_bytes());

@@ -11,12 +11,17 @@ use crate::lease::LeaseState;
 use crate::status::Status;
 use crate::types::{ConfChange, Index, Message, NodeId};
 
+/// Why a request to the driver failed.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum DriverError {
+    /// The core refused it (not leader, a change pending, a transfer under way, ...).
     #[error(transparent)]
     Raft(#[from] RaftError),
+    /// No answer within the driver's request timeout. For a proposal the outcome is unknown: it may
+    /// still commit.
     #[error("request timed out")]
     Timeout,
+    /// The driver's loop has ended; the node is going down.
     #[error("the raft node has stopped")]
     Stopped,
     /// The entry was replaced in the log by a new leader's: it never took effect.
@@ -31,25 +36,40 @@ pub enum DriverError {
 /// what a deterministic simulator hands to [`Driver::input`](super::Driver::input). Replies
 /// come back on the oneshot senders.
 pub enum Request<O> {
+    /// Replicate a client command; answered with the state machine's output once applied here.
     Propose {
+        /// The command, as the state machine will receive it.
         data: Vec<u8>,
+        /// Where the state machine's output (or the failure) goes.
         reply: oneshot::Sender<Result<O, DriverError>>,
     },
+    /// Change the membership; answered once applied here.
     ConfChange {
+        /// The change.
         cc: ConfChange,
+        /// Where the outcome goes.
         reply: oneshot::Sender<Result<(), DriverError>>,
     },
+    /// A linearizable read point by ReadIndex (a quorum-confirmed heartbeat round).
     ReadIndex {
+        /// Where the read index goes.
         reply: oneshot::Sender<Result<Index, DriverError>>,
     },
+    /// A read point by a log entry committed on a quorum (`?quorum=true`).
     LogRead {
+        /// Where the barrier entry's index goes.
         reply: oneshot::Sender<Result<Index, DriverError>>,
     },
+    /// Hand leadership to another voter.
     Transfer {
+        /// The voter to hand it to.
         to: NodeId,
+        /// Where the outcome goes (answered when the transfer starts or is refused).
         reply: oneshot::Sender<Result<(), DriverError>>,
     },
+    /// Start an election now.
     Campaign,
+    /// A message received from a peer; the core checks it before acting on it.
     Step(Message),
     /// Run a closure on the driver's thread with the log storage (as `&mut dyn Any`, so this
     /// type need not name the storage type), between two Readies: what it sees is a state the
@@ -63,7 +83,9 @@ pub type StorageFn = Box<dyn FnOnce(&mut dyn std::any::Any) + Send>;
 /// How a linearizable read was (or will be) confirmed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadPath {
+    /// Served from local state under a valid leader lease: no messages.
     Lease,
+    /// Confirmed by a quorum-acknowledged heartbeat round (on a follower, through the leader).
     ReadIndex,
 }
 
@@ -124,10 +146,12 @@ impl<O: Send + 'static, C: Clock + Clone> Handle<O, C> {
         self.call(|reply| Request::ConfChange { cc, reply }).await
     }
 
+    /// Hand leadership to voter `to` (leader only); the lease is revoked before the handover starts.
     pub async fn transfer_leader(&self, to: NodeId) -> Result<(), DriverError> {
         self.call(|reply| Request::Transfer { to, reply }).await
     }
 
+    /// Start an election on this node now. Returns once the request is queued.
     pub async fn campaign(&self) -> Result<(), DriverError> {
         self.tx
             .send(Request::Campaign)
@@ -172,6 +196,7 @@ impl<O: Send + 'static, C: Clock + Clone> Handle<O, C> {
         }
     }
 
+    /// Wait until this node has applied `index` (or the request timeout passes).
     pub async fn wait_applied(&self, index: Index) -> Result<(), DriverError> {
         if *self.applied.borrow() >= index {
             return Ok(());
@@ -203,6 +228,7 @@ impl<O: Send + 'static, C: Clock + Clone> Handle<O, C> {
         let _ = self.tx.try_send(Request::Step(m));
     }
 
+    /// The node's status as of the last `Ready` the driver handled.
     pub fn status(&self) -> Status {
         self.status.borrow().clone()
     }
@@ -213,22 +239,27 @@ impl<O: Send + 'static, C: Clock + Clone> Handle<O, C> {
         (st.term, st.commit, st.applied)
     }
 
+    /// A receiver of every status the driver publishes (one per handled `Ready` that changed it).
     pub fn status_watch(&self) -> watch::Receiver<Status> {
         self.status.clone()
     }
 
+    /// The lease state as last published by the driver's lease tracker.
     pub fn lease_state(&self) -> LeaseState {
         *self.lease.borrow()
     }
 
+    /// A reader that judges the lease against the driver's own clock ([`LeaseReader`](crate::lease::LeaseReader)).
     pub fn lease_reader(&self) -> crate::lease::LeaseReader<C> {
         crate::lease::LeaseReader::new(self.lease.clone(), self.clock.clone())
     }
 
+    /// The highest index the state machine has applied on this node.
     pub fn applied_index(&self) -> Index {
         *self.applied.borrow()
     }
 
+    /// The driver's clock now.
     pub fn now(&self) -> Duration {
         self.clock.now()
     }

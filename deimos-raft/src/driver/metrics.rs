@@ -2,22 +2,41 @@
 
 use std::time::Duration;
 
+/// Gauge: 1 while this node knows a leader (etcd's `etcd_server_has_leader`).
 pub const HAS_LEADER: &str = "deimos_server_has_leader";
+/// Gauge: 1 on the leader, 0 elsewhere.
 pub const IS_LEADER: &str = "deimos_server_is_leader";
+/// Counter: leader changes this node has seen; a steady rise means unstable leadership.
 pub const LEADER_CHANGES: &str = "deimos_server_leader_changes_seen_total";
+/// Gauge: the current term.
 pub const TERM: &str = "deimos_raft_term";
+/// Gauge: highest index known committed.
 pub const COMMIT_INDEX: &str = "deimos_raft_commit_index";
+/// Gauge: highest index applied; a gap to the commit index that keeps growing means apply lags.
 pub const APPLIED_INDEX: &str = "deimos_raft_applied_index";
+/// Counter: this node's proposals that were applied.
 pub const PROPOSALS_COMMITTED: &str = "deimos_server_proposals_committed_total";
+/// Counter: this node's proposals that failed or timed out.
 pub const PROPOSALS_FAILED: &str = "deimos_server_proposals_failed_total";
+/// Gauge: this node's proposals waiting to be applied.
 pub const PROPOSALS_PENDING: &str = "deimos_server_proposals_pending";
+/// Histogram, seconds: durably writing one `Ready`'s entries and hard state (the fsync a write
+/// waits for).
 pub const PERSIST_SECONDS: &str = "deimos_storage_persist_duration_seconds";
+/// Histogram, seconds: applying and durably recording one batch of committed entries.
 pub const APPLY_SECONDS: &str = "deimos_storage_apply_duration_seconds";
+/// Counter: snapshots received from the leader and installed (this node had fallen behind the
+/// leader's log).
 pub const SNAPSHOTS_INSTALLED: &str = "deimos_raft_snapshots_installed_total";
+/// Counter: compactions of this node's log into a snapshot.
 pub const LOG_COMPACTIONS: &str = "deimos_raft_log_compactions_total";
+/// Gauge: first index still in the log; a follower behind it needs a snapshot.
 pub const LOG_FIRST_INDEX: &str = "deimos_raft_log_first_index";
+/// Counter, label `reason` (see [`Refusal`](crate::Refusal)): peer messages the core dropped as
+/// impossible. Anything but zero means a faulty or hostile peer.
 pub const MESSAGES_REFUSED: &str = "deimos_raft_messages_refused_total";
 
+/// Registers the help texts and creates the counters at 0, so rates and alerts see the first event.
 pub fn describe() {
     metrics::describe_gauge!(HAS_LEADER, "1 if this node knows a leader, else 0.");
     metrics::describe_gauge!(IS_LEADER, "1 if this node is the leader, else 0.");
@@ -75,10 +94,12 @@ pub fn describe() {
     metrics::counter!(LOG_COMPACTIONS).increment(0);
 }
 
+/// Records one persist's duration.
 pub fn persist(d: Duration) {
     metrics::histogram!(PERSIST_SECONDS).record(d.as_secs_f64());
 }
 
+/// Records one apply batch's duration.
 pub fn apply(d: Duration) {
     metrics::histogram!(APPLY_SECONDS).record(d.as_secs_f64());
 }

@@ -48,9 +48,13 @@ use plan::Step;
 /// bound only matters when no quorum answers, and keeps that case from stalling the loop.
 const ACK_WAIT: Duration = Duration::from_millis(1);
 
+/// Everything a [`Driver`] needs besides its parts: the Raft config, real-time timing, the lease,
+/// compaction and the request timeout.
 #[derive(Debug, Clone)]
 pub struct DriverConfig {
+    /// The core's configuration.
     pub raft: Config,
+    /// Real time of one Raft tick.
     pub tick_interval: Duration,
     /// `None`: defaults derived from the Raft timing (3 heartbeats, 10% tolerance).
     pub lease: Option<LeaseConfig>,
@@ -65,6 +69,8 @@ pub struct DriverConfig {
 }
 
 impl DriverConfig {
+    /// Defaults around `raft`: 100 ms ticks, the default lease, compaction every 10,000 applied
+    /// entries, a 5 s request timeout.
     pub fn new(raft: Config) -> Self {
         DriverConfig {
             raft,
@@ -76,28 +82,38 @@ impl DriverConfig {
         }
     }
 
+    /// The lease timing in effect: the configured one, else the default derived from the Raft timing.
     pub fn lease_config(&self) -> LeaseConfig {
         self.lease
             .unwrap_or_else(|| LeaseConfig::from_raft(&self.raft, self.tick_interval))
     }
 }
 
+/// Why a driver could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The Raft configuration is invalid.
     #[error(transparent)]
     Raft(#[from] RaftError),
+    /// The lease timing is unsafe for this Raft configuration.
     #[error(transparent)]
     Lease(#[from] LeaseConfigError),
+    /// The log storage could not be read.
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
 
+/// Why the Raft loop stopped. Each is fatal: continuing with unknown durable state could lose
+/// acknowledged writes, so the process must exit.
 #[derive(Debug, thiserror::Error)]
 pub enum FatalError {
+    /// Writing or reading the log failed.
     #[error("storage failed: {0}")]
     Storage(#[from] StorageError),
+    /// The state machine could not apply, restore or compact.
     #[error(transparent)]
     StateMachine(#[from] StateMachineError),
+    /// The core kept producing work without any input (a bug guard: see `MAX_READIES_PER_INPUT`).
     #[error("the raft core produced {0} Readies without new input")]
     NoQuiescence(usize),
 }
@@ -109,6 +125,9 @@ type ConfReply = oneshot::Sender<Result<(), DriverError>>;
 type ReadReply = oneshot::Sender<Result<Index, DriverError>>;
 type ProposeReply<O> = oneshot::Sender<Result<O, DriverError>>;
 
+/// The thin async loop around a [`RawNode`]: it feeds the core ticks, peer messages and requests,
+/// carries out each `Ready` in the order of the plan (`plan.rs`) against the storage, transport and
+/// state machine, keeps the lease tracker, and answers requests. All I/O happens here.
 pub struct Driver<S: LogStorage, T: Transport, M: StateMachine<S>, C: Clock + Clone> {
     node: RawNode<S>,
     transport: T,

@@ -14,6 +14,7 @@ pub trait Transport: Send + 'static {
     /// channel, so no report can arrive before there is a driver to take it.
     fn bind(&mut self, reporter: Reporter);
 
+    /// Hand `msgs` to the network. Must not block: the Raft loop waits for it.
     fn send(&mut self, msgs: Vec<Message>);
 }
 
@@ -21,8 +22,15 @@ pub trait Transport: Send + 'static {
 /// and retries (or resumes after) a snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Report {
+    /// Messages to this peer could not be delivered.
     Unreachable(NodeId),
-    Snapshot { to: NodeId, ok: bool },
+    /// A snapshot sent to a peer arrived and was installed (`ok`), or failed.
+    Snapshot {
+        /// The peer.
+        to: NodeId,
+        /// Whether it arrived and was installed.
+        ok: bool,
+    },
 }
 
 /// The transport's end of the driver's report channel. Cheap to clone (one per peer sender).
@@ -34,10 +42,12 @@ pub struct Reporter {
 }
 
 impl Reporter {
+    /// Report that `to` could not be reached.
     pub fn unreachable(&self, to: NodeId) {
         let _ = self.tx.try_send(Report::Unreachable(to));
     }
 
+    /// Report whether the snapshot sent to `to` arrived and was installed (`ok`).
     pub fn snapshot(&self, to: NodeId, ok: bool) {
         let _ = self.tx.try_send(Report::Snapshot { to, ok });
     }
@@ -59,9 +69,11 @@ impl StateMachineError {
 /// One committed client command, with the proposer's envelope already removed.
 #[derive(Debug, Clone, Copy)]
 pub struct Command<'a> {
+    /// Index of the entry that carried it.
     pub index: Index,
     /// The term of the entry that carried it.
     pub term: Term,
+    /// The command as proposed.
     pub data: &'a [u8],
 }
 
@@ -70,12 +82,16 @@ pub struct Command<'a> {
 /// restart resumes from `applied` without replaying the log.
 #[derive(Debug)]
 pub struct ApplyBatch<'a> {
+    /// The client commands, in log order.
     pub commands: Vec<Command<'a>>,
     /// The batch's membership changes with their log indexes, so that state kept about members
     /// can follow them in log order among `commands`.
     pub conf_changes: Vec<(Index, ConfChange)>,
+    /// Index of the last entry in the batch.
     pub applied: Index,
+    /// Term of that entry.
     pub applied_term: Term,
+    /// The membership after the batch.
     pub conf: &'a ConfState,
 }
 

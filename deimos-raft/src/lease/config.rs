@@ -6,19 +6,27 @@ use thiserror::Error;
 
 use crate::config::Config;
 
+/// Lease timing that would not be safe; refused before a lease tracker is built.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum LeaseConfigError {
+    /// Without check-quorum followers do not refuse votes after hearing from the leader, so nothing
+    /// stops a new leader while the old one's lease runs.
     #[error("the lease needs check-quorum (leader stickiness) enabled in the Raft config")]
     CheckQuorumDisabled,
     #[error(
         "lease duration {lease:?} + drift tolerance {tolerance:?} must be below the minimum election \
          timeout {election:?} ((election_tick - 1) x tick interval)"
     )]
+    /// The lease (plus the drift allowance) would outlast the shortest time a follower refuses votes.
     TooLong {
+        /// The configured lease duration.
         lease: Duration,
+        /// The configured drift tolerance.
         tolerance: Duration,
+        /// The minimum election timeout the sum must stay below.
         election: Duration,
     },
+    /// The lease is zero, or no longer than the drift tolerance: it could never be trusted.
     #[error("lease duration must be greater than the drift tolerance and non-zero")]
     Empty,
 }
@@ -33,10 +41,16 @@ pub enum LeaseConfigError {
 /// (10% by default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseConfig {
+    /// Real time of one Raft tick on this node.
     pub tick_interval: Duration,
+    /// Ticks between heartbeat rounds (as in the Raft config).
     pub heartbeat_tick: usize,
+    /// Minimum election timeout in ticks (as in the Raft config).
     pub election_tick: usize,
+    /// How long after a quorum-acknowledged round's send time the lease lasts, before the drift
+    /// allowance is taken off.
     pub lease_duration: Duration,
+    /// What is taken off the lease for clock-rate differences between leader and followers.
     pub drift_tolerance: Duration,
 }
 
@@ -61,11 +75,13 @@ impl LeaseConfig {
         self
     }
 
+    /// A custom drift tolerance.
     pub fn with_drift_tolerance(mut self, d: Duration) -> Self {
         self.drift_tolerance = d;
         self
     }
 
+    /// Real time between heartbeat rounds.
     pub fn heartbeat_interval(&self) -> Duration {
         self.tick_interval * self.heartbeat_tick as u32
     }
@@ -81,6 +97,8 @@ impl LeaseConfig {
         self.lease_duration.saturating_sub(self.drift_tolerance)
     }
 
+    /// Refuses timing under which the lease could outlive the followers' vote refusal (see the type's
+    /// docs), or a Raft config without check-quorum.
     pub fn validate(&self, raft: &Config) -> Result<(), LeaseConfigError> {
         if !raft.check_quorum {
             return Err(LeaseConfigError::CheckQuorumDisabled);

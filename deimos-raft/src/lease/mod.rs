@@ -33,9 +33,13 @@ use crate::types::{Index, LeaseEndReason, LeaseEvent, NodeId, Role, Term};
 /// What the server needs to decide whether to serve a read locally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseState {
+    /// The node this state is about.
     pub id: NodeId,
+    /// Its role as of the last `Ready` observed; only a leader can hold a lease.
     pub role: Role,
+    /// Its term as of the last `Ready` observed.
     pub term: Term,
+    /// The leader it knows for that term, if any.
     pub leader: Option<NodeId>,
     /// Monotonic deadline (the tracker's clock): the lease is valid while `now < valid_until`.
     pub valid_until: Option<Duration>,
@@ -68,6 +72,7 @@ impl LeaseState {
         self.serving && self.has_valid_lease_at(now)
     }
 
+    /// Time left on the lease at `now` (zero without one, or when not leading).
     pub fn remaining_at(&self, now: Duration) -> Duration {
         match self.valid_until {
             Some(v) if self.role == Role::Leader => v.saturating_sub(now),
@@ -126,30 +131,37 @@ impl<C: Clock> LeaseTracker<C> {
         }
     }
 
+    /// The timing this tracker enforces.
     pub fn config(&self) -> &LeaseConfig {
         &self.cfg
     }
 
+    /// A receiver of every published state: how validity reaches the server (see [`LeaseReader`]).
     pub fn subscribe(&self) -> watch::Receiver<LeaseState> {
         self.tx.subscribe()
     }
 
+    /// The state as last published.
     pub fn state(&self) -> LeaseState {
         self.state
     }
 
+    /// The tracker's clock now (the clock anchors and deadlines are measured on).
     pub fn now(&self) -> Duration {
         self.clock.now()
     }
 
+    /// [`LeaseState::has_valid_lease_at`] now.
     pub fn has_valid_lease(&self) -> bool {
         self.state.has_valid_lease_at(self.clock.now())
     }
 
+    /// [`LeaseState::can_read_with_lease_at`] now.
     pub fn can_read_with_lease(&self) -> bool {
         self.state.can_read_with_lease_at(self.clock.now())
     }
 
+    /// [`LeaseState::remaining_at`] now.
     pub fn remaining(&self) -> Duration {
         self.state.remaining_at(self.clock.now())
     }
@@ -320,22 +332,29 @@ pub struct LeaseReader<C: Clock + Clone> {
 }
 
 impl<C: Clock + Clone> LeaseReader<C> {
+    /// A reader of the tracker's published states (from [`LeaseTracker::subscribe`]), judging them
+    /// against `clock`, which must be the tracker's clock: deadlines are only comparable on it.
     pub fn new(rx: watch::Receiver<LeaseState>, clock: C) -> Self {
         LeaseReader { rx, clock }
     }
 
+    /// The latest published state.
     pub fn state(&self) -> LeaseState {
         *self.rx.borrow()
     }
 
+    /// [`LeaseState::has_valid_lease_at`] now, on the latest state.
     pub fn has_valid_lease(&self) -> bool {
         self.rx.borrow().has_valid_lease_at(self.clock.now())
     }
 
+    /// [`LeaseState::can_read_with_lease_at`] now, on the latest state: whether a read may be answered
+    /// locally, linearizably.
     pub fn can_read_with_lease(&self) -> bool {
         self.rx.borrow().can_read_with_lease_at(self.clock.now())
     }
 
+    /// [`LeaseState::remaining_at`] now, on the latest state.
     pub fn remaining(&self) -> Duration {
         self.rx.borrow().remaining_at(self.clock.now())
     }
