@@ -37,9 +37,10 @@ pub struct LeaseState {
     pub id: NodeId,
     /// Its role as of the last `Ready` observed; only a leader can hold a lease.
     pub role: Role,
-    /// Its term as of the last `Ready` observed.
+    /// The term this node last became leader in (0 if it never has): the term any lease it
+    /// holds belongs to. Not updated when it merely follows in a later term.
     pub term: Term,
-    /// The leader it knows for that term, if any.
+    /// The leader it currently knows (from the core's soft state), if any.
     pub leader: Option<NodeId>,
     /// Monotonic deadline (the tracker's clock): the lease is valid while `now < valid_until`.
     pub valid_until: Option<Duration>,
