@@ -166,10 +166,7 @@ pub(super) fn start_cluster(
     (prefix, client_base, peer_base): (&str, u16, u16),
     args: impl Fn(&MemberSpec, &str) -> Vec<String>,
 ) -> Result<Cluster> {
-    let dir = base.join(match system {
-        System::Deimos => "deimos",
-        System::Etcd => "etcd",
-    });
+    let dir = base.join(system.name());
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut cluster = Cluster {
         system,
@@ -283,6 +280,8 @@ pub(super) fn role(system: System, url: &str) -> Result<String> {
     let (path, field) = match system {
         System::Deimos => ("/raft/status", "role"),
         System::Etcd => ("/v2/stats/self", "state"),
+        // No Raft: the one server is where every request goes.
+        System::Ceiling => return Ok("leader".to_string()),
     };
     let (status, body) = http_get(url, path)?;
     if status != 200 {
@@ -342,4 +341,76 @@ pub(super) fn find_leader(cluster: &mut Cluster, ctl: &Path) -> Result<String> {
         cluster.system.name(),
         cluster.log_tails()
     ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The ceiling: a bare hyper server answering what a Deimos lease read answers.
+
+/// Client URL of the ceiling server (`deimos-bench-ceiling`).
+pub(super) const CEILING_URL: &str = "http://127.0.0.1:4300";
+
+/// Headers of a Deimos GET the ceiling repeats (`content-length` and `date` hyper adds itself).
+const CEILING_HEADERS: [&str; 7] = [
+    "content-type",
+    "x-etcd-index",
+    "x-deimos-index",
+    "x-raft-index",
+    "x-raft-term",
+    "x-deimos-read",
+    "x-etcd-cluster-id",
+];
+
+/// Starts `deimos-bench-ceiling` answering every request with the body and headers the Deimos
+/// `leader` gives for the first bench key, as a one-member "cluster" whose only member is its
+/// own leader. Ready once it answers with that body.
+pub(super) fn start_ceiling(bin: &Path, base: &Path, leader: &str, keep: bool) -> Result<Cluster> {
+    let url = format!("{}/v2/keys/bench/k0", leader.trim_end_matches('/'));
+    let reply =
+        deimos_tests::http::Http::new().request("GET", &url, None, Duration::from_secs(5))?;
+    if reply.status != 200 || reply.header("x-deimos-read") != Some("lease") {
+        return Err(format!(
+            "{url}: expected a 200 lease read to copy for the ceiling, got HTTP {} ({:?})",
+            reply.status,
+            reply.header("x-deimos-read")
+        ));
+    }
+    let dir = base.join("ceiling");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let body_file = dir.join("body.json");
+    std::fs::write(&body_file, &reply.body).map_err(|e| format!("{}: {e}", body_file.display()))?;
+    let port = CEILING_URL.rsplit(':').next().unwrap_or("4300");
+    ensure_port_free(port.parse().map_err(|e| format!("ceiling port: {e}"))?)?;
+    let mut args = vec![
+        "--listen".to_string(),
+        format!("127.0.0.1:{port}"),
+        "--body-file".to_string(),
+        body_file.display().to_string(),
+    ];
+    for name in CEILING_HEADERS {
+        if let Some(v) = reply.header(name) {
+            args.extend(["--header".to_string(), format!("{name}: {v}")]);
+        }
+    }
+    let child = spawn_member(System::Ceiling, bin, "ceiling", &args, &dir)?;
+    let mut cluster = Cluster {
+        system: System::Ceiling,
+        members: vec![("ceiling".to_string(), child)],
+        client_urls: vec![CEILING_URL.to_string()],
+        dir,
+        keep,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        cluster.check_alive()?;
+        match http_get(CEILING_URL, "/v2/keys/bench/k0") {
+            Ok((200, body)) if body == reply.body => return Ok(cluster),
+            Ok((status, _)) if Instant::now() > deadline => {
+                return Err(format!(
+                    "ceiling answered HTTP {status}, not the captured body"
+                ))
+            }
+            Err(e) if Instant::now() > deadline => return Err(format!("ceiling: {e}")),
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
 }

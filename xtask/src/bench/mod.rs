@@ -56,6 +56,10 @@ pub struct BenchArgs {
     /// Do not run etcd.
     #[arg(long)]
     pub(crate) skip_etcd: bool,
+    /// Do not run the ceiling row (a bare hyper server answering a Deimos lease read's response,
+    /// run beside the lease-read cells).
+    #[arg(long)]
+    pub(crate) no_ceiling: bool,
     /// Do not build or run Deimos (etcd only, e.g. while the server is not ready).
     #[arg(long)]
     pub(crate) skip_deimos: bool,
@@ -106,6 +110,10 @@ impl BenchWorkload {
 pub(crate) enum System {
     Deimos,
     Etcd,
+    /// `deimos-bench-ceiling`: a bare hyper server answering the response of a Deimos lease
+    /// read, run for the lease-read cells only. What no server in front of a store can beat
+    /// with this client on this machine.
+    Ceiling,
 }
 
 impl System {
@@ -113,6 +121,7 @@ impl System {
         match self {
             System::Deimos => "deimos",
             System::Etcd => "etcd",
+            System::Ceiling => "hyper",
         }
     }
 }
@@ -169,6 +178,16 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let bin_dir = release_dir(&root);
     let ctl = bin_dir.join("deimosctl");
     let deimos = bin_dir.join("deimos");
+    let ceiling = bin_dir.join("deimos-bench-ceiling");
+    // The ceiling row copies a Deimos lease read, so it runs with Deimos and lease reads only.
+    let with_ceiling =
+        !a.skip_deimos && !a.no_ceiling && a.workloads.contains(&BenchWorkload::GetLease);
+    if with_ceiling && !ceiling.exists() {
+        return Err(format!(
+            "{} not found (build it or pass --no-ceiling)",
+            ceiling.display()
+        ));
+    }
     if !ctl.exists() {
         return Err(format!(
             "{} not found (build it or drop --no-build)",
@@ -236,6 +255,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 eprintln!("starting 3-node etcd ...");
                 ready.push(prepare(start_etcd(&base, a.keep)?, &ctl, &a)?);
             }
+            if with_ceiling {
+                eprintln!("starting the bare hyper ceiling ...");
+                let c = start_ceiling(&ceiling, &base, &ready[0].leader, a.keep)?;
+                ready.push(Prepared::ceiling(c));
+            }
             leaders.extend(ready.iter().map(|p| (p.system(), p.leader.clone())));
             // Each cell runs on both systems back to back, so a pair shares the machine's
             // state of the moment; who goes first alternates by round.
@@ -245,6 +269,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
             for &w in &a.workloads {
                 for &c in &a.clients {
                     for p in &mut ready {
+                        if p.system() == System::Ceiling && w != BenchWorkload::GetLease {
+                            continue;
+                        }
                         run_cell(p, &ctl, &a, (round, w, c), &mut results, &mut warnings)?;
                     }
                 }
@@ -476,5 +503,67 @@ mod tests {
             "{r}"
         );
         assert!(r.contains("\"leader_cpu_s\": 0.02"), "{r}");
+    }
+
+    #[test]
+    fn ceiling_row_and_latency_targets() {
+        let a = T::try_parse_from(["x", "--clients", "1,16", "--workloads", "put,get-lease"])
+            .expect("args")
+            .a;
+        let mk = |s, w, c, round, t: f64, p50: f64| RunResult {
+            round,
+            system: s,
+            workload: w,
+            clients: c,
+            json: serde_json::json!({"throughput_ops": t, "errors": 0, "ok": 10,
+                "latency_ms": {"p50": p50, "p99": p50 * 2.0}}),
+            leader_cpu_s: None,
+            followers_cpu_s: None,
+        };
+        use BenchWorkload::{GetLease, Put};
+        use System::{Ceiling as H, Deimos as D, Etcd as E};
+        let results = vec![
+            mk(D, GetLease, 16, 1, 90.0, 0.2),
+            mk(H, GetLease, 16, 1, 100.0, 0.1),
+            mk(D, GetLease, 16, 2, 80.0, 0.2),
+            mk(H, GetLease, 16, 2, 100.0, 0.1),
+            // p50 ratios 0.5 and 1.5 per round: the paired figure is the lower middle, 0.5.
+            mk(D, Put, 1, 1, 10.0, 0.5),
+            mk(E, Put, 1, 1, 10.0, 1.0),
+            mk(D, Put, 1, 2, 10.0, 1.5),
+            mk(E, Put, 1, 2, 10.0, 1.0),
+        ];
+        let ctx = Context {
+            args_line: "cargo xtask bench".into(),
+            etcd_version: "3.4".into(),
+            deimos_rev: "abc".into(),
+            fs_type: "ext4".into(),
+            leaders: vec![],
+            load_before: "0".into(),
+            load_after: "0".into(),
+            warnings: vec![],
+        };
+        let r = report(&a, &ctx, &results);
+        assert!(
+            r.contains("## Ceiling: Deimos lease reads vs a bare hyper server"),
+            "{r}"
+        );
+        assert!(
+            r.contains("| 16 | 80 | 100 | 0.80x | 0.200 | 0.100 | 0.400 | 0.200 | 0.90x, 0.80x |"),
+            "{r}"
+        );
+        assert!(r.contains(
+            "- lease reads vs the bare hyper ceiling, 16 clients: 0.80x (target >= 0.85x): **missed**"
+        ));
+        assert!(
+            r.contains("- PUT p50 latency at 1 client, Deimos/etcd: 0.50x (target <= 0.8x): met")
+        );
+        assert!(r.contains(
+            "- quorum GET p50 latency at 1 client, Deimos/etcd: n/a (target <= 0.8x): not measured"
+        ));
+        assert!(r.contains("\"system\": \"hyper\""), "{r}");
+        // Without a ceiling run there is no ceiling section.
+        let r = report(&a, &ctx, &results[4..]);
+        assert!(!r.contains("## Ceiling"));
     }
 }

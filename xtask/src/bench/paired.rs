@@ -49,6 +49,7 @@ impl PairedRun {
             value_size: 256,
             skip_etcd: true,
             skip_deimos: false,
+            no_ceiling: true,
             no_build: true,
             keep: false,
             out: out.to_path_buf(),

@@ -292,6 +292,8 @@ pub(super) fn report(a: &BenchArgs, ctx: &Context, results: &[RunResult]) -> Str
         }
     }
 
+    ceiling_table(&mut o, a, results);
+
     let _ = writeln!(o, "\n## Where the CPU goes\n");
     let _ = writeln!(
         o,
@@ -381,6 +383,8 @@ pub(super) fn report(a: &BenchArgs, ctx: &Context, results: &[RunResult]) -> Str
         );
     }
 
+    latency_and_scale_targets(&mut o, results);
+
     let _ = writeln!(o, "\n## Raw JSON (`deimosctl -o json bench ...`)\n");
     let _ = writeln!(o, "```json");
     let raw: Vec<Value> = results
@@ -404,4 +408,116 @@ pub(super) fn report(a: &BenchArgs, ctx: &Context, results: &[RunResult]) -> Str
     );
     let _ = writeln!(o, "```");
     o
+}
+
+/// Deimos lease reads beside the bare hyper server answering the same response, if it ran.
+fn ceiling_table(o: &mut String, a: &BenchArgs, results: &[RunResult]) {
+    if !results.iter().any(|r| r.system == System::Ceiling) {
+        return;
+    }
+    let w = BenchWorkload::GetLease;
+    let _ = writeln!(
+        o,
+        "\n## Ceiling: Deimos lease reads vs a bare hyper server\n"
+    );
+    let _ = writeln!(
+        o,
+        "`deimos-bench-ceiling` answers every request with the body and headers of a Deimos lease \
+         read of the first bench key (same runtime, allocator and HTTP settings as `deimos`), \
+         driven by the same client. The gap is what Deimos costs per read; where the ratio is \
+         near 1, the client, not the server, is the limit on this machine.\n"
+    );
+    let _ = writeln!(
+        o,
+        "| clients | Deimos ops/s | hyper ops/s | Deimos/hyper | Deimos p50 ms | hyper p50 ms \
+         | Deimos p99 ms | hyper p99 ms | every round Deimos/hyper |"
+    );
+    let _ = writeln!(o, "|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for &c in &a.clients {
+        let d = find(results, System::Deimos, w, c);
+        let h = find(results, System::Ceiling, w, c);
+        let g = |r: Option<&RunResult>, p: &str| r.and_then(|r| r.f(p));
+        let rounds: Vec<String> =
+            round_ratios(results, (System::Deimos, w, c), (System::Ceiling, w, c))
+                .into_iter()
+                .map(|r| format!("{r:.2}x"))
+                .collect();
+        let _ = writeln!(
+            o,
+            "| {c} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            cell(g(d, "/throughput_ops"), 0),
+            cell(g(h, "/throughput_ops"), 0),
+            ratio(paired(
+                results,
+                (System::Deimos, w, c),
+                (System::Ceiling, w, c)
+            )),
+            cell(g(d, "/latency_ms/p50"), 3),
+            cell(g(h, "/latency_ms/p50"), 3),
+            cell(g(d, "/latency_ms/p99"), 3),
+            cell(g(h, "/latency_ms/p99"), 3),
+            rounds.join(", "),
+        );
+    }
+}
+
+/// The p50 of `num` over the p50 of `den`, paired by round like [`paired`]: the median of the
+/// per-round latency ratios (lower is better for Deimos).
+pub(super) fn paired_p50(results: &[RunResult], num: Cell, den: Cell) -> Option<f64> {
+    let p50 = |(s, w, c): Cell, round| {
+        cell_runs(results, s, w, c)
+            .into_iter()
+            .find(|r| r.round == round)
+            .and_then(|r| r.f("/latency_ms/p50"))
+    };
+    let mut r: Vec<f64> = results
+        .iter()
+        .map(|r| r.round)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter_map(|round| match (p50(num, round), p50(den, round)) {
+            (Some(n), Some(d)) if d > 0.0 => Some(n / d),
+            _ => None,
+        })
+        .collect();
+    r.sort_by(f64::total_cmp);
+    r.get(r.len().checked_sub(1)? / 2).copied()
+}
+
+/// Issue 21's targets: single-client latency, throughput at 16 clients, and lease reads
+/// against the ceiling.
+fn latency_and_scale_targets(o: &mut String, results: &[RunResult]) {
+    use BenchWorkload::*;
+    use System::*;
+    for (w, what) in [(Put, "PUT"), (GetQuorum, "quorum GET")] {
+        let line = match paired_p50(results, (Deimos, w, 1), (Etcd, w, 1)) {
+            Some(r) if r <= 0.8 => format!("{r:.2}x (target <= 0.8x): met"),
+            Some(r) => format!("{r:.2}x (target <= 0.8x): **missed**"),
+            None => "n/a (target <= 0.8x): not measured".into(),
+        };
+        let _ = writeln!(o, "- {what} p50 latency at 1 client, Deimos/etcd: {line}");
+    }
+    check(
+        o,
+        "PUTs vs etcd, 16 clients (issue 21)",
+        results,
+        ((Deimos, Put, 16), (Etcd, Put, 16)),
+        1.8,
+    );
+    check(
+        o,
+        "quorum reads vs etcd, 16 clients (issue 21)",
+        results,
+        ((Deimos, GetQuorum, 16), (Etcd, GetQuorum, 16)),
+        2.0,
+    );
+    for c in [16, 64] {
+        check(
+            o,
+            &format!("lease reads vs the bare hyper ceiling, {c} clients"),
+            results,
+            ((Deimos, GetLease, c), (Ceiling, GetLease, c)),
+            0.85,
+        );
+    }
 }

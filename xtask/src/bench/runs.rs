@@ -127,7 +127,14 @@ pub(super) fn run_one(
     .args(["--duration", &format!("{}s", a.duration)])
     .args(["--keys", &a.keys.to_string()])
     .args(["--value-size", &a.value_size.to_string()])
-    .args(["--target", system.name()])
+    // The ceiling answers whatever it is asked; it is asked what Deimos is.
+    .args([
+        "--target",
+        match system {
+            System::Etcd => "etcd",
+            System::Deimos | System::Ceiling => "deimos",
+        },
+    ])
     .stdout(Stdio::piped())
     .stderr(Stdio::inherit());
     // Prefilled once per cluster (see `prefill`), so the CPU measured here is the workload's.
@@ -215,6 +222,21 @@ pub(super) struct Prepared {
 impl Prepared {
     pub(super) fn system(&self) -> System {
         self.cluster.system
+    }
+
+    /// The ceiling server: its one process is the "leader", and it needs no prefill (it
+    /// answers every key with the same response).
+    pub(super) fn ceiling(cluster: Cluster) -> Prepared {
+        let members = cluster
+            .members
+            .iter()
+            .map(|(_, child)| (child.id(), true))
+            .collect();
+        Prepared {
+            leader: CEILING_URL.to_string(),
+            members,
+            cluster,
+        }
     }
 }
 
