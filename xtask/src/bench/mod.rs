@@ -260,7 +260,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 let c = start_ceiling(&ceiling, &base, &ready[0].leader, a.keep)?;
                 ready.push(Prepared::ceiling(c));
             }
-            leaders.extend(ready.iter().map(|p| (p.system(), p.leader.clone())));
+            leaders.extend(
+                ready
+                    .iter()
+                    .filter(|p| p.system() != System::Ceiling)
+                    .map(|p| (p.system(), p.leader.clone())),
+            );
             // Each cell runs on both systems back to back, so a pair shares the machine's
             // state of the moment; who goes first alternates by round.
             if round % 2 == 0 {
