@@ -42,7 +42,7 @@ pub struct Config {
     pub pre_vote: bool,
     /// A leader that has not heard from a quorum within an election timeout steps down, and a
     /// follower that heard from a live leader within the minimum election timeout grants no vote
-    /// (leader stickiness). The leader lease depends on the second half; `lease.rs` refuses to run
+    /// (leader stickiness). The leader lease depends on the second half; `lease/mod.rs` refuses to run
     /// without it.
     pub check_quorum: bool,
     /// Seed for the election-timeout randomisation; different per node, fixed in simulation.

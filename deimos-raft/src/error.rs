@@ -19,7 +19,10 @@ pub enum RaftError {
     /// What is wrong with the change (e.g. removing the last voter, adding a member twice).
     #[error("invalid configuration change: {0}")]
     InvalidConfChange(String),
-    /// Leadership is being transferred; proposals are refused until it completes or aborts.
+    /// Leadership is being handed over: proposals and membership changes are refused until a
+    /// transfer completes or aborts, and proposals also while a leader is removing itself (so
+    /// that once the removal applies, a follower that acknowledged it holds the whole log and
+    /// can take over at once).
     #[error("leader transfer in progress")]
     TransferInProgress,
     /// A [`Config`](crate::Config) the core cannot run with; the message names the setting.

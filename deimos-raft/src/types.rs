@@ -17,7 +17,7 @@ pub type Term = u64;
 pub type Index = u64;
 
 /// What a log entry carries. Conf changes are ordinary log entries so that they replicate and commit
-/// like data; they take effect when applied (see `confchange.rs` for why that is safe here).
+/// like data; they take effect when applied (see `core/membership.rs` for why that is safe here).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryPayload {
     /// Appended by every new leader so that it can commit entries of earlier terms
@@ -52,7 +52,7 @@ impl Entry {
     }
 }
 
-/// A single-server membership change. See `confchange.rs` for the argument for one-at-a-time.
+/// A single-server membership change. See `core/membership.rs` for the argument for one-at-a-time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ConfChange {
     /// Add a voting member (or promote a learner).
@@ -388,7 +388,7 @@ impl LeaseEndReason {
 }
 
 /// Facts the lease service needs from the core. The core has no clock: it reports *which* round
-/// was sent and acknowledged, the driver stamps the time (see `lease.rs`).
+/// was sent and acknowledged, the driver stamps the time (see `lease/mod.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseEvent {
     /// This node became leader of `term`; no lease yet.

@@ -7,7 +7,7 @@
 //! That one fact serves both linearizable reads:
 //! * ReadIndex: a read that arrived before round `r` was sent is confirmed by a quorum ack of `r`.
 //! * Lease: the driver stamps the send time of round `r`; a quorum ack of `r` extends the lease
-//!   to `sent_at(r) + lease_duration` (see `lease.rs`).
+//!   to `sent_at(r) + lease_duration` (see `lease/mod.rs`).
 
 use super::{PendingRead, Raft};
 use crate::error::RaftError;
