@@ -40,6 +40,11 @@ use crate::output::Output;
 async fn run(cli: Cli) -> Result<(), CliError> {
     let endpoints = cli.endpoints.0;
     match cli.command {
+        Command::Bench(cli::Workload::Watch(w)) => {
+            let summary = bench::watch::run(w, &endpoints, cli.timeout).await?;
+            bench::watch::print(&summary, cli.output);
+            Ok(())
+        }
         Command::Bench(w) => {
             let summary = bench::run(w, &endpoints, cli.timeout).await?;
             bench::print(&summary, cli.output);
@@ -131,8 +136,8 @@ fn main() -> ExitCode {
     }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Command::Bench(w) = &cli.command {
-        if w.opts().threads > 0 {
-            builder.worker_threads(usize::from(w.opts().threads));
+        if w.threads() > 0 {
+            builder.worker_threads(usize::from(w.threads()));
         }
     }
     let rt = match builder.enable_all().build() {

@@ -21,6 +21,7 @@ use crate::http::{form, Conn, Endpoint};
 use crate::keys::key_path;
 
 mod report;
+pub mod watch;
 
 use report::{latency_ms, new_histogram, process_cpu_seconds, record, throughput};
 pub use report::{print, Summary};
@@ -248,6 +249,11 @@ pub async fn run(
             mode,
             opts,
         } => ("mixed", Some(mode), read_ratio, opts),
+        Workload::Watch(_) => {
+            return Err(CliError::Usage(
+                "bench watch has its own runner (bench::watch::run)".into(),
+            ))
+        }
     };
     // One endpoint unless --all-endpoints: the first that accepts a connection, in the same
     // spirit as the key commands' failover.

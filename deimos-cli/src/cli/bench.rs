@@ -66,11 +66,82 @@ pub struct BenchOpts {
 }
 
 impl Workload {
-    pub fn opts(&self) -> &BenchOpts {
+    /// The request workloads' options; `None` for `watch`, which has its own.
+    pub fn opts(&self) -> Option<&BenchOpts> {
         match self {
-            Workload::Put(o) => o,
-            Workload::Get { opts, .. } | Workload::Mixed { opts, .. } => opts,
+            Workload::Put(o) => Some(o),
+            Workload::Get { opts, .. } | Workload::Mixed { opts, .. } => Some(opts),
+            Workload::Watch(_) => None,
         }
+    }
+
+    /// `--threads` of whichever workload this is.
+    pub fn threads(&self) -> u16 {
+        match self {
+            Workload::Watch(w) => w.threads,
+            other => other.opts().map_or(0, |o| o.threads),
+        }
+    }
+}
+
+/// How a watcher waits for the next event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WatchMode {
+    /// `?wait=true`: one event per request, the next asked for with `waitIndex` (none missed).
+    LongPoll,
+    /// `?wait=true&stream=true`: one request, events as they happen.
+    Stream,
+}
+
+/// What the watchers watch and the writer writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchScope {
+    /// Every watcher on `<prefix>/key`, which the writer sets.
+    Key,
+    /// Every watcher on `<prefix>` with `recursive=true`; the writer sets keys below it.
+    Prefix,
+}
+
+/// `bench watch`: fan-out of one writer's events to many watchers.
+#[derive(Clone, Debug, Args)]
+pub struct WatchOpts {
+    /// Watchers, each on its own connection.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub watchers: u32,
+    #[arg(long, value_enum, default_value_t = WatchMode::LongPoll)]
+    pub mode: WatchMode,
+    #[arg(long, value_enum, default_value_t = WatchScope::Key)]
+    pub scope: WatchScope,
+    /// Writes per second, once every watcher is registered.
+    #[arg(long, default_value = "2", value_parser = parse_rate)]
+    pub rate: f64,
+    /// How long the writer writes.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Directory the watched keys live in.
+    #[arg(long, default_value = "/benchwatch")]
+    pub prefix: String,
+    /// The server's pid on this machine: its RSS is read before the watchers connect and once
+    /// they all wait, to report memory per watcher.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Server kind (reported only).
+    #[arg(long, value_enum, default_value_t = Target::Deimos)]
+    pub target: Target,
+    /// Do not print progress.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Runtime worker threads for the load generator (0 = one per CPU).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
+    pub threads: u16,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r > 0.0 && r <= 100_000.0 => Ok(r),
+        _ => Err(format!("{s:?}: expected writes per second in (0, 100000]")),
     }
 }
 
@@ -95,4 +166,7 @@ pub enum Workload {
         #[command(flatten)]
         opts: BenchOpts,
     },
+    /// Watch fan-out: many watchers (long-poll or stream, on one key or a prefix), one writer
+    /// at a fixed rate; reports notify latency and, with --server-pid, server memory per watcher.
+    Watch(WatchOpts),
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-pub use self::bench::{BenchOpts, ReadMode, Target, Workload};
+pub use self::bench::{BenchOpts, ReadMode, Target, WatchMode, WatchOpts, WatchScope, Workload};
 use crate::http::Endpoint;
 use crate::output::Output;
 

@@ -261,7 +261,7 @@ fn bench_arguments() {
         .expect("ok")
         .command
     {
-        Command::Bench(w) => assert_eq!(w.opts().threads, 1),
+        Command::Bench(w) => assert_eq!(w.threads(), 1),
         other => panic!("wrong command {other:?}"),
     }
     assert!(parse(&["bench", "put", "--threads", "-1"]).is_err());

@@ -44,6 +44,7 @@ pub struct AbArgs {
 }
 
 pub fn run(a: AbArgs) -> Result<()> {
+    a.run.check()?;
     install_ctrlc_handler(false);
     let root = workspace_root();
     if !a.run.no_build {

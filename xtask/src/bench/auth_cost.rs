@@ -37,6 +37,7 @@ const ROOT: &str = "root:xtask-root-pw";
 const BENCHER: &str = "bencher:xtask-bench-pw";
 
 pub fn run(a: AuthCostArgs) -> Result<()> {
+    a.run.check()?;
     install_ctrlc_handler(false);
     let root = workspace_root();
     if !a.run.no_build {

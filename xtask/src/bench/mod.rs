@@ -12,6 +12,7 @@ mod cluster;
 mod paired;
 mod report;
 mod runs;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -47,6 +48,13 @@ pub struct BenchArgs {
         default_value = "put,get-lease,get-quorum,get-local,mixed"
     )]
     pub(crate) workloads: Vec<BenchWorkload>,
+    /// Watcher counts of the `watch` cells, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) watchers: Vec<u32>,
+    /// Writes per second in the `watch` cells (each reaches every watcher).
+    #[arg(long, default_value_t = 2.0)]
+    pub(crate) watch_rate: f64,
     /// Distinct keys.
     #[arg(long, default_value_t = 1000)]
     pub(crate) keys: u64,
@@ -81,6 +89,8 @@ pub enum BenchWorkload {
     GetQuorum,
     GetLocal,
     Mixed,
+    /// Watch fan-out (not in the default list: each of its cells starts fresh clusters).
+    Watch,
 }
 
 impl BenchWorkload {
@@ -91,6 +101,7 @@ impl BenchWorkload {
             BenchWorkload::GetQuorum => "get quorum",
             BenchWorkload::GetLocal => "get local",
             BenchWorkload::Mixed => "mixed 90% lease reads",
+            BenchWorkload::Watch => "watch fan-out",
         }
     }
 
@@ -102,6 +113,8 @@ impl BenchWorkload {
             BenchWorkload::GetQuorum => vec!["get", "--mode", "quorum"],
             BenchWorkload::GetLocal => vec!["get", "--mode", "local"],
             BenchWorkload::Mixed => vec!["mixed", "--read-ratio", "0.9", "--mode", "lease"],
+            // Run by `watch::run_round`, with its own arguments.
+            BenchWorkload::Watch => vec!["watch"],
         }
     }
 }
@@ -239,6 +252,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let load_before = loadavg();
 
     let mut results = Vec::new();
+    let mut watches = Vec::new();
+    // The request workloads share one cluster per system per round; watch cells start their own.
+    let cells: Vec<BenchWorkload> = a
+        .workloads
+        .iter()
+        .copied()
+        .filter(|&w| w != BenchWorkload::Watch)
+        .collect();
     let mut leaders = Vec::new();
     let mut warnings = Vec::new();
     let outcome = (|| -> Result<()> {
@@ -247,15 +268,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 eprintln!("round {round} of {}", a.rounds);
             }
             let mut ready = Vec::new();
-            if !a.skip_deimos {
+            if !a.skip_deimos && !cells.is_empty() {
                 eprintln!("starting 3-node Deimos ...");
                 ready.push(prepare(start_deimos(&deimos, &base, a.keep)?, &ctl, &a)?);
             }
-            if !a.skip_etcd {
+            if !a.skip_etcd && !cells.is_empty() {
                 eprintln!("starting 3-node etcd ...");
                 ready.push(prepare(start_etcd(&base, a.keep)?, &ctl, &a)?);
             }
-            if with_ceiling {
+            if with_ceiling && !ready.is_empty() {
                 eprintln!("starting the bare hyper ceiling ...");
                 let c = start_ceiling(&ceiling, &base, &ready[0].leader, a.keep)?;
                 ready.push(Prepared::ceiling(c));
@@ -271,7 +292,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             if round % 2 == 0 {
                 ready.reverse();
             }
-            for &w in &a.workloads {
+            for &w in &cells {
                 for &c in &a.clients {
                     for p in &mut ready {
                         if p.system() == System::Ceiling && w != BenchWorkload::GetLease {
@@ -281,7 +302,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     }
                 }
             }
-            // `ready` drops here: members are killed and their temp dirs removed.
+            // Members are killed and their temp dirs removed before the watch cells start.
+            drop(ready);
+            if a.workloads.contains(&BenchWorkload::Watch) {
+                watch::run_round(&deimos, &ctl, &base, &a, round, &mut watches)?;
+            }
         }
         Ok(())
     })();
@@ -307,7 +332,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         load_after: loadavg(),
         warnings,
     };
-    let text = report(&a, &ctx, &results);
+    let text = report(&a, &ctx, &results, &watches);
     std::fs::write(&a.out, text).map_err(|e| format!("{}: {e}", a.out.display()))?;
     eprintln!("report written to {}", a.out.display());
     Ok(())
@@ -488,7 +513,7 @@ mod tests {
             mount_fs_type(mounts, Path::new("/tmp/b")).as_deref(),
             Some("tmpfs")
         );
-        let r = report(&a, &ctx, &results);
+        let r = report(&a, &ctx, &results, &[]);
         assert!(
             r.contains("| get lease | 16 | 60000 | 20000 | 3.00x |"),
             "{r}"
@@ -548,7 +573,7 @@ mod tests {
             load_after: "0".into(),
             warnings: vec![],
         };
-        let r = report(&a, &ctx, &results);
+        let r = report(&a, &ctx, &results, &[]);
         assert!(
             r.contains("## Ceiling: Deimos lease reads vs a bare hyper server"),
             "{r}"
@@ -568,7 +593,7 @@ mod tests {
         ));
         assert!(r.contains("\"system\": \"hyper\""), "{r}");
         // Without a ceiling run there is no ceiling section.
-        let r = report(&a, &ctx, &results[4..]);
+        let r = report(&a, &ctx, &results[4..], &[]);
         assert!(!r.contains("## Ceiling"));
     }
 }

@@ -38,6 +38,14 @@ pub struct PairedRun {
 }
 
 impl PairedRun {
+    /// Paired runs compare request workloads; watch fan-out cells start their own clusters.
+    pub(super) fn check(&self) -> Result<(), String> {
+        if self.workloads.contains(&BenchWorkload::Watch) {
+            return Err("the watch workload runs in `cargo xtask bench` only".into());
+        }
+        Ok(())
+    }
+
     /// The single-round, Deimos-only bench settings each run of a pair uses.
     pub(super) fn bench_args(&self, out: &Path) -> BenchArgs {
         BenchArgs {
@@ -50,6 +58,8 @@ impl PairedRun {
             skip_etcd: true,
             skip_deimos: false,
             no_ceiling: true,
+            watchers: Vec::new(),
+            watch_rate: 2.0,
             no_build: true,
             keep: false,
             out: out.to_path_buf(),

@@ -160,7 +160,12 @@ pub(super) struct Context {
     pub(crate) warnings: Vec<String>,
 }
 
-pub(super) fn report(a: &BenchArgs, ctx: &Context, results: &[RunResult]) -> String {
+pub(super) fn report(
+    a: &BenchArgs,
+    ctx: &Context,
+    results: &[RunResult],
+    watches: &[super::watch::WatchResult],
+) -> String {
     let mut o = String::new();
     let now = sh("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"]);
     let _ = writeln!(o, "# Deimos vs etcd: benchmark report\n");
@@ -229,7 +234,7 @@ pub(super) fn report(a: &BenchArgs, ctx: &Context, results: &[RunResult]) -> Str
          | Deimos p99 ms | etcd p99 ms | errors Deimos/etcd |"
     );
     let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for &w in &a.workloads {
+    for w in request_workloads(a) {
         for &c in &a.clients {
             let d = find(results, System::Deimos, w, c);
             let e = find(results, System::Etcd, w, c);
@@ -273,7 +278,7 @@ pub(super) fn report(a: &BenchArgs, ctx: &Context, results: &[RunResult]) -> Str
             "| workload | clients | Deimos ops/s | etcd ops/s | Deimos/etcd |"
         );
         let _ = writeln!(o, "|---|---:|---|---|---|");
-        for &w in &a.workloads {
+        for w in request_workloads(a) {
             for &c in &a.clients {
                 let per_round: Vec<String> =
                     round_ratios(results, (System::Deimos, w, c), (System::Etcd, w, c))
@@ -293,6 +298,7 @@ pub(super) fn report(a: &BenchArgs, ctx: &Context, results: &[RunResult]) -> Str
     }
 
     ceiling_table(&mut o, a, results);
+    super::watch::report(&mut o, a, watches);
 
     let _ = writeln!(o, "\n## Where the CPU goes\n");
     let _ = writeln!(
@@ -306,7 +312,7 @@ pub(super) fn report(a: &BenchArgs, ctx: &Context, results: &[RunResult]) -> Str
          | etcd followers | etcd client |"
     );
     let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|");
-    for &w in &a.workloads {
+    for w in request_workloads(a) {
         for &c in &a.clients {
             let d = find(results, System::Deimos, w, c);
             let e = find(results, System::Etcd, w, c);
@@ -400,6 +406,7 @@ pub(super) fn report(a: &BenchArgs, ctx: &Context, results: &[RunResult]) -> Str
                 "result": r.json,
             })
         })
+        .chain(super::watch::raw(watches))
         .collect();
     let _ = writeln!(
         o,
@@ -520,4 +527,12 @@ fn latency_and_scale_targets(o: &mut String, results: &[RunResult]) {
             0.85,
         );
     }
+}
+
+/// The workloads that run as request cells (watch has its own section).
+fn request_workloads(a: &BenchArgs) -> impl Iterator<Item = BenchWorkload> + '_ {
+    a.workloads
+        .iter()
+        .copied()
+        .filter(|&w| w != BenchWorkload::Watch)
 }
