@@ -63,6 +63,8 @@ pub(super) fn install_ctrlc_handler(keep: bool) {
 pub(super) struct Cluster {
     pub(crate) system: System,
     pub(crate) members: Vec<(String, Child)>,
+    /// Each member's binary and arguments, to start it again (`restart`).
+    pub(crate) commands: Vec<(PathBuf, Vec<String>)>,
     pub(crate) client_urls: Vec<String>,
     pub(crate) dir: PathBuf,
     pub(crate) keep: bool,
@@ -104,6 +106,17 @@ impl Cluster {
         s
     }
 
+    /// Kill member `i` with SIGKILL and start it again with the same command line and data.
+    pub(crate) fn restart(&mut self, i: usize) -> Result<()> {
+        let (name, child) = self.members.get_mut(i).ok_or("no such member")?;
+        let _ = child.kill();
+        let _ = child.wait();
+        unregister(child.id());
+        let (bin, args) = self.commands.get(i).ok_or("no command for the member")?;
+        *child = spawn_member(self.system, bin, name, args, &self.dir)?;
+        Ok(())
+    }
+
     /// Fails if a member already exited (bad flags, port taken, ...).
     pub(crate) fn check_alive(&mut self) -> Result<()> {
         for (name, child) in &mut self.members {
@@ -131,7 +144,11 @@ pub(super) fn spawn_member(
     args: &[String],
     dir: &Path,
 ) -> Result<Child> {
-    let log = std::fs::File::create(dir.join(format!("{name}.log")))
+    // Appended to: a member started again (`Cluster::restart`) keeps its earlier log.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))
         .map_err(|e| format!("creating log for {name}: {e}"))?;
     let err = log
         .try_clone()
@@ -171,6 +188,7 @@ pub(super) fn start_cluster(
     let mut cluster = Cluster {
         system,
         members: Vec::new(),
+        commands: Vec::new(),
         client_urls: Vec::new(),
         dir: dir.clone(),
         keep,
@@ -190,7 +208,9 @@ pub(super) fn start_cluster(
             peer: format!("http://127.0.0.1:{}", peer_base + i),
             data: dir.join(format!("{prefix}{i}-data")),
         };
-        let child = spawn_member(system, bin, &m.name, &args(&m, &initial), &dir)?;
+        let argv = args(&m, &initial);
+        let child = spawn_member(system, bin, &m.name, &argv, &dir)?;
+        cluster.commands.push((bin.to_path_buf(), argv));
         cluster.client_urls.push(m.client.clone());
         cluster.members.push((m.name, child));
     }
@@ -395,6 +415,7 @@ pub(super) fn start_ceiling(bin: &Path, base: &Path, leader: &str, keep: bool) -
     let mut cluster = Cluster {
         system: System::Ceiling,
         members: vec![("ceiling".to_string(), child)],
+        commands: vec![(bin.to_path_buf(), args)],
         client_urls: vec![CEILING_URL.to_string()],
         dir,
         keep,

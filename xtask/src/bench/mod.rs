@@ -12,6 +12,7 @@ mod cluster;
 mod paired;
 mod report;
 mod runs;
+mod scale;
 mod watch;
 
 use std::path::{Path, PathBuf};
@@ -91,9 +92,24 @@ pub enum BenchWorkload {
     Mixed,
     /// Watch fan-out (not in the default list: each of its cells starts fresh clusters).
     Watch,
+    /// Ingest `--keys` keys, then memory, disk, listing, restart and a new member's catch-up
+    /// (not in the default list: run it with `--keys 1000000`).
+    Scale,
+}
+
+/// What the cells that start their own clusters measured.
+#[derive(Default)]
+pub(crate) struct Extra {
+    pub(crate) watches: Vec<watch::WatchResult>,
+    pub(crate) scales: Vec<scale::ScaleResult>,
 }
 
 impl BenchWorkload {
+    /// Watch and scale cells start fresh clusters; the others share one per round.
+    pub(crate) fn own_clusters(self) -> bool {
+        matches!(self, BenchWorkload::Watch | BenchWorkload::Scale)
+    }
+
     pub(crate) fn label(self) -> &'static str {
         match self {
             BenchWorkload::Put => "put",
@@ -102,6 +118,7 @@ impl BenchWorkload {
             BenchWorkload::GetLocal => "get local",
             BenchWorkload::Mixed => "mixed 90% lease reads",
             BenchWorkload::Watch => "watch fan-out",
+            BenchWorkload::Scale => "scale",
         }
     }
 
@@ -115,6 +132,7 @@ impl BenchWorkload {
             BenchWorkload::Mixed => vec!["mixed", "--read-ratio", "0.9", "--mode", "lease"],
             // Run by `watch::run_round`, with its own arguments.
             BenchWorkload::Watch => vec!["watch"],
+            BenchWorkload::Scale => vec!["scale"],
         }
     }
 }
@@ -252,13 +270,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let load_before = loadavg();
 
     let mut results = Vec::new();
-    let mut watches = Vec::new();
+    let mut extra = Extra::default();
     // The request workloads share one cluster per system per round; watch cells start their own.
     let cells: Vec<BenchWorkload> = a
         .workloads
         .iter()
         .copied()
-        .filter(|&w| w != BenchWorkload::Watch)
+        .filter(|w| !w.own_clusters())
         .collect();
     let mut leaders = Vec::new();
     let mut warnings = Vec::new();
@@ -305,7 +323,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
             // Members are killed and their temp dirs removed before the watch cells start.
             drop(ready);
             if a.workloads.contains(&BenchWorkload::Watch) {
-                watch::run_round(&deimos, &ctl, &base, &a, round, &mut watches)?;
+                watch::run_round(&deimos, &ctl, &base, &a, round, &mut extra.watches)?;
+            }
+            if a.workloads.contains(&BenchWorkload::Scale) {
+                scale::run_round(&deimos, &ctl, &base, &a, round, &mut extra.scales)?;
             }
         }
         Ok(())
@@ -332,7 +353,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         load_after: loadavg(),
         warnings,
     };
-    let text = report(&a, &ctx, &results, &watches);
+    let text = report(&a, &ctx, &results, &extra);
     std::fs::write(&a.out, text).map_err(|e| format!("{}: {e}", a.out.display()))?;
     eprintln!("report written to {}", a.out.display());
     Ok(())
@@ -513,7 +534,7 @@ mod tests {
             mount_fs_type(mounts, Path::new("/tmp/b")).as_deref(),
             Some("tmpfs")
         );
-        let r = report(&a, &ctx, &results, &[]);
+        let r = report(&a, &ctx, &results, &Extra::default());
         assert!(
             r.contains("| get lease | 16 | 60000 | 20000 | 3.00x |"),
             "{r}"
@@ -573,7 +594,7 @@ mod tests {
             load_after: "0".into(),
             warnings: vec![],
         };
-        let r = report(&a, &ctx, &results, &[]);
+        let r = report(&a, &ctx, &results, &Extra::default());
         assert!(
             r.contains("## Ceiling: Deimos lease reads vs a bare hyper server"),
             "{r}"
@@ -593,7 +614,7 @@ mod tests {
         ));
         assert!(r.contains("\"system\": \"hyper\""), "{r}");
         // Without a ceiling run there is no ceiling section.
-        let r = report(&a, &ctx, &results[4..], &[]);
+        let r = report(&a, &ctx, &results[4..], &Extra::default());
         assert!(!r.contains("## Ceiling"));
     }
 }

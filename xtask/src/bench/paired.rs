@@ -40,8 +40,8 @@ pub struct PairedRun {
 impl PairedRun {
     /// Paired runs compare request workloads; watch fan-out cells start their own clusters.
     pub(super) fn check(&self) -> Result<(), String> {
-        if self.workloads.contains(&BenchWorkload::Watch) {
-            return Err("the watch workload runs in `cargo xtask bench` only".into());
+        if self.workloads.iter().any(|w| w.own_clusters()) {
+            return Err("the watch and scale workloads run in `cargo xtask bench` only".into());
         }
         Ok(())
     }

@@ -160,12 +160,7 @@ pub(super) struct Context {
     pub(crate) warnings: Vec<String>,
 }
 
-pub(super) fn report(
-    a: &BenchArgs,
-    ctx: &Context,
-    results: &[RunResult],
-    watches: &[super::watch::WatchResult],
-) -> String {
+pub(super) fn report(a: &BenchArgs, ctx: &Context, results: &[RunResult], extra: &Extra) -> String {
     let mut o = String::new();
     let now = sh("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"]);
     let _ = writeln!(o, "# Deimos vs etcd: benchmark report\n");
@@ -298,7 +293,8 @@ pub(super) fn report(
     }
 
     ceiling_table(&mut o, a, results);
-    super::watch::report(&mut o, a, watches);
+    super::watch::report(&mut o, a, &extra.watches);
+    super::scale::report(&mut o, a, &extra.scales);
 
     let _ = writeln!(o, "\n## Where the CPU goes\n");
     let _ = writeln!(
@@ -406,7 +402,8 @@ pub(super) fn report(
                 "result": r.json,
             })
         })
-        .chain(super::watch::raw(watches))
+        .chain(super::watch::raw(&extra.watches))
+        .chain(super::scale::raw(&extra.scales))
         .collect();
     let _ = writeln!(
         o,
@@ -531,8 +528,5 @@ fn latency_and_scale_targets(o: &mut String, results: &[RunResult]) {
 
 /// The workloads that run as request cells (watch has its own section).
 fn request_workloads(a: &BenchArgs) -> impl Iterator<Item = BenchWorkload> + '_ {
-    a.workloads
-        .iter()
-        .copied()
-        .filter(|&w| w != BenchWorkload::Watch)
+    a.workloads.iter().copied().filter(|w| !w.own_clusters())
 }
