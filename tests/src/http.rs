@@ -136,6 +136,28 @@ impl Http {
         })
     }
 
+    /// GET `url` and read the body to the end without keeping it: its status and length in
+    /// bytes. No size limit, for responses larger than [`Http::request`] keeps (a listing of a
+    /// million keys).
+    pub fn get_discarding(&self, url: &str, timeout: Duration) -> Result<(u16, u64), String> {
+        let req = ureq::http::Request::builder()
+            .method("GET")
+            .uri(url)
+            .body(Vec::new())
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        let req = self
+            .agent
+            .configure_request(req)
+            .timeout_global(Some(timeout))
+            .build();
+        let mut resp = self.agent.run(req).map_err(|e| format!("GET {url}: {e}"))?;
+        let status = resp.status().as_u16();
+        let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();
+        let n = std::io::copy(&mut reader, &mut std::io::sink())
+            .map_err(|e| format!("GET {url}: reading body: {e}"))?;
+        Ok((status, n))
+    }
+
     /// Like [`Http::request`] but panics on a transport error: for steps that must reach a
     /// live node.
     pub fn must(&self, method: &str, url: &str, body: Option<(&str, &[u8])>) -> Reply {

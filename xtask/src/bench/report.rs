@@ -429,14 +429,16 @@ fn ceiling_table(o: &mut String, a: &BenchArgs, results: &[RunResult]) {
         "`deimos-bench-ceiling` answers every request with the body and headers of a Deimos lease \
          read of the first bench key (same runtime, allocator and HTTP settings as `deimos`), \
          driven by the same client. The gap is what Deimos costs per read; where the ratio is \
-         near 1, the client, not the server, is the limit on this machine.\n"
+         near 1, the client, not the server, is the limit on this machine, and the server CPU \
+         per read (the leader's, and the ceiling process's) tells them apart.\n"
     );
     let _ = writeln!(
         o,
         "| clients | Deimos ops/s | hyper ops/s | Deimos/hyper | Deimos p50 ms | hyper p50 ms \
-         | Deimos p99 ms | hyper p99 ms | every round Deimos/hyper |"
+         | Deimos p99 ms | hyper p99 ms | Deimos server µs/op | hyper server µs/op \
+         | every round Deimos/hyper |"
     );
-    let _ = writeln!(o, "|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(o, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for &c in &a.clients {
         let d = find(results, System::Deimos, w, c);
         let h = find(results, System::Ceiling, w, c);
@@ -446,9 +448,10 @@ fn ceiling_table(o: &mut String, a: &BenchArgs, results: &[RunResult]) {
                 .into_iter()
                 .map(|r| format!("{r:.2}x"))
                 .collect();
+        let cpu = |r: Option<&RunResult>| cell(r.and_then(|r| r.per_op_us(r.leader_cpu_s)), 1);
         let _ = writeln!(
             o,
-            "| {c} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {c} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             cell(g(d, "/throughput_ops"), 0),
             cell(g(h, "/throughput_ops"), 0),
             ratio(paired(
@@ -460,6 +463,8 @@ fn ceiling_table(o: &mut String, a: &BenchArgs, results: &[RunResult]) {
             cell(g(h, "/latency_ms/p50"), 3),
             cell(g(d, "/latency_ms/p99"), 3),
             cell(g(h, "/latency_ms/p99"), 3),
+            cpu(d),
+            cpu(h),
             rounds.join(", "),
         );
     }

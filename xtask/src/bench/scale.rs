@@ -166,18 +166,12 @@ fn measure(cluster: &mut Cluster, deimos: &Path, ctl: &Path, a: &BenchArgs) -> R
 
     eprintln!("  {}: listing ...", system.name());
     let t = Instant::now();
-    let listing = deimos_tests::http::Http::new().request(
-        "GET",
-        &format!("{leader}/v2/keys/bench?recursive=true"),
-        None,
-        PATIENCE,
-    )?;
+    let (status, listing_bytes) = deimos_tests::http::Http::new()
+        .get_discarding(&format!("{leader}/v2/keys/bench?recursive=true"), PATIENCE)?;
     let listing_s = t.elapsed().as_secs_f64();
-    if listing.status != 200 {
-        return Err(format!("listing: HTTP {}", listing.status));
+    if status != 200 {
+        return Err(format!("listing: HTTP {status}"));
     }
-    let listing_bytes = listing.body.len();
-    drop(listing);
 
     eprintln!("  {}: restarting a follower ...", system.name());
     let fi = (li + 1) % cluster.members.len();
