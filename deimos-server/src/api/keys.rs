@@ -122,11 +122,9 @@ fn driver_error(app: &App, e: DriverError) -> StoreError {
     }
 }
 
-fn event_response(app: &App, status: u16, ev: &Event, read_mode: Option<ReadMode>) -> Resp {
-    response::with_headers(
-        response::json(status, ev),
-        &headers(app, ev.index, read_mode),
-    )
+fn event_response(app: &App, status: u16, ev: Event, read_mode: Option<ReadMode>) -> Resp {
+    let hdrs = headers(app, ev.index, read_mode);
+    response::with_headers(super::render::event_json(status, ev), &hdrs)
 }
 
 async fn get(app: &Arc<App>, key: &str, p: &Params) -> Result<Resp, StoreError> {
@@ -167,7 +165,7 @@ async fn get(app: &Arc<App>, key: &str, p: &Params) -> Result<Resp, StoreError> 
         store.get(key, recursive, sorted, now_ms())?
     };
     stats::read(mode, started.elapsed());
-    Ok(event_response(app, 200, &ev, Some(mode)))
+    Ok(event_response(app, 200, ev, Some(mode)))
 }
 
 fn poisoned(app: &App) -> StoreError {
@@ -248,7 +246,7 @@ fn no_value_on_success(p: &Params) -> Result<bool, StoreError> {
     p.bool("noValueOnSuccess")
 }
 
-fn write_response(app: &App, status: u16, ev: &Event, no_value: bool) -> Resp {
+fn write_response(app: &App, status: u16, ev: Event, no_value: bool) -> Resp {
     use deimos_store::keyspace::Action;
     let trimmed = no_value
         && matches!(
@@ -293,7 +291,7 @@ async fn put(app: &Arc<App>, key: &str, p: &Params) -> Result<Resp, StoreError> 
     Ok(write_response(
         app,
         if ev.created { 201 } else { 200 },
-        &ev,
+        ev,
         no_value,
     ))
 }
@@ -316,7 +314,7 @@ async fn post(app: &Arc<App>, key: &str, p: &Params) -> Result<Resp, StoreError>
         now_ms: now,
     };
     let ev = propose(app, cmd).await?;
-    Ok(write_response(app, 201, &ev, no_value))
+    Ok(write_response(app, 201, ev, no_value))
 }
 
 async fn delete(app: &Arc<App>, key: &str, p: &Params) -> Result<Resp, StoreError> {
@@ -331,7 +329,7 @@ async fn delete(app: &Arc<App>, key: &str, p: &Params) -> Result<Resp, StoreErro
         now_ms: now_ms(),
     };
     let ev = propose(app, cmd).await?;
-    Ok(event_response(app, 200, &ev, None))
+    Ok(event_response(app, 200, ev, None))
 }
 
 async fn propose(app: &Arc<App>, cmd: Command) -> Result<Event, StoreError> {

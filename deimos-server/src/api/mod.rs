@@ -14,6 +14,7 @@ pub mod members;
 pub mod params;
 pub mod peer;
 pub mod peer_auth;
+pub mod render;
 pub mod response;
 pub mod snapshot;
 
