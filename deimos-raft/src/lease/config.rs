@@ -29,6 +29,18 @@ pub enum LeaseConfigError {
     /// The lease is zero, or no longer than the drift tolerance: it could never be trusted.
     #[error("lease duration must be greater than the drift tolerance and non-zero")]
     Empty,
+    /// The lease's copy of a timing setting differs from the one the node runs with, so its
+    /// bound would be checked against a timing that is not in force (a longer election timeout
+    /// or tick than the real one would let the lease outlast the followers' vote refusal).
+    #[error("the lease's {what} ({lease}) differs from the node's ({node})")]
+    TimingMismatch {
+        /// Which setting.
+        what: &'static str,
+        /// The lease config's value.
+        lease: String,
+        /// The value the node runs with.
+        node: String,
+    },
 }
 
 /// Lease timing. Why the bound holds: a follower that acknowledged a heartbeat round sent at
@@ -68,6 +80,19 @@ impl LeaseConfig {
         }
     }
 
+    /// Refuses a lease whose tick interval is not `tick`, the real time of the node's ticks
+    /// (the one setting [`validate`](Self::validate) cannot see in the Raft config).
+    pub fn check_tick(&self, tick: Duration) -> Result<(), LeaseConfigError> {
+        if self.tick_interval == tick {
+            return Ok(());
+        }
+        Err(LeaseConfigError::TimingMismatch {
+            what: "tick interval",
+            lease: format!("{:?}", self.tick_interval),
+            node: format!("{tick:?}"),
+        })
+    }
+
     /// A custom lease duration (tolerance stays 10% of it unless set afterwards).
     pub fn with_lease_duration(mut self, d: Duration) -> Self {
         self.lease_duration = d;
@@ -102,6 +127,18 @@ impl LeaseConfig {
     pub fn validate(&self, raft: &Config) -> Result<(), LeaseConfigError> {
         if !raft.check_quorum {
             return Err(LeaseConfigError::CheckQuorumDisabled);
+        }
+        for (what, lease, node) in [
+            ("election tick", self.election_tick, raft.election_tick),
+            ("heartbeat tick", self.heartbeat_tick, raft.heartbeat_tick),
+        ] {
+            if lease != node {
+                return Err(LeaseConfigError::TimingMismatch {
+                    what,
+                    lease: lease.to_string(),
+                    node: node.to_string(),
+                });
+            }
         }
         if self.lease_duration.is_zero() || self.effective_duration().is_zero() {
             return Err(LeaseConfigError::Empty);

@@ -49,6 +49,38 @@ fn defaults_follow_the_heartbeat() {
 }
 
 #[test]
+fn a_lease_built_for_another_timing_is_refused() {
+    let base = LeaseConfig::from_raft(&raft_cfg(), 100 * MS);
+    // A longer election timeout than the node's would make the bound too lax.
+    let mut longer = base;
+    longer.election_tick += 5;
+    assert!(matches!(
+        longer.validate(&raft_cfg()),
+        Err(LeaseConfigError::TimingMismatch {
+            what: "election tick",
+            ..
+        })
+    ));
+    let mut hb = base;
+    hb.heartbeat_tick += 1;
+    assert!(matches!(
+        hb.validate(&raft_cfg()),
+        Err(LeaseConfigError::TimingMismatch {
+            what: "heartbeat tick",
+            ..
+        })
+    ));
+    assert!(base.check_tick(100 * MS).is_ok());
+    let e = base
+        .check_tick(50 * MS)
+        .expect_err("a 100 ms lease tick on a 50 ms node");
+    assert_eq!(
+        e.to_string(),
+        "the lease's tick interval (100ms) differs from the node's (50ms)"
+    );
+}
+
+#[test]
 fn config_rejected_unless_lease_plus_tolerance_below_min_election_timeout() {
     let base = LeaseConfig::from_raft(&raft_cfg(), 100 * MS);
     // 820 + 82 = 902 >= 900
