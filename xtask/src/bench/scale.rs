@@ -3,9 +3,10 @@
 //! On a fresh 3-member cluster of each system, in this order: ingest `--keys` keys (one PUT
 //! each, 64 clients, against the leader); the leader's RSS growth per key and its data dir's
 //! size; a recursive listing of them all from the leader; a follower killed (SIGKILL) and
-//! started again, timed until it answers a read; a fourth member added through the members API
-//! and started empty, timed until a local read there shows the whole store — by then the log
-//! below the ingest has been compacted on both systems, so it catches up from a snapshot.
+//! started again, timed until a read there reports the store index the leader reached; a fourth
+//! member added through the members API and started empty, timed until a local read there
+//! reports that index — by then the log below the ingest has been compacted on both systems, so
+//! it catches up from a snapshot.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -154,14 +155,25 @@ fn measure(cluster: &mut Cluster, deimos: &Path, ctl: &Path, a: &BenchArgs) -> R
         .map_err(|e| format!("ingest: {e}"))?;
     let ingest: Value = serde_json::from_slice(&out.stdout)
         .map_err(|e| format!("ingest output is not JSON ({e}): {}", out.status))?;
-    if ingest.get("errors").and_then(Value::as_u64) != Some(0) {
-        return Err(format!("{} ingest had errors: {ingest}", system.name()));
+    // A few timed-out writes under a million-key load happen (etcd 3.4 answers "request timed
+    // out" while it snapshots); they are reported, and only a run that lost more is refused.
+    let errors = ingest
+        .get("errors")
+        .and_then(Value::as_u64)
+        .unwrap_or(u64::MAX);
+    if errors > a.keys / 100 {
+        return Err(format!(
+            "{} ingest had {errors} errors: {ingest}",
+            system.name()
+        ));
     }
     // Let a background commit or compaction the ingest started finish before memory is read.
     std::thread::sleep(Duration::from_secs(2));
     let rss_after = rss_kb(leader_pid);
     let data_bytes = dir_bytes(&leader_data);
-    let last_key = format!("/bench/k{}", a.keys.saturating_sub(1));
+    // Any key's read carries the store index; this one exists on both systems (`find_leader`
+    // wrote it) and is tiny. Every later check waits for a member to reach this index.
+    let last_key = "/xtask/ready".to_string();
     let index = local_index(system, &leader, &last_key).ok_or("the leader lost a key")?;
 
     eprintln!("  {}: listing ...", system.name());
@@ -189,6 +201,7 @@ fn measure(cluster: &mut Cluster, deimos: &Path, ctl: &Path, a: &BenchArgs) -> R
         "value_size": a.value_size,
         "ingest": ingest,
         "ingest_ops": ingest.get("throughput_ops"),
+        "ingest_errors": errors,
         "leader_rss_before_kb": rss_before,
         "leader_rss_after_kb": rss_after,
         "rss_per_key_bytes": match (rss_before, rss_after) {
@@ -311,15 +324,17 @@ pub(super) fn report(o: &mut String, a: &BenchArgs, rs: &[ScaleResult]) {
         "A fresh 3-member cluster of each system: {} keys of {} bytes written once each by 64 \
          clients against the leader; the leader's RSS growth and data dir; a recursive listing \
          of all keys from the leader; a follower killed with SIGKILL and started again (until a \
-         read there shows the last write); a fourth member added and started empty (until a \
-         local read there shows the last write: a snapshot, then the log's tail). With several \
+         read there reports the store index the leader had after the ingest); a fourth member \
+         added and started empty (until a local read there reports that index: a snapshot, \
+         then the log's tail). Failed PUTs (timed out under the load) are counted, not retried. With several \
          rounds, each figure is the median of the rounds.\n",
         a.keys, a.value_size
     );
     let _ = writeln!(o, "| measure | Deimos | etcd | Deimos/etcd |");
     let _ = writeln!(o, "|---|---:|---:|---:|");
-    let rows: [(&str, &str, f64, usize); 8] = [
+    let rows: [(&str, &str, f64, usize); 9] = [
         ("ingest, PUT/s", "/ingest_ops", 1.0, 0),
+        ("ingest, failed PUTs", "/ingest_errors", 1.0, 0),
         (
             "leader RSS after ingest, MiB",
             "/leader_rss_after_kb",
