@@ -188,7 +188,6 @@ where
             tracing::warn!("lease safety bound NOT checked (test-only setting)");
             LeaseTracker::new_unchecked(cfg.raft.id, lease_cfg, clock.clone())
         } else {
-            lease_cfg.check_tick(cfg.tick_interval)?;
             LeaseTracker::new(cfg.raft.id, lease_cfg, &cfg.raft, clock.clone())?
         };
         let conf = storage.initial_state()?.conf_state;

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use super::*;
 use crate::clock::MonotonicClock;
-use crate::lease::{LeaseConfig, LeaseConfigError};
 use crate::storage::MemStorage;
 use crate::types::{Message, NodeId, Snapshot};
 
@@ -408,28 +407,4 @@ fn a_follower_behind_a_compaction_catches_up_by_snapshot_and_keeps_applying() {
         net.h(f).wait_applied(target).await.unwrap();
         assert_eq!(net.h(f).status().conf.voters.len(), 3);
     });
-}
-
-/// A lease built for another tick than the driver's would check its bound against a timing
-/// that is not in force: the driver refuses to start with it.
-#[test]
-fn a_lease_for_another_tick_interval_is_refused() {
-    let raft = Config::new(1);
-    let mut cfg = DriverConfig::new(raft.clone());
-    cfg.tick_interval = Duration::from_millis(10);
-    cfg.lease = Some(LeaseConfig::from_raft(&raft, Duration::from_millis(100)));
-    let r = Driver::new(
-        cfg,
-        MemStorage::new(ConfState::new([1])),
-        ChanTransport(Net::default()),
-        Kv::default(),
-        MonotonicClock::new(),
-    );
-    assert!(matches!(
-        r.err(),
-        Some(StartError::Lease(LeaseConfigError::TimingMismatch {
-            what: "tick interval",
-            ..
-        }))
-    ));
 }

@@ -29,9 +29,9 @@ pub enum LeaseConfigError {
     /// The lease is zero, or no longer than the drift tolerance: it could never be trusted.
     #[error("lease duration must be greater than the drift tolerance and non-zero")]
     Empty,
-    /// The lease's copy of a timing setting differs from the one the node runs with, so its
-    /// bound would be checked against a timing that is not in force (a longer election timeout
-    /// or tick than the real one would let the lease outlast the followers' vote refusal).
+    /// The lease's copy of a tick count differs from the Raft config's, so its bound would be
+    /// checked against a timing that is not in force (a longer election timeout than the real
+    /// one would let the lease outlast the followers' vote refusal).
     #[error("the lease's {what} ({lease}) differs from the node's ({node})")]
     TimingMismatch {
         /// Which setting.
@@ -53,7 +53,9 @@ pub enum LeaseConfigError {
 /// (10% by default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseConfig {
-    /// Real time of one Raft tick on this node.
+    /// Time of one Raft tick on this node, as the node's clock measures it. Not checked against
+    /// the driver's timer: with a clock scaled for tests (`--unsafe-clock-rate`) the timer runs
+    /// at another real rate on purpose, and the server builds both from the same flag.
     pub tick_interval: Duration,
     /// Ticks between heartbeat rounds (as in the Raft config).
     pub heartbeat_tick: usize,
@@ -78,19 +80,6 @@ impl LeaseConfig {
             lease_duration: lease,
             drift_tolerance: lease / 10,
         }
-    }
-
-    /// Refuses a lease whose tick interval is not `tick`, the real time of the node's ticks
-    /// (the one setting [`validate`](Self::validate) cannot see in the Raft config).
-    pub fn check_tick(&self, tick: Duration) -> Result<(), LeaseConfigError> {
-        if self.tick_interval == tick {
-            return Ok(());
-        }
-        Err(LeaseConfigError::TimingMismatch {
-            what: "tick interval",
-            lease: format!("{:?}", self.tick_interval),
-            node: format!("{tick:?}"),
-        })
     }
 
     /// A custom lease duration (tolerance stays 10% of it unless set afterwards).
