@@ -150,12 +150,17 @@ pub fn render(s: &Summary) -> String {
 }
 
 pub fn print(s: &Summary, out: Output) {
+    print_as(s, out, render);
+}
+
+/// A summary as `-o json` prints it (exactly the struct), or its table.
+pub(super) fn print_as<T: Serialize>(s: &T, out: Output, table: fn(&T) -> String) {
     match out {
         Output::Json => match serde_json::to_string_pretty(s) {
             Ok(j) => println!("{j}"),
             Err(e) => eprintln!("Error: cannot encode summary: {e}"),
         },
-        Output::Table | Output::Simple => print!("{}", render(s)),
+        Output::Table | Output::Simple => print!("{}", table(s)),
     }
 }
 

@@ -447,13 +447,7 @@ pub fn render(s: &WatchSummary) -> String {
 }
 
 pub fn print(s: &WatchSummary, out: Output) {
-    match out {
-        Output::Json => match serde_json::to_string_pretty(s) {
-            Ok(j) => println!("{j}"),
-            Err(e) => eprintln!("Error: cannot encode summary: {e}"),
-        },
-        Output::Table | Output::Simple => print!("{}", render(s)),
-    }
+    super::report::print_as(s, out, render);
 }
 
 #[cfg(test)]

@@ -83,6 +83,20 @@ pub struct BenchArgs {
     pub(crate) out: PathBuf,
 }
 
+impl BenchArgs {
+    /// The systems compared, Deimos first (`--skip-deimos`, `--skip-etcd`).
+    pub(crate) fn systems(&self) -> Vec<System> {
+        [
+            (System::Deimos, self.skip_deimos),
+            (System::Etcd, self.skip_etcd),
+        ]
+        .into_iter()
+        .filter(|(_, skip)| !skip)
+        .map(|(s, _)| s)
+        .collect()
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BenchWorkload {
     Put,

@@ -222,6 +222,14 @@ pub(super) fn report(a: &BenchArgs, ctx: &Context, results: &[RunResult], extra:
             let _ = writeln!(o, "- {w}");
         }
     }
+    // A watch or scale run alone has no request cells: no tables or targets for them.
+    if results.is_empty() {
+        super::watch::report(&mut o, a, &extra.watches);
+        super::scale::report(&mut o, a, &extra.scales);
+        raw_json(&mut o, results, extra);
+        return o;
+    }
+
     let _ = writeln!(o, "\n## Results\n");
     let _ = writeln!(
         o,
@@ -386,7 +394,12 @@ pub(super) fn report(a: &BenchArgs, ctx: &Context, results: &[RunResult], extra:
     }
 
     latency_and_scale_targets(&mut o, results);
+    raw_json(&mut o, results, extra);
+    o
+}
 
+/// Every run's JSON as the client printed it, with where it ran.
+fn raw_json(o: &mut String, results: &[RunResult], extra: &Extra) {
     let _ = writeln!(o, "\n## Raw JSON (`deimosctl -o json bench ...`)\n");
     let _ = writeln!(o, "```json");
     let raw: Vec<Value> = results
@@ -411,7 +424,6 @@ pub(super) fn report(a: &BenchArgs, ctx: &Context, results: &[RunResult], extra:
         serde_json::to_string_pretty(&raw).unwrap_or_else(|e| format!("\"{e}\""))
     );
     let _ = writeln!(o, "```");
-    o
 }
 
 /// Deimos lease reads beside the bare hyper server answering the same response, if it ran.

@@ -41,14 +41,7 @@ pub(super) fn run_round(
     round: u32,
     out: &mut Vec<ScaleResult>,
 ) -> Result<()> {
-    let mut systems = Vec::new();
-    if !a.skip_deimos {
-        systems.push(System::Deimos);
-    }
-    if !a.skip_etcd {
-        systems.push(System::Etcd);
-    }
-    for system in systems {
+    for system in a.systems() {
         let mut cluster = match system {
             System::Deimos => start_deimos(deimos, base, a.keep)?,
             _ => start_etcd(base, a.keep)?,

@@ -240,3 +240,40 @@ fn ceiling_row_and_latency_targets() {
     let r = report(&a, &ctx, &results[4..], &Extra::default());
     assert!(!r.contains("## Ceiling"));
 }
+
+#[test]
+fn a_scale_run_alone_reports_only_its_section() {
+    let a = T::try_parse_from(["x", "--workloads", "scale", "--keys", "10", "--skip-etcd"])
+        .expect("args")
+        .a;
+    assert_eq!(a.systems(), vec![System::Deimos]);
+    let ctx = Context {
+        args_line: "cargo xtask bench".into(),
+        etcd_version: "not run".into(),
+        deimos_rev: "abc".into(),
+        fs_type: "ext4".into(),
+        leaders: vec![],
+        load_before: "0".into(),
+        load_after: "0".into(),
+        warnings: vec![],
+    };
+    let extra = Extra {
+        watches: vec![],
+        scales: vec![scale::ScaleResult {
+            round: 1,
+            system: System::Deimos,
+            json: serde_json::json!({"ingest_ops": 1234.0}),
+        }],
+    };
+    let r = report(&a, &ctx, &[], &extra);
+    assert!(r.contains("## Scale: 10 keys"), "{r}");
+    assert!(r.contains("| ingest, PUT/s | 1234 | - | n/a |"), "{r}");
+    assert!(r.contains("\"workload\": \"scale\""), "{r}");
+    for absent in [
+        "## Results",
+        "## Where the CPU goes",
+        "## Acceptance targets",
+    ] {
+        assert!(!r.contains(absent), "{absent} in {r}");
+    }
+}

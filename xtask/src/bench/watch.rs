@@ -43,13 +43,7 @@ pub(super) fn run_round(
     round: u32,
     out: &mut Vec<WatchResult>,
 ) -> Result<()> {
-    let mut systems = Vec::new();
-    if !a.skip_deimos {
-        systems.push(System::Deimos);
-    }
-    if !a.skip_etcd {
-        systems.push(System::Etcd);
-    }
+    let mut systems = a.systems();
     if round.is_multiple_of(2) {
         systems.reverse();
     }
