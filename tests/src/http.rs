@@ -93,25 +93,7 @@ impl Http {
         body: Option<(&str, &[u8])>,
         timeout: Duration,
     ) -> Result<Reply, String> {
-        let mut b = ureq::http::Request::builder().method(method).uri(url);
-        for (k, v) in headers {
-            b = b.header(*k, *v);
-        }
-        if let Some((ct, _)) = body {
-            b = b.header("content-type", ct);
-        }
-        let req = b
-            .body(body.map(|(_, bytes)| bytes.to_vec()).unwrap_or_default())
-            .map_err(|e| format!("{method} {url}: {e}"))?;
-        let req = self
-            .agent
-            .configure_request(req)
-            .timeout_global(Some(timeout))
-            .build();
-        let mut resp = self
-            .agent
-            .run(req)
-            .map_err(|e| format!("{method} {url}: {e}"))?;
+        let mut resp = self.send(method, url, headers, body, timeout)?;
         let status = resp.status().as_u16();
         let headers = resp
             .headers()
@@ -136,21 +118,40 @@ impl Http {
         })
     }
 
-    /// GET `url` and read the body to the end without keeping it: its status and length in
-    /// bytes. No size limit, for responses larger than [`Http::request`] keeps (a listing of a
-    /// million keys).
-    pub fn get_discarding(&self, url: &str, timeout: Duration) -> Result<(u16, u64), String> {
-        let req = ureq::http::Request::builder()
-            .method("GET")
-            .uri(url)
-            .body(Vec::new())
-            .map_err(|e| format!("GET {url}: {e}"))?;
+    /// Sends one request and returns the response with its body unread.
+    fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, &[u8])>,
+        timeout: Duration,
+    ) -> Result<ureq::http::Response<ureq::Body>, String> {
+        let mut b = ureq::http::Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        if let Some((ct, _)) = body {
+            b = b.header("content-type", ct);
+        }
+        let req = b
+            .body(body.map(|(_, bytes)| bytes.to_vec()).unwrap_or_default())
+            .map_err(|e| format!("{method} {url}: {e}"))?;
         let req = self
             .agent
             .configure_request(req)
             .timeout_global(Some(timeout))
             .build();
-        let mut resp = self.agent.run(req).map_err(|e| format!("GET {url}: {e}"))?;
+        self.agent
+            .run(req)
+            .map_err(|e| format!("{method} {url}: {e}"))
+    }
+
+    /// GET `url` and read the body to the end without keeping it: its status and length in
+    /// bytes. No size limit, for responses larger than [`Http::request`] keeps (a listing of a
+    /// million keys).
+    pub fn get_discarding(&self, url: &str, timeout: Duration) -> Result<(u16, u64), String> {
+        let mut resp = self.send("GET", url, &[], None, timeout)?;
         let status = resp.status().as_u16();
         let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();
         let n = std::io::copy(&mut reader, &mut std::io::sink())

@@ -26,7 +26,7 @@ pub mod watch;
 use report::{latency_ms, new_histogram, process_cpu_seconds, record, throughput};
 pub use report::{print, Summary};
 
-const FORM: &str = "application/x-www-form-urlencoded";
+pub(super) const FORM: &str = "application/x-www-form-urlencoded";
 const DEFAULT_TOTAL: u64 = 10_000;
 
 /// Everything a task needs to build requests; shared read-only.

@@ -21,6 +21,7 @@ use serde::Serialize;
 use tokio::sync::{watch, Semaphore};
 
 use super::report::{latency_ms, new_histogram, process_cpu_seconds, record, LatencyMs};
+use super::FORM;
 use crate::cli::{Target, WatchMode, WatchOpts, WatchScope};
 use crate::client::CliError;
 use crate::http::{form, Conn, Endpoint};
@@ -33,6 +34,9 @@ const CONNECT_AT_ONCE: usize = 256;
 const REGISTER_WITHIN: Duration = Duration::from_secs(120);
 /// After the last write, how long stragglers may take to arrive.
 const GRACE: Duration = Duration::from_secs(5);
+/// Longest event line taken from a server; a longer one (no newline in sight) is an error,
+/// not a buffer that grows with what the server sends.
+const MAX_LINE: usize = 1 << 20;
 /// Keys the writer cycles through under a prefix watch.
 const PREFIX_KEYS: u64 = 64;
 
@@ -188,6 +192,10 @@ async fn watcher(s: Arc<Shared>, mut stop: watch::Receiver<bool>) -> WatcherResu
                 let line: Bytes = buf.split_to(nl + 1).freeze();
                 take_line(&s, &mut res, &line, &mut next_index);
             }
+            if buf.len() > MAX_LINE {
+                fail(&mut res, format!("an event line over {MAX_LINE} bytes"));
+                return res;
+            }
         }
         // A long-poll body holds one event, with or without a trailing newline.
         if !buf.is_empty() {
@@ -245,15 +253,9 @@ pub async fn run(
         .cloned()
         .ok_or_else(|| CliError::Usage("no endpoint".into()))?;
     let prefix = o.prefix.trim_end_matches('/').to_string();
-    let (watch_path, write_key) = match o.scope {
-        WatchScope::Key => (
-            format!("{}?wait=true", key_path(&format!("{prefix}/key"))),
-            None,
-        ),
-        WatchScope::Prefix => (
-            format!("{}?wait=true&recursive=true", key_path(&prefix)),
-            Some(()),
-        ),
+    let watch_path = match o.scope {
+        WatchScope::Key => format!("{}?wait=true", key_path(&format!("{prefix}/key"))),
+        WatchScope::Prefix => format!("{}?wait=true&recursive=true", key_path(&prefix)),
     };
     let watch_path = match o.mode {
         WatchMode::LongPoll => watch_path,
@@ -315,9 +317,9 @@ pub async fn run(
     let (mut writes, mut write_errors, mut i) = (0u64, 0u64, 0u64);
     while start.elapsed() < o.duration {
         tick.tick().await;
-        let key = match write_key {
-            None => format!("{prefix}/key"),
-            Some(()) => format!("{prefix}/k{}", i % PREFIX_KEYS),
+        let key = match o.scope {
+            WatchScope::Key => format!("{prefix}/key"),
+            WatchScope::Prefix => format!("{prefix}/k{}", i % PREFIX_KEYS),
         };
         i += 1;
         let (path, body) = put(key);
@@ -390,7 +392,6 @@ pub async fn run(
 }
 
 async fn send_put(conn: &mut Conn, path: &str, body: Bytes) -> Result<(), CliError> {
-    const FORM: &str = "application/x-www-form-urlencoded";
     match conn.send(Method::PUT, path, Some((FORM, body))).await {
         Ok(r) if r.status.is_success() => Ok(()),
         Ok(r) => Err(CliError::Protocol(format!(

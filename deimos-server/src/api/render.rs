@@ -17,7 +17,7 @@ use deimos_api::keys::Node as NodeExtern;
 use deimos_store::keyspace::Event;
 use tokio::sync::mpsc;
 
-use super::response::{full, Resp};
+use super::response::{full, json_body, Resp};
 
 /// Estimated bodies larger than this are streamed.
 const STREAM_ABOVE: usize = 1 << 20;
@@ -78,11 +78,7 @@ pub fn event_json(status: u16, ev: Event) -> Resp {
         });
         crate::body::from_channel(rx)
     };
-    hyper::Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(body)
-        .unwrap_or_else(|_| hyper::Response::new(full("")))
+    json_body(status, body)
 }
 
 /// A writer that hands out what it is given in [`CHUNK`]-sized pieces, waiting while

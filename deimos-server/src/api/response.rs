@@ -15,10 +15,15 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 pub fn json<T: Serialize + ?Sized>(status: u16, v: &T) -> Resp {
     let mut body = serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec());
     body.push(b'\n');
+    json_body(status, full(body))
+}
+
+/// A response with a JSON body already rendered (or being rendered into a stream).
+pub fn json_body(status: u16, body: Body) -> Resp {
     hyper::Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .body(full(body))
+        .body(body)
         .unwrap_or_else(|_| hyper::Response::new(full("")))
 }
 

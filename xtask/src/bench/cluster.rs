@@ -242,20 +242,7 @@ pub(super) fn start_deimos_on(
         base,
         keep,
         names_and_ports,
-        |m, bootstrap| {
-            let data = m.data.display().to_string();
-            flags(&[
-                ("--name", &m.name),
-                ("--data-dir", &data),
-                ("--listen-client-urls", &m.client),
-                ("--advertise-client-urls", &m.client),
-                ("--listen-peer-urls", &m.peer),
-                ("--advertise-peer-urls", &m.peer),
-                ("--bootstrap-config", bootstrap),
-                ("--heartbeat-interval", "100ms"),
-                ("--election-timeout", "1000ms"),
-            ])
-        },
+        |m, list| deimos_args(m, list, false),
     )
 }
 
@@ -266,25 +253,52 @@ pub(super) fn start_etcd(base: &Path, keep: bool) -> Result<Cluster> {
         base,
         keep,
         ("e", 4200, 7200),
-        |m, initial| {
-            let data = m.data.display().to_string();
-            let mut a = vec!["--enable-v2=true".to_string()];
-            a.extend(flags(&[
-                ("--name", &m.name),
-                ("--data-dir", &data),
-                ("--listen-client-urls", &m.client),
-                ("--advertise-client-urls", &m.client),
-                ("--listen-peer-urls", &m.peer),
-                ("--initial-advertise-peer-urls", &m.peer),
-                ("--initial-cluster", initial),
-                ("--initial-cluster-state", "new"),
-                ("--initial-cluster-token", "xtask-bench"),
-                ("--heartbeat-interval", "100"),
-                ("--election-timeout", "1000"),
-            ]));
-            a
-        },
+        |m, list| etcd_args(m, list, false),
     )
+}
+
+/// A Deimos member's command line: `list` is the `name=peerURL,...` of the members to start
+/// from; `joining` for a member added to a running cluster.
+pub(super) fn deimos_args(m: &MemberSpec, list: &str, joining: bool) -> Vec<String> {
+    let data = m.data.display().to_string();
+    let mut a = flags(&[
+        ("--name", &m.name),
+        ("--data-dir", &data),
+        ("--listen-client-urls", &m.client),
+        ("--advertise-client-urls", &m.client),
+        ("--listen-peer-urls", &m.peer),
+        ("--advertise-peer-urls", &m.peer),
+        ("--bootstrap-config", list),
+        ("--heartbeat-interval", "100ms"),
+        ("--election-timeout", "1000ms"),
+    ]);
+    if joining {
+        a.extend(flags(&[("--initial-cluster-state", "existing")]));
+    }
+    a
+}
+
+/// An etcd member's command line, as [`deimos_args`] (etcd's timings are plain milliseconds).
+pub(super) fn etcd_args(m: &MemberSpec, list: &str, joining: bool) -> Vec<String> {
+    let data = m.data.display().to_string();
+    let mut a = vec!["--enable-v2=true".to_string()];
+    a.extend(flags(&[
+        ("--name", &m.name),
+        ("--data-dir", &data),
+        ("--listen-client-urls", &m.client),
+        ("--advertise-client-urls", &m.client),
+        ("--listen-peer-urls", &m.peer),
+        ("--initial-advertise-peer-urls", &m.peer),
+        ("--initial-cluster", list),
+        (
+            "--initial-cluster-state",
+            if joining { "existing" } else { "new" },
+        ),
+        ("--initial-cluster-token", "xtask-bench"),
+        ("--heartbeat-interval", "100"),
+        ("--election-timeout", "1000"),
+    ]));
+    a
 }
 
 // ---------------------------------------------------------------------------------------------

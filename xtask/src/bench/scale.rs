@@ -260,43 +260,15 @@ fn join(
         })
         .ok_or("no member list in the founders' flags")?;
     let initial = format!("{founders},{name}={peer_url}");
-    let data = cluster
-        .dir
-        .join(format!("{name}-data"))
-        .display()
-        .to_string();
-    let mut args = flags(&[
-        ("--name", name),
-        ("--data-dir", &data),
-        ("--listen-client-urls", &client_url),
-        ("--advertise-client-urls", &client_url),
-        ("--listen-peer-urls", &peer_url),
-        ("--initial-cluster-state", "existing"),
-        ("--heartbeat-interval", "100ms"),
-        ("--election-timeout", "1000ms"),
-    ]);
-    let bin = match system {
-        System::Deimos => {
-            args.extend(flags(&[
-                ("--advertise-peer-urls", &peer_url),
-                ("--bootstrap-config", &initial),
-            ]));
-            deimos.to_path_buf()
-        }
-        _ => {
-            // etcd's timings are plain milliseconds.
-            for v in args.iter_mut() {
-                if let Some(ms) = v.strip_suffix("ms") {
-                    *v = ms.to_string();
-                }
-            }
-            args.insert(0, "--enable-v2=true".to_string());
-            args.extend(flags(&[
-                ("--initial-advertise-peer-urls", &peer_url),
-                ("--initial-cluster", &initial),
-            ]));
-            "etcd".into()
-        }
+    let m = MemberSpec {
+        name: name.to_string(),
+        client: client_url.clone(),
+        peer: peer_url,
+        data: cluster.dir.join(format!("{name}-data")),
+    };
+    let (bin, args) = match system {
+        System::Deimos => (deimos.to_path_buf(), deimos_args(&m, &initial, true)),
+        _ => ("etcd".into(), etcd_args(&m, &initial, true)),
     };
     let child = spawn_member(system, &bin, name, &args, &cluster.dir)?;
     cluster.members.push((name.to_string(), child));
