@@ -8,14 +8,17 @@
 //! one is written into a buffer of about its size (one allocation, a `Content-Length`); a large
 //! one is rendered on a blocking thread into fixed-size chunks that flow to the socket as the
 //! client reads them (chunked transfer encoding, as etcd's Go server sends large bodies).
-//! Rendering stops when the client goes away.
+//! Rendering stops when the client goes away. A client that stops reading holds its blocking
+//! thread until its connection closes, so at most [`MAX_STREAMING`] renders stream at once;
+//! beyond that a large body is rendered here into a list of chunks (held whole, as before, but
+//! without the doubling), and the blocking pool stays free for the rest (bcrypt, snapshots).
 
 use std::io;
 
 use bytes::Bytes;
 use deimos_api::keys::Node as NodeExtern;
 use deimos_store::keyspace::Event;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 use super::response::{full, json_body, Resp};
 
@@ -23,6 +26,9 @@ use super::response::{full, json_body, Resp};
 const STREAM_ABOVE: usize = 1 << 20;
 /// Size of each streamed chunk.
 const CHUNK: usize = 64 << 10;
+/// Large bodies streamed from blocking threads at once.
+const MAX_STREAMING: usize = 8;
+static STREAMING: Semaphore = Semaphore::const_new(MAX_STREAMING);
 /// Chunks rendered ahead of the socket.
 const CHUNKS_AHEAD: usize = 4;
 /// JSON around one node besides its key and value: field names, indexes, punctuation.
@@ -57,13 +63,11 @@ pub fn event_json(status: u16, ev: Event) -> Resp {
         }
         buf.push(b'\n');
         full(buf)
-    } else {
+    } else if let Ok(permit) = STREAMING.try_acquire() {
         let (tx, rx) = mpsc::channel(CHUNKS_AHEAD);
         tokio::task::spawn_blocking(move || {
-            let mut w = Chunks {
-                tx,
-                buf: Vec::with_capacity(CHUNK),
-            };
+            let _permit = permit;
+            let mut w = Chunks::new(Sink::Stream(tx));
             let rendered = serde_json::to_writer(&mut w, &ev)
                 .map_err(io::Error::from)
                 .and_then(|()| {
@@ -77,26 +81,56 @@ pub fn event_json(status: u16, ev: Event) -> Resp {
             }
         });
         crate::body::from_channel(rx)
+    } else {
+        let mut w = Chunks::new(Sink::Keep(Vec::new()));
+        // Keeping chunks cannot fail, and the event always renders.
+        let _ = serde_json::to_writer(&mut w, &ev);
+        w.buf.push(b'\n');
+        let _ = w.send();
+        match w.sink {
+            Sink::Keep(chunks) => crate::body::from_chunks(chunks),
+            Sink::Stream(_) => full(""),
+        }
     };
     json_body(status, body)
 }
 
-/// A writer that hands out what it is given in [`CHUNK`]-sized pieces, waiting while
-/// [`CHUNKS_AHEAD`] are unread.
+/// Where full chunks go.
+enum Sink {
+    /// To the response body, waiting while [`CHUNKS_AHEAD`] are unread (blocking threads only).
+    Stream(mpsc::Sender<Bytes>),
+    /// Into a list, sent whole afterwards.
+    Keep(Vec<Bytes>),
+}
+
+/// A writer that hands out what it is given in [`CHUNK`]-sized pieces.
 struct Chunks {
-    tx: mpsc::Sender<Bytes>,
+    sink: Sink,
     buf: Vec<u8>,
 }
 
 impl Chunks {
+    fn new(sink: Sink) -> Chunks {
+        Chunks {
+            sink,
+            buf: Vec::with_capacity(CHUNK),
+        }
+    }
+
     fn send(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        self.tx
-            .blocking_send(Bytes::from(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client went away"))
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        match &mut self.sink {
+            Sink::Stream(tx) => tx
+                .blocking_send(chunk)
+                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client went away")),
+            Sink::Keep(chunks) => {
+                chunks.push(chunk);
+                Ok(())
+            }
+        }
     }
 }
 
@@ -167,6 +201,21 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn with_every_stream_taken_a_large_body_is_kept_whole_and_the_same() {
+        // As if MAX_STREAMING clients had stopped reading their listings.
+        let held = STREAMING
+            .acquire_many(MAX_STREAMING as u32)
+            .await
+            .expect("not closed");
+        let ev = listing(20_000, "v");
+        let mut want = serde_json::to_vec(&ev).expect("json");
+        want.push(b'\n');
+        let (_, got) = body_of(event_json(200, ev)).await;
+        assert_eq!(got, want);
+        drop(held);
+    }
+
     #[test]
     fn the_estimate_tracks_the_rendered_size() {
         let ev = listing(1000, &"x".repeat(100));
@@ -182,10 +231,7 @@ mod tests {
     fn a_client_that_leaves_stops_the_rendering() {
         use std::io::Write as _;
         let (tx, rx) = mpsc::channel(CHUNKS_AHEAD);
-        let mut w = Chunks {
-            tx,
-            buf: Vec::new(),
-        };
+        let mut w = Chunks::new(Sink::Stream(tx));
         w.write_all(&[b'x'; CHUNK]).expect("a reader is there");
         drop(rx);
         let e = w.write_all(&[b'x'; CHUNK]).expect_err("nobody reads");
