@@ -13,7 +13,9 @@ use std::path::Path;
 use common::*;
 use deimos_raft::storage::LogStorage;
 use deimos_raft::types::HardState;
-use deimos_store::persist::{PersistError, RedbStorage, DB_FILE};
+use deimos_store::persist::{
+    PersistError, RedbStorage, WriteBatch, DB_FILE, FORMAT_VERSION, WAL_FILE,
+};
 use tempfile::TempDir;
 
 type Dump = (
@@ -208,7 +210,7 @@ fn wrong_format_version_is_a_version_error() {
     match RedbStorage::open_with(d.path(), &opts()) {
         Err(PersistError::Version {
             found: 99,
-            expected: 1,
+            expected: FORMAT_VERSION,
             path,
         }) => assert!(path.ends_with(DB_FILE)),
         other => panic!("expected Version, got {other:?}"),
@@ -306,11 +308,19 @@ fn reopen_after_damaging_the_latest_commit(two_phase_commit: bool) -> Result<u64
         vote: Some(1),
         commit,
     };
-    s.persist(Some(&hs(10)), &ents(1, 11, 1)).unwrap();
-    s.persist(Some(&hs(20)), &ents(11, 21, 1)).unwrap();
-    // Copy the file while the store is still open: what a `kill -9` right after the second
+    // Two redb commits (`persist` would log these entries in the write-ahead log instead).
+    for (lo, hi) in [(1, 11), (11, 21)] {
+        s.write_batch(&WriteBatch {
+            hard_state: Some(&hs(hi - 1)),
+            entries: &ents(lo, hi, 1),
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    }
+    // Copy the files while the store is still open: what a `kill -9` right after the second
     // acknowledged commit leaves on disk.
     let mut image = std::fs::read(db_path(d.path())).unwrap();
+    let wal = std::fs::read(d.path().join(WAL_FILE)).unwrap();
     drop(s);
     let sum = primary_slot_checksum(&image);
     for b in &mut image[sum] {
@@ -318,6 +328,7 @@ fn reopen_after_damaging_the_latest_commit(two_phase_commit: bool) -> Result<u64
     }
     let crashed = TempDir::new().unwrap();
     std::fs::write(db_path(crashed.path()), &image).unwrap();
+    std::fs::write(crashed.path().join(WAL_FILE), &wal).unwrap();
     RedbStorage::open_with(crashed.path(), &o).map(|s| s.last_index().unwrap())
 }
 

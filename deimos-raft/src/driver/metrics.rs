@@ -61,7 +61,7 @@ pub fn describe() {
     );
     metrics::describe_histogram!(
         PERSIST_SECONDS,
-        "Time to durably persist a Ready's entries and hard state (redb commit with fsync)."
+        "Time to durably persist a Ready's entries and hard state (a write-ahead log append with fdatasync, or a redb commit with fsync)."
     );
     metrics::describe_histogram!(
         APPLY_SECONDS,

@@ -11,7 +11,18 @@ use deimos_raft::storage::{BackendFailure, StorageError};
 use super::error::corrupt;
 
 /// Version of the on-disk layout (tables, keys and value encodings). Checked at open.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 added the write-ahead log (`deimos.wal` and `raft_state/wal_epoch`): a version-1
+/// binary would ignore entries logged there, so it must refuse the store; version-1 stores are
+/// upgraded in place at open ([`LEGACY_FORMAT_VERSION`]).
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The version before the write-ahead log; `open` upgrades it.
+pub(crate) const LEGACY_FORMAT_VERSION: u32 = 1;
+
+/// Version of the snapshot stream (header, frames, record encoding), checked by the decoder.
+/// Separate from the store's: version 2 of the store did not change the stream, and backups
+/// and snapshots made before it must still restore.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
 
 /// Stored under `meta/magic`: tells a Deimos store from any other redb file.
 pub(crate) const MAGIC: &[u8] = b"deimos-store";

@@ -5,7 +5,8 @@
 //! two agree), and adds what a restartable state machine needs:
 //!
 //! - group commit ([`RedbStorage::persist`], [`RedbStorage::write_batch`]): log entries, hard
-//!   state and applied mutations in ONE fsynced transaction;
+//!   state and applied mutations in ONE fsynced transaction — except plain appends, which go to
+//!   the write-ahead log (`wal`) and reach redb at the next transaction (a checkpoint);
 //! - the applied state ([`RedbStorage::commit_applied`], [`RedbStorage::applied_state`],
 //!   [`RedbStorage::records`]): opaque `String -> bytes` records plus the index/term/conf they
 //!   reflect, so a restart rebuilds the key space without replaying the log;
@@ -17,7 +18,8 @@
 //! the log holds exactly `base+1 ..= last`; `base <= applied <= last`; the applied term is the
 //! term at the applied index; `hard_state.commit <= last`.
 //!
-//! Files: `store` (open, checks, cache), `write` (batches, compaction), `staged` (writes that
+//! Files: `store` (open, checks, cache), `write` (batches, compaction), `wal` (the write-ahead
+//! log of appended entries), `staged` (writes that
 //! need no fsync, carried by the next transaction), `read` (`LogStorage`,
 //! records), `snapshot` (stream format), `install` (snapshot installation), `schema` (tables),
 //! `codec` (postcard, format version), `error`.
@@ -31,9 +33,10 @@ mod schema;
 mod snapshot;
 mod staged;
 mod store;
+mod wal;
 mod write;
 
-pub use codec::FORMAT_VERSION;
+pub use codec::{FORMAT_VERSION, SNAPSHOT_FORMAT_VERSION};
 pub use error::PersistError;
 pub use install::SnapshotInstaller;
 pub use read::RecordIter;
@@ -43,4 +46,5 @@ pub use snapshot::{
     SnapshotEncoder, SnapshotWriter, DEFAULT_CHUNK, MAX_FRAME,
 };
 pub use store::{RedbStorage, StoreOptions, DB_FILE};
+pub use wal::WAL_FILE;
 pub use write::{AppliedBatch, WriteBatch};

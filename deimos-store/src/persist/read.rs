@@ -61,6 +61,9 @@ impl RedbStorage {
     }
 
     fn read_term(&self, idx: Index) -> StorageResult<Term> {
+        if let Some(t) = self.wal.term(idx) {
+            return Ok(t);
+        }
         let txn = self.begin_read()?;
         let t = txn.open_table(LOG).map_err(|e| backend("open log", e))?;
         match t.get(idx).map_err(|e| backend("read log", e))? {
@@ -96,12 +99,25 @@ impl LogStorage for RedbStorage {
         if lo >= hi {
             return Ok(Vec::new());
         }
-        let txn = self.begin_read()?;
-        let t = txn.open_table(LOG).map_err(|e| backend("open log", e))?;
         let mut out = Vec::new();
         let mut size = 0u64;
+        // Past redb's log: the write-ahead log's tail, in memory.
+        let split = self.wal.first_index().unwrap_or(hi).clamp(lo, hi);
+        let from_tail = (split..hi).filter_map(|i| self.wal.entry(i));
+        if split == lo {
+            for e in from_tail {
+                size += e.size() as u64;
+                if !out.is_empty() && max_bytes.is_some_and(|m| size > m) {
+                    break;
+                }
+                out.push(e.clone());
+            }
+            return Ok(out);
+        }
+        let txn = self.begin_read()?;
+        let t = txn.open_table(LOG).map_err(|e| backend("open log", e))?;
         let mut expect = lo;
-        for item in t.range(lo..hi).map_err(|e| backend("scan log", e))? {
+        for item in t.range(lo..split).map_err(|e| backend("scan log", e))? {
             let (k, v) = item.map_err(|e| backend("scan log", e))?;
             let e: Entry = decode(v.value(), "log entry")?;
             if k.value() != expect || e.index != expect {
@@ -114,10 +130,17 @@ impl LogStorage for RedbStorage {
             }
             out.push(e);
         }
-        if expect != hi {
+        if expect != split {
             return Err(corrupt(format!(
                 "log entry {expect} missing inside the log"
             )));
+        }
+        for e in from_tail {
+            size += e.size() as u64;
+            if max_bytes.is_some_and(|m| size > m) {
+                break;
+            }
+            out.push(e.clone());
         }
         Ok(out)
     }

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use deimos_raft::types::SnapshotMeta;
 use redb::ReadTransaction;
 
-use super::codec::{decode, encode, Fnv64, FORMAT_VERSION};
+use super::codec::{decode, encode, Fnv64, SNAPSHOT_FORMAT_VERSION};
 use super::error::{backend, corrupt, PersistError};
 use super::schema::{AppliedState, APPLIED, KEY_APPLIED, RECORDS};
 use super::store::RedbStorage;
@@ -290,9 +290,9 @@ impl SnapshotDecoder {
         match (self.stage, tag) {
             (DStage::Header, TAG_HEADER) => {
                 let h: Header = decode(body, "snapshot header").map_err(|e| bad(e.to_string()))?;
-                if h.version != FORMAT_VERSION {
+                if h.version != SNAPSHOT_FORMAT_VERSION {
                     return Err(bad(format!(
-                        "format version {} (this build reads {FORMAT_VERSION})",
+                        "format version {} (this build reads {SNAPSHOT_FORMAT_VERSION})",
                         h.version
                     )));
                 }
@@ -492,7 +492,7 @@ impl FrameWriter {
         self.buf.extend_from_slice(STREAM_MAGIC);
         self.hasher.update(STREAM_MAGIC);
         let h = encode(&Header {
-            version: FORMAT_VERSION,
+            version: SNAPSHOT_FORMAT_VERSION,
             meta: meta.clone(),
         })?;
         self.frame(TAG_HEADER, &[&h], true)

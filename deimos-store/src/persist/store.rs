@@ -38,10 +38,11 @@ use deimos_raft::storage::{StorageError, StorageResult};
 use deimos_raft::types::{ConfState, Entry, HardState, Index, Term};
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
-use super::codec::{decode, encode, FORMAT_VERSION, MAGIC};
+use super::codec::{decode, encode, FORMAT_VERSION, LEGACY_FORMAT_VERSION, MAGIC};
 use super::error::{backend, PersistError};
 use super::schema::*;
 use super::staged::Staged;
+use super::wal::Wal;
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "deimos.redb";
@@ -93,15 +94,20 @@ pub struct RedbStorage {
     pub(crate) two_phase_commit: bool,
     /// Writes that need no fsync, not yet in the file (see `staged`).
     pub(crate) staged: Staged,
+    /// The write-ahead log: entries appended since the last checkpoint (see `wal`). The cache's
+    /// `last_index`/`last_term` include them; redb's log ends where the tail begins.
+    pub(crate) wal: Wal,
     /// Set on the first backend failure; every later call returns it.
     pub(crate) poisoned: Option<StorageError>,
 }
 
 impl Drop for RedbStorage {
-    /// A clean close writes what is staged, durably, so a restart replays nothing. (A crash
-    /// loses it, which is what staging allows: see `staged`.)
+    /// A clean close writes what is staged and checkpoints the write-ahead log, durably, so a
+    /// restart replays nothing. (A crash loses what is staged, which is what staging allows:
+    /// see `staged`; the log is replayed.)
     fn drop(&mut self) {
-        if !self.staged.is_empty() && self.poisoned.is_none() {
+        let pending = !self.staged.is_empty() || !self.wal.tail().is_empty();
+        if pending && self.poisoned.is_none() {
             if let Err(e) = self.write_batch(&super::write::WriteBatch::default()) {
                 tracing::warn!(error = %e, "could not write staged state on close");
             }
@@ -147,13 +153,36 @@ impl RedbStorage {
             create_file(dir, &path, opts)?;
         }
         let db = open_redb(&path, opts)?;
-        let cache = load(&db, &path)?;
+        let (mut cache, format) = load(&db, &path)?;
+        let epoch = match format {
+            Format::Current { wal_epoch } => wal_epoch,
+            Format::Legacy => upgrade(&db, dir, &path)?,
+        };
+        let wal = Wal::open(dir, epoch, cache.last_index + 1)?;
+        if let Some(last) = wal.tail().last() {
+            cache.last_index = last.index;
+            cache.last_term = last.term;
+            // Entries only extend the log: base <= applied and commit <= last still hold; the
+            // one bound that can newly fail is the top of the index space.
+            if last.index == Index::MAX {
+                return Err(PersistError::Corrupt {
+                    path: dir.join(super::wal::WAL_FILE),
+                    what: "log index reached u64::MAX".into(),
+                });
+            }
+            tracing::info!(
+                entries = wal.tail().len(),
+                last = last.index,
+                "recovered entries from the write-ahead log"
+            );
+        }
         Ok(RedbStorage {
             db,
             path,
             cache,
             two_phase_commit: opts.two_phase_commit,
             staged: Staged::default(),
+            wal,
             poisoned: None,
         })
     }
@@ -171,7 +200,7 @@ impl RedbStorage {
     /// The hard state and applied index the file holds, without what is staged: what a crash
     /// now would leave once redb's unsynced pages reached the disk. For tests and diagnostics.
     pub fn written_state(&self) -> Result<(HardState, Index), PersistError> {
-        let c = load(&self.db, &self.path)?;
+        let (c, _) = load(&self.db, &self.path)?;
         Ok((c.hard_state, c.applied.index))
     }
 
@@ -237,6 +266,8 @@ fn create_file(dir: &Path, path: &Path, opts: &StoreOptions) -> Result<(), Persi
                 .map_err(|e| backend("write hard state", e))?;
             raft.insert(KEY_LOG_BASE, encode(&LogBase::default())?.as_slice())
                 .map_err(|e| backend("write log base", e))?;
+            raft.insert(KEY_WAL_EPOCH, FIRST_WAL_EPOCH.to_le_bytes().as_slice())
+                .map_err(|e| backend("write wal epoch", e))?;
             let applied = AppliedState {
                 index: 0,
                 term: 0,
@@ -258,6 +289,9 @@ fn create_file(dir: &Path, path: &Path, opts: &StoreOptions) -> Result<(), Persi
         what: format!("initialise: {e}"),
     })?;
     drop(db);
+    // The log first: once the store is in place it says it has one (the directory sync below
+    // makes both names durable).
+    Wal::create(dir)?;
     std::fs::rename(&tmp, path).map_err(io_err(path, "rename new database into place"))?;
     let d = std::fs::File::open(dir).map_err(io_err(dir, "open data directory"))?;
     d.sync_all().map_err(io_err(dir, "sync data directory"))?;
@@ -319,8 +353,54 @@ fn open_redb(path: &Path, opts: &StoreOptions) -> Result<Database, PersistError>
     }
 }
 
-/// Read and cross-check our records; produce the cache.
-fn load(db: &Database, path: &Path) -> Result<Cached, PersistError> {
+/// The epoch of the write-ahead log of a new store.
+const FIRST_WAL_EPOCH: u64 = 1;
+
+/// What `load` found about the layout.
+enum Format {
+    Current {
+        wal_epoch: u64,
+    },
+    /// Written before the write-ahead log existed: `open` upgrades it.
+    Legacy,
+}
+
+/// Upgrade a version-1 store: give it an empty write-ahead log, then record the new version and
+/// the log's epoch in one durable commit. A crash between the two leaves a version-1 store and a
+/// log without records of epoch 1, and the upgrade runs again.
+fn upgrade(db: &Database, dir: &Path, path: &Path) -> Result<u64, PersistError> {
+    Wal::create(dir)?;
+    let run = || -> StorageResult<()> {
+        let mut txn = db.begin_write().map_err(|e| backend("begin write", e))?;
+        txn.set_durability(redb::Durability::Immediate)
+            .map_err(|e| backend("durability", e))?;
+        txn.set_two_phase_commit(true);
+        {
+            let mut meta = txn.open_table(META).map_err(|e| backend("open meta", e))?;
+            meta.insert(KEY_FORMAT, FORMAT_VERSION.to_le_bytes().as_slice())
+                .map_err(|e| backend("write format", e))?;
+            let mut raft = txn
+                .open_table(RAFT_STATE)
+                .map_err(|e| backend("open raft", e))?;
+            raft.insert(KEY_WAL_EPOCH, FIRST_WAL_EPOCH.to_le_bytes().as_slice())
+                .map_err(|e| backend("write wal epoch", e))?;
+        }
+        txn.commit().map_err(|e| backend("commit", e))
+    };
+    run().map_err(|e| PersistError::Corrupt {
+        path: path.to_path_buf(),
+        what: format!("upgrade from format {LEGACY_FORMAT_VERSION}: {e}"),
+    })?;
+    tracing::info!(
+        from = LEGACY_FORMAT_VERSION,
+        to = FORMAT_VERSION,
+        "upgraded the store's format"
+    );
+    Ok(FIRST_WAL_EPOCH)
+}
+
+/// Read and cross-check our records; produce the cache (of redb's contents alone).
+fn load(db: &Database, path: &Path) -> Result<(Cached, Format), PersistError> {
     let corrupt = |what: String| PersistError::Corrupt {
         path: path.to_path_buf(),
         what,
@@ -348,7 +428,7 @@ fn load(db: &Database, path: &Path) -> Result<Cached, PersistError> {
         Some(Err(_)) => return Err(corrupt("malformed format version record".into())),
         None => return Err(corrupt("missing format version record".into())),
     };
-    if found != FORMAT_VERSION {
+    if found != FORMAT_VERSION && found != LEGACY_FORMAT_VERSION {
         return Err(PersistError::Version {
             path: path.to_path_buf(),
             found,
@@ -378,6 +458,15 @@ fn load(db: &Database, path: &Path) -> Result<Cached, PersistError> {
         decode(&get(&raft, KEY_LOG_BASE, "log_base")?, "log_base").map_err(dec_err)?;
     let applied: AppliedState =
         decode(&get(&applied_t, KEY_APPLIED, "applied")?, "applied").map_err(dec_err)?;
+    let format = if found == LEGACY_FORMAT_VERSION {
+        Format::Legacy
+    } else {
+        let bytes = get(&raft, KEY_WAL_EPOCH, "wal_epoch")?;
+        let wal_epoch = <[u8; 8]>::try_from(bytes.as_slice())
+            .map(u64::from_le_bytes)
+            .map_err(|_| corrupt("malformed wal_epoch record".into()))?;
+        Format::Current { wal_epoch }
+    };
 
     let read_entry = |(k, v): (redb::AccessGuard<'_, u64>, redb::AccessGuard<'_, &[u8]>)| {
         let e: Entry = decode(v.value(), "log entry").map_err(dec_err)?;
@@ -439,7 +528,7 @@ fn load(db: &Database, path: &Path) -> Result<Cached, PersistError> {
         }
     };
     check_consistency(&cache, term_at).map_err(corrupt)?;
-    Ok(cache)
+    Ok((cache, format))
 }
 
 /// The cross-record invariants every committed state satisfies; checked at open and before every

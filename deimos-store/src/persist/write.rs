@@ -17,6 +17,7 @@ use super::error::{backend, corrupt, invalid};
 use super::schema::*;
 use super::staged::Staged;
 use super::store::{check_consistency, Cached, RedbStorage};
+use super::wal::Appended;
 
 /// One applied batch of state-machine mutations: `None` deletes the record.
 #[derive(Debug, Clone, Copy)]
@@ -73,7 +74,7 @@ impl RedbStorage {
                 redb::Durability::Immediate,
             );
         }
-        if !entries.is_empty() {
+        if !entries.is_empty() && !self.log_ahead(entries)? {
             // The entries alone need the fsync; a new commit index rides as staged state after
             // them (it may point into them), sparing the durable commit the hard state's page.
             self.write_batch_with(
@@ -93,6 +94,46 @@ impl RedbStorage {
             self.staged.stage_hard_state(*hs);
         }
         self.write_staged_if_due()
+    }
+
+    /// Append `entries` through the write-ahead log (see `wal`) if they simply extend the log:
+    /// consecutive, starting right after the last index. `false` if they must go through redb
+    /// (a conflicting suffix to replace, a compacted prefix to skip, a gap to refuse, a record
+    /// too large for the log). Extending the log keeps every invariant of `check_consistency`
+    /// but the top of the index space, which is checked here.
+    fn log_ahead(&mut self, entries: &[Entry]) -> StorageResult<bool> {
+        self.check_usable()?;
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return Ok(true);
+        };
+        let consecutive = entries
+            .windows(2)
+            .all(|w| w[1].index == w[0].index.wrapping_add(1));
+        if !consecutive || first.index != self.cache.last_index + 1 || last.index == Index::MAX {
+            return Ok(false);
+        }
+        let mut checkpointed = false;
+        loop {
+            match self.wal.append(entries) {
+                Ok(Appended::Logged) => break,
+                Ok(Appended::TooLarge) => return Ok(false),
+                Ok(Appended::Full) if !checkpointed => {
+                    self.checkpoint()?;
+                    checkpointed = true;
+                }
+                Ok(Appended::Full) => return Ok(false),
+                Err(e) => return Err(self.poison(e)),
+            }
+        }
+        self.cache.last_index = last.index;
+        self.cache.last_term = last.term;
+        Ok(true)
+    }
+
+    /// Move the write-ahead log's entries into redb (with whatever is staged) in one durable
+    /// commit, and start the log over.
+    pub fn checkpoint(&mut self) -> StorageResult<()> {
+        self.write_batch_with(&WriteBatch::default(), redb::Durability::Immediate)
     }
 
     /// Write what is staged now if it is large or old enough (see `staged`), without an fsync.
@@ -191,9 +232,19 @@ impl RedbStorage {
         durability: redb::Durability,
     ) -> StorageResult<()> {
         self.check_usable()?;
-        if batch.is_empty() && self.staged.is_empty() {
+        let checkpoint = !self.wal.tail().is_empty();
+        if batch.is_empty() && self.staged.is_empty() && !checkpoint {
             return Ok(());
         }
+        // Every transaction while the write-ahead log holds entries is a checkpoint: the
+        // entries go in first, with the next epoch, and the commit must be durable before the
+        // log may start over (a lost commit would take the logged entries with it).
+        let durability = if checkpoint {
+            redb::Durability::Immediate
+        } else {
+            durability
+        };
+        let next_epoch = self.wal.epoch() + 1;
         let mut next = self.cache.clone();
         let txn = match self.begin_write_with(durability) {
             Ok(t) => t,
@@ -217,11 +268,15 @@ impl RedbStorage {
         } else {
             Staged::default()
         };
-        let outcome = fill_staged(&txn, &staged, batch.hard_state.is_some())
+        let tail = if checkpoint { self.wal.tail() } else { &[] };
+        let outcome = fill_checkpoint(&txn, tail, next_epoch)
+            .and_then(|()| fill_staged(&txn, &staged, batch.hard_state.is_some()))
             .and_then(|()| fill(&txn, &mut next, batch));
         let res = self.finish(txn, next, outcome);
-        if res.is_err() {
-            self.staged.restore(staged);
+        match &res {
+            Ok(()) if checkpoint => self.wal.reset(next_epoch),
+            Ok(()) => {}
+            Err(_) => self.staged.restore(staged),
         }
         res
     }
@@ -287,6 +342,27 @@ impl From<StorageError> for Failure {
 
 fn be(context: &'static str) -> impl Fn(redb::StorageError) -> Failure {
     move |e| Failure::Backend(backend(context, e))
+}
+
+/// Write the write-ahead log's entries (`tail`, continuing the redb log; empty when this is
+/// not a checkpoint) and the epoch that retires their records.
+fn fill_checkpoint(txn: &WriteTransaction, tail: &[Entry], epoch: u64) -> Result<(), Failure> {
+    if tail.is_empty() {
+        return Ok(());
+    }
+    let mut log = txn
+        .open_table(LOG)
+        .map_err(|e| Failure::Backend(backend("open log", e)))?;
+    for e in tail {
+        log.insert(e.index, encode(e)?.as_slice())
+            .map_err(be("write log"))?;
+    }
+    let mut raft = txn
+        .open_table(RAFT_STATE)
+        .map_err(|e| Failure::Backend(backend("open raft", e)))?;
+    raft.insert(KEY_WAL_EPOCH, epoch.to_le_bytes().as_slice())
+        .map_err(be("write wal epoch"))?;
+    Ok(())
 }
 
 /// Write the staged hard state (unless the batch brings a newer one) and applied records.
