@@ -65,3 +65,80 @@ impl Subject for RedbStorage {
         self.compact(idx)
     }
 }
+
+/// Deterministic generator for the crash tests (splitmix64): a seed replays a run.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+/// Re-execute this test binary running only `test` (a child entry point that reads `envs`),
+/// and forward what follows `marker` on every stdout line that has it (libtest may print
+/// "test NAME ... " on the same line first) to the returned channel, for the crash tests to
+/// SIGKILL the child at a moment of their choosing.
+pub fn spawn_child(
+    test: &str,
+    envs: &[(&str, String)],
+    marker: &'static str,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(pos) = line.find(marker) {
+                let _ = tx.send(line[pos + marker.len()..].to_string());
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// The last index of the log redb itself holds (without the write-ahead log), read with raw
+/// redb from a copy of the database file.
+pub fn redb_last_index(dir: &std::path::Path) -> Option<Index> {
+    use deimos_store::persist::DB_FILE;
+    use redb::{ReadableDatabase, ReadableTable};
+    const LOG: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("raft_log");
+    let copy = TempDir::new().unwrap();
+    std::fs::copy(dir.join(DB_FILE), copy.path().join(DB_FILE)).unwrap();
+    let db = redb::Database::open(copy.path().join(DB_FILE)).unwrap();
+    let t = db.begin_read().unwrap();
+    let log = t.open_table(LOG).unwrap();
+    let last = log.last().unwrap().map(|(k, _)| k.value());
+    last
+}
+
+/// `(rounds, seed)` of a crash test from `rounds_var` (default `rounds`) and `seed_var` (default:
+/// the clock, printed by the caller so that a failure can be replayed).
+pub fn rounds_and_seed(rounds_var: &str, rounds: u64, seed_var: &str) -> (u64, u64) {
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
+    let seed = var(seed_var).unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    });
+    (var(rounds_var).unwrap_or(rounds), seed)
+}

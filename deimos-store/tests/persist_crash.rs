@@ -14,11 +14,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
-use common::conf;
+use common::{conf, rounds_and_seed, spawn_child, Rng};
 use deimos_raft::storage::LogStorage;
 use deimos_raft::types::{Entry, EntryPayload, HardState, Snapshot, SnapshotMeta};
 use deimos_store::persist::{
@@ -29,25 +28,6 @@ use tempfile::TempDir;
 const CHILD_DIR: &str = "DEIMOS_CRASH_CHILD_DIR";
 const CHILD_SEED: &str = "DEIMOS_CRASH_CHILD_SEED";
 const BATCH_KEY: &str = "~batch";
-
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
-    }
-    fn next(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 /// What the store must contain after a given number of batches.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -254,59 +234,34 @@ fn crash_child_entry() {
 
 #[test]
 fn kill_9_at_random_points_keeps_exactly_a_committed_prefix() {
-    let rounds: u64 = std::env::var("DEIMOS_CRASH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
-    let seed: u64 = std::env::var("DEIMOS_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
+    let (rounds, seed) = rounds_and_seed("DEIMOS_CRASH_ROUNDS", 30, "DEIMOS_CRASH_SEED");
     eprintln!("crash test: seed {seed} (DEIMOS_CRASH_SEED), {rounds} rounds (DEIMOS_CRASH_ROUNDS)");
     let dir = TempDir::new().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut rng = Rng::new(seed);
     let mut reported_total = 0u64;
     let mut in_flight_landed = 0u64;
     let started = Instant::now();
     for round in 0..rounds {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "crash_child_entry",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_DIR, dir.path())
-            .env(CHILD_SEED, seed.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut last = None;
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                // libtest may print "test crash_child_entry ... " on the same line first.
-                if let Some(pos) = line.rfind("committed ") {
-                    last = Some(line[pos + 10..].trim().parse::<u64>().unwrap());
-                }
-            }
-            last
-        });
+        let (mut child, lines) = spawn_child(
+            "crash_child_entry",
+            &[
+                (CHILD_DIR, dir.path().display().to_string()),
+                (CHILD_SEED, seed.to_string()),
+            ],
+            "committed ",
+        );
         std::thread::sleep(Duration::from_millis(20 + rng.below(130)));
         if let Some(status) = child.try_wait().unwrap() {
             panic!("round {round}: child exited by itself ({status}); run it by hand to see why");
         }
         child.kill().unwrap(); // SIGKILL on Unix
         child.wait().unwrap();
-        let reported = reader.join().unwrap();
+        // The reader ends with the child's stdout; the last line it forwarded is the last
+        // batch the child reported durable.
+        let reported = lines
+            .iter()
+            .last()
+            .map(|l| l.trim().parse::<u64>().unwrap());
 
         let s = RedbStorage::open_with(dir.path(), &store_opts())
             .unwrap_or_else(|e| panic!("round {round}: reopen after kill -9 failed: {e}"));

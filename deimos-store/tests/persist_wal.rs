@@ -16,11 +16,10 @@ use deimos_raft::types::{Entry, EntryPayload, HardState, Index, Term};
 use deimos_store::persist::{
     PersistError, RedbStorage, WriteBatch, DB_FILE, FORMAT_VERSION, WAL_FILE,
 };
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableDatabase;
 use tempfile::TempDir;
 
 const META: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("meta");
-const LOG: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("raft_log");
 const RAFT: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("raft_state");
 
 /// The write-ahead log's layout (see the module docs of `persist::wal`).
@@ -92,18 +91,6 @@ impl Image {
         let r = RedbStorage::open_with(d.path(), &opts());
         (d, r)
     }
-}
-
-/// The last index of the log redb itself holds (without the write-ahead log), read with raw
-/// redb from a copy of the directory.
-fn redb_last_index(dir: &Path) -> Option<Index> {
-    let copy = TempDir::new().unwrap();
-    std::fs::copy(dir.join(DB_FILE), copy.path().join(DB_FILE)).unwrap();
-    let db = redb::Database::open(copy.path().join(DB_FILE)).unwrap();
-    let t = db.begin_read().unwrap();
-    let log = t.open_table(LOG).unwrap();
-    let last = log.last().unwrap().map(|(k, _)| k.value());
-    last
 }
 
 /// One record of the write-ahead log, as parsed from the documented format.

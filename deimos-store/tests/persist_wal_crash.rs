@@ -11,48 +11,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::*;
 use deimos_raft::storage::LogStorage;
 use deimos_raft::types::{Entry, EntryPayload, HardState, Index, Term};
 use deimos_store::persist::{RedbStorage, DB_FILE, WAL_FILE};
-use redb::{ReadableDatabase, ReadableTable};
 use tempfile::TempDir;
-
-const LOG: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("raft_log");
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
-    }
-    fn next(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
-fn redb_last_index(dir: &Path) -> Option<Index> {
-    let copy = TempDir::new().unwrap();
-    std::fs::copy(dir.join(DB_FILE), copy.path().join(DB_FILE)).unwrap();
-    let db = redb::Database::open(copy.path().join(DB_FILE)).unwrap();
-    let t = db.begin_read().unwrap();
-    let log = t.open_table(LOG).unwrap();
-    let last = log.last().unwrap().map(|(k, _)| k.value());
-    last
-}
 
 // ---------------------------------------------------------------------------------------------
 // 1. kill -9 durability of the fast path
@@ -83,7 +49,7 @@ fn crash_payload(seed: u64, index: Index, term: Term) -> EntryPayload {
     } as usize;
     let mut v = Vec::with_capacity(len + 8);
     while v.len() < len {
-        v.extend_from_slice(&r.next().to_le_bytes());
+        v.extend_from_slice(&r.next_u64().to_le_bytes());
     }
     v.truncate(len);
     EntryPayload::Normal(v)
@@ -258,56 +224,27 @@ impl LogModel {
 
 #[test]
 fn kill_9_never_loses_an_acknowledged_append() {
-    let rounds: u64 = std::env::var("DEIMOS_WAL_CRASH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let seed: u64 = std::env::var("DEIMOS_WAL_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
+    let (rounds, seed) = rounds_and_seed("DEIMOS_WAL_CRASH_ROUNDS", 20, "DEIMOS_WAL_CRASH_SEED");
     eprintln!(
         "wal crash test: seed {seed} (DEIMOS_WAL_CRASH_SEED), {rounds} rounds \
          (DEIMOS_WAL_CRASH_ROUNDS)"
     );
     let dir = TempDir::new().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut rng = Rng::new(seed);
     let mut model = LogModel::default();
     let (mut acked_appends, mut in_flight_landed, mut from_wal, mut rounds_with_tail) =
         (0u64, 0u64, 0u64, 0u64);
     let started = Instant::now();
     for round in 0..rounds {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "wal_crash_child_entry",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_DIR, dir.path())
-            .env(CHILD_SEED, seed.to_string())
-            .env(CHILD_ROUND, round.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel::<String>();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                // libtest may print "test wal_crash_child_entry ... " on the same line first.
-                if let Some(pos) = line.find("@@ ") {
-                    let _ = tx.send(line[pos + 3..].to_string());
-                }
-            }
-        });
+        let (mut child, rx) = spawn_child(
+            "wal_crash_child_entry",
+            &[
+                (CHILD_DIR, dir.path().display().to_string()),
+                (CHILD_SEED, seed.to_string()),
+                (CHILD_ROUND, round.to_string()),
+            ],
+            "@@ ",
+        );
         let mut lines = Vec::new();
         // Now and then kill it while it opens (recovers); otherwise once it runs.
         if rng.below(8) == 0 {
@@ -330,8 +267,8 @@ fn kill_9_never_loses_an_acknowledged_append() {
         }
         child.kill().unwrap(); // SIGKILL on Unix
         child.wait().unwrap();
-        reader.join().unwrap();
-        lines.extend(rx.try_iter());
+        // Everything the child printed: the channel ends when its stdout does.
+        lines.extend(rx.iter());
 
         // Replay what the child reported against the model.
         let mut pending: Option<LogModel> = None;

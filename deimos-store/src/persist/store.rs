@@ -231,6 +231,16 @@ impl RedbStorage {
     }
 }
 
+/// A write transaction for the setup writes (creation, format upgrade): fsynced, two-phase,
+/// whatever the options say for later commits.
+fn begin_durable(db: &Database) -> StorageResult<redb::WriteTransaction> {
+    let mut txn = db.begin_write().map_err(|e| backend("begin write", e))?;
+    txn.set_durability(redb::Durability::Immediate)
+        .map_err(|e| backend("durability", e))?;
+    txn.set_two_phase_commit(true);
+    Ok(txn)
+}
+
 /// Build a new store under a temporary name and move it into place once durable.
 fn create_file(dir: &Path, path: &Path, opts: &StoreOptions) -> Result<(), PersistError> {
     let mut tmp_name = path.as_os_str().to_os_string();
@@ -249,10 +259,7 @@ fn create_file(dir: &Path, path: &Path, opts: &StoreOptions) -> Result<(), Persi
             what: format!("create: {e}"),
         })?;
     let init = || -> StorageResult<()> {
-        let mut txn = db.begin_write().map_err(|e| backend("begin write", e))?;
-        txn.set_durability(redb::Durability::Immediate)
-            .map_err(|e| backend("durability", e))?;
-        txn.set_two_phase_commit(true);
+        let txn = begin_durable(&db)?;
         {
             let mut meta = txn.open_table(META).map_err(|e| backend("open meta", e))?;
             meta.insert(KEY_MAGIC, MAGIC)
@@ -371,10 +378,7 @@ enum Format {
 fn upgrade(db: &Database, dir: &Path, path: &Path) -> Result<u64, PersistError> {
     Wal::create(dir)?;
     let run = || -> StorageResult<()> {
-        let mut txn = db.begin_write().map_err(|e| backend("begin write", e))?;
-        txn.set_durability(redb::Durability::Immediate)
-            .map_err(|e| backend("durability", e))?;
-        txn.set_two_phase_commit(true);
+        let txn = begin_durable(db)?;
         {
             let mut meta = txn.open_table(META).map_err(|e| backend("open meta", e))?;
             meta.insert(KEY_FORMAT, FORMAT_VERSION.to_le_bytes().as_slice())
