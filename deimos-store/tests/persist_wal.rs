@@ -689,3 +689,31 @@ fn write_batch_goes_to_redb_not_to_the_write_ahead_log() {
     assert_eq!(redb_last_index(d.path()), Some(5));
     assert!(parse_wal(&Image::take(d.path()).wal.unwrap()).is_empty());
 }
+
+/// Background checkpoints leave the log's position where it is (appends go on after the
+/// frozen records); once the file is full, the log must still start over, not send every
+/// later append to redb.
+#[test]
+fn the_log_starts_over_when_full_even_if_background_checkpoints_took_every_entry() {
+    let d = TempDir::new().unwrap();
+    let mut s = RedbStorage::open_with(d.path(), &opts()).unwrap();
+    let mut last = 0;
+    for _ in 0..48 {
+        last += 1;
+        s.persist(None, &[sized(last, 1, 1 << 20)]).unwrap();
+        s.checkpoint_in_background().unwrap();
+        s.written_state().unwrap(); // waits for it
+    }
+    last += 1;
+    s.persist(None, &[sized(last, 1, 1 << 20)]).unwrap();
+    assert_eq!(
+        redb_last_index(d.path()),
+        Some(last - 1),
+        "the last append went to redb, not to the write-ahead log"
+    );
+    let len = std::fs::metadata(d.path().join(WAL_FILE)).unwrap().len();
+    assert!(len <= 72 << 20, "the log grew to {len} bytes");
+    drop(s);
+    let s = RedbStorage::open_with(d.path(), &opts()).unwrap();
+    assert_eq!(s.last_index().unwrap(), last);
+}

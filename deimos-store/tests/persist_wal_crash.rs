@@ -124,9 +124,10 @@ fn wal_crash_child_entry() {
                 Some(vec![round as u8; r.below(700 << 10) as usize]),
             )];
             s.commit_applied_deferred(upto, t, &conf(), &muts).unwrap();
-            match r.below(3) {
+            match r.below(4) {
                 0 => s.checkpoint().unwrap(),
                 1 => s.write_staged().unwrap(),
+                2 => s.checkpoint_in_background().unwrap(),
                 _ => {}
             }
         } else if roll < 86 && last > floor {
@@ -151,6 +152,9 @@ fn wal_crash_child_entry() {
             say(format!("try compact {upto}"));
             s.compact(upto).unwrap();
             say("done".into());
+        } else if roll < 96 {
+            // Appends go on while it runs; the next redb write waits for it.
+            s.checkpoint_in_background().unwrap();
         } else {
             s.checkpoint().unwrap();
         }

@@ -6,7 +6,8 @@
 //!
 //! - group commit ([`RedbStorage::persist`], [`RedbStorage::write_batch`]): log entries, hard
 //!   state and applied mutations in ONE fsynced transaction — except plain appends, which go to
-//!   the write-ahead log (`wal`) and reach redb at the next transaction (a checkpoint);
+//!   the write-ahead log (`wal`) and reach redb in a checkpoint (`checkpoint`: in the
+//!   background, or in line with the next transaction);
 //! - the applied state ([`RedbStorage::commit_applied`], [`RedbStorage::applied_state`],
 //!   [`RedbStorage::records`]): opaque `String -> bytes` records plus the index/term/conf they
 //!   reflect, so a restart rebuilds the key space without replaying the log;
@@ -19,11 +20,12 @@
 //! term at the applied index; `hard_state.commit <= last`.
 //!
 //! Files: `store` (open, checks, cache), `write` (batches, compaction), `wal` (the write-ahead
-//! log of appended entries), `staged` (writes that
+//! log of appended entries), `checkpoint` (moving them into redb in the background), `staged` (writes that
 //! need no fsync, carried by the next transaction), `read` (`LogStorage`,
 //! records), `snapshot` (stream format), `install` (snapshot installation), `schema` (tables),
 //! `codec` (postcard, format version), `error`.
 
+mod checkpoint;
 mod codec;
 mod error;
 mod identity;

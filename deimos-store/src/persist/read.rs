@@ -38,7 +38,9 @@ impl Iterator for RecordIter {
 impl RedbStorage {
     /// All applied records, in key order: rebuild the in-memory key space at restart from this
     /// (together with [`applied_state`](Self::applied_state)) instead of replaying the log.
+    /// A background checkpoint running is waited for, so that what it writes is seen.
     pub fn records(&self) -> StorageResult<RecordIter> {
+        self.settle();
         let txn = self.begin_read()?;
         let range = txn
             .open_table(RECORDS)
@@ -50,6 +52,7 @@ impl RedbStorage {
 
     /// One applied record.
     pub fn record(&self, key: &str) -> StorageResult<Option<Vec<u8>>> {
+        self.settle();
         let txn = self.begin_read()?;
         let t = txn
             .open_table(RECORDS)

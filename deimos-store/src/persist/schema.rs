@@ -38,6 +38,7 @@ pub(crate) const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
 pub(crate) const KEY_HARD_STATE: &[u8] = b"hard_state";
 pub(crate) const KEY_LOG_BASE: &[u8] = b"log_base";
 pub(crate) const KEY_WAL_EPOCH: &[u8] = b"wal_epoch";
+pub(crate) const KEY_WAL_RESUME: &[u8] = b"wal_resume";
 pub(crate) const KEY_APPLIED: &[u8] = b"applied";
 
 /// Where the stored log starts: the entry at `index` was compacted away (or installed from a

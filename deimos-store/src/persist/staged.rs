@@ -8,9 +8,10 @@
 //! (records table leaves, applied state, hard state) roughly doubled what each durable commit
 //! wrote and fsynced (strace: 14 pages per append before, 7 after), and that fsync is what every
 //! write waits for. So they are staged here, merged (the latest value per key wins), and written
-//! when they are due — past [`MAX_BYTES`] or older than [`MAX_AGE`] — by whatever transaction
-//! comes next (on their own, without an fsync, if none does), and always with a compaction, a
-//! snapshot install, an explicit `write_staged` or when the store is dropped. A transaction
+//! when they are due — past [`MAX_BYTES`] or older than [`MAX_AGE`] — by a background
+//! checkpoint (see `checkpoint`; without an fsync if no log entries go with them), and always
+//! with any other transaction (a compaction, a snapshot install, an explicit `write_staged`) or
+//! when the store is dropped. A transaction
 //! that sets the hard state takes the staged one with it, superseded, so an older commit index
 //! can never overwrite a newer durable hard state.
 //!

@@ -38,11 +38,12 @@ use deimos_raft::storage::{StorageError, StorageResult};
 use deimos_raft::types::{ConfState, Entry, HardState, Index, Term};
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
+use super::checkpoint::Running;
 use super::codec::{decode, encode, FORMAT_VERSION, LEGACY_FORMAT_VERSION, MAGIC};
 use super::error::{backend, PersistError};
 use super::schema::*;
 use super::staged::Staged;
-use super::wal::Wal;
+use super::wal::{Resume, Wal};
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "deimos.redb";
@@ -88,7 +89,8 @@ pub(crate) struct Cached {
 /// Durable Raft log, hard state and applied state in one redb database. See the module docs of
 /// `persist` for the contract.
 pub struct RedbStorage {
-    pub(crate) db: Database,
+    /// Shared with a background checkpoint's thread (see `checkpoint`).
+    pub(crate) db: std::sync::Arc<Database>,
     pub(crate) path: PathBuf,
     pub(crate) cache: Cached,
     pub(crate) two_phase_commit: bool,
@@ -97,6 +99,8 @@ pub struct RedbStorage {
     /// The write-ahead log: entries appended since the last checkpoint (see `wal`). The cache's
     /// `last_index`/`last_term` include them; redb's log ends where the tail begins.
     pub(crate) wal: Wal,
+    /// The background checkpoint in flight, if any (see `checkpoint`).
+    pub(crate) running: Running,
     /// Set on the first backend failure; every later call returns it.
     pub(crate) poisoned: Option<StorageError>,
 }
@@ -106,6 +110,10 @@ impl Drop for RedbStorage {
     /// restart replays nothing. (A crash loses what is staged, which is what staging allows:
     /// see `staged`; the log is replayed.)
     fn drop(&mut self) {
+        if let Err(e) = self.finish_checkpoint() {
+            tracing::warn!(error = %e, "background checkpoint failed at close");
+            return;
+        }
         let pending = !self.staged.is_empty() || !self.wal.tail().is_empty();
         if pending && self.poisoned.is_none() {
             if let Err(e) = self.write_batch(&super::write::WriteBatch::default()) {
@@ -154,11 +162,11 @@ impl RedbStorage {
         }
         let db = open_redb(&path, opts)?;
         let (mut cache, format) = load(&db, &path)?;
-        let epoch = match format {
-            Format::Current { wal_epoch } => wal_epoch,
-            Format::Legacy => upgrade(&db, dir, &path)?,
+        let (epoch, resume) = match format {
+            Format::Current { wal_epoch, resume } => (wal_epoch, resume),
+            Format::Legacy => (upgrade(&db, dir, &path)?, Resume::default()),
         };
-        let wal = Wal::open(dir, epoch, cache.last_index + 1)?;
+        let wal = Wal::open(dir, epoch, resume, cache.last_index + 1)?;
         if let Some(last) = wal.tail().last() {
             cache.last_index = last.index;
             cache.last_term = last.term;
@@ -177,12 +185,13 @@ impl RedbStorage {
             );
         }
         Ok(RedbStorage {
-            db,
+            db: std::sync::Arc::new(db),
             path,
             cache,
             two_phase_commit: opts.two_phase_commit,
             staged: Staged::default(),
             wal,
+            running: Running::default(),
             poisoned: None,
         })
     }
@@ -200,6 +209,7 @@ impl RedbStorage {
     /// The hard state and applied index the file holds, without what is staged: what a crash
     /// now would leave once redb's unsynced pages reached the disk. For tests and diagnostics.
     pub fn written_state(&self) -> Result<(HardState, Index), PersistError> {
+        self.settle();
         let (c, _) = load(&self.db, &self.path)?;
         Ok((c.hard_state, c.applied.index))
     }
@@ -367,6 +377,7 @@ const FIRST_WAL_EPOCH: u64 = 1;
 enum Format {
     Current {
         wal_epoch: u64,
+        resume: Resume,
     },
     /// Written before the write-ahead log existed: `open` upgrades it.
     Legacy,
@@ -469,7 +480,13 @@ fn load(db: &Database, path: &Path) -> Result<(Cached, Format), PersistError> {
         let wal_epoch = <[u8; 8]>::try_from(bytes.as_slice())
             .map(u64::from_le_bytes)
             .map_err(|_| corrupt("malformed wal_epoch record".into()))?;
-        Format::Current { wal_epoch }
+        let resume = match raft.get(KEY_WAL_RESUME) {
+            Ok(Some(v)) => Resume::from_bytes(v.value())
+                .ok_or_else(|| corrupt("malformed wal_resume record".into()))?,
+            Ok(None) => Resume::default(),
+            Err(e) => return Err(corrupt(format!("read `wal_resume`: {e}"))),
+        };
+        Format::Current { wal_epoch, resume }
     };
 
     let read_entry = |(k, v): (redb::AccessGuard<'_, u64>, redb::AccessGuard<'_, &[u8]>)| {

@@ -6,10 +6,15 @@
 //! 0.65 ms of a 0.9 ms single-client PUT). Every write waits for one on the leader and one on a
 //! follower. An append of new entries to the end of the log needs none of that: it goes here as
 //! one record — one `pwrite`, one `fdatasync` of blocks that are already allocated — and redb
-//! takes the entries later, in a *checkpoint*: the next redb transaction of any kind first writes
-//! every logged entry into the `raft_log` table and advances the log's *epoch* in the same
-//! durable commit, after which this file starts over. Everything that is not a plain append
-//! (a conflicting suffix, a new term or vote, compaction, a snapshot) still goes through redb.
+//! takes the entries later, in a *checkpoint*, of one of two kinds:
+//! - in the background (`checkpoint`), when the staged state is due or the log has grown: the
+//!   entries logged so far are *frozen* and written into `raft_log` by another thread, with
+//!   the *resume point* (the next record's sequence number and offset) in the same durable
+//!   commit; appends go on after that point meanwhile, in the same epoch;
+//! - in line, by any other redb transaction while entries are logged: they go in first and
+//!   the log's *epoch* advances in the same durable commit, after which this file starts over
+//!   at offset 0. Everything that is not a plain append (a conflicting suffix, a new term or
+//!   vote, compaction, a snapshot) still goes through redb this way.
 //!
 //! # Format
 //! The file is a sequence of records, each starting on a 4 KiB boundary, so writing one never
@@ -27,8 +32,8 @@
 //! | 32.. | payload: postcard `Vec<Entry>`, consecutive indexes |
 //!
 //! # Recovery
-//! Records are read from offset 0 while one copy of the next expected `(epoch, seq)` checks
-//! out; their entries must continue the redb log without a gap. The first position where
+//! Records are read from the resume point redb holds (offset 0, record 0 after the epoch
+//! changed) while one copy of the next expected `(epoch, seq)` checks out; their entries must continue the redb log without a gap. The first position where
 //! neither copy does is the end: a record torn by a crash was never acknowledged (its
 //! `fdatasync` had not returned), and a record with one good copy is whole. A record of the
 //! current epoch that checks out *beyond* that end means a record in the middle was damaged:
@@ -43,6 +48,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use deimos_raft::storage::StorageResult;
 use deimos_raft::types::{Entry, Index, Term};
@@ -65,6 +71,33 @@ pub(crate) const MAX_RECORD: usize = 8 << 20;
 const GROW_MIN: u64 = 256 << 10;
 const GROW_MAX: u64 = 8 << 20;
 
+/// Where the records not yet in redb start: record `seq` of the epoch, at offset `pos`.
+/// Stored in redb (`raft_state/wal_resume`) by a background checkpoint, which leaves the epoch
+/// alone because appends go on in it meanwhile; a checkpoint that starts the log over resets it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Resume {
+    pub seq: u64,
+    pub pos: u64,
+}
+
+impl Resume {
+    pub(crate) fn to_bytes(self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.seq.to_le_bytes());
+        b[8..].copy_from_slice(&self.pos.to_le_bytes());
+        b
+    }
+
+    pub(crate) fn from_bytes(b: &[u8]) -> Option<Resume> {
+        let b: [u8; 16] = b.try_into().ok()?;
+        let (seq, pos) = b.split_at(8);
+        Some(Resume {
+            seq: u64::from_le_bytes(seq.try_into().ok()?),
+            pos: u64::from_le_bytes(pos.try_into().ok()?),
+        })
+    }
+}
+
 /// What [`Wal::append`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Appended {
@@ -85,9 +118,14 @@ pub(crate) struct Wal {
     seq: u64,
     /// Offset of the next record (block-aligned).
     pos: u64,
+    /// Where recovery starts: redb holds every entry of the records before it.
+    resume: Resume,
     /// Length of the file; every byte below it has been written (zeros or records) and synced.
     len: u64,
-    /// Entries logged since the last checkpoint, consecutive: the log past redb's last index.
+    /// Entries a background checkpoint is writing into redb (see `checkpoint`): until it
+    /// commits they are still the log past redb's last index, before `tail`.
+    frozen: Arc<Vec<Entry>>,
+    /// Entries logged since, consecutive, continuing `frozen` (or redb's log).
     tail: Vec<Entry>,
     buf: Vec<u8>,
 }
@@ -140,9 +178,14 @@ impl Wal {
         d.sync_all().map_err(io(dir, "sync data directory"))
     }
 
-    /// Open the log and recover the entries of `epoch` (see the module docs). `next` is the
-    /// index the first logged entry must have: one past redb's last index.
-    pub(crate) fn open(dir: &Path, epoch: u64, next: Index) -> Result<Wal, PersistError> {
+    /// Open the log and recover the entries of `epoch` from `resume` on (see the module docs).
+    /// `next` is the index the first of them must have: one past redb's last index.
+    pub(crate) fn open(
+        dir: &Path,
+        epoch: u64,
+        resume: Resume,
+        next: Index,
+    ) -> Result<Wal, PersistError> {
         let path = dir.join(WAL_FILE);
         let corrupt = |what: String| PersistError::Corrupt {
             path: path.clone(),
@@ -174,7 +217,10 @@ impl Wal {
             .map_err(io(&path, "read write-ahead log"))?;
 
         let mut tail: Vec<Entry> = Vec::new();
-        let (mut pos, mut seq) = (0u64, 0u64);
+        let (mut pos, mut seq) = (resume.pos, resume.seq);
+        if pos % BLOCK != 0 {
+            return Err(corrupt(format!("resume offset {pos} is not block-aligned")));
+        }
         loop {
             let found = copy_at(&data, pos, epoch, Some(seq)).or_else(|| {
                 // The first copy is damaged or torn: the second starts one copy-length later,
@@ -220,6 +266,8 @@ impl Wal {
         Ok(Wal {
             file,
             path,
+            frozen: Arc::default(),
+            resume,
             epoch,
             seq,
             pos,
@@ -233,25 +281,57 @@ impl Wal {
         self.epoch
     }
 
-    /// The entries logged since the last checkpoint (the log past redb's last index).
+    /// The entries logged and not handed to a checkpoint yet.
     pub(crate) fn tail(&self) -> &[Entry] {
         &self.tail
     }
 
-    /// The logged entry at `idx`, if it is in the tail.
+    /// The logged entry at `idx`, if it is in the log (frozen or not).
     pub(crate) fn entry(&self, idx: Index) -> Option<&Entry> {
-        let first = self.tail.first()?.index;
-        self.tail
-            .get(usize::try_from(idx.checked_sub(first)?).ok()?)
+        let at = |v: &'_ [Entry]| -> Option<usize> {
+            usize::try_from(idx.checked_sub(v.first()?.index)?).ok()
+        };
+        match at(&self.tail) {
+            Some(i) => self.tail.get(i),
+            None => at(&self.frozen).and_then(|i| self.frozen.get(i)),
+        }
     }
 
     pub(crate) fn term(&self, idx: Index) -> Option<Term> {
         self.entry(idx).map(|e| e.term)
     }
 
-    /// Where the tail starts, if it is not empty.
+    /// Where the log's entries start (the first not in redb), if there are any.
     pub(crate) fn first_index(&self) -> Option<Index> {
-        self.tail.first().map(|e| e.index)
+        self.frozen.first().or(self.tail.first()).map(|e| e.index)
+    }
+
+    /// Offset of the next record: 0 when the log is at its start.
+    pub(crate) fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// Bytes of records written since the last checkpoint started.
+    pub(crate) fn pending_bytes(&self) -> u64 {
+        self.pos - self.resume.pos
+    }
+
+    /// Hand the tail to a background checkpoint: the entries (kept readable until
+    /// [`thaw`](Self::thaw)) and the point recovery must start from once they are in redb.
+    /// Appends go on after them, in the same epoch. Only with no checkpoint running.
+    pub(crate) fn freeze(&mut self) -> (Arc<Vec<Entry>>, Resume) {
+        debug_assert!(self.frozen.is_empty(), "one checkpoint at a time");
+        self.frozen = Arc::new(std::mem::take(&mut self.tail));
+        self.resume = Resume {
+            seq: self.seq,
+            pos: self.pos,
+        };
+        (self.frozen.clone(), self.resume)
+    }
+
+    /// The background checkpoint committed: its entries are in redb.
+    pub(crate) fn thaw(&mut self) {
+        self.frozen = Arc::default();
     }
 
     /// Log `entries` (consecutive, continuing the log) durably: one write, one `fdatasync`.
@@ -316,12 +396,15 @@ impl Wal {
         Ok(())
     }
 
-    /// After a checkpoint committed the tail to redb with epoch `epoch`: start over. Earlier
-    /// records are now of an older epoch and are ignored at recovery.
+    /// After a checkpoint committed every logged entry to redb with epoch `epoch` (no
+    /// checkpoint running): start over. Earlier records are now of an older epoch and are
+    /// ignored at recovery.
     pub(crate) fn reset(&mut self, epoch: u64) {
+        debug_assert!(self.frozen.is_empty(), "reset while a checkpoint runs");
         self.epoch = epoch;
         self.seq = 0;
         self.pos = 0;
+        self.resume = Resume::default();
         self.tail.clear();
     }
 }

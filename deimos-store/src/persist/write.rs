@@ -17,7 +17,11 @@ use super::error::{backend, corrupt, invalid};
 use super::schema::*;
 use super::staged::Staged;
 use super::store::{check_consistency, Cached, RedbStorage};
-use super::wal::Appended;
+use super::wal::{Appended, Resume};
+
+/// Log records written since the last checkpoint that start one even when nothing is staged,
+/// so that a restart never replays more than about this much.
+const CHECKPOINT_BYTES: u64 = 16 << 20;
 
 /// One applied batch of state-machine mutations: `None` deletes the record.
 #[derive(Debug, Clone, Copy)]
@@ -136,10 +140,12 @@ impl RedbStorage {
         self.write_batch_with(&WriteBatch::default(), redb::Durability::Immediate)
     }
 
-    /// Write what is staged now if it is large or old enough (see `staged`), without an fsync.
+    /// Start a background checkpoint (see `checkpoint`) if what is staged is large or old
+    /// enough (see `staged`) or the log has grown by [`CHECKPOINT_BYTES`] since the last one.
     fn write_staged_if_due(&mut self) -> StorageResult<()> {
-        if self.staged.due() {
-            return self.write_staged();
+        self.poll_checkpoint()?;
+        if self.staged.due() || self.wal.pending_bytes() >= CHECKPOINT_BYTES {
+            return self.checkpoint_in_background();
         }
         Ok(())
     }
@@ -232,13 +238,17 @@ impl RedbStorage {
         durability: redb::Durability,
     ) -> StorageResult<()> {
         self.check_usable()?;
-        let checkpoint = !self.wal.tail().is_empty();
+        // One redb writer at a time, and this one must see what a background checkpoint wrote.
+        self.finish_checkpoint()?;
+        // Every transaction while the write-ahead log is not at its start is a checkpoint: the
+        // entries not in redb yet go in first, with the next epoch, and the commit must be
+        // durable before the log may start over (a lost commit would take the logged entries
+        // with it). Even with no such entries (a background checkpoint took them all) the log
+        // only starts over this way: otherwise it would fill up and appends go to redb.
+        let checkpoint = !self.wal.tail().is_empty() || self.wal.position() > 0;
         if batch.is_empty() && self.staged.is_empty() && !checkpoint {
             return Ok(());
         }
-        // Every transaction while the write-ahead log holds entries is a checkpoint: the
-        // entries go in first, with the next epoch, and the commit must be durable before the
-        // log may start over (a lost commit would take the logged entries with it).
         let durability = if checkpoint {
             redb::Durability::Immediate
         } else {
@@ -268,10 +278,13 @@ impl RedbStorage {
         } else {
             Staged::default()
         };
-        let tail = if checkpoint { self.wal.tail() } else { &[] };
-        let outcome = fill_checkpoint(&txn, tail, next_epoch)
-            .and_then(|()| fill_staged(&txn, &staged, batch.hard_state.is_some()))
-            .and_then(|()| fill(&txn, &mut next, batch));
+        let outcome = (if checkpoint {
+            fill_checkpoint(&txn, self.wal.tail(), next_epoch)
+        } else {
+            Ok(())
+        })
+        .and_then(|()| fill_staged(&txn, &staged, batch.hard_state.is_some()))
+        .and_then(|()| fill(&txn, &mut next, batch));
         let res = self.finish(txn, next, outcome);
         match &res {
             Ok(()) if checkpoint => self.wal.reset(next_epoch),
@@ -344,29 +357,34 @@ fn be(context: &'static str) -> impl Fn(redb::StorageError) -> Failure {
     move |e| Failure::Backend(backend(context, e))
 }
 
-/// Write the write-ahead log's entries (`tail`, continuing the redb log; empty when this is
-/// not a checkpoint) and the epoch that retires their records.
+/// Write the write-ahead log's entries not in redb yet (`tail`, continuing the redb log) and
+/// the epoch that retires their records, the log starting over.
 fn fill_checkpoint(txn: &WriteTransaction, tail: &[Entry], epoch: u64) -> Result<(), Failure> {
-    if tail.is_empty() {
-        return Ok(());
-    }
-    let mut log = txn
-        .open_table(LOG)
-        .map_err(|e| Failure::Backend(backend("open log", e)))?;
-    for e in tail {
-        log.insert(e.index, encode(e)?.as_slice())
-            .map_err(be("write log"))?;
-    }
+    fill_log(txn, tail)?;
     let mut raft = txn
         .open_table(RAFT_STATE)
         .map_err(|e| Failure::Backend(backend("open raft", e)))?;
     raft.insert(KEY_WAL_EPOCH, epoch.to_le_bytes().as_slice())
         .map_err(be("write wal epoch"))?;
+    raft.insert(KEY_WAL_RESUME, Resume::default().to_bytes().as_slice())
+        .map_err(be("write wal resume"))?;
+    Ok(())
+}
+
+/// Insert logged entries (continuing the redb log) into the log table.
+pub(crate) fn fill_log(txn: &WriteTransaction, entries: &[Entry]) -> Result<(), Failure> {
+    let mut log = txn
+        .open_table(LOG)
+        .map_err(|e| Failure::Backend(backend("open log", e)))?;
+    for e in entries {
+        log.insert(e.index, encode(e)?.as_slice())
+            .map_err(be("write log"))?;
+    }
     Ok(())
 }
 
 /// Write the staged hard state (unless the batch brings a newer one) and applied records.
-fn fill_staged(
+pub(crate) fn fill_staged(
     txn: &WriteTransaction,
     staged: &Staged,
     batch_sets_hard_state: bool,
