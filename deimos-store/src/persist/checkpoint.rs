@@ -105,13 +105,14 @@ impl RedbStorage {
     }
 
     /// Act on a finished background checkpoint, without waiting for one still running.
-    pub(crate) fn poll_checkpoint(&mut self) -> StorageResult<()> {
+    /// `true` if one had finished.
+    pub(crate) fn poll_checkpoint(&mut self) -> StorageResult<bool> {
         self.collect(false)
     }
 
     /// Wait for the running background checkpoint, if any, and act on its outcome.
     pub(crate) fn finish_checkpoint(&mut self) -> StorageResult<()> {
-        self.collect(true)
+        self.collect(true).map(drop)
     }
 
     /// Wait for the running background checkpoint to commit (or fail) so that reads of the file
@@ -124,11 +125,11 @@ impl RedbStorage {
         }
     }
 
-    fn collect(&mut self, wait: bool) -> StorageResult<()> {
+    fn collect(&mut self, wait: bool) -> StorageResult<bool> {
         let outcome = {
             let mut slot = self.running.lock();
             let Some(job) = slot.as_mut() else {
-                return Ok(());
+                return Ok(false);
             };
             if job.outcome.is_none() {
                 job.outcome = if wait {
@@ -142,7 +143,7 @@ impl RedbStorage {
                 };
             }
             let Some(outcome) = job.outcome.take() else {
-                return Ok(());
+                return Ok(false);
             };
             *slot = None;
             outcome
@@ -150,7 +151,7 @@ impl RedbStorage {
         match outcome {
             Ok(()) => {
                 self.wal.thaw();
-                Ok(())
+                Ok(true)
             }
             Err(e) => Err(self.poison(e)),
         }

@@ -69,7 +69,7 @@ pub(crate) const MAX_BYTES: u64 = 64 << 20;
 pub(crate) const MAX_RECORD: usize = 8 << 20;
 /// Smallest and largest growth step of the file.
 const GROW_MIN: u64 = 256 << 10;
-const GROW_MAX: u64 = 8 << 20;
+const GROW_MAX: u64 = 1 << 20;
 
 /// Where the records not yet in redb start: record `seq` of the epoch, at offset `pos`.
 /// Stored in redb (`raft_state/wal_resume`) by a background checkpoint, which leaves the epoch

@@ -143,7 +143,12 @@ impl RedbStorage {
     /// Start a background checkpoint (see `checkpoint`) if what is staged is large or old
     /// enough (see `staged`) or the log has grown by [`CHECKPOINT_BYTES`] since the last one.
     fn write_staged_if_due(&mut self) -> StorageResult<()> {
-        self.poll_checkpoint()?;
+        if self.poll_checkpoint()? && self.wal.position() > 0 {
+            // One just committed: start the log over now, with the few entries logged while it
+            // ran (a small checkpoint in line), so that the file stays about one checkpoint's
+            // worth long instead of growing to its limit (each growth step is a pause).
+            self.checkpoint()?;
+        }
         if self.staged.due() || self.wal.pending_bytes() >= CHECKPOINT_BYTES {
             return self.checkpoint_in_background();
         }
