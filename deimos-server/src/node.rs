@@ -40,6 +40,8 @@ pub struct App {
     pub leader_client: crate::api::members::LeaderClient,
     /// Users, roles and the verified-password cache (`api/auth.rs`).
     pub auth: Arc<crate::api::auth::AuthGate>,
+    /// The driver thread's runtime, where direct peer streams are read (`transport::direct`).
+    pub driver_rt: crate::transport::direct::DriverRuntime,
 }
 
 impl App {
@@ -172,7 +174,9 @@ pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), Star
         .map(|a| a.ip())
         .filter(|ip| !ip.is_unspecified());
     let removal = Arc::new(tokio::sync::Notify::new());
+    let driver_rt = crate::transport::direct::DriverRuntime::default();
     let transport = HttpTransport::new(members.clone(), stats.clone(), bind, peer_client_tls)
+        .with_driver_runtime(driver_rt.clone())
         .with_removal_notice(removal.clone())
         .with_identity(cluster_id, cfg.id)
         .with_hints(
@@ -187,6 +191,7 @@ pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), Star
     // fsync ended — a worker's most recently woken task cannot be stolen by another worker.
     // On its own thread (with its own timer) it blocks only itself.
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let driver_rt_slot = driver_rt.clone();
     let thread = std::thread::Builder::new()
         .name("raft-driver".into())
         .spawn(move || {
@@ -200,6 +205,8 @@ pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), Star
                     std::process::exit(70);
                 }
             };
+            // Direct peer streams are read and written here (`transport::direct`).
+            let _ = driver_rt_slot.set(rt.handle().clone());
             let outcome = fail_stop(|| {
                 rt.block_on(async move {
                     tokio::select! {
@@ -235,6 +242,7 @@ pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), Star
         stats,
         leader_client: crate::api::members::leader_client(peer_client_tls_for_leader),
         auth,
+        driver_rt,
     });
     // Alone in the cluster (a fresh single-node bootstrap, or a restart of one): no one to
     // wait for. The driver applies the bootstrap entries before it serves this request.

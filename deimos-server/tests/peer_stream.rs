@@ -1,6 +1,7 @@
 //! The peer message stream, end to end against a real process: frames are taken in as they
-//! arrive on a request that stays open, a corrupt stream is cut with a 400, and a peer from
-//! before streams is sent one request per batch instead.
+//! arrive on a request that stays open (an HTTP body, or a connection upgraded to a direct
+//! stream), a corrupt stream is cut, and peers from before direct streams or before streams
+//! get an HTTP-body stream or one request per batch instead.
 
 mod common;
 
@@ -208,11 +209,12 @@ async fn a_stream_delivers_each_frame_while_it_stays_open_and_a_corrupt_one_is_c
     assert_eq!(status, Some(400));
 }
 
-/// What a member from before streams saw: stream attempts (answered 404) and the batches it
-/// took on `/raft/messages`.
+/// What a member from before streams saw: stream attempts (answered 404), direct or not,
+/// and the batches it took on `/raft/messages`.
 #[derive(Default)]
 struct OldPeer {
     stream_attempts: usize,
+    direct_attempts: usize,
     batches: Vec<Vec<Message>>,
 }
 
@@ -244,7 +246,11 @@ async fn old_peer() -> (u16, Arc<Mutex<OldPeer>>) {
                             }
                         } else {
                             if req.uri().path() == "/raft/stream" {
-                                state.lock().expect("lock").stream_attempts += 1;
+                                let mut st = state.lock().expect("lock");
+                                match req.headers().contains_key("upgrade") {
+                                    true => st.direct_attempts += 1,
+                                    false => st.stream_attempts += 1,
+                                }
                             }
                             404
                         };
@@ -305,13 +311,250 @@ async fn a_peer_without_streams_gets_one_request_per_batch() {
         },
     )
     .await;
+    let (streams, directs) = {
+        let st = seen.lock().expect("lock");
+        (st.stream_attempts, st.direct_attempts)
+    };
     assert_eq!(
-        seen.lock().expect("lock").stream_attempts,
-        1,
-        "one refused stream, then no retry for a while"
+        (directs, streams),
+        (1, 1),
+        "one refused stream of each kind, then no retry for a while"
     );
     // A peer that only lacks streams is reachable: no send failure is counted (it would keep
     // the unreachable alert firing through a rolling upgrade).
+    let metrics = request(client, None, "GET", "/metrics", None, &[])
+        .await
+        .expect("metrics")
+        .body;
+    let failures: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("deimos_network_peer_send_failures_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(failures, 0.0, "{metrics}");
+}
+
+/// Ask `peer_port` for a direct stream, speaking as `p` (or with `cluster` instead of its
+/// cluster id): the socket after the answer's head, and the answer's status.
+async fn upgrade(peer_port: u16, p: Peer, cluster: u64) -> (tokio::net::TcpStream, u16) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", peer_port))
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /raft/stream HTTP/1.1\r\nhost: 127.0.0.1:{peer_port}\r\n\
+         connection: upgrade\r\nupgrade: deimos-raft-stream/1\r\ncontent-length: 0\r\n\
+         x-etcd-cluster-id: {cluster:016x}\r\nx-server-from: {:016x}\r\n\r\n",
+        p.from
+    );
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    // Read the answer's head byte by byte, so nothing after it is taken from the socket.
+    let mut reader = tokio::io::BufReader::with_capacity(1, tcp);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).await.expect("status");
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).await.expect("header");
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+    }
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    (reader.into_inner(), status)
+}
+
+/// Whether the node closed `tcp` within a few seconds (reads return end of stream).
+async fn closed(tcp: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_stream_delivers_frames_and_a_corrupt_or_unauthenticated_one_is_refused() {
+    use tokio::io::AsyncWriteExt;
+    let mut c = Cluster::create(2, options());
+    c.start_node(0);
+    let (client, peer) = (c.node(0).client_port, c.node(0).peer_port);
+    let base = eventually(
+        Duration::from_secs(20),
+        "the node to serve",
+        || async move {
+            let r = request(client, None, "GET", "/v2/stats/self", None, &[])
+                .await
+                .ok()?;
+            r.json()["recvAppendRequestCnt"].as_u64()
+        },
+    )
+    .await;
+    let p = identify(&c).await;
+
+    // Another cluster's member is refused before the connection is switched.
+    let (_, status) = upgrade(peer, p, p.cluster ^ 1).await;
+    assert_ne!(status, 101, "a member of another cluster gets no stream");
+
+    let (mut tcp, status) = upgrade(peer, p, p.cluster).await;
+    assert_eq!(status, 101);
+    // One frame split over two writes, then two frames in one write.
+    let f = frame(&stale(p, 3));
+    tcp.write_all(&f[..5]).await.expect("write");
+    tcp.flush().await.expect("flush");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    tcp.write_all(&f[5..]).await.expect("write");
+    eventually(Duration::from_secs(5), "the first frame", || async move {
+        (received(client).await == base + 3).then_some(())
+    })
+    .await;
+    let mut two = frame(&stale(p, 2)).to_vec();
+    two.extend_from_slice(&frame(&stale(p, 4)));
+    tcp.write_all(&two).await.expect("write");
+    eventually(
+        Duration::from_secs(5),
+        "the next two frames",
+        || async move { (received(client).await == base + 9).then_some(()) },
+    )
+    .await;
+
+    // Garbage after a valid frame: the valid one counts, then the connection is closed.
+    let mut bad = frame(&stale(p, 1)).to_vec();
+    bad.extend_from_slice(&[0, 0, 0, 3, 0xff, 0xff, 0xff]);
+    tcp.write_all(&bad).await.expect("write");
+    assert!(closed(&mut tcp).await, "a corrupt stream is cut");
+    assert_eq!(received(client).await, base + 10);
+
+    // A message that claims another sender than the stream's: refused, stream cut.
+    let (mut tcp, status) = upgrade(peer, p, p.cluster).await;
+    assert_eq!(status, 101);
+    let forged = Peer { from: p.to, ..p };
+    tcp.write_all(&frame(&stale(forged, 1)))
+        .await
+        .expect("write");
+    assert!(closed(&mut tcp).await, "a forged message cuts the stream");
+    assert_eq!(received(client).await, base + 10);
+
+    // An oversized length prefix is refused without waiting for that many bytes.
+    let (mut tcp, _) = upgrade(peer, p, p.cluster).await;
+    tcp.write_all(&u32::MAX.to_be_bytes()).await.expect("write");
+    assert!(
+        closed(&mut tcp).await,
+        "an oversized frame is refused at once"
+    );
+}
+
+/// What a member from before direct streams saw: direct attempts (which it took as empty
+/// HTTP-body streams and answered 204) and the batches of its HTTP-body streams.
+#[derive(Default)]
+struct PreviousPeer {
+    direct_attempts: usize,
+    batches: Vec<Vec<Message>>,
+}
+
+/// Serve as such a member on a fresh port: an HTTP-body stream's frames are decoded as they
+/// arrive, as the previous version did.
+async fn previous_peer() -> (u16, Arc<Mutex<PreviousPeer>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let seen = Arc::new(Mutex::new(PreviousPeer::default()));
+    let state = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let state = state.clone();
+            let svc =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let state = state.clone();
+                    async move {
+                        if req.headers().contains_key("upgrade") {
+                            state.lock().expect("lock").direct_attempts += 1;
+                        }
+                        let mut body = req.into_body();
+                        let mut buf = Vec::new();
+                        while let Some(Ok(f)) = body.frame().await {
+                            let Ok(data) = f.into_data() else { continue };
+                            buf.extend_from_slice(&data);
+                            while buf.len() >= 4 {
+                                let n = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+                                let n = n as usize;
+                                if buf.len() < 4 + n {
+                                    break;
+                                }
+                                let batch: Vec<Message> =
+                                    postcard::from_bytes(&buf[4..4 + n]).expect("a batch");
+                                state.lock().expect("lock").batches.push(batch);
+                                buf.drain(..4 + n);
+                            }
+                        }
+                        let resp = http::Response::builder()
+                            .status(204)
+                            .body(http_body_util::Empty::<Bytes>::new())
+                            .expect("response");
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc),
+            );
+        }
+    });
+    (port, seen)
+}
+
+/// A node whose other member predates direct streams: after one attempt (answered as an empty
+/// HTTP-body stream) it streams to that member in an HTTP body, without counting a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_direct_streams_gets_an_http_body_stream() {
+    let (old, seen) = previous_peer().await;
+    let own = format!("http://127.0.0.1:{}", free_port());
+    let old = format!("http://127.0.0.1:{old}");
+    let mut c = Cluster::create(
+        2,
+        ClusterOptions {
+            heartbeat: Duration::from_millis(50),
+            election: Duration::from_millis(500),
+            peer_urls: vec![(own.clone(), own), (old.clone(), old)],
+            ..options()
+        },
+    );
+    c.start_node(0);
+    let client = c.node(0).client_port;
+    let seen_ = seen.clone();
+    eventually(
+        Duration::from_secs(20),
+        "three vote requests on an HTTP-body stream",
+        move || {
+            let seen = seen_.clone();
+            async move {
+                let n = seen
+                    .lock()
+                    .expect("lock")
+                    .batches
+                    .iter()
+                    .flatten()
+                    .filter(|m| {
+                        matches!(
+                            m.body,
+                            MessageBody::PreVote { .. } | MessageBody::Vote { .. }
+                        )
+                    })
+                    .count();
+                (n >= 3).then_some(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        seen.lock().expect("lock").direct_attempts,
+        1,
+        "one refused direct stream, then no retry for a while"
+    );
     let metrics = request(client, None, "GET", "/metrics", None, &[])
         .await
         .expect("metrics")

@@ -128,13 +128,17 @@ pub async fn serve_with<H, F, B>(
         let handler = handler.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let _admitted = admitted;
+            // An upgraded connection (a direct peer stream) outlives this task; it keeps the
+            // slot through the request's copy.
+            let admitted = ConnSlot(Arc::new(admitted));
             // Each request of a TLS connection carries the client's certificate, if it sent one.
             let svc = |cert: Option<crate::tls::PeerCert>| {
+                let admitted = admitted.clone();
                 service_fn(move |mut req: Request<Incoming>| {
                     if let Some(c) = &cert {
                         req.extensions_mut().insert(c.clone());
                     }
+                    req.extensions_mut().insert(admitted.clone());
                     let fut = handler(req, remote);
                     async move { Ok::<_, Infallible>(fut.await) }
                 })
@@ -150,12 +154,16 @@ pub async fn serve_with<H, F, B>(
                 None => {
                     builder
                         .serve_connection(TokioIo::new(stream), svc(None))
+                        .with_upgrades()
                         .await
                 }
                 Some(acceptor) => match crate::tls::accept(&acceptor, stream, remote).await {
                     crate::tls::Accepted::Tls(s) => {
                         let cert = crate::tls::PeerCert::of(&s);
-                        builder.serve_connection(TokioIo::new(*s), svc(cert)).await
+                        builder
+                            .serve_connection(TokioIo::new(*s), svc(cert))
+                            .with_upgrades()
+                            .await
                     }
                     crate::tls::Accepted::Refused => return,
                 },
@@ -166,6 +174,11 @@ pub async fn serve_with<H, F, B>(
         });
     }
 }
+
+/// A connection's place under its listener's cap, in each of its requests' extensions: a
+/// request that takes the connection over (an upgrade) keeps it for as long as it holds it.
+#[derive(Clone)]
+pub struct ConnSlot(#[allow(dead_code)] Arc<crate::limits::Admitted>);
 
 /// `/v2/x` and `/x` are the same endpoint (the original Deimos served `/x`; etcd v2 clients use `/v2/x`).
 fn strip_v2(path: &str) -> &str {

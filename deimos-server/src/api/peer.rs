@@ -13,6 +13,7 @@ use super::peer_auth::{authenticate, check_message};
 use super::response::{self, Resp};
 use crate::identity::{CLUSTER_ID_HEADER, MEMBERS_PATH};
 use crate::node::App;
+use crate::transport::direct;
 use crate::transport::frame::{Decoder, MAX_FRAME_BYTES};
 use crate::transport::{decode_batch, decode_snapshot, MESSAGES_PATH, SNAPSHOT_PATH, STREAM_PATH};
 
@@ -21,7 +22,7 @@ const MAX_SNAPSHOT_BYTES: usize = 1 << 30;
 /// when it next has something to say. It keeps a vanished sender from pinning a connection.
 const STREAM_IDLE: Duration = Duration::from_secs(60);
 
-pub async fn route(app: Arc<App>, req: Request<Incoming>) -> Resp {
+pub async fn route(app: Arc<App>, mut req: Request<Incoming>) -> Resp {
     let path = req.uri().path().to_string();
     if req.method() == Method::GET && path == MEMBERS_PATH {
         // How a joining member learns its id and the cluster's (see `identity`).
@@ -42,6 +43,14 @@ pub async fn route(app: Arc<App>, req: Request<Incoming>) -> Resp {
         Err(refused) => return refused,
     };
     match path.as_str() {
+        STREAM_PATH if direct::wants_upgrade(req.headers()) => {
+            let slot = req.extensions_mut().remove::<super::ConnSlot>();
+            let driver = app.driver_rt.get().cloned();
+            let to = app.clone();
+            direct::accept(&mut req, driver, slot, move |msgs| {
+                deliver(&to, sender, msgs).map_err(|r| format!("batch refused: {}", r.status()))
+            })
+        }
         STREAM_PATH => stream(&app, sender, req.into_body()).await,
         MESSAGES_PATH => {
             let (_, body) = match super::read_body(req, MAX_FRAME_BYTES).await {

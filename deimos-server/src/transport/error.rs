@@ -17,6 +17,14 @@ pub enum SendError {
     Stalled(Duration),
     #[error("stream closed as it was opened")]
     StreamClosed,
+    #[error("direct stream broken: {0}")]
+    Direct(#[source] std::io::Error),
+    #[error("{url}: cannot open a direct stream: {source}")]
+    DirectOpen {
+        url: String,
+        #[source]
+        source: super::direct::OpenError,
+    },
     #[error("{url}: {failure}")]
     Exchange {
         url: String,

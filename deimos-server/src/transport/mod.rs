@@ -7,13 +7,14 @@
 //! is reported to Raft. Raft tolerates loss: a stream that breaks loses what was in it, and the
 //! break is counted and reported as the peer being unreachable.
 
+pub mod direct;
 mod error;
 pub mod frame;
 
 pub use error::{request_within, DecodeError, HttpFailure, SendError};
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,7 +44,7 @@ const STREAM_QUEUE: usize = 64;
 const LEGACY_RETRY: Duration = Duration::from_secs(30);
 /// A stream that takes no frame for this long is stuck (a peer that stopped reading, a dead
 /// link TCP has not noticed): it is dropped and a new one opened for the next batch.
-const STALL_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const STALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub const PEER_SEND_FAILURES: &str = "deimos_network_peer_send_failures_total";
 pub const PEER_SENT_MESSAGES: &str = "deimos_network_peer_sent_messages_total";
@@ -56,7 +57,11 @@ pub struct HttpTransport {
     /// Set by the driver when it takes this transport (`Transport::bind`), before any send.
     reporter: Option<Reporter>,
     client: Client<PeerConnector, Body>,
-    queues: HashMap<u64, mpsc::UnboundedSender<Message>>,
+    links: HashMap<u64, Link>,
+    /// Where direct streams run (see [`direct`]); unset, every stream is an HTTP body.
+    driver_rt: direct::DriverRuntime,
+    /// Source address of outgoing connections (see `new`).
+    bind: Option<std::net::IpAddr>,
     /// The server's runtime, where each peer's sender runs: the driver calling `send` runs on
     /// a thread of its own, which each fsync blocks.
     runtime: tokio::runtime::Handle,
@@ -67,6 +72,27 @@ pub struct HttpTransport {
     removed: Arc<tokio::sync::Notify>,
     /// Sent on every request: this member's cluster id and its own id (see `identity`).
     identity: Identity,
+}
+
+/// The driver's side of one peer: its sender task's queue, and its direct stream when one is
+/// open (written straight from the driver's thread).
+struct Link {
+    queue: mpsc::UnboundedSender<Message>,
+    /// Messages handed to the sender task and not yet written by it: while there are any,
+    /// new ones queue behind them rather than overtake them on the direct stream.
+    queued: Arc<AtomicUsize>,
+    direct: DirectSlot,
+    sent: metrics::Counter,
+}
+
+/// The peer's open direct stream, if any: set by its sender task, used by the driver.
+type DirectSlot = Arc<Mutex<Option<Direct>>>;
+
+#[derive(Clone)]
+struct Direct {
+    /// The peer URL it was opened to: a member whose URL changed gets a new stream.
+    base: String,
+    sink: Arc<direct::Sink>,
 }
 
 /// The headers that tell a peer which cluster and member a request comes from.
@@ -117,12 +143,20 @@ impl HttpTransport {
             stats,
             reporter: None,
             client,
-            queues: HashMap::new(),
+            links: HashMap::new(),
+            driver_rt: direct::DriverRuntime::default(),
+            bind,
             runtime: tokio::runtime::Handle::current(),
             hints: HashMap::new(),
             removed: Arc::default(),
             identity: Identity::default(),
         }
+    }
+
+    /// Where direct streams may run: the driver thread's runtime, once it is up.
+    pub fn with_driver_runtime(mut self, rt: direct::DriverRuntime) -> Self {
+        self.driver_rt = rt;
+        self
     }
 
     /// Who we are, for the headers every peer request carries.
@@ -144,15 +178,17 @@ impl HttpTransport {
         self
     }
 
-    /// The queue of `to`'s sender, started on first use. `None` only if the transport is used
+    /// `to`'s link, its sender started on first use. `None` only if the transport is used
     /// without a driver (a bug: `Driver::new` binds it before anything is sent).
-    fn queue(&mut self, to: u64) -> Option<&mpsc::UnboundedSender<Message>> {
+    fn link(&mut self, to: u64) -> Option<&Link> {
         let Some(reporter) = self.reporter.clone() else {
             tracing::error!("peer transport used before a driver bound it; message dropped");
             return None;
         };
-        Some(self.queues.entry(to).or_insert_with(|| {
+        Some(self.links.entry(to).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
+            let queued = Arc::new(AtomicUsize::new(0));
+            let direct = DirectSlot::default();
             let peer = Peer {
                 to,
                 hint: self.hints.get(&to).cloned(),
@@ -161,15 +197,78 @@ impl HttpTransport {
                 reporter,
                 client: self.client.clone(),
                 legacy_since: Arc::default(),
+                no_direct_since: Arc::default(),
                 removed: self.removed.clone(),
                 identity: self.identity,
+                queued: queued.clone(),
+                direct: direct.clone(),
+                driver_rt: self.driver_rt.clone(),
+                bind: self.bind,
             };
             let label = format!("{to:016x}");
             metrics::counter!(PEER_SEND_FAILURES, "to" => label.clone()).increment(0);
-            metrics::counter!(PEER_SENT_MESSAGES, "to" => label).increment(0);
+            let sent = metrics::counter!(PEER_SENT_MESSAGES, "to" => label);
+            sent.increment(0);
             self.runtime.spawn(peer.run(rx));
-            tx
+            Link {
+                queue: tx,
+                queued,
+                direct,
+                sent,
+            }
         }))
+    }
+
+    /// The peer URL messages to `to` should go to now, as its direct stream records it.
+    fn base_url(&self, to: u64) -> Option<String> {
+        let members = self.members.read().ok()?;
+        members
+            .get(&to)
+            .and_then(|m| m.peer_urls.first())
+            .or(self.hints.get(&to))
+            .cloned()
+    }
+
+    /// Write `batch` (no snapshots in it) on `to`'s direct stream, from this (the driver's)
+    /// thread. Gives the batch back when there is no open stream to the peer's current URL,
+    /// or when messages queued for the sender task are still ahead of it.
+    fn send_direct(&mut self, to: u64, batch: Vec<Message>) -> Option<Vec<Message>> {
+        let base = self.base_url(to);
+        let link = self.links.get(&to)?;
+        if link.queued.load(Ordering::Acquire) > 0 {
+            return Some(batch);
+        }
+        let Ok(mut slot) = link.direct.lock() else {
+            return Some(batch);
+        };
+        let Some(d) = slot.as_ref() else {
+            return Some(batch);
+        };
+        if base.as_deref() != Some(d.base.as_str()) || !d.sink.is_open() {
+            if let Some(d) = slot.take() {
+                d.sink.close();
+            }
+            return Some(batch);
+        }
+        let frame = match frame::encode(&batch) {
+            Ok(f) => f,
+            // The sender task reports it as a failed send.
+            Err(_) => return Some(batch),
+        };
+        if !d.sink.write(&frame) {
+            slot.take();
+            return Some(batch);
+        }
+        drop(slot);
+        let n = batch.len() as u64;
+        for m in &batch {
+            if let MessageBody::Heartbeat { round, .. } = m.body {
+                self.stats.heartbeat_sent(to, m.term, round);
+            }
+        }
+        self.stats.record_sent(n);
+        link.sent.increment(n);
+        None
     }
 }
 
@@ -179,11 +278,35 @@ impl Transport for HttpTransport {
     }
 
     fn send(&mut self, msgs: Vec<Message>) {
+        // One batch per peer, in the order given.
+        let mut batches: Vec<(u64, Vec<Message>)> = Vec::new();
         for m in msgs {
-            let to = m.to;
-            let Some(q) = self.queue(to) else { return };
-            if q.send(m).is_err() {
-                self.queues.remove(&to);
+            match batches.iter_mut().find(|(to, _)| *to == m.to) {
+                Some((_, b)) => b.push(m),
+                None => batches.push((m.to, vec![m])),
+            }
+        }
+        for (to, batch) in batches {
+            if self.link(to).is_none() {
+                return;
+            }
+            let has_snapshot = batch
+                .iter()
+                .any(|m| matches!(m.body, MessageBody::InstallSnapshot { .. }));
+            let rest = match has_snapshot {
+                true => Some(batch),
+                false => self.send_direct(to, batch),
+            };
+            let Some(rest) = rest else { continue };
+            let Some(link) = self.links.get(&to) else {
+                continue;
+            };
+            for m in rest {
+                link.queued.fetch_add(1, Ordering::AcqRel);
+                if link.queue.send(m).is_err() {
+                    self.links.remove(&to);
+                    break;
+                }
             }
         }
     }
@@ -199,6 +322,13 @@ struct Peer {
     client: Client<PeerConnector, Body>,
     /// When the peer last answered a stream with 404 (it predates streams), if it did.
     legacy_since: Arc<Mutex<Option<Instant>>>,
+    /// When the peer last refused a direct stream (it predates them), if it did.
+    no_direct_since: Arc<Mutex<Option<Instant>>>,
+    /// Shared with the driver's [`Link`].
+    queued: Arc<AtomicUsize>,
+    direct: DirectSlot,
+    driver_rt: direct::DriverRuntime,
+    bind: Option<std::net::IpAddr>,
     removed: Arc<tokio::sync::Notify>,
     identity: Identity,
 }
@@ -230,6 +360,7 @@ impl Peer {
                     Err(_) => break,
                 }
             }
+            let taken = batch.len();
             let (snapshots, batch): (Vec<Message>, Vec<Message>) = batch
                 .into_iter()
                 .partition(|m| matches!(m.body, MessageBody::InstallSnapshot { .. }));
@@ -265,6 +396,7 @@ impl Peer {
                 }
                 self.reporter.snapshot(self.to, ok.is_ok());
             }
+            self.queued.fetch_sub(taken, Ordering::AcqRel);
         }
     }
 
@@ -281,13 +413,18 @@ impl Peer {
                 self.stats.heartbeat_sent(self.to, m.term, round);
             }
         }
+        let mut frame = frame::encode(batch)?;
+        frame = match self.send_direct(frame).await {
+            Ok(()) => return Ok(()),
+            Err(Fallback::Fail(e)) => return Err(e),
+            Err(Fallback::Http(frame)) => frame,
+        };
         if self.is_legacy() {
             let bytes = postcard::to_stdvec(batch)?;
             return self
                 .post(MESSAGES_PATH, Full::new(Bytes::from(bytes)).boxed())
                 .await;
         }
-        let mut frame = frame::encode(batch)?;
         let url = self.url(STREAM_PATH)?;
         for _ in 0..2 {
             let s = match stream {
@@ -307,6 +444,79 @@ impl Peer {
             }
         }
         Err(SendError::StreamClosed)
+    }
+
+    /// Send `frame` on the direct stream, opening one if there is none. Gives the frame back
+    /// when the peer should get an HTTP-body stream instead: an https peer, no driver runtime,
+    /// or a peer that refused a direct stream less than `LEGACY_RETRY` ago.
+    async fn send_direct(&self, frame: Bytes) -> Result<(), Fallback> {
+        let Some(rt) = self.driver_rt.get().cloned() else {
+            return Err(Fallback::Http(frame));
+        };
+        let base = self.url("").map_err(Fallback::Fail)?;
+        let recently_refused = self
+            .no_direct_since
+            .lock()
+            .is_ok_and(|since| since.is_some_and(|t| t.elapsed() < LEGACY_RETRY));
+        if !base.starts_with("http://") || recently_refused {
+            return Err(Fallback::Http(frame));
+        }
+        {
+            let mut slot = self
+                .direct
+                .lock()
+                .map_err(|_| Fallback::Fail(SendError::Poisoned))?;
+            match slot.as_ref() {
+                Some(d) if d.base == base && d.sink.write(&frame) => return Ok(()),
+                Some(d) => {
+                    d.sink.close();
+                    *slot = None;
+                }
+                None => {}
+            }
+        }
+        let url = format!("{base}{STREAM_PATH}");
+        let socket = match direct::open(&url, self.bind, |b| self.identity.stamp(b)).await {
+            Ok(s) => s,
+            Err(direct::OpenError::Refused(status)) if status == hyper::StatusCode::GONE => {
+                self.refused_as_removed(&url);
+                return Err(Fallback::Fail(HttpFailure::Status(status).at(url)));
+            }
+            Err(direct::OpenError::Refused(status))
+                if status.is_success() || status == hyper::StatusCode::NOT_FOUND =>
+            {
+                // A member from before direct streams: it took the request as an (empty)
+                // HTTP-body stream, or does not know streams at all.
+                if let Ok(mut since) = self.no_direct_since.lock() {
+                    if since.is_none() {
+                        tracing::info!(peer = %format!("{:016x}", self.to), %url, "peer does not accept direct streams (an older version): using an HTTP-body stream, retrying every {LEGACY_RETRY:?}");
+                    }
+                    *since = Some(Instant::now());
+                }
+                return Err(Fallback::Http(frame));
+            }
+            Err(e) => return Err(Fallback::Fail(SendError::DirectOpen { url, source: e })),
+        };
+        let sink = direct::Sink::new(frame);
+        if let Ok(mut slot) = self.direct.lock() {
+            *slot = Some(Direct {
+                base,
+                sink: sink.clone(),
+            });
+        }
+        let peer = self.clone();
+        rt.spawn(async move {
+            let end = direct::run_sink(sink.clone(), socket).await;
+            if let Ok(mut slot) = peer.direct.lock() {
+                if slot.as_ref().is_some_and(|d| Arc::ptr_eq(&d.sink, &sink)) {
+                    *slot = None;
+                }
+            }
+            if let direct::End::Failed(e) = end {
+                peer.failed(&format!("{:016x}", peer.to), &e);
+            }
+        });
+        Ok(())
     }
 
     /// Start the request that carries a new stream. Its body is fed by the returned sender;
@@ -439,6 +649,14 @@ impl Peer {
         let body = crate::body::from_chunks(chunks);
         self.post(SNAPSHOT_PATH, body).await.map(|()| len)
     }
+}
+
+/// Why a frame did not go on a direct stream.
+enum Fallback {
+    /// Send it on an HTTP-body stream instead.
+    Http(Bytes),
+    /// The send failed.
+    Fail(SendError),
 }
 
 /// An error with its causes: hyper-util's own message ("client error (Connect)") hides the
