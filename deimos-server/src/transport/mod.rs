@@ -1,8 +1,11 @@
-//! Peer transport over HTTP/1.1: one sender task per peer, streaming message batches on one
-//! long-lived request (see [`frame`] for the format and why it is a stream).
+//! Peer transport over HTTP/1.1: message batches as frames on one long-lived stream per peer
+//! (see [`frame`] for the format and why it is a stream).
 //!
-//! Messages queue per peer; while one batch is being written, later messages gather into the
-//! next, so a busy leader writes few large frames and never waits for a follower's answer.
+//! To an `http://` peer the stream is a [`direct`] one, written by the driver itself from its
+//! own thread. Otherwise — an `https://` peer, a peer from before direct streams, or while a
+//! direct stream is being opened — batches go to a sender task per peer, which streams them in
+//! an HTTP request body; while it writes one batch, later messages gather into the next, so a
+//! busy leader writes few large frames and never waits for a follower's answer.
 //! Snapshots go alone on `/raft/snapshot` with the body streamed in chunks, and their outcome
 //! is reported to Raft. Raft tolerates loss: a stream that breaks loses what was in it, and the
 //! break is counted and reported as the peer being unreachable.
