@@ -209,53 +209,38 @@ async fn a_stream_delivers_each_frame_while_it_stays_open_and_a_corrupt_one_is_c
     assert_eq!(status, Some(400));
 }
 
-/// What a member from before streams saw: stream attempts (answered 404), direct or not,
-/// and the batches it took on `/raft/messages`.
+/// What a fake member from an older version saw: direct-stream attempts, HTTP-body stream
+/// attempts, and the batches it took (one request per batch, or frames of a body stream).
 #[derive(Default)]
-struct OldPeer {
-    stream_attempts: usize,
+struct Seen {
     direct_attempts: usize,
+    stream_attempts: usize,
     batches: Vec<Vec<Message>>,
 }
 
-/// Serve as such a member on a fresh port.
-async fn old_peer() -> (u16, Arc<Mutex<OldPeer>>) {
+type Shared = Arc<Mutex<Seen>>;
+
+/// Serve `answer` as a fake member on a fresh port.
+async fn fake_peer<F, Fut>(answer: F) -> (u16, Shared)
+where
+    F: Fn(http::Request<hyper::body::Incoming>, Shared) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = u16> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let seen = Arc::new(Mutex::new(OldPeer::default()));
+    let seen = Shared::default();
     let state = seen.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let state = state.clone();
+            let (state, answer) = (state.clone(), answer.clone());
             let svc =
                 hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let state = state.clone();
+                    let status = answer(req, state.clone());
                     async move {
-                        // Like the old router: an unknown path is answered before its body
-                        // is read (a stream's body never ends).
-                        let status = if req.uri().path() == "/raft/messages" {
-                            let body = req.into_body().collect().await.map(|b| b.to_bytes());
-                            match body.ok().and_then(|b| postcard::from_bytes(&b).ok()) {
-                                Some(batch) => {
-                                    state.lock().expect("lock").batches.push(batch);
-                                    204
-                                }
-                                None => 400,
-                            }
-                        } else {
-                            if req.uri().path() == "/raft/stream" {
-                                let mut st = state.lock().expect("lock");
-                                match req.headers().contains_key("upgrade") {
-                                    true => st.direct_attempts += 1,
-                                    false => st.stream_attempts += 1,
-                                }
-                            }
-                            404
-                        };
                         let resp = http::Response::builder()
-                            .status(status)
+                            .status(status.await)
                             .body(http_body_util::Empty::<Bytes>::new())
                             .expect("response");
                         Ok::<_, Infallible>(resp)
@@ -269,14 +254,69 @@ async fn old_peer() -> (u16, Arc<Mutex<OldPeer>>) {
     (port, seen)
 }
 
-/// A node whose other member predates streams (a cluster upgraded one member at a time):
-/// after one refused stream it sends that member one request per batch, which it accepts, and
-/// does not try a stream again at once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_without_streams_gets_one_request_per_batch() {
-    let (old, seen) = old_peer().await;
+/// Count `req` as a direct or HTTP-body stream attempt, if it is a stream at all.
+fn count_attempt(req: &http::Request<hyper::body::Incoming>, seen: &Shared) -> bool {
+    if req.uri().path() != "/raft/stream" {
+        return false;
+    }
+    let mut st = seen.lock().expect("lock");
+    match req.headers().contains_key("upgrade") {
+        true => st.direct_attempts += 1,
+        false => st.stream_attempts += 1,
+    }
+    true
+}
+
+/// A member from before streams: `/raft/stream` is unknown (404, answered before its body is
+/// read, as the old router did), `/raft/messages` takes one batch per request.
+async fn old_peer() -> (u16, Shared) {
+    fake_peer(|req, seen| async move {
+        if count_attempt(&req, &seen) || req.uri().path() != "/raft/messages" {
+            return 404;
+        }
+        let body = req.into_body().collect().await.map(|b| b.to_bytes());
+        match body.ok().and_then(|b| postcard::from_bytes(&b).ok()) {
+            Some(batch) => {
+                seen.lock().expect("lock").batches.push(batch);
+                204
+            }
+            None => 400,
+        }
+    })
+    .await
+}
+
+/// A member from before direct streams: a stream's body is decoded frame by frame as it
+/// arrives; an upgrade request (no body) is just an empty stream, answered 204.
+async fn previous_peer() -> (u16, Shared) {
+    fake_peer(|req, seen| async move {
+        count_attempt(&req, &seen);
+        let mut body = req.into_body();
+        let mut buf = Vec::new();
+        while let Some(Ok(f)) = body.frame().await {
+            let Ok(data) = f.into_data() else { continue };
+            buf.extend_from_slice(&data);
+            while buf.len() >= 4 {
+                let n = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                if buf.len() < 4 + n {
+                    break;
+                }
+                let batch: Vec<Message> = postcard::from_bytes(&buf[4..4 + n]).expect("a batch");
+                seen.lock().expect("lock").batches.push(batch);
+                buf.drain(..4 + n);
+            }
+        }
+        204
+    })
+    .await
+}
+
+/// A node whose only other member is the fake one at `peer_port`. Alone it cannot win an
+/// election, so it keeps asking that member for (pre-)votes. Returns the cluster (kept alive)
+/// and the node's client port.
+fn with_fake_member(peer_port: u16) -> (Cluster, u16) {
     let own = format!("http://127.0.0.1:{}", free_port());
-    let old = format!("http://127.0.0.1:{old}");
+    let old = format!("http://127.0.0.1:{peer_port}");
     let mut c = Cluster::create(
         2,
         ClusterOptions {
@@ -286,42 +326,39 @@ async fn a_peer_without_streams_gets_one_request_per_batch() {
             ..options()
         },
     );
-    // Alone it cannot win, so it keeps asking n2 for (pre-)votes.
     c.start_node(0);
     let client = c.node(0).client_port;
-    let votes = |p: &OldPeer| {
-        p.batches
-            .iter()
-            .flatten()
-            .filter(|m| {
-                matches!(
-                    m.body,
-                    MessageBody::PreVote { .. } | MessageBody::Vote { .. }
-                )
-            })
-            .count()
-    };
-    let seen_ = seen.clone();
-    eventually(
-        Duration::from_secs(20),
-        "three vote requests by the old path",
-        move || {
-            let seen = seen_.clone();
-            async move { (votes(&seen.lock().expect("lock")) >= 3).then_some(()) }
-        },
-    )
+    (c, client)
+}
+
+/// Wait until the fake member has taken three vote requests.
+async fn three_votes(seen: &Shared, how: &str) {
+    let seen = seen.clone();
+    eventually(Duration::from_secs(20), how, move || {
+        let seen = seen.clone();
+        async move {
+            let n = seen
+                .lock()
+                .expect("lock")
+                .batches
+                .iter()
+                .flatten()
+                .filter(|m| {
+                    matches!(
+                        m.body,
+                        MessageBody::PreVote { .. } | MessageBody::Vote { .. }
+                    )
+                })
+                .count();
+            (n >= 3).then_some(())
+        }
+    })
     .await;
-    let (streams, directs) = {
-        let st = seen.lock().expect("lock");
-        (st.stream_attempts, st.direct_attempts)
-    };
-    assert_eq!(
-        (directs, streams),
-        (1, 1),
-        "one refused stream of each kind, then no retry for a while"
-    );
-    // A peer that only lacks streams is reachable: no send failure is counted (it would keep
-    // the unreachable alert firing through a rolling upgrade).
+}
+
+/// A peer that only lacks a newer kind of stream is reachable: no send failure may be counted
+/// (it would keep the unreachable alert firing through a rolling upgrade).
+async fn assert_no_send_failures(client: u16) {
     let metrics = request(client, None, "GET", "/metrics", None, &[])
         .await
         .expect("metrics")
@@ -332,6 +369,45 @@ async fn a_peer_without_streams_gets_one_request_per_batch() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert_eq!(failures, 0.0, "{metrics}");
+}
+
+/// A node whose other member predates streams (a cluster upgraded one member at a time):
+/// after one refused stream of each kind it sends that member one request per batch, which it
+/// accepts, and does not try a stream again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_streams_gets_one_request_per_batch() {
+    let (old, seen) = old_peer().await;
+    let (_cluster, client) = with_fake_member(old);
+    three_votes(&seen, "three vote requests by the old path").await;
+    let attempts = {
+        let st = seen.lock().expect("lock");
+        (st.direct_attempts, st.stream_attempts)
+    };
+    assert_eq!(
+        attempts,
+        (1, 1),
+        "one refused stream of each kind, then no retry for a while"
+    );
+    assert_no_send_failures(client).await;
+}
+
+/// A node whose other member predates direct streams: after one attempt (answered as an empty
+/// HTTP-body stream) it streams to that member in an HTTP body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_direct_streams_gets_an_http_body_stream() {
+    let (old, seen) = previous_peer().await;
+    let (_cluster, client) = with_fake_member(old);
+    three_votes(&seen, "three vote requests on an HTTP-body stream").await;
+    let attempts = {
+        let st = seen.lock().expect("lock");
+        (st.direct_attempts, st.stream_attempts)
+    };
+    assert_eq!(
+        attempts,
+        (1, 1),
+        "one refused direct stream, then one HTTP-body stream that stays open"
+    );
+    assert_no_send_failures(client).await;
 }
 
 /// Ask `peer_port` for a direct stream, speaking as `p` (or with `cluster` instead of its
@@ -446,123 +522,4 @@ async fn a_direct_stream_delivers_frames_and_a_corrupt_or_unauthenticated_one_is
         closed(&mut tcp).await,
         "an oversized frame is refused at once"
     );
-}
-
-/// What a member from before direct streams saw: direct attempts (which it took as empty
-/// HTTP-body streams and answered 204) and the batches of its HTTP-body streams.
-#[derive(Default)]
-struct PreviousPeer {
-    direct_attempts: usize,
-    batches: Vec<Vec<Message>>,
-}
-
-/// Serve as such a member on a fresh port: an HTTP-body stream's frames are decoded as they
-/// arrive, as the previous version did.
-async fn previous_peer() -> (u16, Arc<Mutex<PreviousPeer>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let seen = Arc::new(Mutex::new(PreviousPeer::default()));
-    let state = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let state = state.clone();
-            let svc =
-                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let state = state.clone();
-                    async move {
-                        if req.headers().contains_key("upgrade") {
-                            state.lock().expect("lock").direct_attempts += 1;
-                        }
-                        let mut body = req.into_body();
-                        let mut buf = Vec::new();
-                        while let Some(Ok(f)) = body.frame().await {
-                            let Ok(data) = f.into_data() else { continue };
-                            buf.extend_from_slice(&data);
-                            while buf.len() >= 4 {
-                                let n = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
-                                let n = n as usize;
-                                if buf.len() < 4 + n {
-                                    break;
-                                }
-                                let batch: Vec<Message> =
-                                    postcard::from_bytes(&buf[4..4 + n]).expect("a batch");
-                                state.lock().expect("lock").batches.push(batch);
-                                buf.drain(..4 + n);
-                            }
-                        }
-                        let resp = http::Response::builder()
-                            .status(204)
-                            .body(http_body_util::Empty::<Bytes>::new())
-                            .expect("response");
-                        Ok::<_, Infallible>(resp)
-                    }
-                });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc),
-            );
-        }
-    });
-    (port, seen)
-}
-
-/// A node whose other member predates direct streams: after one attempt (answered as an empty
-/// HTTP-body stream) it streams to that member in an HTTP body, without counting a failure.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_without_direct_streams_gets_an_http_body_stream() {
-    let (old, seen) = previous_peer().await;
-    let own = format!("http://127.0.0.1:{}", free_port());
-    let old = format!("http://127.0.0.1:{old}");
-    let mut c = Cluster::create(
-        2,
-        ClusterOptions {
-            heartbeat: Duration::from_millis(50),
-            election: Duration::from_millis(500),
-            peer_urls: vec![(own.clone(), own), (old.clone(), old)],
-            ..options()
-        },
-    );
-    c.start_node(0);
-    let client = c.node(0).client_port;
-    let seen_ = seen.clone();
-    eventually(
-        Duration::from_secs(20),
-        "three vote requests on an HTTP-body stream",
-        move || {
-            let seen = seen_.clone();
-            async move {
-                let n = seen
-                    .lock()
-                    .expect("lock")
-                    .batches
-                    .iter()
-                    .flatten()
-                    .filter(|m| {
-                        matches!(
-                            m.body,
-                            MessageBody::PreVote { .. } | MessageBody::Vote { .. }
-                        )
-                    })
-                    .count();
-                (n >= 3).then_some(())
-            }
-        },
-    )
-    .await;
-    assert_eq!(
-        seen.lock().expect("lock").direct_attempts,
-        1,
-        "one refused direct stream, then no retry for a while"
-    );
-    let metrics = request(client, None, "GET", "/metrics", None, &[])
-        .await
-        .expect("metrics")
-        .body;
-    let failures: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("deimos_network_peer_send_failures_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert_eq!(failures, 0.0, "{metrics}");
 }
