@@ -222,21 +222,11 @@ impl HttpTransport {
         }))
     }
 
-    /// The peer URL messages to `to` should go to now, as its direct stream records it.
-    fn base_url(&self, to: u64) -> Option<String> {
-        let members = self.members.read().ok()?;
-        members
-            .get(&to)
-            .and_then(|m| m.peer_urls.first())
-            .or(self.hints.get(&to))
-            .cloned()
-    }
-
     /// Write `batch` (no snapshots in it) on `to`'s direct stream, from this (the driver's)
     /// thread. Gives the batch back when there is no open stream to the peer's current URL,
     /// or when messages queued for the sender task are still ahead of it.
     fn send_direct(&mut self, to: u64, batch: Vec<Message>) -> Option<Vec<Message>> {
-        let base = self.base_url(to);
+        let base = peer_base(&self.members, self.hints.get(&to), to).ok();
         let link = self.links.get(&to)?;
         if link.queued.load(Ordering::Acquire) > 0 {
             return Some(batch);
@@ -606,13 +596,7 @@ impl Peer {
     }
 
     fn url(&self, path: &str) -> Result<String, SendError> {
-        let members = self.members.read().map_err(|_| SendError::Poisoned)?;
-        let base = members
-            .get(&self.to)
-            .and_then(|m| m.peer_urls.first())
-            .or(self.hint.as_ref())
-            .ok_or(SendError::UnknownPeer(self.to))?;
-        Ok(format!("{}{}", base.trim_end_matches('/'), path))
+        Ok(peer_base(&self.members, self.hint.as_ref(), self.to)? + path)
     }
 
     async fn post(&self, path: &str, body: Body) -> Result<(), SendError> {
@@ -652,6 +636,19 @@ impl Peer {
         let body = crate::body::from_chunks(chunks);
         self.post(SNAPSHOT_PATH, body).await.map(|()| len)
     }
+}
+
+/// Where `to` is reached now, without a trailing slash: its first peer URL as the replicated
+/// member records say, else `hint` (from the flags). A direct stream records it, so that a
+/// member whose URL changed gets a new stream.
+fn peer_base(members: &SharedMembers, hint: Option<&String>, to: u64) -> Result<String, SendError> {
+    let members = members.read().map_err(|_| SendError::Poisoned)?;
+    let base = members
+        .get(&to)
+        .and_then(|m| m.peer_urls.first())
+        .or(hint)
+        .ok_or(SendError::UnknownPeer(to))?;
+    Ok(base.trim_end_matches('/').to_string())
 }
 
 /// Why a frame did not go on a direct stream.
@@ -702,4 +699,39 @@ pub fn decode_snapshot(bytes: Bytes) -> Result<Message, DecodeError> {
         });
     }
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deimos_store::machine::Member;
+
+    /// The driver compares the URL a direct stream was opened to with this on every send: the
+    /// two must agree however the URL is written, or each send would drop the stream.
+    #[test]
+    fn a_peer_base_is_the_members_url_else_the_hint_without_a_trailing_slash() {
+        let members = SharedMembers::default();
+        let hint = "http://10.0.0.2:2380/".to_string();
+        assert_eq!(
+            peer_base(&members, Some(&hint), 2).unwrap(),
+            "http://10.0.0.2:2380"
+        );
+        assert!(matches!(
+            peer_base(&members, None, 2),
+            Err(SendError::UnknownPeer(2))
+        ));
+        members.write().unwrap().insert(
+            2,
+            Member {
+                id: 2,
+                name: "n2".into(),
+                peer_urls: vec!["http://10.0.0.3:2380//".into()],
+                client_urls: vec![],
+            },
+        );
+        assert_eq!(
+            peer_base(&members, Some(&hint), 2).unwrap(),
+            "http://10.0.0.3:2380"
+        );
+    }
 }
