@@ -136,9 +136,20 @@ async fn open(
     (tx, answer)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_delivers_each_frame_while_it_stays_open_and_a_corrupt_one_is_cut() {
-    // n2 is named in the bootstrap but never started: the test speaks as n2.
+/// A running node that the test speaks to as its other member.
+struct Speaking {
+    /// Kept alive for the test.
+    c: Cluster,
+    client: u16,
+    peer: u16,
+    /// The node's count of received appends when the test begins.
+    base: u64,
+    p: Peer,
+}
+
+/// Start n1 of a two-member cluster; n2 is named in the bootstrap but never started: the test
+/// speaks as n2.
+async fn speak_as_a_member() -> Speaking {
     let mut c = Cluster::create(2, options());
     c.start_node(0);
     let (client, peer) = (c.node(0).client_port, c.node(0).peer_port);
@@ -154,6 +165,24 @@ async fn a_stream_delivers_each_frame_while_it_stays_open_and_a_corrupt_one_is_c
     )
     .await;
     let p = identify(&c).await;
+    Speaking {
+        c,
+        client,
+        peer,
+        base,
+        p,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_delivers_each_frame_while_it_stays_open_and_a_corrupt_one_is_cut() {
+    let Speaking {
+        c: _c,
+        client,
+        peer,
+        base,
+        p,
+    } = speak_as_a_member().await;
 
     let (tx, answer) = open(peer, p).await;
     // One frame split across two body chunks, then two frames in one chunk: each is taken in
@@ -456,21 +485,13 @@ async fn closed(tcp: &mut tokio::net::TcpStream) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_direct_stream_delivers_frames_and_a_corrupt_or_unauthenticated_one_is_refused() {
     use tokio::io::AsyncWriteExt;
-    let mut c = Cluster::create(2, options());
-    c.start_node(0);
-    let (client, peer) = (c.node(0).client_port, c.node(0).peer_port);
-    let base = eventually(
-        Duration::from_secs(20),
-        "the node to serve",
-        || async move {
-            let r = request(client, None, "GET", "/v2/stats/self", None, &[])
-                .await
-                .ok()?;
-            r.json()["recvAppendRequestCnt"].as_u64()
-        },
-    )
-    .await;
-    let p = identify(&c).await;
+    let Speaking {
+        c: _c,
+        client,
+        peer,
+        base,
+        p,
+    } = speak_as_a_member().await;
 
     // Another cluster's member is refused before the connection is switched.
     let (_, status) = upgrade(peer, p, p.cluster ^ 1).await;
