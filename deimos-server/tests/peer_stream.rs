@@ -400,43 +400,37 @@ async fn assert_no_send_failures(client: u16) {
     assert_eq!(failures, 0.0, "{metrics}");
 }
 
+/// Run a node whose other member is the fake `(port, seen)` until it has taken three vote
+/// requests by the older path (`how`), then check it was asked once for each kind of stream
+/// (then not again for a while) and no send failure was counted.
+async fn falls_back_once((port, seen): (u16, Shared), how: &str) {
+    let (_cluster, client) = with_fake_member(port);
+    three_votes(&seen, how).await;
+    let attempts = {
+        let st = seen.lock().expect("lock");
+        (st.direct_attempts, st.stream_attempts)
+    };
+    assert_eq!(attempts, (1, 1), "direct and HTTP-body stream attempts");
+    assert_no_send_failures(client).await;
+}
+
 /// A node whose other member predates streams (a cluster upgraded one member at a time):
 /// after one refused stream of each kind it sends that member one request per batch, which it
 /// accepts, and does not try a stream again at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_without_streams_gets_one_request_per_batch() {
-    let (old, seen) = old_peer().await;
-    let (_cluster, client) = with_fake_member(old);
-    three_votes(&seen, "three vote requests by the old path").await;
-    let attempts = {
-        let st = seen.lock().expect("lock");
-        (st.direct_attempts, st.stream_attempts)
-    };
-    assert_eq!(
-        attempts,
-        (1, 1),
-        "one refused stream of each kind, then no retry for a while"
-    );
-    assert_no_send_failures(client).await;
+    falls_back_once(old_peer().await, "three vote requests by the old path").await;
 }
 
 /// A node whose other member predates direct streams: after one attempt (answered as an empty
-/// HTTP-body stream) it streams to that member in an HTTP body.
+/// HTTP-body stream) it streams to that member in one HTTP body that stays open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_without_direct_streams_gets_an_http_body_stream() {
-    let (old, seen) = previous_peer().await;
-    let (_cluster, client) = with_fake_member(old);
-    three_votes(&seen, "three vote requests on an HTTP-body stream").await;
-    let attempts = {
-        let st = seen.lock().expect("lock");
-        (st.direct_attempts, st.stream_attempts)
-    };
-    assert_eq!(
-        attempts,
-        (1, 1),
-        "one refused direct stream, then one HTTP-body stream that stays open"
-    );
-    assert_no_send_failures(client).await;
+    falls_back_once(
+        previous_peer().await,
+        "three vote requests on an HTTP-body stream",
+    )
+    .await;
 }
 
 /// Ask `peer_port` for a direct stream, speaking as `p` (or with `cluster` instead of its
