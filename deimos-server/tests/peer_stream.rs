@@ -537,4 +537,23 @@ async fn a_direct_stream_delivers_frames_and_a_corrupt_or_unauthenticated_one_is
         closed(&mut tcp).await,
         "an oversized frame is refused at once"
     );
+
+    // A frame that never completes (a length within the limit, then silence) holds up nothing
+    // else: another stream is still read, and the node still answers clients.
+    let (mut stuck, _) = upgrade(peer, p, p.cluster).await;
+    stuck
+        .write_all(&(1u32 << 20).to_be_bytes())
+        .await
+        .expect("write");
+    stuck.write_all(&[0u8; 100]).await.expect("write");
+    let (mut tcp, status) = upgrade(peer, p, p.cluster).await;
+    assert_eq!(status, 101);
+    tcp.write_all(&frame(&stale(p, 2))).await.expect("write");
+    eventually(
+        Duration::from_secs(5),
+        "a frame beside a stuck stream",
+        || async move { (received(client).await == base + 12).then_some(()) },
+    )
+    .await;
+    drop(stuck);
 }

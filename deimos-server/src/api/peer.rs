@@ -2,7 +2,6 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use deimos_raft::types::{Message, MessageBody};
 use http_body_util::BodyExt;
@@ -15,12 +14,11 @@ use crate::identity::{CLUSTER_ID_HEADER, MEMBERS_PATH};
 use crate::node::App;
 use crate::transport::direct;
 use crate::transport::frame::{Decoder, MAX_FRAME_BYTES};
-use crate::transport::{decode_batch, decode_snapshot, MESSAGES_PATH, SNAPSHOT_PATH, STREAM_PATH};
+use crate::transport::{
+    decode_batch, decode_snapshot, MESSAGES_PATH, SNAPSHOT_PATH, STREAM_IDLE, STREAM_PATH,
+};
 
 const MAX_SNAPSHOT_BYTES: usize = 1 << 30;
-/// A stream with no frame for this long is ended (answered 204); its sender opens a new one
-/// when it next has something to say. It keeps a vanished sender from pinning a connection.
-const STREAM_IDLE: Duration = Duration::from_secs(60);
 
 pub async fn route(app: Arc<App>, mut req: Request<Incoming>) -> Resp {
     let path = req.uri().path().to_string();

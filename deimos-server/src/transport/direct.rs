@@ -18,13 +18,12 @@
 //!
 //! Nothing here trusts the peer: frames are decoded and checked as on the HTTP-body stream, a
 //! stream holds its listener's connection slot for its whole life, a reader ends after
-//! [`IDLE`] without a frame, and what the driver could not write at once is capped
+//! [`STREAM_IDLE`] without a frame, and what the driver could not write at once is capped
 //! ([`MAX_PENDING`]) — a peer that stops reading loses its stream, not this node's memory.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use deimos_raft::types::Message;
@@ -37,7 +36,7 @@ use tokio::time::Instant;
 
 use super::error::{HttpFailure, SendError};
 use super::frame::Decoder;
-use super::STALL_TIMEOUT;
+use super::{STALL_TIMEOUT, STREAM_IDLE};
 
 /// The protocol named in the upgrade handshake.
 pub const PROTOCOL: &str = "deimos-raft-stream/1";
@@ -45,9 +44,6 @@ pub const PROTOCOL: &str = "deimos-raft-stream/1";
 /// Bytes the driver may leave for a stream's writer task before the stream counts as stalled
 /// and is dropped (many frames of a busy leader's usual size; an empty buffer takes any one).
 pub const MAX_PENDING: usize = 16 << 20;
-
-/// A direct stream that brings no frame for this long is closed, as an HTTP-body stream is.
-pub const IDLE: Duration = Duration::from_secs(60);
 
 /// The driver thread's runtime, once it runs: where direct streams are read and written.
 /// Unset (no direct streams, HTTP-body streams only) until then.
@@ -326,7 +322,7 @@ pub enum OpenError {
 }
 
 /// The receiving end: read frames from an upgraded stream and hand each batch to `deliver`
-/// until the sender closes it, it goes [`IDLE`], a frame is corrupt, or `deliver` refuses a
+/// until the sender closes it, it goes [`STREAM_IDLE`], a frame is corrupt, or `deliver` refuses a
 /// batch (the stream cannot be trusted after that; the sender opens a new one).
 /// `first` is what the HTTP layer had already read past the handshake.
 pub async fn read_frames<R, D>(mut io: R, first: Bytes, mut deliver: D) -> Result<(), String>
@@ -341,7 +337,7 @@ where
         while let Some(batch) = decoder.next_batch().map_err(|e| e.to_string())? {
             deliver(batch)?;
         }
-        match tokio::time::timeout(IDLE, io.read(&mut buf)).await {
+        match tokio::time::timeout(STREAM_IDLE, io.read(&mut buf)).await {
             Err(_) | Ok(Ok(0)) => return Ok(()),
             Ok(Ok(n)) => decoder.push(&buf[..n]),
             Ok(Err(e)) => return Err(format!("stream broken: {e}")),

@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use deimos_raft::types::MessageBody;
 
+use super::super::frame::tests::heartbeat;
 use super::*;
 
 /// A connected pair: the sending end (non-blocking, as `into_std` hands it over) and the
@@ -124,15 +125,6 @@ async fn the_peer_closing_ends_the_stream() {
 
 fn frame_of(msgs: &[Message]) -> Vec<u8> {
     super::super::frame::encode(msgs).expect("encode").to_vec()
-}
-
-fn heartbeat(round: u64) -> Message {
-    Message {
-        from: 2,
-        to: 1,
-        term: 3,
-        body: MessageBody::Heartbeat { commit: 0, round },
-    }
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -19,7 +19,8 @@ use super::error::{DecodeError, SendError};
 /// sender.
 pub const MAX_FRAME_BYTES: usize = 64 << 20;
 
-const LEN_BYTES: usize = 4;
+/// The length prefix of a frame; what follows is a `/raft/messages` body.
+pub const LEN_BYTES: usize = 4;
 
 /// One frame carrying `batch`.
 pub fn encode(batch: &[Message]) -> Result<Bytes, SendError> {
@@ -65,11 +66,11 @@ impl Decoder {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use deimos_raft::types::MessageBody;
 
-    fn heartbeat(round: u64) -> Message {
+    pub(crate) fn heartbeat(round: u64) -> Message {
         Message {
             from: 1,
             to: 2,

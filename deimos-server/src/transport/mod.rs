@@ -48,6 +48,10 @@ const LEGACY_RETRY: Duration = Duration::from_secs(30);
 /// A stream that takes no frame for this long is stuck (a peer that stopped reading, a dead
 /// link TCP has not noticed): it is dropped and a new one opened for the next batch.
 pub(crate) const STALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// A stream (direct or HTTP-body) that brings no frame for this long is ended by its receiver;
+/// the sender opens a new one when it next has something to say. It keeps a vanished sender
+/// from pinning a connection.
+pub const STREAM_IDLE: Duration = Duration::from_secs(60);
 
 pub const PEER_SEND_FAILURES: &str = "deimos_network_peer_send_failures_total";
 pub const PEER_SENT_MESSAGES: &str = "deimos_network_peer_sent_messages_total";
@@ -199,8 +203,8 @@ impl HttpTransport {
                 stats: self.stats.clone(),
                 reporter,
                 client: self.client.clone(),
-                legacy_since: Arc::default(),
-                no_direct_since: Arc::default(),
+                legacy_since: Default::default(),
+                no_direct_since: Default::default(),
                 removed: self.removed.clone(),
                 identity: self.identity,
                 queued: queued.clone(),
@@ -226,7 +230,6 @@ impl HttpTransport {
     /// thread. Gives the batch back when there is no open stream to the peer's current URL,
     /// or when messages queued for the sender task are still ahead of it.
     fn send_direct(&mut self, to: u64, batch: Vec<Message>) -> Option<Vec<Message>> {
-        let base = peer_base(&self.members, self.hints.get(&to), to).ok();
         let link = self.links.get(&to)?;
         if link.queued.load(Ordering::Acquire) > 0 {
             return Some(batch);
@@ -237,7 +240,11 @@ impl HttpTransport {
         let Some(d) = slot.as_ref() else {
             return Some(batch);
         };
-        if base.as_deref() != Some(d.base.as_str()) || !d.sink.is_open() {
+        let moved = peer_base(&self.members, self.hints.get(&to), to)
+            .ok()
+            .as_deref()
+            != Some(d.base.as_str());
+        if moved || !d.sink.is_open() {
             if let Some(d) = slot.take() {
                 d.sink.close();
             }

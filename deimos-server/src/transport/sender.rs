@@ -35,9 +35,9 @@ pub(super) struct Peer {
     pub(super) reporter: Reporter,
     pub(super) client: Client<PeerConnector, Body>,
     /// When the peer last answered a stream with 404 (it predates streams), if it did.
-    pub(super) legacy_since: Arc<Mutex<Option<Instant>>>,
+    pub(super) legacy_since: Refused,
     /// When the peer last refused a direct stream (it predates them), if it did.
-    pub(super) no_direct_since: Arc<Mutex<Option<Instant>>>,
+    pub(super) no_direct_since: Refused,
     /// Shared with the driver's [`Link`].
     pub(super) queued: Arc<AtomicUsize>,
     pub(super) direct: DirectSlot,
@@ -133,11 +133,10 @@ impl Peer {
             Err(Fallback::Fail(e)) => return Err(e),
             Err(Fallback::Http(frame)) => frame,
         };
-        if self.is_legacy() {
-            let bytes = postcard::to_stdvec(batch)?;
-            return self
-                .post(MESSAGES_PATH, Full::new(Bytes::from(bytes)).boxed())
-                .await;
+        if self.legacy_since.recently() {
+            // A request per batch carries the batch as a frame does, without the length.
+            let body = frame.slice(frame::LEN_BYTES..);
+            return self.post(MESSAGES_PATH, Full::new(body).boxed()).await;
         }
         let url = self.url(STREAM_PATH)?;
         for _ in 0..2 {
@@ -168,11 +167,7 @@ impl Peer {
             return Err(Fallback::Http(frame));
         };
         let base = self.url("").map_err(Fallback::Fail)?;
-        let recently_refused = self
-            .no_direct_since
-            .lock()
-            .is_ok_and(|since| since.is_some_and(|t| t.elapsed() < LEGACY_RETRY));
-        if !base.starts_with("http://") || recently_refused {
+        if !base.starts_with("http://") || self.no_direct_since.recently() {
             return Err(Fallback::Http(frame));
         }
         {
@@ -201,11 +196,8 @@ impl Peer {
             {
                 // A member from before direct streams: it took the request as an (empty)
                 // HTTP-body stream, or does not know streams at all.
-                if let Ok(mut since) = self.no_direct_since.lock() {
-                    if since.is_none() {
-                        tracing::info!(peer = %format!("{:016x}", self.to), %url, "peer does not accept direct streams (an older version): using an HTTP-body stream, retrying every {LEGACY_RETRY:?}");
-                    }
-                    *since = Some(Instant::now());
+                if self.no_direct_since.now() {
+                    tracing::info!(peer = %format!("{:016x}", self.to), %url, "peer does not accept direct streams (an older version): using an HTTP-body stream, retrying every {LEGACY_RETRY:?}");
                 }
                 return Err(Fallback::Http(frame));
             }
@@ -286,21 +278,9 @@ impl Peer {
     /// The peer does not know `/raft/stream`: a member from before streams, in a cluster being
     /// upgraded one member at a time. It gets one request per batch, which it does accept.
     fn fell_back(&self, url: &str) {
-        let Ok(mut since) = self.legacy_since.lock() else {
-            return;
-        };
-        if since.is_none() {
-            // Logged once: later refusals only renew the fallback.
+        if self.legacy_since.now() {
             tracing::info!(peer = %format!("{:016x}", self.to), %url, "peer does not accept message streams (an older version): sending one request per batch, retrying a stream every {LEGACY_RETRY:?}");
         }
-        *since = Some(Instant::now());
-    }
-
-    /// Whether to send the old way now; after `LEGACY_RETRY` a stream is tried again.
-    fn is_legacy(&self) -> bool {
-        self.legacy_since
-            .lock()
-            .is_ok_and(|since| since.is_some_and(|t| t.elapsed() < LEGACY_RETRY))
     }
 
     /// Count a failure and tell Raft. Logged at warn once per outage (a peer is retried every
@@ -356,6 +336,28 @@ impl Peer {
             .collect();
         let body = crate::body::from_chunks(chunks);
         self.post(SNAPSHOT_PATH, body).await.map(|()| len)
+    }
+}
+
+/// When a peer last refused a kind of stream (it predates it), if it did: it gets the older
+/// kind until `LEGACY_RETRY` has passed, then the newer one is tried again.
+#[derive(Clone, Default)]
+pub(super) struct Refused(Arc<Mutex<Option<Instant>>>);
+
+impl Refused {
+    /// Note a refusal; true for the first one (logged once: later ones only renew it).
+    fn now(&self) -> bool {
+        let Ok(mut since) = self.0.lock() else {
+            return false;
+        };
+        since.replace(Instant::now()).is_none()
+    }
+
+    /// Whether the older kind is still due.
+    fn recently(&self) -> bool {
+        self.0
+            .lock()
+            .is_ok_and(|since| since.is_some_and(|t| t.elapsed() < LEGACY_RETRY))
     }
 }
 
