@@ -13,10 +13,8 @@ use super::response::{self, Resp};
 use crate::identity::{CLUSTER_ID_HEADER, MEMBERS_PATH};
 use crate::node::App;
 use crate::transport::direct;
-use crate::transport::frame::{Decoder, MAX_FRAME_BYTES};
-use crate::transport::{
-    decode_batch, decode_snapshot, MESSAGES_PATH, SNAPSHOT_PATH, STREAM_IDLE, STREAM_PATH,
-};
+use crate::transport::frame::{read_stream, Decoder, Source, StreamCut, MAX_FRAME_BYTES};
+use crate::transport::{decode_batch, decode_snapshot, MESSAGES_PATH, SNAPSHOT_PATH, STREAM_PATH};
 
 const MAX_SNAPSHOT_BYTES: usize = 1 << 30;
 
@@ -95,30 +93,36 @@ async fn snapshot(app: &App, sender: u64, req: Request<Incoming>) -> Resp {
 /// Step every frame of a message stream as it completes. The answer goes out only when the
 /// stream ends: 204 when the sender closed it or it went idle, 400 for a corrupt frame (the
 /// stream cannot be resynchronised, so it is cut and the sender opens a new one).
-async fn stream(app: &App, sender: u64, mut body: Incoming) -> Resp {
-    let mut decoder = Decoder::default();
-    loop {
-        let frame = match tokio::time::timeout(STREAM_IDLE, body.frame()).await {
-            Err(_) | Ok(None) => return response::text(204, ""),
-            Ok(Some(Err(e))) => return response::text(400, &format!("stream broken: {e}")),
-            Ok(Some(Ok(f))) => f,
-        };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        decoder.push(&data);
-        loop {
-            match decoder.next_batch() {
-                Ok(Some(msgs)) => {
-                    if let Err(refused) = deliver(app, sender, msgs) {
-                        return refused;
-                    }
+async fn stream(app: &App, sender: u64, body: Incoming) -> Resp {
+    match read_stream(Decoder::default(), Body(body), |msgs| {
+        deliver(app, sender, msgs)
+    })
+    .await
+    {
+        Ok(()) => response::text(204, ""),
+        Err(StreamCut::Refused(refused)) => refused,
+        Err(StreamCut::Corrupt(e)) => {
+            tracing::warn!(error = %e, "dropping a corrupt peer stream");
+            response::text(400, &e.to_string())
+        }
+        Err(StreamCut::Broken(e)) => response::text(400, &format!("stream broken: {e}")),
+    }
+}
+
+/// A request body read as a stream [`Source`].
+struct Body(Incoming);
+
+impl Source for Body {
+    async fn fill(&mut self, decoder: &mut Decoder) -> Result<bool, String> {
+        match self.0.frame().await {
+            None => Ok(false),
+            Some(Err(e)) => Err(e.to_string()),
+            Some(Ok(frame)) => {
+                // Trailers carry no frames.
+                if let Ok(data) = frame.into_data() {
+                    decoder.push(&data);
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "dropping a corrupt peer stream");
-                    return response::text(400, &e.to_string());
-                }
+                Ok(true)
             }
         }
     }

@@ -18,7 +18,7 @@
 //!
 //! Nothing here trusts the peer: frames are decoded and checked as on the HTTP-body stream, a
 //! stream holds its listener's connection slot for its whole life, a reader ends after
-//! [`STREAM_IDLE`] without a frame, and what the driver could not write at once is capped
+//! [`STREAM_IDLE`](super::STREAM_IDLE) without a frame, and what the driver could not write at once is capped
 //! ([`MAX_PENDING`]) — a peer that stops reading loses its stream, not this node's memory.
 
 use std::io;
@@ -35,8 +35,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::error::{HttpFailure, SendError};
-use super::frame::Decoder;
-use super::{STALL_TIMEOUT, STREAM_IDLE};
+use super::frame::{read_stream, Decoder, Source, StreamCut};
+use super::STALL_TIMEOUT;
 
 /// The protocol named in the upgrade handshake.
 pub const PROTOCOL: &str = "deimos-raft-stream/1";
@@ -322,28 +322,43 @@ pub enum OpenError {
 }
 
 /// The receiving end: read frames from an upgraded stream and hand each batch to `deliver`
-/// until the sender closes it, it goes [`STREAM_IDLE`], a frame is corrupt, or `deliver` refuses a
+/// until the sender closes it, it goes [`STREAM_IDLE`](super::STREAM_IDLE), a frame is corrupt, or `deliver` refuses a
 /// batch (the stream cannot be trusted after that; the sender opens a new one).
 /// `first` is what the HTTP layer had already read past the handshake.
-pub async fn read_frames<R, D>(mut io: R, first: Bytes, mut deliver: D) -> Result<(), String>
+pub async fn read_frames<R, D>(io: R, first: Bytes, deliver: D) -> Result<(), Cut>
 where
-    R: tokio::io::AsyncRead + Unpin,
+    R: tokio::io::AsyncRead + Unpin + Send,
     D: FnMut(Vec<Message>) -> Result<(), String>,
 {
     let mut decoder = Decoder::default();
     decoder.push(&first);
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        while let Some(batch) = decoder.next_batch().map_err(|e| e.to_string())? {
-            deliver(batch)?;
-        }
-        match tokio::time::timeout(STREAM_IDLE, io.read(&mut buf)).await {
-            Err(_) | Ok(Ok(0)) => return Ok(()),
-            Ok(Ok(n)) => decoder.push(&buf[..n]),
-            Ok(Err(e)) => return Err(format!("stream broken: {e}")),
-        }
+    let source = Reader {
+        io,
+        buf: vec![0u8; 64 * 1024],
+    };
+    read_stream(decoder, source, deliver).await
+}
+
+/// A connection read as a stream [`Source`].
+struct Reader<R> {
+    io: R,
+    buf: Vec<u8>,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin + Send> Source for Reader<R> {
+    async fn fill(&mut self, decoder: &mut Decoder) -> Result<bool, String> {
+        let n = self
+            .io
+            .read(&mut self.buf)
+            .await
+            .map_err(|e| e.to_string())?;
+        decoder.push(&self.buf[..n]);
+        Ok(n > 0)
     }
 }
+
+/// Why a direct stream was cut (its deliverer refuses with a reason).
+pub type Cut = StreamCut<String>;
 
 /// Accept an upgrade request already authenticated as `sender`: answer 101, and once hyper
 /// hands over the connection read its frames — on the driver's thread for a plain TCP
@@ -377,16 +392,16 @@ where
                             let _slot = slot;
                             match TcpStream::from_std(socket) {
                                 Ok(io) => read_frames(io, first, deliver).await,
-                                Err(e) => Err(e.to_string()),
+                                Err(e) => Err(Cut::Broken(e.to_string())),
                             }
                         });
                         // Cancelled: the driver stopped, and the node with it.
                         read.await.unwrap_or_else(|e| match e.is_cancelled() {
                             true => Ok(()),
-                            false => Err(e.to_string()),
+                            false => Err(Cut::Broken(e.to_string())),
                         })
                     }
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(Cut::Broken(e.to_string())),
                 }
             }
             (Ok(parts), None) => {

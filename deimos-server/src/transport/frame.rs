@@ -13,6 +13,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use deimos_raft::types::Message;
 
 use super::error::{DecodeError, SendError};
+use super::STREAM_IDLE;
 
 /// The largest batch accepted, as a frame or as a `/raft/messages` body. Appends are bounded
 /// far below this by the Raft message size limit; a larger length means a corrupt or hostile
@@ -62,6 +63,51 @@ impl Decoder {
         self.buf.advance(LEN_BYTES);
         let body = self.buf.split_to(len);
         super::decode_batch(&body).map(Some)
+    }
+}
+
+/// Why a peer's message stream was cut, rather than closed by its sender or left idle.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamCut<E> {
+    /// Reading failed.
+    #[error("stream broken: {0}")]
+    Broken(String),
+    /// A frame did not decode: the stream cannot be resynchronised.
+    #[error(transparent)]
+    Corrupt(#[from] DecodeError),
+    /// `deliver` refused a batch: nothing after it can be trusted.
+    #[error("batch refused: {0}")]
+    Refused(E),
+}
+
+/// Where a peer's message stream comes from: an HTTP body, or a direct, upgraded connection.
+pub trait Source {
+    /// Add the next bytes that arrive to `decoder`; false at the end of the stream.
+    fn fill(
+        &mut self,
+        decoder: &mut Decoder,
+    ) -> impl std::future::Future<Output = Result<bool, String>> + Send;
+}
+
+/// Read a peer's message stream to its end, handing each batch completed to `deliver`. Ok
+/// when the sender closed the stream or it went [`STREAM_IDLE`].
+///
+/// The one reading loop of both kinds of stream, so that they cannot differ in what they
+/// accept or in what ends them.
+pub async fn read_stream<E>(
+    mut decoder: Decoder,
+    mut source: impl Source,
+    mut deliver: impl FnMut(Vec<Message>) -> Result<(), E>,
+) -> Result<(), StreamCut<E>> {
+    loop {
+        while let Some(batch) = decoder.next_batch()? {
+            deliver(batch).map_err(StreamCut::Refused)?;
+        }
+        match tokio::time::timeout(STREAM_IDLE, source.fill(&mut decoder)).await {
+            Err(_) | Ok(Ok(false)) => return Ok(()),
+            Ok(Ok(true)) => {}
+            Ok(Err(e)) => return Err(StreamCut::Broken(e)),
+        }
     }
 }
 
