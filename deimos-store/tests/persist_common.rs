@@ -66,22 +66,19 @@ impl Subject for RedbStorage {
     }
 }
 
-/// Deterministic generator for the crash tests (splitmix64): a seed replays a run.
-pub struct Rng(u64);
+/// Deterministic generator for the crash tests: a seed replays a run.
+pub struct Rng(rand::rngs::StdRng);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
+        Rng(rand::SeedableRng::seed_from_u64(seed))
     }
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        rand::RngCore::next_u64(&mut self.0)
     }
+    /// Uniform in `0..n`; 0 when `n` is 0.
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
+        rand::Rng::gen_range(&mut self.0, 0..n.max(1))
     }
 }
 

@@ -9,6 +9,10 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng as _, RngCore, SeedableRng};
+
 use crate::harness::Cluster;
 use crate::proxy::Net;
 
@@ -101,43 +105,36 @@ pub fn parse_faults(s: &str) -> Result<Vec<FaultKind>, String> {
     Ok(v)
 }
 
-/// A small deterministic PRNG (SplitMix64): a run is reproducible from its seed without a
-/// `rand` dependency in the test crate.
+/// The seeded generator of clients and the nemesis: a run is reproducible from its seed.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(StdRng);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
+        Rng(StdRng::seed_from_u64(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
-    /// Uniform in `0..n` (`n > 0`).
+    /// Uniform in `0..n`; 0 when `n` is 0.
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
+        self.0.gen_range(0..n.max(1))
     }
 
     pub fn chance(&mut self, p: f64) -> bool {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
+        self.0.gen_bool(p.clamp(0.0, 1.0))
     }
 
+    /// Uniform in `lo..hi`, to the millisecond; `lo` when the range is empty.
     pub fn duration(&mut self, lo: Duration, hi: Duration) -> Duration {
         let span = hi.saturating_sub(lo).as_millis() as u64;
-        lo + Duration::from_millis(if span == 0 { 0 } else { self.next_u64() % span })
+        lo + Duration::from_millis(self.0.gen_range(0..span.max(1)))
     }
 
     pub fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = self.below(i + 1);
-            v.swap(i, j);
-        }
+        v.shuffle(&mut self.0);
     }
 }
 
