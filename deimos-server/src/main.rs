@@ -99,6 +99,7 @@ fn install_metrics() -> Result<(), StartError> {
     });
     api::cluster::set_prometheus(handle);
     stats::describe();
+    transport::inbound::describe();
     Ok(())
 }
 

@@ -42,6 +42,8 @@ pub struct App {
     pub auth: Arc<crate::api::auth::AuthGate>,
     /// The driver thread's runtime, where direct peer streams are read (`transport::direct`).
     pub driver_rt: crate::transport::direct::DriverRuntime,
+    /// The inbound peer streams open, at most one per member.
+    pub inbound: Arc<crate::transport::inbound::InboundStreams>,
 }
 
 impl App {
@@ -243,6 +245,7 @@ pub async fn start(mut cfg: NodeConfig) -> Result<(Arc<App>, DriverThread), Star
         leader_client: crate::api::members::leader_client(peer_client_tls_for_leader),
         auth,
         driver_rt,
+        inbound: Arc::default(),
     });
     // Alone in the cluster (a fresh single-node bootstrap, or a restart of one): no one to
     // wait for. The driver applies the bootstrap entries before it serves this request.

@@ -538,22 +538,45 @@ async fn a_direct_stream_delivers_frames_and_a_corrupt_or_unauthenticated_one_is
         "an oversized frame is refused at once"
     );
 
-    // A frame that never completes (a length within the limit, then silence) holds up nothing
-    // else: another stream is still read, and the node still answers clients.
-    let (mut stuck, _) = upgrade(peer, p, p.cluster).await;
-    stuck
-        .write_all(&(1u32 << 20).to_be_bytes())
-        .await
-        .expect("write");
-    stuck.write_all(&[0u8; 100]).await.expect("write");
+    // Frames that never complete (a length within the limit, then silence) hold up nothing
+    // else, and hold their memory only until the member opens another stream: a member has
+    // one inbound stream at a time, so partial frames cannot pile up over many connections.
+    let replaced = replaced_streams(client).await;
+    let mut stuck = Vec::new();
+    for _ in 0..3 {
+        let (mut s, status) = upgrade(peer, p, p.cluster).await;
+        assert_eq!(status, 101);
+        s.write_all(&(1u32 << 20).to_be_bytes())
+            .await
+            .expect("write");
+        s.write_all(&[0u8; 100]).await.expect("write");
+        stuck.push(s);
+    }
     let (mut tcp, status) = upgrade(peer, p, p.cluster).await;
     assert_eq!(status, 101);
+    for s in &mut stuck {
+        assert!(
+            closed(s).await,
+            "a member's older stream is cut by its newer one"
+        );
+    }
+    assert!(replaced_streams(client).await >= replaced + 3.0);
     tcp.write_all(&frame(&stale(p, 2))).await.expect("write");
     eventually(
         Duration::from_secs(5),
-        "a frame beside a stuck stream",
+        "a frame on the newest stream",
         || async move { (received(client).await == base + 12).then_some(()) },
     )
     .await;
-    drop(stuck);
+}
+
+async fn replaced_streams(port: u16) -> f64 {
+    let r = request(port, None, "GET", "/metrics", None, &[])
+        .await
+        .expect("metrics");
+    r.body
+        .lines()
+        .find_map(|l| l.strip_prefix("deimos_peer_streams_replaced_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("deimos_peer_streams_replaced_total is exported")
 }

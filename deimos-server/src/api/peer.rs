@@ -42,8 +42,9 @@ pub async fn route(app: Arc<App>, mut req: Request<Incoming>) -> Resp {
         STREAM_PATH if direct::wants_upgrade(req.headers()) => {
             let slot = req.extensions_mut().remove::<super::ConnSlot>();
             let driver = app.driver_rt.get().cloned();
+            let place = app.inbound.open(sender);
             let to = app.clone();
-            direct::accept(&mut req, driver, slot, move |msgs| {
+            direct::accept(&mut req, driver, slot, place, move |msgs| {
                 deliver(&to, sender, msgs).map_err(|r| format!("batch refused: {}", r.status()))
             })
         }
@@ -94,12 +95,11 @@ async fn snapshot(app: &App, sender: u64, req: Request<Incoming>) -> Resp {
 /// stream ends: 204 when the sender closed it or it went idle, 400 for a corrupt frame (the
 /// stream cannot be resynchronised, so it is cut and the sender opens a new one).
 async fn stream(app: &App, sender: u64, body: Incoming) -> Resp {
-    match read_stream(Decoder::default(), Body(body), |msgs| {
-        deliver(app, sender, msgs)
-    })
-    .await
-    {
-        Ok(()) => response::text(204, ""),
+    let place = app.inbound.open(sender);
+    let deliver = |msgs| deliver(app, sender, msgs);
+    match read_stream(Decoder::default(), Body(body), place.replaced(), deliver).await {
+        // Replaced: the sender moved on to a newer stream, which is not a failure.
+        Ok(()) | Err(StreamCut::Replaced) => response::text(204, ""),
         Err(StreamCut::Refused(refused)) => refused,
         Err(StreamCut::Corrupt(e)) => {
             tracing::warn!(error = %e, "dropping a corrupt peer stream");

@@ -36,6 +36,7 @@ use tokio::time::Instant;
 
 use super::error::{HttpFailure, SendError};
 use super::frame::{read_stream, Decoder, Source, StreamCut};
+use super::inbound::Place;
 use super::STALL_TIMEOUT;
 
 /// The protocol named in the upgrade handshake.
@@ -322,10 +323,16 @@ pub enum OpenError {
 }
 
 /// The receiving end: read frames from an upgraded stream and hand each batch to `deliver`
-/// until the sender closes it, it goes [`STREAM_IDLE`](super::STREAM_IDLE), a frame is corrupt, or `deliver` refuses a
-/// batch (the stream cannot be trusted after that; the sender opens a new one).
-/// `first` is what the HTTP layer had already read past the handshake.
-pub async fn read_frames<R, D>(io: R, first: Bytes, deliver: D) -> Result<(), Cut>
+/// until the sender closes it, it goes [`STREAM_IDLE`](super::STREAM_IDLE), a frame is
+/// corrupt, `deliver` refuses a batch (the stream cannot be trusted after that; the sender
+/// opens a new one), or `replaced` is signalled. `first` is what the HTTP layer had already
+/// read past the handshake.
+pub async fn read_frames<R, D>(
+    io: R,
+    first: Bytes,
+    replaced: &Notify,
+    deliver: D,
+) -> Result<(), Cut>
 where
     R: tokio::io::AsyncRead + Unpin + Send,
     D: FnMut(Vec<Message>) -> Result<(), String>,
@@ -336,7 +343,7 @@ where
         io,
         buf: vec![0u8; 64 * 1024],
     };
-    read_stream(decoder, source, deliver).await
+    read_stream(decoder, source, replaced, deliver).await
 }
 
 /// A connection read as a stream [`Source`].
@@ -363,11 +370,13 @@ pub type Cut = StreamCut<String>;
 /// Accept an upgrade request already authenticated as `sender`: answer 101, and once hyper
 /// hands over the connection read its frames — on the driver's thread for a plain TCP
 /// connection, on this runtime otherwise (TLS). `slot` is the connection's hold on its
-/// listener's cap, kept for the stream's life.
+/// listener's cap, and `place` the sender's place among the inbound streams (see `inbound`),
+/// both kept for the stream's life.
 pub fn accept<D, S>(
     req: &mut hyper::Request<Incoming>,
     driver: Option<tokio::runtime::Handle>,
     slot: S,
+    place: Place,
     deliver: D,
 ) -> hyper::Response<crate::body::Body>
 where
@@ -391,7 +400,7 @@ where
                         let read = rt.spawn(async move {
                             let _slot = slot;
                             match TcpStream::from_std(socket) {
-                                Ok(io) => read_frames(io, first, deliver).await,
+                                Ok(io) => read_frames(io, first, place.replaced(), deliver).await,
                                 Err(e) => Err(Cut::Broken(e.to_string())),
                             }
                         });
@@ -406,15 +415,19 @@ where
             }
             (Ok(parts), None) => {
                 let _slot = slot;
-                read_frames(parts.io.into_inner(), parts.read_buf, deliver).await
+                let (io, first) = (parts.io.into_inner(), parts.read_buf);
+                read_frames(io, first, place.replaced(), deliver).await
             }
             (Err(upgraded), _) => {
                 let _slot = slot;
-                read_frames(TokioIo::new(upgraded), Bytes::new(), deliver).await
+                let io = TokioIo::new(upgraded);
+                read_frames(io, Bytes::new(), place.replaced(), deliver).await
             }
         };
-        if let Err(why) = outcome {
-            tracing::warn!(error = %why, "dropping a peer stream");
+        match outcome {
+            Ok(()) => {}
+            Err(why @ Cut::Replaced) => tracing::debug!(error = %why, "dropping a peer stream"),
+            Err(why) => tracing::warn!(error = %why, "dropping a peer stream"),
         }
     });
     let mut resp = hyper::Response::new(http_body_util::BodyExt::boxed(http_body_util::Empty::<

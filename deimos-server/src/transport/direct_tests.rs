@@ -138,7 +138,7 @@ async fn frames_are_delivered_in_order_including_those_read_with_the_handshake()
     let first = Bytes::copy_from_slice(&all[..split]);
     let rest = all[split..].to_vec();
     let mut rounds = Vec::new();
-    let r = read_frames(&rest[..], first, |batch| {
+    let r = read_frames(&rest[..], first, &Notify::new(), |batch| {
         rounds.extend(batch.iter().map(|m| match m.body {
             MessageBody::Heartbeat { round, .. } => round,
             _ => 0,
@@ -157,7 +157,7 @@ async fn a_corrupt_frame_or_a_refused_batch_ends_the_stream() {
     bytes.extend_from_slice(&u32::MAX.to_be_bytes());
     bytes.extend_from_slice(&good);
     let mut delivered = 0;
-    let r = read_frames(&bytes[..], Bytes::new(), |_| {
+    let r = read_frames(&bytes[..], Bytes::new(), &Notify::new(), |_| {
         delivered += 1;
         Ok(())
     })
@@ -171,7 +171,7 @@ async fn a_corrupt_frame_or_a_refused_batch_ends_the_stream() {
     let mut bytes = good.clone();
     bytes.extend_from_slice(&good);
     let mut delivered = 0;
-    let r = read_frames(&bytes[..], Bytes::new(), |_| {
+    let r = read_frames(&bytes[..], Bytes::new(), &Notify::new(), |_| {
         delivered += 1;
         Err("forged".into())
     })

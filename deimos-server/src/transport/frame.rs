@@ -78,6 +78,9 @@ pub enum StreamCut<E> {
     /// `deliver` refused a batch: nothing after it can be trusted.
     #[error("batch refused: {0}")]
     Refused(E),
+    /// The same member opened a newer stream (see `inbound`).
+    #[error("replaced by a newer stream from the same member")]
+    Replaced,
 }
 
 /// Where a peer's message stream comes from: an HTTP body, or a direct, upgraded connection.
@@ -90,20 +93,27 @@ pub trait Source {
 }
 
 /// Read a peer's message stream to its end, handing each batch completed to `deliver`. Ok
-/// when the sender closed the stream or it went [`STREAM_IDLE`].
+/// when the sender closed the stream or it went [`STREAM_IDLE`]; cut when `replaced` is
+/// signalled.
 ///
 /// The one reading loop of both kinds of stream, so that they cannot differ in what they
 /// accept or in what ends them.
 pub async fn read_stream<E>(
     mut decoder: Decoder,
     mut source: impl Source,
+    replaced: &tokio::sync::Notify,
     mut deliver: impl FnMut(Vec<Message>) -> Result<(), E>,
 ) -> Result<(), StreamCut<E>> {
     loop {
         while let Some(batch) = decoder.next_batch()? {
             deliver(batch).map_err(StreamCut::Refused)?;
         }
-        match tokio::time::timeout(STREAM_IDLE, source.fill(&mut decoder)).await {
+        let next = tokio::select! {
+            biased;
+            _ = replaced.notified() => return Err(StreamCut::Replaced),
+            next = tokio::time::timeout(STREAM_IDLE, source.fill(&mut decoder)) => next,
+        };
+        match next {
             Err(_) | Ok(Ok(false)) => return Ok(()),
             Ok(Ok(true)) => {}
             Ok(Err(e)) => return Err(StreamCut::Broken(e)),

@@ -13,6 +13,7 @@
 pub mod direct;
 mod error;
 pub mod frame;
+pub mod inbound;
 mod sender;
 
 pub use error::{request_within, DecodeError, HttpFailure, SendError};
