@@ -92,12 +92,20 @@ async fn snapshot(app: &App, sender: u64, req: Request<Incoming>) -> Resp {
 }
 
 /// Step every frame of a message stream as it completes. The answer goes out only when the
-/// stream ends: 204 when the sender closed it or it went idle, 400 for a corrupt frame (the
-/// stream cannot be resynchronised, so it is cut and the sender opens a new one).
+/// stream ends: 204 when the sender closed it, it went idle or the sender opened a newer one
+/// (see `transport::inbound`), 400 for a corrupt frame (the stream cannot be resynchronised,
+/// so it is cut and the sender opens a new one).
 async fn stream(app: &App, sender: u64, body: Incoming) -> Resp {
     let place = app.inbound.open(sender);
     let deliver = |msgs| deliver(app, sender, msgs);
-    match read_stream(Decoder::default(), Body(body), place.replaced(), deliver).await {
+    match read_stream(
+        Decoder::default(),
+        HttpBody(body),
+        place.replaced(),
+        deliver,
+    )
+    .await
+    {
         // Replaced: the sender moved on to a newer stream, which is not a failure.
         Ok(()) | Err(StreamCut::Replaced) => response::text(204, ""),
         Err(StreamCut::Refused(refused)) => refused,
@@ -110,9 +118,9 @@ async fn stream(app: &App, sender: u64, body: Incoming) -> Resp {
 }
 
 /// A request body read as a stream [`Source`].
-struct Body(Incoming);
+struct HttpBody(Incoming);
 
-impl Source for Body {
+impl Source for HttpBody {
     async fn fill(&mut self, decoder: &mut Decoder) -> Result<bool, String> {
         match self.0.frame().await {
             None => Ok(false),
