@@ -18,8 +18,9 @@
 //!
 //! Nothing here trusts the peer: frames are decoded and checked as on the HTTP-body stream, a
 //! stream holds its listener's connection slot for its whole life, a reader ends after
-//! [`STREAM_IDLE`](super::STREAM_IDLE) without a frame, and what the driver could not write at once is capped
-//! ([`MAX_PENDING`]) — a peer that stops reading loses its stream, not this node's memory.
+//! [`STREAM_IDLE`](super::STREAM_IDLE) without a frame, and what the driver could not write at
+//! once is capped ([`MAX_PENDING`]) — a peer that stops reading loses its stream, not this
+//! node's memory.
 
 use std::io;
 use std::net::SocketAddr;

@@ -104,13 +104,16 @@ pub async fn read_stream<E>(
     replaced: &tokio::sync::Notify,
     mut deliver: impl FnMut(Vec<Message>) -> Result<(), E>,
 ) -> Result<(), StreamCut<E>> {
+    // One waiter for the whole stream, not one registered and dropped per read.
+    let replaced = replaced.notified();
+    tokio::pin!(replaced);
     loop {
         while let Some(batch) = decoder.next_batch()? {
             deliver(batch).map_err(StreamCut::Refused)?;
         }
         let next = tokio::select! {
             biased;
-            _ = replaced.notified() => return Err(StreamCut::Replaced),
+            _ = &mut replaced => return Err(StreamCut::Replaced),
             next = tokio::time::timeout(STREAM_IDLE, source.fill(&mut decoder)) => next,
         };
         match next {

@@ -1,7 +1,8 @@
 //! The inbound message streams open at once: at most one per member.
 //!
-//! Why: a stream's decoder holds a frame of up to [`MAX_FRAME_BYTES`](super::frame::MAX_FRAME_BYTES)
-//! while it arrives, and the peer listener admits up to `--max-peer-connections` connections.
+//! Why: a stream's decoder holds a frame of up to
+//! [`MAX_FRAME_BYTES`](super::frame::MAX_FRAME_BYTES) while it arrives, and the peer listener
+//! admits up to `--max-peer-connections` connections.
 //! On a plain-HTTP cluster the member and cluster ids a sender presents are not secrets, so
 //! without a bound per member anyone who can reach the peer port could hold that much memory on
 //! every connection. A member's sender keeps one stream to each peer (a direct one or an HTTP
@@ -11,7 +12,6 @@
 //! can hold is then bounded by the membership, not by what a remote party opens.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -32,21 +32,20 @@ pub fn describe() {
 /// the map is no larger than the membership.
 #[derive(Debug, Default)]
 pub struct InboundStreams {
-    open: Mutex<HashMap<u64, (u64, Arc<Notify>)>>,
-    generation: AtomicU64,
+    /// Each member's place: the signal of the stream holding it.
+    open: Mutex<HashMap<u64, Arc<Notify>>>,
 }
 
 impl InboundStreams {
     /// Take `sender`'s place for a new stream, cutting the stream that held it.
     pub fn open(self: &Arc<Self>, sender: u64) -> Place {
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
         let cut = Arc::new(Notify::new());
         let old = self
             .open
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(sender, (generation, cut.clone()));
-        if let Some((_, old)) = old {
+            .insert(sender, cut.clone());
+        if let Some(old) = old {
             // A stored permit: the old stream sees it even if it is not waiting right now.
             old.notify_one();
             metrics::counter!(PEER_STREAMS_REPLACED).increment(1);
@@ -54,7 +53,6 @@ impl InboundStreams {
         Place {
             streams: self.clone(),
             sender,
-            generation,
             cut,
         }
     }
@@ -76,7 +74,6 @@ impl InboundStreams {
 pub struct Place {
     streams: Arc<InboundStreams>,
     sender: u64,
-    generation: u64,
     cut: Arc<Notify>,
 }
 
@@ -92,7 +89,7 @@ impl Drop for Place {
         let mut open = self.streams.open.lock().unwrap_or_else(|p| p.into_inner());
         if open
             .get(&self.sender)
-            .is_some_and(|(g, _)| *g == self.generation)
+            .is_some_and(|held| Arc::ptr_eq(held, &self.cut))
         {
             open.remove(&self.sender);
         }
